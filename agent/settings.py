@@ -1,0 +1,111 @@
+"""Process settings from the environment (``TRUSTLINE_*``), typed and immutable.
+
+Settings say where things are and how the process listens; pool policy lives in pools.toml
+(agent.config). Live clients never live here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+
+def example_config_path() -> Path:
+    """The pools.toml shipped with the package: the embedded default."""
+    return Path(str(resources.files("agent") / "examples" / "pools.toml"))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to a (host, port) pair."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRUSTLINE_", frozen=True, extra="ignore")
+
+    config: Path = Field(default_factory=example_config_path)
+    data_dir: Path = Path("trustline-data")
+    agi_listen: str = "127.0.0.1:4573"
+    # Peers allowed to open FastAGI sessions (addresses or networks, comma separated).
+    agi_allow: str = "127.0.0.1/32,::1/128"
+    http_listen: str = "127.0.0.1:8080"
+    deadline_ms: int = Field(250, ge=10, le=10_000)
+    # Tokens for the admin API, "token:role" comma separated (roles: viewer, admin, auditor).
+    api_tokens: SecretStr | None = None
+    log_level: str = "INFO"
+    config_poll_seconds: float = Field(2.0, gt=0)
+
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(5038, ge=1, le=65535)
+    ami_user: str | None = None
+    ami_secret: SecretStr | None = None
+    ami_secret_file: Path | None = None
+    ami_md5_challenge: bool = False
+
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor")
+    keyring: Path | None = None
+    retention_days: int = Field(365, ge=1)
+
+    @field_validator("agi_listen", "http_listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("agi_allow")
+    @classmethod
+    def _check_allow(cls, v: str) -> str:
+        for part in v.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)
+        return v
+
+    @property
+    def agi_address(self) -> tuple[str, int]:
+        return parse_listen(self.agi_listen)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return parse_listen(self.http_listen)
+
+    @property
+    def agi_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in self.agi_allow.split(",") if p.strip()
+        )
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "trustline.sqlite3"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.keyring or self.data_dir / "keyring"
+
+    @property
+    def hash_key_path(self) -> Path:
+        return self.data_dir / "callee-hash.key"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with CLI overrides on top. Errors become ConfigError."""
+    from pydantic import ValidationError
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]  # pydantic coerces from the env/CLI strings
+    except ValidationError as exc:
+        problems = [
+            f"TRUSTLINE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("environment", problems) from None

@@ -1,0 +1,142 @@
+"""The Database API and its SQLite implementation (aiosqlite, WAL, one writer connection).
+
+One connection serialises every statement through aiosqlite's worker thread, so the store
+never races with itself inside one agent; other processes (the CLI, a second agent) are
+serialised by SQLite's own locking (busy timeout, BEGIN IMMEDIATE for read-modify-write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from agent.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+Row = sqlite3.Row
+Params = Sequence[Any]
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._tx_lock = asyncio.Lock()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement in its own transaction; returns the row count."""
+        try:
+            cur = await self._conn.execute(sql, params)
+            count = cur.rowcount
+            await cur.close()
+            return count
+        except sqlite3.Error as exc:
+            raise StoreError(f"store statement failed: {exc}") from exc
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return await cur.fetchone()  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            raise StoreError(f"store query failed: {exc}") from exc
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"store query failed: {exc}") from exc
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Many rows in one transaction."""
+        async with self.transaction():
+            try:
+                await self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store statement failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        """BEGIN IMMEDIATE ... COMMIT: statements inside see and write a consistent state.
+
+        Only one coroutine may hold a transaction at a time on the shared connection; callers
+        serialise through ``self._tx_lock``.
+        """
+        async with self._tx_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+async def open_database(path: Path, *, migrate: bool = True) -> Database:
+    """Open (creating if needed) the SQLite store at ``path`` and apply pending migrations."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives a process crash; only power loss may drop the tail.
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    db = Database(conn, path)
+    if migrate:
+        await apply_migrations(db)
+    return db
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("agent.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def apply_migrations(db: Database) -> list[str]:
+    """Apply every numbered migration not yet applied, each in one transaction."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    done = {row[0] for row in await db.fetchall("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, sql in _migrations():
+        if version in done:
+            continue
+        async with db.transaction():
+            for statement in _split_sql(sql):
+                await db.execute(statement)
+            await db.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name)
+            )
+        log.info("store: applied migration %s", name)
+        applied.append(name)
+    return applied
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration file (split on ';' at line ends; no triggers with bodies)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
