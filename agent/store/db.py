@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from contextvars import ContextVar
 from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,8 @@ from agent.errors import StoreError
 log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
+# Set while the current task holds a transaction, so its own statements do not wait on the lock.
+_IN_TX: ContextVar[bool] = ContextVar("trustline_in_tx", default=False)
 Params = Sequence[Any]
 
 
@@ -33,34 +36,46 @@ class Database:
         self._tx_lock = asyncio.Lock()
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement in its own transaction; returns the row count."""
-        try:
-            cur = await self._conn.execute(sql, params)
-            count = cur.rowcount
-            await cur.close()
-            return count
-        except sqlite3.Error as exc:
-            raise StoreError(f"store statement failed: {exc}") from exc
+        """Run one statement (its own transaction unless inside ``transaction()``)."""
+        async with self._outside_tx():
+            try:
+                cur = await self._conn.execute(sql, params)
+                count = cur.rowcount
+                await cur.close()
+                return count
+            except sqlite3.Error as exc:
+                raise StoreError(f"store statement failed: {exc}") from exc
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        try:
-            async with self._conn.execute(sql, params) as cur:
-                return await cur.fetchone()  # type: ignore[no-any-return]
-        except sqlite3.Error as exc:
-            raise StoreError(f"store query failed: {exc}") from exc
+        async with self._outside_tx():
+            try:
+                async with self._conn.execute(sql, params) as cur:
+                    return await cur.fetchone()  # type: ignore[no-any-return]
+            except sqlite3.Error as exc:
+                raise StoreError(f"store query failed: {exc}") from exc
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        try:
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
-        except sqlite3.Error as exc:
-            raise StoreError(f"store query failed: {exc}") from exc
+        async with self._outside_tx():
+            try:
+                async with self._conn.execute(sql, params) as cur:
+                    return list(await cur.fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"store query failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _outside_tx(self) -> AsyncIterator[None]:
+        # A statement from another task must not land inside someone's open transaction.
+        if _IN_TX.get():
+            yield
+            return
+        async with self._tx_lock:
+            yield
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         """Many rows in one transaction."""
         async with self.transaction():
             try:
-                await self._conn.executemany(sql, rows)
+                await self._conn.executemany(sql, list(rows))
             except sqlite3.Error as exc:
                 raise StoreError(f"store statement failed: {exc}") from exc
 
@@ -71,15 +86,24 @@ class Database:
         Only one coroutine may hold a transaction at a time on the shared connection; callers
         serialise through ``self._tx_lock``.
         """
+        if _IN_TX.get():
+            yield self  # nested: part of the outer transaction
+            return
         async with self._tx_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            token = _IN_TX.set(True)
             try:
-                yield self
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            else:
-                await self._conn.execute("COMMIT")
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                else:
+                    await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store transaction failed: {exc}") from exc
+            finally:
+                _IN_TX.reset(token)
 
     async def close(self) -> None:
         await self._conn.close()

@@ -1,0 +1,59 @@
+"""The dialplan contract: every route, argument and channel variable shared with Asterisk.
+
+This module is the single source of truth. ``dialplan/*.conf`` must use exactly these names
+(tests/test_dialplan_contract.py checks it). Names here never change once landed.
+"""
+
+from __future__ import annotations
+
+# FastAGI routes (the path of agi://host:port/<route>).
+ROUTE_OUTBOUND = "outbound"
+ROUTE_INBOUND = "inbound"
+
+# Channel variables the agent sets for the outbound route.
+CALLERID_NUM = "CALLERID(num)"
+CALLERID_NAME = "CALLERID(name)"
+VAR_STATUS = "TRUSTLINE_STATUS"
+VAR_POOL = "TRUSTLINE_POOL"
+VAR_REASON = "TRUSTLINE_REASON"
+
+# TRUSTLINE_STATUS values.
+STATUS_OK = "ok"
+STATUS_FALLBACK = "fallback"
+STATUS_EXHAUSTED = "exhausted"
+STATUS_REFUSED = "refused"
+STATUS_ERROR = "error"
+OUTBOUND_STATUSES = (STATUS_OK, STATUS_FALLBACK, STATUS_EXHAUSTED, STATUS_REFUSED, STATUS_ERROR)
+
+# Channel variables the agent sets for the inbound route.
+VAR_VERDICT = "TRUSTLINE_VERDICT"
+VAR_SCORE = "TRUSTLINE_SCORE"
+VAR_REASONS = "TRUSTLINE_REASONS"
+
+VERDICT_ALLOW = "allow"
+VERDICT_CHALLENGE = "challenge"
+VERDICT_VOICEMAIL = "voicemail"
+VERDICT_BLOCK = "block"
+VERDICTS = (VERDICT_ALLOW, VERDICT_CHALLENGE, VERDICT_VOICEMAIL, VERDICT_BLOCK)
+
+# Variables the dialplan owns and the agent only documents (set by the dialplan itself).
+DIALPLAN_GLOBAL_FALLBACK_CID = "TRUSTLINE_FALLBACK_CID"
+
+# AstDB family/key the agent writes (AMI DBPut) so the dialplan has a fallback caller ID
+# per purpose while the agent is unreachable: ${DB(trustline/fallback/<purpose>)}.
+ASTDB_FAMILY = "trustline"
+ASTDB_FALLBACK_PREFIX = "fallback"
+
+# Variables the agent SETS, by route: the dialplan may read only these (plus its own).
+AGENT_SET_VARIABLES = frozenset(
+    {
+        CALLERID_NUM,
+        CALLERID_NAME,
+        VAR_STATUS,
+        VAR_POOL,
+        VAR_REASON,
+        VAR_VERDICT,
+        VAR_SCORE,
+        VAR_REASONS,
+    }
+)
