@@ -161,6 +161,14 @@ async def apply_migrations(db: Database) -> list[str]:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Statements of a migration file (split on ';' at line ends; no triggers with bodies)."""
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+    """The statements of a migration file, split where SQLite says a statement is complete."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+        raise StoreError("migration ends with an incomplete statement")
+    return statements

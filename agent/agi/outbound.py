@@ -1,0 +1,66 @@
+"""The ``outbound`` FastAGI route: AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>]).
+
+Translates the request into OutboundService.decide and the Decision into channel variables.
+Failure policy: answer with the pool's fallback caller ID (status ``fallback``), or with
+``error`` and no caller ID when the purpose is unknown; never hang up the call.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent import contract
+from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.errors import BadRequest
+from agent.services.outbound import Decision, OutboundService
+
+_CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+
+
+def answer_for(decision: Decision) -> AgiAnswer:
+    variables: list[tuple[str, str]] = []
+    if decision.number:
+        variables.append((contract.CALLERID_NUM, decision.number))
+        if decision.name:
+            variables.append((contract.CALLERID_NAME, decision.name))
+    variables += [
+        (contract.VAR_STATUS, decision.status),
+        (contract.VAR_POOL, decision.pool or ""),
+        (contract.VAR_REASON, decision.reason),
+    ]
+    return AgiAnswer(tuple(variables), outcome=decision.status)
+
+
+class OutboundRoute:
+    name = contract.ROUTE_OUTBOUND
+
+    def __init__(self, service: OutboundService) -> None:
+        self._service = service
+
+    @staticmethod
+    def _args(request: AgiRequest) -> tuple[str, str, str | None]:
+        # The purpose may also come as ?purpose= in the script path (seen in real dialplans).
+        purpose = (request.arg(1) or request.query.get("purpose", "")).strip()
+        callee = request.arg(2).strip()
+        case_ref = request.arg(3).strip() or None
+        if case_ref is not None and not _CASE_REF.fullmatch(case_ref):
+            case_ref = None  # free text from the dialplan is not stored: it could hold health data
+        return purpose, callee, case_ref
+
+    async def handle(self, request: AgiRequest) -> AgiAnswer:
+        purpose, callee, case_ref = self._args(request)
+        try:
+            decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref)
+        except BadRequest as exc:
+            decision = Decision(contract.STATUS_ERROR, str(exc))
+            self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
+        return answer_for(decision)
+
+    def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
+        purpose, callee, case_ref = self._args(request)
+        if reason == "unknown_route":
+            decision = Decision(contract.STATUS_ERROR, "unknown_route")
+        else:
+            decision = self._service.fallback_decision(purpose, reason)
+        self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
+        return answer_for(decision)

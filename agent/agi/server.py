@@ -1,0 +1,283 @@
+"""FastAGI server: owns the socket, the wire protocol, limits and deadlines.
+
+Asterisk connects, sends ``agi_*: value`` lines ended by a blank line, then waits for our
+commands; every command gets one reply line (``200 result=N (data)``, ``510 ...``, ``511 ...``)
+or a multi-line ``520-...`` / ``520 End...`` block, and a bare ``HANGUP`` line may arrive before
+any reply. Asterisk has no timeout of its own: a silent server stalls the call, so every route
+is answered within the deadline, falling back to the route's declared safe answer.
+
+panoramisk's FastAGI Application is not used: it spins forever on a connection closed before
+the blank line, reads without size limits, matches routes with their query string, and
+swallows CancelledError (tests/test_panoramisk_fastagi.py shows the first two). This module
+may parse and write bytes and call routes; it must not hold policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from agent.agi.routing import AgiAnswer, AgiRequest, Route
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 8192  # Asterisk's own header lines are < 1 KiB; a longer line is not Asterisk
+MAX_HEADERS = 200
+MAX_VALUE = 1024  # values stay far below Asterisk's 2 KiB command split on older versions
+
+
+class ProtocolError(Exception):
+    """The peer does not speak FastAGI (garbage, oversized lines, too many headers)."""
+
+
+class Hangup(Exception):
+    """The channel is gone (HANGUP line or 511 reply): stop sending commands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    result: str
+    data: str
+    lines: tuple[str, ...]
+
+
+def parse_reply(lines: list[str]) -> Reply:
+    """``200 result=1 (data)`` and friends. Data keeps inner quotes as Asterisk sends them."""
+    first = lines[0]
+    code_text, _, rest = first.partition(" ")
+    if not code_text[:3].isdigit():
+        raise ProtocolError("reply does not start with a status code")
+    code = int(code_text[:3])
+    result = data = ""
+    if code == 200 and rest.startswith("result="):
+        value, _, tail = rest[len("result="):].partition(" ")
+        result = value
+        tail = tail.strip()
+        if tail.startswith("(") and tail.endswith(")"):
+            data = tail[1:-1]
+        elif tail:
+            data = tail
+    return Reply(code, result, data, tuple(lines))
+
+
+def quote(value: str) -> str:
+    """A value as one quoted AGI argument: no CR/LF/control chars (they would start a second
+    command), backslash and double quote escaped, length bounded."""
+    clean = "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in value)[:MAX_VALUE]
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AgiSession:
+    """One FastAGI connection after its headers: send commands, read replies."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, reply_timeout: float
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer
+        self._reply_timeout = reply_timeout
+        self.hung_up = False
+
+    async def _line(self) -> str:
+        try:
+            raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self._reply_timeout)
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("reply line too long") from None
+        # Asterisk sends its channel's bytes as they are; never fail on a stray byte.
+        return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+    async def command(self, line: str) -> Reply:
+        if "\n" in line or "\r" in line:
+            raise ValueError("an AGI command is one line")
+        self._writer.write(line.encode("utf-8") + b"\n")
+        await self._writer.drain()
+        while True:
+            first = await self._line()
+            if first == "HANGUP":
+                # Asterisk tells us the channel hung up; the reply to our command still follows.
+                self.hung_up = True
+                continue
+            if first.startswith("100 "):
+                continue  # "100 result=0 Trying..." precedes the real reply
+            break
+        lines = [first]
+        if first.startswith("520-"):
+            while True:
+                nxt = await self._line()
+                lines.append(nxt)
+                if nxt.startswith("520 ") or len(lines) > 200:
+                    break
+        reply = parse_reply(lines)
+        if reply.code == 511:
+            self.hung_up = True
+            raise Hangup(first)
+        return reply
+
+    async def set_variable(self, name: str, value: str) -> Reply:
+        return await self.command(f"SET VARIABLE {name} {quote(value)}")
+
+
+RouteFactory = Callable[[], Mapping[str, Route]]
+
+
+class FastAgiServer:
+    def __init__(
+        self,
+        routes: Mapping[str, Route] | RouteFactory,
+        *,
+        deadline: float,
+        allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        header_timeout: float = 5.0,
+        reply_timeout: float = 5.0,
+        on_answer: Callable[[str, AgiAnswer, float, bool], None] | None = None,
+        fallback_route: Route | None = None,
+    ) -> None:
+        self._routes = routes
+        self.deadline = deadline
+        self._allowed = allowed
+        self._header_timeout = header_timeout
+        self._reply_timeout = reply_timeout
+        self._on_answer = on_answer
+        self._fallback_route = fallback_route
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        if self._server is None:
+            return []
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
+        log.info("fastagi: listening on %s", ", ".join(f"{h}:{p}" for h, p in self.sockets))
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, give open sessions ``grace`` seconds to finish, then cancel them."""
+        if self._server is not None:
+            self._server.close()
+        if self._sessions:
+            done, pending = await asyncio.wait(self._sessions, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        self._server = None
+
+    def _peer_allowed(self, host: str) -> bool:
+        if not self._allowed:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._allowed)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        peer = f"{peername[0]}:{peername[1]}"
+        try:
+            if not self._peer_allowed(str(peername[0])):
+                log.warning("%s fastagi: peer not in TRUSTLINE_AGI_ALLOW, closing", peer)
+                return
+            await self._session(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            log.debug("%s fastagi: peer closed the connection early", peer)
+        except TimeoutError:
+            log.info("%s fastagi: peer went silent, closing", peer)
+        except ProtocolError as exc:
+            log.warning("%s fastagi: not FastAGI (%s), closing", peer, exc)
+        except Hangup:
+            log.debug("%s fastagi: channel hung up before the answer was complete", peer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s fastagi: unexpected error; the server keeps serving", peer)
+        finally:
+            self._sessions.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS):
+            try:
+                raw = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:
+                raise ProtocolError(f"header line longer than {MAX_LINE} bytes") from None
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                if not headers:
+                    raise ProtocolError("blank line before any header")
+                return headers
+            key, sep, value = line.partition(": ")
+            if not sep:
+                key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_"):
+                raise ProtocolError("header line is not 'agi_name: value'")
+            headers[key] = value
+        raise ProtocolError(f"more than {MAX_HEADERS} header lines")
+
+    def _request(self, headers: dict[str, str], peer: str) -> AgiRequest:
+        script = headers.get("agi_network_script", "")
+        path, _, query = script.partition("?")
+        args = []
+        i = 1
+        while f"agi_arg_{i}" in headers:
+            args.append(headers[f"agi_arg_{i}"])
+            i += 1
+        return AgiRequest(
+            route=path.strip("/"),
+            query=dict(parse_qsl(query, keep_blank_values=True)),
+            args=tuple(args),
+            env=headers,
+            peer=peer,
+        )
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        headers = await asyncio.wait_for(self._read_headers(reader), self._header_timeout)
+        started = time.perf_counter()
+        request = self._request(headers, peer)
+        routes = self._routes() if callable(self._routes) else self._routes
+        route = routes.get(request.route)
+        missed = False
+        if route is None:
+            log.warning("%s fastagi: unknown route %r (uniqueid %s)", peer, request.route[:40], request.uniqueid)
+            route = self._fallback_route
+            answer = route.on_failure(request, "unknown_route") if route else AgiAnswer()
+        else:
+            try:
+                answer = await asyncio.wait_for(route.handle(request), self.deadline)
+            except TimeoutError:
+                missed = True
+                log.warning("%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
+                            peer, request.route, self.deadline * 1000, request.uniqueid)
+                answer = route.on_failure(request, "deadline")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s fastagi: %s failed (uniqueid %s); answering safely",
+                              peer, request.route, request.uniqueid)
+                answer = route.on_failure(request, "internal_error")
+        if self._on_answer is not None:
+            self._on_answer(request.route, answer, time.perf_counter() - started, missed)
+        session = AgiSession(reader, writer, peer, self._reply_timeout)
+        for name, value in answer.variables:
+            reply = await session.set_variable(name, value)
+            if reply.code != 200:
+                log.warning("%s fastagi: Asterisk refused SET VARIABLE %s: %s", peer, name, reply.lines[0][:80])
+        log.debug("%s fastagi: %s answered %s", peer, request.route, answer.outcome)

@@ -1,0 +1,206 @@
+"""The one place that builds, starts and stops everything, in that order and in reverse.
+
+No other module creates live objects for others. Reloading pools.toml builds a new Config and
+hands it to the services whole; a bad file is logged and the last good config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agent import contract
+from agent.agi.outbound import OutboundRoute
+from agent.agi.routing import Route
+from agent.agi.server import FastAgiServer
+from agent.clock import Clock, SystemClock
+from agent.config import Config, load_config
+from agent.errors import ConfigError
+from agent.http.app import build_http_app
+from agent.metrics import Metrics
+from agent.services.outbound import DecisionHooks, OutboundService
+from agent.settings import Settings
+from agent.store.db import Database, open_database
+
+log = logging.getLogger(__name__)
+
+
+def load_hash_key(path: Path) -> bytes:
+    """The secret that keys callee hashes; created on first use, readable by the agent only."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return key
+    if len(key) < 32:
+        raise ConfigError(str(path), ["callee hash key is shorter than 32 bytes"])
+    return key
+
+
+async def open_store(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return await open_database(settings.database_path)
+
+
+class Agent:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.db: Database | None = None
+        self.outbound: OutboundService | None = None
+        self.agi: FastAgiServer | None = None
+        self.routes: dict[str, Route] = {}
+        self._http: web.AppRunner | None = None
+        self._config_mtime: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        self.http_address: tuple[str, int] | None = None
+
+    @property
+    def config(self) -> Config:
+        assert self.outbound is not None
+        return self.outbound.config
+
+    async def start(self) -> None:
+        s = self.settings
+        config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
+        self._config_mtime = _mtime(s.config)
+        self.db = await open_store(s)
+        self._stoppers.append(self.db.close)
+        hash_key = load_hash_key(s.hash_key_path)
+
+        hooks = DecisionHooks(on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert])
+        self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
+        await self.outbound.start()
+        self._stoppers.append(self.outbound.stop)
+        self.metrics.watch_usable(self.outbound.usable_by_pool)
+
+        outbound_route = OutboundRoute(self.outbound)
+        self.routes[contract.ROUTE_OUTBOUND] = outbound_route
+        self.agi = FastAgiServer(
+            self.routes,
+            deadline=s.deadline_ms / 1000.0,
+            allowed=s.agi_allowed_networks,
+            on_answer=self.metrics.on_answer,
+            fallback_route=outbound_route,
+        )
+        await self.agi.start(*s.agi_address)
+        self._stoppers.append(self.agi.stop)
+
+        self._http = web.AppRunner(build_http_app(self.metrics, [self._ready_config, self._ready_store]))
+        await self._http.setup()
+        site = web.TCPSite(self._http, *s.http_address)
+        await site.start()
+        self.http_address = self._http.addresses[0][:2] if self._http.addresses else s.http_address
+        self._stoppers.append(self._http.cleanup)
+        log.info("http: listening on %s:%s", *self.http_address)
+
+        self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        log.info("trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            try:
+                await asyncio.wait_for(stopper(), 10.0)
+            except Exception:
+                log.exception("trustline: a component did not stop cleanly")
+        log.info("trustline: stopped")
+
+    # -- config reload ---------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        log.info("config: SIGHUP received, reloading %s", self.settings.config)
+        self._tasks.append(asyncio.create_task(self.reload_config(), name="config-reload"))
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.config_poll_seconds)
+            mtime = _mtime(self.settings.config)
+            if mtime is not None and mtime != self._config_mtime:
+                self._config_mtime = mtime
+                await self.reload_config()
+
+    async def reload_config(self) -> bool:
+        """Load pools.toml again; apply it whole, or keep the running config if it is invalid."""
+        assert self.outbound is not None
+        try:
+            config = load_config(self.settings.config)
+        except ConfigError as exc:
+            log.error("config: %s rejected, keeping the running config:\n  %s",
+                      exc.source, "\n  ".join(exc.problems))
+            self.metrics.config_reloads.labels("rejected").inc()
+            self.metrics.config_loaded.set(0)
+            return False
+        await self.outbound.apply_config(config)
+        for listener in self.config_listeners:
+            try:
+                await listener(config)
+            except Exception:
+                log.exception("config: a component failed to take the new config")
+        self.metrics.config_reloads.labels("applied").inc()
+        self.metrics.config_loaded.set(1)
+        log.info("config: reloaded %s (%d pools, %d numbers)", config.source, len(config.pools), len(config.numbers))
+        return True
+
+    # -- readiness -------------------------------------------------------------------------
+    async def _ready_config(self) -> tuple[str, bool, str]:
+        ok = self.outbound is not None
+        return "config", ok, self.config.source if ok else "not loaded"
+
+    async def _ready_store(self) -> tuple[str, bool, str]:
+        assert self.db is not None
+        # A real write, so a full disk or a read-only file shows here.
+        await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
+        return "store", True, str(self.db.path)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return None
+
+
+async def run_agent(settings: Settings) -> int:
+    agent = Agent(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+    except BaseException:
+        await agent.stop()
+        raise
+    try:
+        await stop.wait()
+    finally:
+        await agent.stop()
+    return 0

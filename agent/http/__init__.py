@@ -1,0 +1,1 @@
+"""HTTP adapter (aiohttp): health, readiness and metrics. Translates, decides nothing."""

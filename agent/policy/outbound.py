@@ -1,0 +1,212 @@
+"""Outbound caller-ID policy: pure functions and in-memory structures, no I/O, no clock reads.
+
+What it decides: whether a number may be handed out now (active, not resting, not
+quarantined, under today's cap in its pool's time zone), which eligible number is preferred
+(local presence, then least used today, then least recently used), when intensive use earns a
+rest, when reports earn a quarantine, how a promoted reserve number's cap ramps up, and what
+to do when a pool has nothing left. The store makes the final cap check atomically; this
+module only ranks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from agent.config import PoolRules
+
+
+def local_day(ts: float, tz: ZoneInfo) -> date:
+    """The calendar day of instant ``ts`` in ``tz``: the day a cap counts against."""
+    return datetime.fromtimestamp(ts, tz).date()
+
+
+def next_midnight(ts: float, tz: ZoneInfo) -> float:
+    """The instant the next local day starts (DST-safe: midnight as the zone defines it)."""
+    day = local_day(ts, tz) + timedelta(days=1)
+    return datetime.combine(day, time(0), tz).timestamp()
+
+
+def warmup_cap(full_cap: int, promoted_day: date | None, today: date, warmup_days: int) -> int:
+    """Cap of a promoted reserve number: ramps linearly to the full cap over warmup_days.
+
+    Day 0 of promotion gets 1/(warmup_days+1) of the cap, and so on; a number never promoted,
+    or past its warm-up, has its full cap. Never below 1.
+    """
+    if promoted_day is None or warmup_days <= 0:
+        return full_cap
+    age = (today - promoted_day).days
+    if age >= warmup_days:
+        return full_cap
+    return max(1, math.ceil(full_cap * (age + 1) / (warmup_days + 1)))
+
+
+def intensive_rest(
+    used_today: int,
+    recent_days_used: list[int],
+    rules: PoolRules,
+    now: float,
+) -> tuple[float, float] | None:
+    """Rest period earned when today just became intensive.
+
+    ``recent_days_used`` are the counts of the days before today, most recent first. When today
+    and the (days_before_rest - 1) days before it all reach the threshold, the number rests for
+    rest_hours starting at the next local midnight: today's calls already placed are not cut.
+    """
+    if used_today != rules.intensive_threshold:
+        return None  # evaluate once, on the call that makes the day intensive
+    needed = rules.intensive_days_before_rest - 1
+    previous = recent_days_used[:needed]
+    if len(previous) < needed or any(n < rules.intensive_threshold for n in previous):
+        return None
+    start = next_midnight(now, rules.timezone)
+    return start, start + rules.rest_hours * 3600.0
+
+
+def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
+    return reports_today >= rules.reports_to_quarantine
+
+
+@dataclass(slots=True)
+class NumberState:
+    """What the policy knows of one number right now."""
+
+    number: str
+    home_pool: str
+    name: str
+    full_cap: int
+    presence: str | None
+    active: bool = True
+    day: date | None = None  # the day ``used`` counts for
+    used: int = 0
+    last_used_at: float = 0.0
+    rest_windows: list[tuple[float, float]] = field(default_factory=list)
+    quarantined_until: float | None = None
+    serving_pool: str | None = None  # a reserve number promoted into another pool
+    promoted_day: date | None = None
+
+    def used_on(self, today: date) -> int:
+        return self.used if self.day == today else 0
+
+    def cap_on(self, today: date, warmup_days: int) -> int:
+        return warmup_cap(self.full_cap, self.promoted_day, today, warmup_days)
+
+    def resting(self, now: float) -> bool:
+        return any(start <= now < end for start, end in self.rest_windows)
+
+    def quarantined(self, now: float) -> bool:
+        return self.quarantined_until is not None and now < self.quarantined_until
+
+    def healthy(self, now: float) -> bool:
+        """Usable in principle: active, not resting, not quarantined (cap aside)."""
+        return self.active and not self.resting(now) and not self.quarantined(now)
+
+    def next_change(self, now: float) -> float | None:
+        """When the number's health may change next (a rest or quarantine starts or ends)."""
+        times = [t for window in self.rest_windows for t in window if t > now]
+        if self.quarantined_until is not None and self.quarantined_until > now:
+            times.append(self.quarantined_until)
+        return min(times) if times else None
+
+
+class Selector:
+    """Ranks eligible numbers per pool in O(log n): heaps with lazy deletion.
+
+    Each number sits in its pool's heap and in its (pool, presence) heap, keyed by
+    (used today, last used, insertion order). ``take`` removes the best number so concurrent
+    decisions spread over different numbers while the store confirms the claim; ``put`` puts it
+    back with its new key. Entries are invalidated by bumping the number's generation.
+    """
+
+    def __init__(self) -> None:
+        self._heaps: dict[tuple[str, str | None], list[tuple[int, float, int, str, int]]] = {}
+        self._generation: dict[str, int] = {}
+        self._where: dict[str, tuple[str, str | None]] = {}
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, number: str) -> bool:
+        return number in self._where
+
+    def put(self, number: str, pool: str, presence: str | None, used: int, last_used_at: float) -> None:
+        gen = self._generation.get(number, 0) + 1
+        self._generation[number] = gen
+        self._where[number] = (pool, presence)
+        entry = (used, last_used_at, next(self._order), number, gen)
+        heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
+        if presence is not None:
+            heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
+
+    def discard(self, number: str) -> None:
+        if self._where.pop(number, None) is not None:
+            self._generation[number] = self._generation.get(number, 0) + 1
+
+    def discard_pool(self, pool: str) -> None:
+        for number, (p, _) in list(self._where.items()):
+            if p == pool:
+                self.discard(number)
+        for key in [k for k in self._heaps if k[0] == pool]:
+            del self._heaps[key]
+
+    def take(self, pool: str, presence: str | None) -> str | None:
+        """Remove and return the preferred number: local first, then the whole pool."""
+        for key in ((pool, presence), (pool, None)) if presence is not None else ((pool, None),):
+            heap = self._heaps.get(key)
+            while heap:
+                used, last, _, number, gen = heap[0]
+                if self._generation.get(number) != gen or number not in self._where:
+                    heapq.heappop(heap)
+                    continue
+                self.discard(number)
+                heapq.heappop(heap)
+                return number
+        return None
+
+    def count(self, pool: str) -> int:
+        return sum(1 for p, _ in self._where.values() if p == pool)
+
+
+def plan_promotions(
+    pools: dict[str, tuple[bool, int]],
+    states: list[NumberState],
+    now: float,
+) -> list[tuple[str, str | None]]:
+    """Reserve moves: [(number, pool to serve, or None to return to reserve)].
+
+    ``pools`` maps pool name -> (is_reserve, min_active). A pool whose healthy numbers fall
+    below min_active gets healthy idle reserve numbers; once its own numbers are enough again,
+    the promoted ones go back to the reserve.
+    """
+    own_healthy: dict[str, int] = {}
+    promoted: dict[str, list[NumberState]] = {}
+    idle_reserve: list[NumberState] = []
+    for st in states:
+        if st.serving_pool is not None:
+            promoted.setdefault(st.serving_pool, []).append(st)
+        elif pools.get(st.home_pool, (False, 0))[0]:
+            if st.healthy(now):
+                idle_reserve.append(st)
+        elif st.healthy(now):
+            own_healthy[st.home_pool] = own_healthy.get(st.home_pool, 0) + 1
+    idle_reserve.sort(key=lambda s: (s.last_used_at, s.number))
+    moves: list[tuple[str, str | None]] = []
+    for pool, (is_reserve, min_active) in sorted(pools.items()):
+        if is_reserve:
+            continue
+        own = own_healthy.get(pool, 0)
+        mine = promoted.get(pool, [])
+        if own >= min_active:
+            moves.extend((st.number, None) for st in mine)
+            continue
+        healthy_promoted = sum(1 for st in mine if st.healthy(now))
+        deficit = min_active - own - healthy_promoted
+        while deficit > 0 and idle_reserve:
+            moves.append((idle_reserve.pop(0).number, pool))
+            deficit -= 1
+    return moves

@@ -1,0 +1,502 @@
+"""Outbound use cases: pick a caller ID for a call, take spam reports, reinstate numbers.
+
+Holds the in-memory view of every number (for O(log n) ranking) and keeps it in step with the
+store, which stays the source of truth: the cap is enforced by the store's atomic claim, and
+changes made by other processes (CLI, another agent) are picked up through the store's state
+version. Policy comes from agent.policy.outbound; this module sequences I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from agent import contract, phone
+from agent.clock import Clock
+from agent.config import Config, PoolConfig
+from agent.errors import BadRequest, UnknownNumber
+from agent.policy.outbound import (
+    NumberState,
+    Selector,
+    intensive_rest,
+    local_day,
+    plan_promotions,
+    quarantine_due,
+)
+from agent.store.db import Database
+from agent.store.outbound import AuditRecord, AuditWriter, OutboundRepo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: str
+    reason: str
+    pool: str | None = None
+    number: str | None = None  # E.164 caller ID to present; None = leave the dialplan's
+    name: str | None = None  # caller name (CNAM)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    number: str  # E.164 (or the raw text when it could not be parsed)
+    ours: bool
+    reports_today: int
+    quarantined: bool
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """Lets a claim that finishes after the deadline know its answer was not used."""
+
+    abandoned: bool = False
+
+
+@dataclass(slots=True)
+class DecisionHooks:
+    """Observers of decisions (metrics); called synchronously, must not block."""
+
+    on_decision: list[Callable[[Decision], None]] = field(default_factory=list)
+    on_alert: list[Callable[[str, str | None, str], None]] = field(default_factory=list)
+
+
+class OutboundService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        hash_key: bytes,
+        hooks: DecisionHooks | None = None,
+    ) -> None:
+        self._repo = OutboundRepo(db)
+        self._clock = clock
+        self._config = config
+        self._hash_key = hash_key
+        self.hooks = hooks or DecisionHooks()
+        self._audit = AuditWriter(self._repo)
+        self._states: dict[str, NumberState] = {}
+        self._selector = Selector()
+        self._pool_day: dict[str, str] = {}
+        self._wakeups: list[tuple[float, str]] = []
+        self._state_version = -1
+        self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self, *, watch_interval: float | None = 1.0) -> None:
+        await self._repo.sync_numbers(self._number_rows(self._config))
+        await self.reload_state()
+        self._audit.start()
+        if watch_interval:
+            self._watch_task = asyncio.create_task(self._watch(watch_interval), name="outbound-watch")
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            try:
+                await self._watch_task
+            except asyncio.CancelledError:
+                pass
+            self._watch_task = None
+        await self._audit.stop()
+
+    async def apply_config(self, config: Config) -> None:
+        """Swap in a new config whole and rebuild the number view from the store."""
+        await self._repo.sync_numbers(self._number_rows(config))
+        self._config = config
+        await self.reload_state()
+
+    async def flush(self) -> None:
+        await self._audit.flush()
+
+    async def _watch(self, interval: float) -> None:
+        """Pick up changes other processes made (CLI reports, reinstatements) and timed ones."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self._repo.state_version() != self._state_version:
+                    await self.reload_state()
+                else:
+                    await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbound: could not refresh state from the store; will retry")
+
+    @staticmethod
+    def _number_rows(config: Config) -> list[tuple[str, str, bool]]:
+        return [(n.number, n.pool, n.active) for n in config.numbers.values()]
+
+    # -- the in-memory view ----------------------------------------------------------------
+    def _pool_of(self, st: NumberState) -> PoolConfig:
+        return self._config.pools[st.serving_pool or st.home_pool]
+
+    async def reload_state(self) -> None:
+        async with self._lock:
+            now = self._clock.now()
+            version = await self._repo.state_version()
+            rows = {r.number: r for r in await self._repo.numbers()}
+            oldest = min(local_day(now, p.rules.timezone) for p in self._config.pools.values())
+            usage: dict[tuple[str, str], int] = {
+                (n, d): u for n, d, u in await self._repo.usage_since((oldest - timedelta(days=1)).isoformat())
+            }
+            rests: dict[str, list[tuple[float, float]]] = {}
+            for number, start, end in await self._repo.rests_after(now):
+                rests.setdefault(number, []).append((start, end))
+            quarantined = dict(await self._repo.quarantines_after(now))
+            states: dict[str, NumberState] = {}
+            for cfg in self._config.numbers.values():
+                row = rows.get(cfg.number)
+                serving = row.serving_pool if row and row.serving_pool in self._config.pools else None
+                st = NumberState(
+                    number=cfg.number,
+                    home_pool=cfg.pool,
+                    name=cfg.name,
+                    full_cap=cfg.daily_cap,
+                    presence=phone.presence_key(cfg.number),
+                    active=cfg.active,
+                    last_used_at=(row.last_used_at or 0.0) if row else 0.0,
+                    rest_windows=rests.get(cfg.number, []),
+                    quarantined_until=quarantined.get(cfg.number),
+                    serving_pool=serving,
+                )
+                pool = self._pool_of(st)
+                today = local_day(now, pool.rules.timezone)
+                st.day = today
+                st.used = usage.get((cfg.number, today.isoformat()), 0)
+                if serving and row and row.promoted_at:
+                    st.promoted_day = local_day(row.promoted_at, pool.rules.timezone)
+                states[cfg.number] = st
+            self._states = states
+            self._state_version = version
+            self._rebuild_selector(now)
+        await self._reconcile()
+
+    def _rebuild_selector(self, now: float) -> None:
+        self._selector = Selector()
+        self._wakeups = []
+        self._pool_day = {
+            name: local_day(now, p.rules.timezone).isoformat() for name, p in self._config.pools.items()
+        }
+        for st in self._states.values():
+            self._place(st, now)
+
+    def _place(self, st: NumberState, now: float) -> None:
+        """Put a number in the selector if it may be handed out now; else note when to look again."""
+        self._selector.discard(st.number)
+        pool = self._pool_of(st)
+        today = local_day(now, pool.rules.timezone)
+        if st.day != today:
+            st.day, st.used = today, 0
+        wake = st.next_change(now)
+        if wake is not None:
+            heapq.heappush(self._wakeups, (wake, st.number))
+        if not st.healthy(now) or st.used >= st.cap_on(today, pool.rules.warmup_days):
+            return
+        self._selector.put(st.number, pool.name, st.presence, st.used, st.last_used_at)
+
+    def _roll_days(self, now: float) -> None:
+        """At a pool's local midnight every count restarts at zero: re-rank that pool."""
+        for name, pool in self._config.pools.items():
+            today = local_day(now, pool.rules.timezone).isoformat()
+            if self._pool_day.get(name) != today:
+                self._pool_day[name] = today
+                self._selector.discard_pool(name)
+                for st in self._states.values():
+                    if self._pool_of(st).name == name:
+                        self._place(st, now)
+        while self._wakeups and self._wakeups[0][0] <= now:
+            _, number = heapq.heappop(self._wakeups)
+            st = self._states.get(number)
+            if st is not None:
+                self._place(st, now)
+
+    async def _reconcile(self) -> None:
+        """Promote reserve numbers into pools that fell below min_active, or send them back."""
+        now = self._clock.now()
+        self._roll_days(now)
+        pools = {name: (p.reserve, p.rules.min_active) for name, p in self._config.pools.items()}
+        moves = plan_promotions(pools, list(self._states.values()), now)
+        for number, target in moves:
+            st = self._states[number]
+            await self._repo.set_serving_pool(number, target, now)
+            st.serving_pool = target
+            if target is not None:
+                st.promoted_day = local_day(now, self._config.pools[target].rules.timezone)
+                message = f"reserve number {phone.mask(number)} promoted into pool {target}: too few usable numbers"
+                await self._alert(now, "reserve_promoted", target, message)
+            else:
+                st.promoted_day = None
+                log.info("outbound: reserve number %s returns to the reserve", phone.mask(number))
+            self._place(st, now)
+
+    async def _alert(self, now: float, kind: str, pool: str | None, message: str) -> None:
+        log.warning("alert %s: %s", kind, message)
+        await self._repo.add_alert(now, kind, pool, message)
+        for hook in self.hooks.on_alert:
+            hook(kind, pool, message)
+
+    # -- deciding --------------------------------------------------------------------------
+    def callee_hash(self, callee: str) -> str | None:
+        try:
+            e164 = phone.to_e164(callee, self._config.default_region, require_valid=False)
+        except phone.InvalidNumber:
+            return None
+        return phone.keyed_hash(self._hash_key, e164)
+
+    def fallback_decision(self, purpose: str, reason: str) -> Decision:
+        """The answer when the agent cannot decide in time: the pool's fallback. No I/O."""
+        pool = self._config.pool_for(purpose)
+        if pool is None:
+            return Decision(contract.STATUS_ERROR, "unknown_purpose")
+        return Decision(contract.STATUS_FALLBACK, reason, pool.name, pool.fallback, pool.fallback_name)
+
+    async def decide(
+        self, purpose: str, callee: str, uniqueid: str = "", case_ref: str | None = None
+    ) -> Decision:
+        ticket = _Ticket()
+        try:
+            decision = await self._decide(purpose, callee, uniqueid, case_ref, ticket)
+        except asyncio.CancelledError:
+            ticket.abandoned = True  # a claim still in flight records itself as unused
+            raise
+        for hook in self.hooks.on_decision:
+            hook(decision)
+        return decision
+
+    async def _decide(
+        self, purpose: str, callee: str, uniqueid: str, case_ref: str | None, ticket: _Ticket
+    ) -> Decision:
+        if not purpose:
+            raise BadRequest("missing_purpose")
+        pool = self._config.pool_for(purpose)
+        if pool is None:
+            raise BadRequest("unknown_purpose")
+        now = self._clock.now()
+        self._roll_days(now)
+        callee_e164 = None
+        try:
+            callee_e164 = phone.to_e164(callee, pool.rules.region, require_valid=False)
+        except phone.InvalidNumber:
+            pass  # an internal extension or junk: no local presence, still served
+        presence = phone.presence_key(callee_e164) if callee_e164 else None
+        callee_hash = phone.keyed_hash(self._hash_key, callee_e164) if callee_e164 else None
+
+        claimed = await self._claim_from(pool, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref)
+        if claimed is not None:
+            st = self._states[claimed]
+            reason = "local_presence" if presence and st.presence == presence else "least_used"
+            return self._record(now, uniqueid, purpose, pool.name, Decision(
+                contract.STATUS_OK, reason, pool.name, st.number, st.name), callee_hash, case_ref)
+
+        mode = pool.rules.on_exhausted
+        if mode == "borrow_reserve":
+            for reserve in self._config.reserve_pools:
+                claimed = await self._claim_from(
+                    reserve, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref
+                )
+                if claimed is not None:
+                    st = self._states[claimed]
+                    return self._record(now, uniqueid, purpose, pool.name, Decision(
+                        contract.STATUS_OK, "borrowed_reserve", pool.name, st.number, st.name),
+                        callee_hash, case_ref)
+        if mode == "refuse":
+            decision = Decision(contract.STATUS_REFUSED, "pool_exhausted", pool.name)
+        else:
+            decision = Decision(
+                contract.STATUS_EXHAUSTED, "pool_exhausted", pool.name, pool.fallback, pool.fallback_name
+            )
+        return self._record(now, uniqueid, purpose, pool.name, decision, callee_hash, case_ref)
+
+    async def _claim_from(
+        self,
+        pool: PoolConfig,
+        presence: str | None,
+        now: float,
+        ticket: _Ticket,
+        uniqueid: str,
+        purpose: str,
+        callee_hash: str | None,
+        case_ref: str | None,
+    ) -> str | None:
+        """Take the best candidate and claim it in the store; try the next when one is full."""
+        while True:
+            number = self._selector.take(pool.name, presence)
+            if number is None:
+                return None
+            st = self._states[number]
+            today = local_day(now, pool.rules.timezone)
+            cap = st.cap_on(today, pool.rules.warmup_days)
+            # Shielded: once sent, the claim's result must update our view even if the call's
+            # deadline cancels us, or the number would vanish from the selector.
+            claim = asyncio.ensure_future(self._claim(st, pool, today.isoformat(), cap, now))
+            try:
+                used = await asyncio.shield(claim)
+            except asyncio.CancelledError:
+                claim.add_done_callback(
+                    lambda fut, st=st: self._late_claim(fut, st, now, uniqueid, purpose, pool.name, callee_hash, case_ref)
+                )
+                raise
+            if used is not None:
+                return number
+
+    async def _claim(self, st: NumberState, pool: PoolConfig, day: str, cap: int, now: float) -> int | None:
+        try:
+            used = await self._repo.claim(st.number, day, cap)
+        except BaseException:
+            self._place(st, self._clock.now())
+            raise
+        if used is None:
+            st.used = cap  # another agent filled it: out until tomorrow
+            return None
+        st.used, st.last_used_at = used, now
+        self._place(st, now)
+        if used == pool.rules.intensive_threshold:
+            await self._maybe_rest(st, pool, now)
+        return used
+
+    def _late_claim(
+        self,
+        fut: asyncio.Future[int | None],
+        st: NumberState,
+        now: float,
+        uniqueid: str,
+        purpose: str,
+        pool: str,
+        callee_hash: str | None,
+        case_ref: str | None,
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None or fut.result() is None:
+            return
+        # The count is spent (caps stay safe), but the call got the fallback: say so in the audit.
+        self._audit.add(AuditRecord(now, uniqueid, purpose, pool, st.number, "late",
+                                    "claimed_after_deadline", callee_hash, case_ref))
+
+    async def _maybe_rest(self, st: NumberState, pool: PoolConfig, now: float) -> None:
+        rules = pool.rules
+        today = local_day(now, rules.timezone)
+        days = [(today - timedelta(days=i)).isoformat() for i in range(1, rules.intensive_days_before_rest)]
+        history = await self._repo.usage_for(st.number, days)
+        window = intensive_rest(st.used, [history.get(d, 0) for d in days], rules, now)
+        if window is None:
+            return
+        await self._repo.add_rest(st.number, window[0], window[1], "intensive_days")
+        st.rest_windows.append(window)
+        heapq.heappush(self._wakeups, (window[0], st.number))
+        log.info(
+            "outbound: %s rests %.0f h from next midnight after %d intensive days",
+            phone.mask(st.number), rules.rest_hours, rules.intensive_days_before_rest,
+        )
+
+    def _record(
+        self, now: float, uniqueid: str, purpose: str, pool: str, decision: Decision,
+        callee_hash: str | None, case_ref: str | None,
+    ) -> Decision:
+        self._audit.add(AuditRecord(now, uniqueid, purpose, pool, decision.number, decision.status,
+                                    decision.reason, callee_hash, case_ref))
+        return decision
+
+    def record_failure(self, uniqueid: str, purpose: str, decision: Decision, callee: str, case_ref: str | None) -> None:
+        """Audit an answer the route gave without a decision (deadline, error)."""
+        self._audit.add(AuditRecord(self._clock.now(), uniqueid, purpose or "-", decision.pool, decision.number,
+                                    decision.status, decision.reason, self.callee_hash(callee), case_ref))
+        for hook in self.hooks.on_decision:
+            hook(decision)
+
+    # -- reports and admin -----------------------------------------------------------------
+    def resolve_number(self, text: str) -> str:
+        try:
+            return phone.to_e164(text, self._config.default_region, require_valid=False)
+        except phone.InvalidNumber as exc:
+            raise BadRequest(f"not a phone number: {exc}") from None
+
+    async def report_spam(self, number_text: str, source: str) -> ReportResult:
+        """A spam report against one of our caller IDs; quarantines at the pool's threshold."""
+        now = self._clock.now()
+        try:
+            number = self.resolve_number(number_text)
+        except BadRequest:
+            log.info("spam report from %s for an unparseable number %s: ignored", source, phone.mask(number_text))
+            return ReportResult(phone.mask(number_text), False, 0, False)
+        cfg = self._config.numbers.get(number)
+        if cfg is None:
+            day = local_day(now, self._config.pools[next(iter(self._config.pools))].rules.timezone)
+            await self._repo.add_report(number, now, day.isoformat(), source, ours=False)
+            log.info("spam report from %s for %s: not one of ours, recorded and ignored", source, phone.mask(number))
+            return ReportResult(number, False, 0, False)
+        st = self._states.get(number)
+        pool = self._pool_of(st) if st else self._config.pools[cfg.pool]
+        rules = pool.rules
+        count = await self._repo.add_report(number, now, local_day(now, rules.timezone).isoformat(), source, ours=True)
+        quarantined = False
+        if quarantine_due(count, rules) and not (st and st.quarantined(now)):
+            until = now + rules.quarantine_days * 86400.0
+            await self._repo.quarantine(number, now, until, f"{count} spam reports in a day")
+            quarantined = True
+            await self._alert(now, "number_quarantined", pool.name,
+                              f"{phone.mask(number)} quarantined after {count} spam reports today")
+            if st is not None:
+                st.quarantined_until = until
+                self._place(st, now)
+            await self._reconcile()
+        await self._repo.bump_state_version()
+        log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)
+        return ReportResult(number, True, count, quarantined)
+
+    async def reinstate(self, number_text: str) -> bool:
+        number = self.resolve_number(number_text)
+        if number not in self._config.numbers:
+            raise UnknownNumber(f"{phone.mask(number)} is not in any pool")
+        now = self._clock.now()
+        changed = await self._repo.reinstate(number, now)
+        await self._repo.bump_state_version()
+        await self.reload_state()
+        log.info("outbound: %s reinstated by an admin", phone.mask(number))
+        return changed
+
+    def fallbacks(self) -> dict[str, str]:
+        return self._config.fallbacks()
+
+    def usable_by_pool(self) -> dict[str, int]:
+        """Numbers that can be handed out right now, per pool (for metrics and readiness)."""
+        return {name: self._selector.count(name) for name in self._config.pools}
+
+    def number_rows(self) -> list[dict[str, object]]:
+        """One row per number for `trustline numbers` and the API."""
+        now = self._clock.now()
+        rows = []
+        for st in sorted(self._states.values(), key=lambda s: (s.serving_pool or s.home_pool, s.number)):
+            pool = self._pool_of(st)
+            today = local_day(now, pool.rules.timezone)
+            if not st.active:
+                state = "inactive"
+            elif st.quarantined(now):
+                state = "quarantined"
+            elif st.resting(now):
+                state = "resting"
+            elif st.used_on(today) >= st.cap_on(today, pool.rules.warmup_days):
+                state = "capped"
+            else:
+                state = "active"
+            if st.serving_pool:
+                state += f" (reserve from {st.home_pool})"
+            rows.append({
+                "pool": pool.name,
+                "number": st.number,
+                "name": st.name,
+                "used": st.used_on(today),
+                "cap": st.cap_on(today, pool.rules.warmup_days),
+                "state": state,
+            })
+        return rows
+

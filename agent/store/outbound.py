@@ -1,0 +1,263 @@
+"""SQL of the outbound engine: numbers, daily usage, rests, reports, quarantine, audit, alerts.
+
+The only place the cap is enforced for good: ``claim`` increments a number's count for a day
+in one statement that refuses to pass the cap, so concurrent calls and several agents can
+never hand out more than the cap. Nothing here decides policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRow:
+    number: str
+    home_pool: str
+    serving_pool: str | None
+    promoted_at: float | None
+    active: bool
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    at: float
+    uniqueid: str
+    purpose: str
+    pool: str | None
+    number: str | None
+    status: str
+    reason: str
+    callee_hash: str | None
+    case_ref: str | None
+
+
+_CLAIM = (
+    "INSERT INTO daily_usage (number, day, used) VALUES (?, ?, 1) "
+    "ON CONFLICT (number, day) DO UPDATE SET used = daily_usage.used + 1 "
+    "WHERE daily_usage.used < ? RETURNING used"
+)
+
+
+class OutboundRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- numbers ---------------------------------------------------------------------------
+    async def sync_numbers(self, numbers: Iterable[tuple[str, str, bool]]) -> None:
+        """Make the numbers table match the config: (E.164, home pool, active)."""
+        rows = list(numbers)
+        async with self.db.transaction():
+            await self.db.execute("UPDATE numbers SET active = 0")
+            for number, pool, active in rows:
+                await self.db.execute(
+                    "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
+                    "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
+                    "active = excluded.active",
+                    (number, pool, int(active)),
+                )
+            # A promotion into a pool that no longer exists ends with the config change.
+            pools = {pool for _, pool, _ in rows}
+            for row in await self.db.fetchall("SELECT DISTINCT serving_pool FROM numbers WHERE serving_pool IS NOT NULL"):
+                if row[0] not in pools:
+                    await self.db.execute(
+                        "UPDATE numbers SET serving_pool = NULL, promoted_at = NULL WHERE serving_pool = ?",
+                        (row[0],),
+                    )
+
+    async def numbers(self) -> list[NumberRow]:
+        rows = await self.db.fetchall(
+            "SELECT number, home_pool, serving_pool, promoted_at, active, last_used_at FROM numbers"
+        )
+        return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+
+    async def set_serving_pool(self, number: str, pool: str | None, at: float | None) -> None:
+        await self.db.execute(
+            "UPDATE numbers SET serving_pool = ?, promoted_at = ? WHERE number = ?",
+            (pool, at if pool else None, number),
+        )
+
+    # -- usage -----------------------------------------------------------------------------
+    async def claim(self, number: str, day: str, cap: int) -> int | None:
+        """Count one call for ``number`` on ``day`` unless it is at ``cap``; the new count or None."""
+        row = await self.db.fetchone(_CLAIM, (number, day, cap))
+        return int(row[0]) if row is not None else None
+
+    async def usage_since(self, day: str) -> list[tuple[str, str, int]]:
+        rows = await self.db.fetchall(
+            "SELECT number, day, used FROM daily_usage WHERE day >= ?", (day,)
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def usage_for(self, number: str, days: Sequence[str]) -> dict[str, int]:
+        if not days:
+            return {}
+        marks = ",".join("?" for _ in days)
+        rows = await self.db.fetchall(
+            f"SELECT day, used FROM daily_usage WHERE number = ? AND day IN ({marks})",
+            (number, *days),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- rests and quarantine --------------------------------------------------------------
+    async def add_rest(self, number: str, start: float, end: float, reason: str) -> None:
+        await self.db.execute(
+            "INSERT INTO rests (number, starts_at, ends_at, reason) VALUES (?, ?, ?, ?)",
+            (number, start, end, reason),
+        )
+
+    async def rests_after(self, now: float) -> list[tuple[str, float, float]]:
+        rows = await self.db.fetchall(
+            "SELECT number, starts_at, ends_at FROM rests WHERE ends_at > ?", (now,)
+        )
+        return [(r[0], float(r[1]), float(r[2])) for r in rows]
+
+    async def quarantines_after(self, now: float) -> list[tuple[str, float]]:
+        rows = await self.db.fetchall(
+            "SELECT number, until FROM quarantines WHERE until > ?", (now,)
+        )
+        return [(r[0], float(r[1])) for r in rows]
+
+    async def quarantine(self, number: str, since: float, until: float, reason: str) -> None:
+        await self.db.execute(
+            "INSERT INTO quarantines (number, since, until, reason) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (number) DO UPDATE SET since = excluded.since, until = excluded.until, "
+            "reason = excluded.reason",
+            (number, since, until, reason),
+        )
+
+    async def reinstate(self, number: str, now: float) -> bool:
+        """End a quarantine and any rest now; True when there was something to end."""
+        async with self.db.transaction():
+            q = await self.db.execute("DELETE FROM quarantines WHERE number = ?", (number,))
+            r = await self.db.execute(
+                "UPDATE rests SET ends_at = ? WHERE number = ? AND ends_at > ?", (now, number, now)
+            )
+        return (q + r) > 0
+
+    async def add_report(self, number: str, at: float, day: str, source: str, ours: bool) -> int:
+        """Record a spam report; returns how many reports the number has on ``day``."""
+        async with self.db.transaction():
+            await self.db.execute(
+                "INSERT INTO spam_reports (number, reported_at, day, source, ours) VALUES (?, ?, ?, ?, ?)",
+                (number, at, day, source, int(ours)),
+            )
+            row = await self.db.fetchone(
+                "SELECT COUNT(*) FROM spam_reports WHERE number = ? AND day = ?", (number, day)
+            )
+        return int(row[0]) if row else 0
+
+    # -- alerts and cross-process change notices -------------------------------------------
+    async def add_alert(self, at: float, kind: str, pool: str | None, message: str) -> None:
+        await self.db.execute(
+            "INSERT INTO alerts (at, kind, pool, message) VALUES (?, ?, ?, ?)", (at, kind, pool, message)
+        )
+
+    async def alerts(self, limit: int = 50) -> list[tuple[float, str, str | None, str]]:
+        rows = await self.db.fetchall(
+            "SELECT at, kind, pool, message FROM alerts ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [(float(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    async def state_version(self) -> int:
+        row = await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    async def bump_state_version(self) -> None:
+        await self.db.execute("UPDATE state_version SET version = version + 1 WHERE id = 1")
+
+    # -- audit -----------------------------------------------------------------------------
+    async def write_audit(self, records: Sequence[AuditRecord], last_used: dict[str, float]) -> None:
+        async with self.db.transaction():
+            if records:
+                await self.db.executemany(
+                    "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
+                    " callee_hash, case_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.at, r.uniqueid, r.purpose, r.pool, r.number, r.status, r.reason,
+                         r.callee_hash, r.case_ref)
+                        for r in records
+                    ],
+                )
+            if last_used:
+                await self.db.executemany(
+                    "UPDATE numbers SET last_used_at = ? WHERE number = ?",
+                    [(at, number) for number, at in last_used.items()],
+                )
+
+    async def audit_rows(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT at, uniqueid, purpose, pool, number, status, reason, callee_hash, case_ref "
+            "FROM call_audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+
+class AuditWriter:
+    """Write-behind for the call audit: decisions are answered first, rows land in batches.
+
+    A batch is one transaction. ``stop`` flushes what is queued, so a clean shutdown loses
+    nothing; a crash may lose the last fraction of a second of audit rows, never a cap count
+    (counts are written synchronously by ``claim``).
+    """
+
+    def __init__(self, repo: OutboundRepo, *, interval: float = 0.05, max_batch: int = 500) -> None:
+        self._repo = repo
+        self._interval = interval
+        self._max_batch = max_batch
+        self._records: list[AuditRecord] = []
+        self._last_used: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, record: AuditRecord) -> None:
+        self._records.append(record)
+        if record.number and record.status == "ok":
+            self._last_used[record.number] = record.at
+        if len(self._records) >= self._max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # a failed batch is retried on the next tick; the agent keeps serving
+                log.exception("audit: could not write a batch; will retry")
+
+    async def flush(self) -> None:
+        if not self._records and not self._last_used:
+            return
+        records, self._records = self._records, []
+        last_used, self._last_used = self._last_used, {}
+        try:
+            await self._repo.write_audit(records, last_used)
+        except BaseException:
+            self._records[:0] = records
+            for number, at in last_used.items():
+                self._last_used.setdefault(number, at)
+            raise
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
