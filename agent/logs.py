@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TextIO
 
 _NUMBER = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
 
@@ -25,10 +26,12 @@ class MaskNumbers(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(MaskNumbers())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiosqlite logs every statement with its parameters at DEBUG: numbers and hashes.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)

@@ -86,6 +86,10 @@ class OutboundService:
         self._wakeups: list[tuple[float, str]] = []
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
+        # Claims in flight per pool, and an event set whenever one ends: a decision that finds
+        # no free number waits for them instead of declaring the pool exhausted.
+        self._inflight: dict[str, int] = {}
+        self._claim_done = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
 
     @property
@@ -333,12 +337,17 @@ class OutboundService:
         while True:
             number = self._selector.take(pool.name, presence)
             if number is None:
-                return None
+                if not self._inflight.get(pool.name):
+                    return None
+                done = self._claim_done
+                await done.wait()
+                continue
             st = self._states[number]
             today = local_day(now, pool.rules.timezone)
             cap = st.cap_on(today, pool.rules.warmup_days)
             # Shielded: once sent, the claim's result must update our view even if the call's
             # deadline cancels us, or the number would vanish from the selector.
+            self._inflight[pool.name] = self._inflight.get(pool.name, 0) + 1
             claim = asyncio.ensure_future(self._claim(st, pool, today.isoformat(), cap, now))
             try:
                 used = await asyncio.shield(claim)
@@ -351,11 +360,16 @@ class OutboundService:
                 return number
 
     async def _claim(self, st: NumberState, pool: PoolConfig, day: str, cap: int, now: float) -> int | None:
+        """Runs as its own task; the caller has counted it in ``_inflight`` already."""
         try:
             used = await self._repo.claim(st.number, day, cap)
         except BaseException:
             self._place(st, self._clock.now())
             raise
+        finally:
+            self._inflight[pool.name] -= 1
+            done, self._claim_done = self._claim_done, asyncio.Event()
+            done.set()
         if used is None:
             st.used = cap  # another agent filled it: out until tomorrow
             return None

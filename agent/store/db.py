@@ -24,8 +24,14 @@ from agent.errors import StoreError
 log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
-# Set while the current task holds a transaction, so its own statements do not wait on the lock.
-_IN_TX: ContextVar[bool] = ContextVar("trustline_in_tx", default=False)
+# The task holding the transaction, so its own statements do not wait on the lock. A task
+# compares itself, because tasks created inside a transaction inherit the context.
+_IN_TX: ContextVar[object] = ContextVar("trustline_in_tx", default=None)
+
+
+def _holds_tx() -> bool:
+    current = asyncio.current_task()
+    return current is not None and _IN_TX.get() is current
 Params = Sequence[Any]
 
 
@@ -65,7 +71,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def _outside_tx(self) -> AsyncIterator[None]:
         # A statement from another task must not land inside someone's open transaction.
-        if _IN_TX.get():
+        if _holds_tx():
             yield
             return
         async with self._tx_lock:
@@ -86,20 +92,23 @@ class Database:
         Only one coroutine may hold a transaction at a time on the shared connection; callers
         serialise through ``self._tx_lock``.
         """
-        if _IN_TX.get():
+        if _holds_tx():
             yield self  # nested: part of the outer transaction
             return
         async with self._tx_lock:
-            token = _IN_TX.set(True)
+            token = _IN_TX.set(asyncio.current_task())
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                else:
                     await self._conn.execute("COMMIT")
+                except BaseException:
+                    # Also when COMMIT itself failed (busy): never leave the shared
+                    # connection inside a transaction.
+                    if self._conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await self._conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise StoreError(f"store transaction failed: {exc}") from exc
             finally:

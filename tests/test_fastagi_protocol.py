@@ -1,0 +1,192 @@
+"""The FastAGI wire protocol over real TCP, driven by the bytes of a real Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.server import FastAgiServer, parse_reply, quote
+from tests.conftest import agi_port
+from tests.fake_asterisk import capture, header_block, run_session
+
+
+def _agent_lines(name: str) -> list[str]:
+    return [str(r["data"]) for r in capture(name) if r["dir"] == "agent"]
+
+
+def _asterisk_replies(name: str) -> list[str]:
+    """Reply lines Asterisk sent after the header block."""
+    records = capture(name)
+    blank = next(i for i, r in enumerate(records) if r["data"] == "\n")
+    return [str(r["data"]).rstrip("\n") for r in records[blank + 1 :] if r["dir"] == "asterisk"]
+
+
+def test_quote_matches_the_bytes_asterisk_accepted() -> None:
+    sent = [line for line in _agent_lines("fastagi-outbound.jsonl") if "TRUSTLINE_QUOTED" in line][
+        0
+    ]
+    value = 'say "hello" there'
+    assert "SET VARIABLE TRUSTLINE_QUOTED " + quote(value) + "\n" == sent
+
+
+def test_quote_strips_line_breaks_that_would_start_a_second_command() -> None:
+    value = quote('Evil\r\nEXEC Dial "x"')
+    assert "\n" not in value and "\r" not in value
+    assert value == '"Evil  EXEC Dial \\"x\\""'
+
+
+def test_captured_replies_parse() -> None:
+    replies = _asterisk_replies("fastagi-outbound.jsonl")
+    assert parse_reply([replies[0]]).data == "0000000000"
+    assert parse_reply(['200 result=1 (say "hello" there)']).data == 'say "hello" there'
+    assert parse_reply(["200 result=0"]).result == "0"
+    multi = [r for r in replies if r.startswith("520")] + []
+    start = replies.index(multi[0])
+    block = replies[start : start + 3]
+    reply = parse_reply(block)
+    assert reply.code == 520 and reply.lines[-1] == "520 End of proper usage."
+    assert parse_reply(["510 Invalid or unknown command"]).code == 510
+
+
+async def test_captured_outbound_session_is_served_byte_correctly(make_agent) -> None:
+    agent = await make_agent()
+    session = await run_session(
+        "127.0.0.1",
+        agi_port(agent),
+        script="outbound?purpose=reminder",
+        args=["reminder", "0142123456"],
+    )
+    # Local presence: a Paris callee gets a Paris (01) number, the least used one.
+    assert session.commands == [
+        'SET VARIABLE CALLERID(num) "+33142000001"',
+        'SET VARIABLE CALLERID(name) "Clinique StMarc"',
+        'SET VARIABLE TRUSTLINE_STATUS "ok"',
+        'SET VARIABLE TRUSTLINE_POOL "reminders"',
+        'SET VARIABLE TRUSTLINE_REASON "local_presence"',
+    ]
+    assert session.closed_by_agent
+
+
+async def test_purpose_from_the_script_query_when_no_argument(make_agent) -> None:
+    agent = await make_agent()
+    session = await run_session(
+        "127.0.0.1", agi_port(agent), script="outbound?purpose=confirmation", args=[]
+    )
+    assert session.variables["TRUSTLINE_STATUS"] == "ok"
+
+
+async def test_unknown_route_and_bad_arguments_answer_error(make_agent) -> None:
+    agent = await make_agent()
+    port = agi_port(agent)
+    unknown = await run_session("127.0.0.1", port, script="nosuch", args=["x"])
+    assert unknown.variables == {
+        "TRUSTLINE_STATUS": "error",
+        "TRUSTLINE_POOL": "",
+        "TRUSTLINE_REASON": "unknown_route",
+    }
+    bad = await run_session("127.0.0.1", port, script="outbound", args=["gardening", "0142123456"])
+    assert bad.variables["TRUSTLINE_STATUS"] == "error"
+    assert bad.variables["TRUSTLINE_REASON"] == "unknown_purpose"
+    assert "CALLERID(num)" not in bad.variables
+    none = await run_session("127.0.0.1", port, script="outbound", args=[])
+    assert none.variables["TRUSTLINE_REASON"] == "missing_purpose"
+
+
+async def _raw(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` and read what the agent answers until it closes (none: just close)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if not payload:
+            return b""
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()  # the peer has said all it will say
+        return await asyncio.wait_for(reader.read(65536), 5)
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def _still_serves(port: int) -> None:
+    session = await run_session("127.0.0.1", port, args=["reminder", "0142123456"])
+    assert session.variables["TRUSTLINE_STATUS"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"", id="health-probe-connects-and-closes"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", id="garbage-http"),
+        pytest.param(b"agi_network: yes\n" + b"x" * (1024 * 1024) + b"\n", id="one-megabyte-line"),
+        pytest.param(b"agi_network: yes\nagi_network_script: outb", id="closed-mid-headers"),
+        pytest.param(b"\xff\xfe\x00\x01garbage\n\n", id="binary-garbage"),
+        pytest.param(b"\n", id="blank-line-first"),
+    ],
+)
+async def test_bad_input_closes_that_connection_and_the_server_keeps_serving(
+    make_agent, payload, caplog
+) -> None:
+    agent = await make_agent()
+    port = agi_port(agent)
+    with caplog.at_level(logging.INFO):
+        reply = await _raw(port, payload)
+    assert b"SET VARIABLE" not in reply  # nothing was answered to a non-Asterisk peer
+    await _still_serves(port)
+
+
+async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(make_agent) -> None:
+    agent = await make_agent()
+    port = agi_port(agent)
+    # The caller hangs up right after our first command, as in fastagi-hangup-mid-session.jsonl.
+    session = await run_session("127.0.0.1", port, args=["reminder", "0142123456"], hangup_after=1)
+    assert session.closed_by_agent
+    assert session.variables["TRUSTLINE_STATUS"] == "ok"
+    await _still_serves(port)
+
+
+async def test_a_stalled_peer_is_dropped_without_blocking_others(make_agent) -> None:
+    agent = await make_agent()
+    assert agent.agi is not None
+    agent.agi._header_timeout = 0.3  # a peer that sends half a header block then nothing
+    port = agi_port(agent)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network: yes\n")
+    await writer.drain()
+    await _still_serves(port)  # served while the stalled one is still open
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the stalled one gets closed
+    writer.close()
+
+
+async def test_peer_outside_the_allowlist_is_refused(make_agent) -> None:
+    agent = await make_agent(agi_allow="10.9.9.9/32")
+    reply = await _raw(
+        agi_port(agent), header_block("fastagi-outbound.jsonl", "outbound", ["reminder", "1"])
+    )
+    assert reply == b""
+
+
+class _SlowRoute:
+    name = "slow"
+
+    async def handle(self, request: AgiRequest) -> AgiAnswer:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
+        return AgiAnswer(
+            (("TRUSTLINE_STATUS", "fallback"), ("TRUSTLINE_REASON", reason)), "fallback"
+        )
+
+
+async def test_deadline_answers_with_the_routes_failure_policy() -> None:
+    server = FastAgiServer({"slow": _SlowRoute()}, deadline=0.05)
+    await server.start("127.0.0.1", 0)
+    try:
+        session = await run_session("127.0.0.1", server.sockets[0][1], script="slow", args=[])
+        assert session.variables == {"TRUSTLINE_STATUS": "fallback", "TRUSTLINE_REASON": "deadline"}
+    finally:
+        await server.stop()
