@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     outbound.register(sub)
+    from agent.cli import recordings
+    recordings.register(sub)
     return parser
 
 

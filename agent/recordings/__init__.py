@@ -1,0 +1,15 @@
+"""Recordings at rest: MixMonitor WAVs sealed with AES-256-GCM, retention, audited decryption.
+
+Modules, by role:
+- ``format``: the versioned, streaming file format (pure crypto + byte layout, no paths policy).
+- ``keyring``: the sysadmin's key file (permission checks, init, rotate); the only place keys live.
+- ``pipeline``: blocking, crash-safe file steps (seal, verify, resolve leftovers, rewrap).
+- ``repo``: the SQL for recording metadata and the access/purge audit.
+- ``service``: ``RecordingsService``, the asyncio use cases the agent and the CLI call.
+
+Nothing in this package logs key material or recording content.
+"""
+
+from agent.recordings.service import RecordingsService
+
+__all__ = ["RecordingsService"]

@@ -1,0 +1,478 @@
+"""RecordingsService: the use cases of recordings at rest, for the agent and the CLI.
+
+May: schedule sealing when AMI reports a recording complete, sweep the recordings folder,
+enforce retention, verify, decrypt for a named operator with a reason (audited), re-wrap data
+keys after a rotation. Blocking file and crypto work runs in a worker thread, one file at a
+time, so the event loop (and the FastAGI deadline) never waits on a disk or a cipher.
+Must not: create a keyring (``trustline keys init`` does, on purpose), touch a file outside
+the recordings folder, log key material or anything read from a recording, or decide who may
+decrypt (edges check roles; this service insists on an operator and a reason and audits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.clock import Clock
+from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
+from agent.recordings import format as fmt
+from agent.recordings import pipeline
+from agent.recordings.keyring import Keyring, check_location, load_keyring
+from agent.recordings.repo import AuditRow, RecordingRow, RecordingsRepo
+from agent.settings import Settings
+from agent.store import Database
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+RETENTION_OPERATOR = "retention"
+
+
+@dataclass
+class SweepReport:
+    sealed: int = 0
+    adopted: int = 0  # sealed files found without metadata, verified and recorded
+    busy: int = 0  # still being written: left for later
+    failed: int = 0
+    temps_removed: int = 0
+    problem: str | None = None  # why the sweep did not run (no folder, no keyring)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    recording: RecordingRow
+    problem: str | None  # None when the file authenticated and matched its metadata
+
+
+@dataclass
+class RewrapReport:
+    total: int = 0
+    rewrapped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[int, int], None]
+
+
+class RecordingsService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        *,
+        settle_seconds: float = 2.0,
+        poll_seconds: float = 0.5,
+        wait_limit_seconds: float = 6 * 3600.0,
+        maintenance_seconds: float = 3600.0,
+        stop_deadline_seconds: float = 30.0,
+        chunk_size: int = fmt.DEFAULT_CHUNK,
+    ) -> None:
+        self._folder = settings.recordings_dir
+        self._keyring_path = settings.keyring_path
+        self._retention_days = settings.retention_days
+        self._repo = RecordingsRepo(db)
+        self._clock = clock
+        self._settle = settle_seconds
+        self._poll = poll_seconds
+        self._wait_limit = wait_limit_seconds
+        self._maintenance_every = maintenance_seconds
+        self._stop_deadline = stop_deadline_seconds
+        self._chunk_size = chunk_size
+        # One file at a time: bounded CPU next to the PBX, and no two jobs on one recording.
+        self._file_lock = asyncio.Lock()
+        self._waiting: dict[Path, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._keyring_reported: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the keyring, then sweep and enforce retention in the background, periodically."""
+        self._stopping = False
+        if not self._folder.is_dir():
+            log.warning(
+                "recordings: folder %s does not exist; nothing to seal until it appears",
+                self._folder,
+            )
+        ok, message = self.readiness()
+        if not ok:
+            self._report_keyring(message)
+        self._spawn(self._maintenance_loop())
+
+    async def stop(self) -> None:
+        """Stop scheduling; let a file being sealed finish (up to a deadline), cancel waits."""
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._in_flight:
+            # The shielded step of a file in progress: finishing it is the safe way out, and
+            # whatever a deadline cuts short is resolved by the next start-up sweep.
+            _, late = await asyncio.wait(self._in_flight, timeout=self._stop_deadline)
+            for task in late:
+                task.cancel()
+
+    def readiness(self) -> tuple[bool, str]:
+        try:
+            ring = self._keyring()
+        except KeyringError as exc:
+            return False, f"recordings: {exc}"
+        return True, f"recordings: keyring ok, active key {ring.active_id}"
+
+    async def wait_idle(self) -> None:
+        """Wait until every scheduled recording has been handled (tests, orderly shutdown)."""
+        while self._waiting:
+            await asyncio.gather(*list(self._waiting.values()), return_exceptions=True)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def on_recording_complete(self, uniqueid: str, filename: str) -> None:
+        """AMI says the channel that ran MixMonitor hung up: seal its file once it is closed.
+
+        Returns at once; the wait for the file to settle and the sealing run in the
+        background, so the AMI reader never stalls (Asterisk drops slow readers).
+        """
+        if self._stopping:
+            return
+        path = self._resolve(filename)
+        if path is None:
+            log.warning(
+                "recordings: %s: file %r is outside %s; not sealing it", uniqueid, filename,
+                self._folder,
+            )
+            return
+        if path in self._waiting:
+            return
+        task = asyncio.create_task(self._seal_when_settled(path, uniqueid))
+        self._waiting[path] = task
+        task.add_done_callback(lambda _t: self._waiting.pop(path, None))
+
+    async def seal_file(self, filename: str, uniqueid: str | None = None) -> RecordingRow:
+        """Seal one recording now (post-command hook, CLI); waits for it to settle first."""
+        path = self._resolve(filename)
+        if path is None:
+            raise BadRequest(f"{filename} is not inside the recordings folder {self._folder}")
+        if not path.exists() and pipeline.sealed_path(path).exists():
+            row = await self._repo.live_by_path(str(pipeline.sealed_path(path)))
+            if row is not None:
+                return row
+        if not path.exists():
+            raise BadRequest(f"{path} does not exist")
+        await self._wait_settled(path)
+        ring = self._keyring()
+        return await self._seal(path, uniqueid or pipeline.uniqueid_from_name(path.name), ring)
+
+    # -- sweep and retention ---------------------------------------------------------------
+
+    async def sweep(self, *, at_startup: bool = True) -> SweepReport:
+        """Seal every settled plaintext in the folder; resolve what a crash left behind."""
+        report = SweepReport()
+        if not self._folder.is_dir():
+            report.problem = f"recordings folder {self._folder} does not exist"
+            return report
+        try:
+            ring = self._keyring()
+        except KeyringError as exc:
+            self._report_keyring(str(exc))
+            report.problem = str(exc)
+            return report
+        folder = self._folder.resolve()
+        async with self._file_lock:
+            found = await asyncio.to_thread(pipeline.scan, folder)
+            # At start-up no temp file can be ours in progress; later, only stale ones go.
+            removed = await asyncio.to_thread(
+                pipeline.remove_temps, found.temps, None if at_startup else 3600.0
+            )
+            held = await asyncio.to_thread(pipeline.open_paths, folder)
+        report.temps_removed = len(removed)
+        for tmp in removed:
+            log.info("recordings: removed unfinished temp file %s", tmp)
+        for plain in found.plaintexts:
+            if self._stopping:
+                break
+            if plain in self._waiting or not pipeline.settled(plain, held, self._settle):
+                report.busy += 1
+                continue
+            try:
+                await self._seal(plain, pipeline.uniqueid_from_name(plain.name), ring)
+                report.sealed += 1
+            except (TrustlineError, OSError) as exc:
+                report.failed += 1
+                log.error("recordings: could not seal %s: %s", plain, _describe(exc))
+        live = await self._repo.live_paths()
+        plain_set = set(found.plaintexts)
+        for sealed in found.sealed:
+            if self._stopping:
+                break
+            if str(sealed) in live or pipeline.plain_path(sealed) in plain_set:
+                continue
+            try:
+                await self._adopt(sealed, ring)
+                report.adopted += 1
+            except (TrustlineError, OSError) as exc:
+                report.failed += 1
+                log.error("recordings: sealed file %s has no metadata and does not verify: %s",
+                          sealed, _describe(exc))
+        if report.sealed or report.adopted or report.failed:
+            log.info(
+                "recordings: sweep sealed %d, adopted %d, left %d still being written, %d failed",
+                report.sealed, report.adopted, report.busy, report.failed,
+            )
+        return report
+
+    async def purge_expired(
+        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False
+    ) -> list[RecordingRow]:
+        """Delete sealed recordings older than ``retention_days``; audit each deletion."""
+        cutoff = self._clock.now() - self._retention_days * DAY
+        rows = await self._repo.recorded_before(cutoff)
+        if dry_run:
+            return rows
+        reason = f"retention: older than {self._retention_days} days"
+        for row in rows:
+            async with self._file_lock:
+                existed = await self._shielded(asyncio.to_thread(pipeline.delete_sealed,
+                                                                 Path(row.path)))
+            await self._repo.mark_purged(row, at=self._clock.now(), operator=operator,
+                                         reason=reason if existed else reason + " (file was"
+                                         " already gone)")
+            log.info("recordings: purged recording %d (%s) under retention", row.id, row.uniqueid)
+        return rows
+
+    # -- access ----------------------------------------------------------------------------
+
+    async def get(self, recording_id: int) -> RecordingRow:
+        row = await self._repo.get(recording_id)
+        if row is None:
+            raise BadRequest(f"no recording with ID {recording_id}")
+        return row
+
+    async def listing(
+        self, *, limit: int = 100, include_purged: bool = False
+    ) -> list[RecordingRow]:
+        return await self._repo.listing(limit=limit, include_purged=include_purged)
+
+    async def audit(self, recording_id: int | None = None) -> list[AuditRow]:
+        return await self._repo.audit(recording_id)
+
+    async def keys_in_use(self) -> dict[str, int]:
+        return await self._repo.count_by_key()
+
+    async def verify(self, ids: list[int] | None = None) -> list[VerifyResult]:
+        ring = self._keyring()
+        rows = [await self.get(i) for i in ids] if ids else await self._repo.live()
+        results = []
+        for row in rows:
+            if row.purged_at is not None:
+                results.append(VerifyResult(row, "purged"))
+                continue
+            try:
+                await asyncio.to_thread(
+                    pipeline.verify, Path(row.path), ring, expected_sha256=row.sha256
+                )
+            except FileNotFoundError:
+                results.append(VerifyResult(row, f"{row.path}: file is missing"))
+            except (RecordingError, OSError) as exc:
+                results.append(VerifyResult(row, _describe(exc)))
+            else:
+                results.append(VerifyResult(row, None))
+        return results
+
+    async def decrypt(
+        self, recording_id: int, out: Path, *, operator: str, reason: str
+    ) -> RecordingRow:
+        """Write one recording's audio to ``out``, after recording who, when, which and why."""
+        operator, reason = operator.strip(), reason.strip()
+        if not operator:
+            raise BadRequest("decrypting needs an operator identity (--operator)")
+        if not reason:
+            raise BadRequest("decrypting needs a reason (--reason)")
+        row = await self.get(recording_id)
+        if row.purged_at is not None:
+            raise RecordingError(f"recording {recording_id} was deleted by retention")
+        if not out.is_absolute():
+            raise BadRequest(f"--out {out} must be an absolute path")
+        if self._resolve(str(out)) is not None:
+            raise BadRequest(
+                f"--out {out} is inside the recordings folder; plaintext there would be sealed"
+                " again"
+            )
+        ring = self._keyring()
+        audit_id = await self._repo.audit_started(
+            at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
+            reason=reason, detail={"out": str(out), "uniqueid": row.uniqueid},
+        )
+        try:
+            await asyncio.to_thread(
+                pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256
+            )
+        except BaseException as exc:
+            await self._repo.audit_outcome(audit_id, f"failed: {type(exc).__name__}")
+            if isinstance(exc, FileNotFoundError):
+                raise RecordingError(f"{row.path}: file is missing") from None
+            raise
+        await self._repo.audit_outcome(audit_id, "ok")
+        log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
+                 audit_id)
+        return row
+
+    async def rewrap(self, progress: Progress | None = None) -> RewrapReport:
+        """Re-wrap every data key not under the active key; the audio is never re-encrypted."""
+        ring = self._keyring()
+        rows = await self._repo.not_wrapped_by(ring.active_id)
+        report = RewrapReport(total=len(rows))
+        for n, row in enumerate(rows, start=1):
+            try:
+                async with self._file_lock:
+                    sealed = await self._shielded(asyncio.to_thread(
+                        pipeline.rewrap, Path(row.path), ring, expected_sha256=row.sha256
+                    ))
+                await self._repo.rewrapped(
+                    row.id, key_id=sealed.key_id, sha256=sealed.sha256, size=sealed.size
+                )
+                report.rewrapped += 1
+            except (TrustlineError, OSError) as exc:
+                report.failures.append(f"recording {row.id}: {_describe(exc)}")
+            if progress is not None:
+                progress(n, len(rows))
+        return report
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _keyring(self) -> Keyring:
+        check_location(self._keyring_path, self._folder)
+        return load_keyring(self._keyring_path)
+
+    def _report_keyring(self, message: str) -> None:
+        # Once per distinct problem: an hourly sweep must not fill the log with the same line.
+        if message != self._keyring_reported:
+            self._keyring_reported = message
+            log.error("recordings: %s; recordings stay in plaintext until this is fixed",
+                      message)
+
+    def _resolve(self, filename: str) -> Path | None:
+        """The recording's path if it lies inside the recordings folder, else None."""
+        path = Path(filename)
+        if not path.is_absolute():
+            path = self._folder / path
+        folder = self._folder.resolve()
+        resolved = path.parent.resolve() / path.name
+        try:
+            resolved.relative_to(folder)
+        except ValueError:
+            return None
+        return resolved
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shielded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a file step to its end even if our caller is cancelled (stop() waits for it)."""
+        task = asyncio.ensure_future(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
+    async def _maintenance_loop(self) -> None:
+        at_startup = True
+        while not self._stopping:
+            try:
+                await self.sweep(at_startup=at_startup)
+                at_startup = False
+                await self.purge_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recordings: maintenance pass failed; retrying later")
+            await asyncio.sleep(self._maintenance_every)
+
+    async def _seal_when_settled(self, path: Path, uniqueid: str) -> None:
+        try:
+            await self._wait_settled(path)
+            ring = self._keyring()
+            await self._seal(path, uniqueid, ring)
+        except asyncio.CancelledError:
+            raise
+        except KeyringError as exc:
+            self._report_keyring(str(exc))
+        except BadRequest as exc:
+            log.warning("recordings: %s: %s", uniqueid, exc)
+        except (TrustlineError, OSError) as exc:
+            log.error("recordings: %s: could not seal %s: %s", uniqueid, path, _describe(exc))
+
+    async def _wait_settled(self, path: Path) -> None:
+        waited = 0.0
+        while True:
+            state = await asyncio.to_thread(pipeline.settle_state, path, self._settle)
+            if state in ("ready", "sealed"):
+                return  # "sealed": done meanwhile (a sweep, the post-command hook)
+            if state == "missing" and waited >= max(self._settle, 5.0):
+                raise BadRequest(f"recording {path} never appeared")
+            if waited >= self._wait_limit:
+                raise BadRequest(f"{path} is still being written after {waited:.0f} s; the next"
+                                 " sweep will seal it")
+            await asyncio.sleep(self._poll)
+            waited += self._poll
+
+    async def _seal(self, plain: Path, uniqueid: str | None, ring: Keyring) -> RecordingRow:
+        async with self._file_lock:
+            if not await asyncio.to_thread(plain.exists):
+                target = pipeline.sealed_path(plain)
+                row = await self._repo.live_by_path(str(target))
+                if row is not None:
+                    return row
+                raise BadRequest(f"recording {plain} is gone")
+            # The thread step and the metadata write finish even if we are cancelled: a file
+            # sealed but unrecorded would otherwise wait for the next start to be adopted.
+            return await self._shielded(self._seal_and_record(plain, uniqueid, ring))  # type: ignore[no-any-return]
+
+    async def _seal_and_record(
+        self, plain: Path, uniqueid: str | None, ring: Keyring
+    ) -> RecordingRow:
+        sealed = await asyncio.to_thread(pipeline.seal, plain, ring, chunk_size=self._chunk_size)
+        row_id = await self._record(sealed, uniqueid, plain)
+        # Only now, with a verified sealed file and its metadata stored, may the plaintext go.
+        await asyncio.to_thread(pipeline.remove_plaintext, plain)
+        log.info("recordings: sealed %s as recording %d (key %s)", plain.name, row_id,
+                 sealed.key_id)
+        row = await self._repo.get(row_id)
+        assert row is not None
+        return row
+
+    async def _adopt(self, sealed_file: Path, ring: Keyring) -> None:
+        sealed = await asyncio.to_thread(pipeline.verify, sealed_file, ring)
+        row_id = await self._record(sealed, pipeline.uniqueid_from_name(sealed_file.name),
+                                    pipeline.plain_path(sealed_file))
+        log.info("recordings: recorded metadata of sealed file %s as recording %d",
+                 sealed_file.name, row_id)
+
+    async def _record(self, sealed: pipeline.Sealed, uniqueid: str | None, plain: Path) -> int:
+        try:
+            source_name = str(plain.relative_to(self._folder.resolve()))
+        except ValueError:
+            source_name = plain.name
+        return await self._repo.record_sealed(
+            uniqueid=uniqueid, path=str(sealed.path), source_name=source_name,
+            recorded_at=sealed.recorded_at, sealed_at=self._clock.now(),
+            plain_size=sealed.plain_size, size=sealed.size, key_id=sealed.key_id,
+            sha256=sealed.sha256,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a log line or a report: our messages as they are, OS errors by errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc)
+
