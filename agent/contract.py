@@ -38,13 +38,18 @@ VERDICTS = (VERDICT_ALLOW, VERDICT_CHALLENGE, VERDICT_VOICEMAIL, VERDICT_BLOCK)
 
 # Variables the dialplan owns and the agent only documents (set by the dialplan itself).
 DIALPLAN_GLOBAL_FALLBACK_CID = "TRUSTLINE_FALLBACK_CID"
+DIALPLAN_OWNED = frozenset({DIALPLAN_GLOBAL_FALLBACK_CID})
+
+ROUTES = frozenset({ROUTE_OUTBOUND, ROUTE_INBOUND})
 
 # AstDB family/key the agent writes (AMI DBPut) so the dialplan has a fallback caller ID
 # per purpose while the agent is unreachable: ${DB(trustline/fallback/<purpose>)}.
 ASTDB_FAMILY = "trustline"
 ASTDB_FALLBACK_PREFIX = "fallback"
 
-# Variables the agent SETS, by route: the dialplan may read only these (plus its own).
+# Variables the agent SETS for each route: the dialplan may read only these (plus its own).
+OUTBOUND_SETS = (CALLERID_NUM, CALLERID_NAME, VAR_STATUS, VAR_POOL, VAR_REASON)
+INBOUND_SETS = (VAR_VERDICT, VAR_SCORE, VAR_REASONS)
 AGENT_SET_VARIABLES = frozenset(
     {
         CALLERID_NUM,
