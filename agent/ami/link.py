@@ -1,0 +1,381 @@
+"""The supervised AMI link: connect, log in, keep alive, reconnect, re-sync, apply effects.
+
+May: own one AmiClient at a time, retry with exponential backoff and jitter, write AstDB
+fallbacks (DBPut/DBDel), store call outcomes, hand spam reports to the outbound service and
+finished recordings to the recordings hand-off. Must not: decide policy (quarantine is the
+outbound service's rule), block the event reader (effects go through a bounded queue to one
+worker, so a slow store never makes Asterisk drop us for not reading), or log a secret or a
+full phone number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from agent import phone
+from agent.ami.calls import CallEnded, CallTracker, CdrSeen, Effect, RecordingComplete, SpamReported
+from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError
+from agent.ami.protocol import Message
+from agent.ami.repo import OutcomeRepo
+from agent.clock import Clock
+from agent.contract import ASTDB_FALLBACK_PREFIX, ASTDB_FAMILY
+from agent.errors import ConfigError
+from agent.settings import Settings
+from agent.store.db import Database
+
+log = logging.getLogger(__name__)
+
+FALLBACK_FAMILY = f"{ASTDB_FAMILY}/{ASTDB_FALLBACK_PREFIX}"
+# AstDB key (family "trustline") listing the purposes we wrote, so stale keys can be deleted
+# on any Asterisk version (DBGetTree is recent) and across agent restarts.
+FALLBACK_INDEX_KEY = "fallback-purposes"
+# Event classes we ask for at login (the manager user's read= bounds them anyway).
+LOGIN_EVENTS = "call,dialplan,cdr,user,system"
+_PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+RecordingHandler = Callable[[str, str], Awaitable[None]]
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, draw: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): exponential up to
+    ``maximum``, scaled by a jitter in [50 %, 100 %] from ``draw`` in [0, 1), so agents
+    restarted together do not hammer Asterisk in step."""
+    ceiling = min(maximum, initial * (2 ** min(attempt, 30)))
+    return ceiling * (0.5 + draw / 2)
+
+
+class OutboundPort(Protocol):
+    """What the link needs from the outbound service."""
+
+    async def report_spam(self, number_text: str, source: str) -> object: ...
+
+    def fallbacks(self) -> dict[str, str]: ...
+
+
+class _LinkMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge("trustline_ami_up", "1 while the AMI link is logged in", registry=registry)
+        self.logins = Counter("trustline_ami_logins", "Successful AMI logins", registry=registry)
+        self.failures = Counter(
+            "trustline_ami_failures", "AMI link failures by kind", ["kind"], registry=registry
+        )
+        self.events = Counter("trustline_ami_events", "AMI events received", registry=registry)
+        self.dropped = Counter(
+            "trustline_ami_effects_dropped",
+            "Call/recording/report effects dropped because the work queue was full",
+            registry=registry,
+        )
+        # Answer rate per pool: answered / dialled outcomes over any window, in PromQL.
+        self.outcomes = Counter(
+            "trustline_call_outcomes",
+            "Outcomes of calls we chose a caller ID for, by pool",
+            ["pool", "outcome"],
+            registry=registry,
+        )
+        self.reports = Counter(
+            "trustline_spam_reports_ami",
+            "Spam reports received over AMI",
+            ["source"],
+            registry=registry,
+        )
+        self.tracked = Gauge(
+            "trustline_ami_calls_tracked", "Our calls in progress seen over AMI", registry=registry
+        )
+
+
+class AmiLink:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        outbound: OutboundPort,
+        on_recording_complete: RecordingHandler,
+        registry: CollectorRegistry | None = None,
+        *,
+        ping_interval: float = 10.0,
+        pong_within: float = 5.0,
+        action_timeout: float = 5.0,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+        stable_after: float = 30.0,
+        lookback_seconds: float = 6 * 3600.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._outbound = outbound
+        self._on_recording = on_recording_complete
+        self._repo = OutcomeRepo(db)
+        self._tracker = CallTracker()
+        self._metrics = _LinkMetrics(registry if registry is not None else CollectorRegistry())
+        self._metrics.tracked.set_function(lambda: self._tracker.calls_in_progress)
+        self._ping_interval = ping_interval
+        self._pong_within = pong_within
+        self._action_timeout = action_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._stable_after = stable_after
+        self._lookback = lookback_seconds
+        self._queue: asyncio.Queue[Effect] = asyncio.Queue(maxsize=queue_size)
+        self._client: AmiClient | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+        self._detail = "AMI not started"
+        self.attempts = 0  # connection attempts since the last stable session
+        self.sessions = 0  # successful logins since start
+        self.resyncs = 0  # completed re-syncs (AstDB + in-flight calls) since start
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._settings.ami_user)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            self._detail = "AMI disabled: TRUSTLINE_AMI_USER is not set"
+            log.info("ami: %s", self._detail)
+            return
+        if self._settings.ami_secret is None and self._settings.ami_secret_file is None:
+            raise ConfigError(
+                "environment",
+                ["TRUSTLINE_AMI_SECRET or _SECRET_FILE: required when TRUSTLINE_AMI_USER is set"],
+            )
+        self._detail = "AMI connecting"
+        self._worker = asyncio.create_task(self._work(), name="ami-effects")
+        self._supervisor = asyncio.create_task(self._supervise(), name="ami-link")
+
+    async def stop(self, deadline: float = 5.0) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._worker is not None:
+            # Let effects already received reach the store, within the deadline.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    await self._queue.join()
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        self._metrics.up.set(0)
+        if self.enabled:
+            self._detail = "AMI stopped"
+
+    def status(self) -> tuple[bool, str]:
+        """For /readyz: (healthy, detail). Without a user, AMI is off by choice: healthy."""
+        if not self.enabled:
+            return True, self._detail
+        return self._client is not None, self._detail
+
+    async def config_changed(self) -> None:
+        """Re-write the AstDB fallbacks now; when down, the next login does it anyway."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            await self._sync_fallbacks(client)
+        except AmiError as exc:
+            log.error("ami: fallback caller IDs not written to AstDB after reload: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait until every effect received so far has been applied (tests, shutdown)."""
+        await self._queue.join()
+
+    # -- supervision -----------------------------------------------------------------------
+
+    def _read_secret(self) -> str:
+        if self._settings.ami_secret is not None:
+            return self._settings.ami_secret.get_secret_value()
+        assert self._settings.ami_secret_file is not None
+        # Read at every attempt, so a rotated secret file is picked up without a restart.
+        return self._settings.ami_secret_file.read_text(encoding="utf-8").strip()
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(attempt, self._backoff_initial, self._backoff_max, random.random())
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port, user = self._settings.ami_host, self._settings.ami_port, self._settings.ami_user
+        assert user is not None
+        while True:
+            client = AmiClient(
+                host,
+                port,
+                on_event=self._on_event,
+                action_timeout=self._action_timeout,
+                connect_timeout=self._action_timeout,
+                login_timeout=max(self._action_timeout, 3.0),
+                # A healthy link carries at least a Pong per interval; silence past this is death.
+                idle_timeout=self._ping_interval * 2 + self._pong_within,
+            )
+            up_since: float | None = None
+            self.attempts += 1
+            try:
+                try:
+                    secret = self._read_secret()
+                except OSError as exc:
+                    raise AmiAuthError(
+                        f"cannot read TRUSTLINE_AMI_SECRET_FILE: {exc.strerror}"
+                    ) from None
+                await client.connect(
+                    user, secret, md5=self._settings.ami_md5_challenge, events=LOGIN_EVENTS
+                )
+                up_since = loop.time()
+                self.sessions += 1
+                self._metrics.logins.inc()
+                self._client = client
+                self._detail = (
+                    f"AMI up: {client.peer} as {user!r}, Asterisk Call Manager/{client.version}"
+                )
+                self._metrics.up.set(1)
+                await self._resync(client)
+                await client.heartbeat(self._ping_interval, self._pong_within)
+            except AmiAuthError as exc:
+                self._metrics.failures.labels("auth").inc()
+                self._detail = f"AMI down: {exc}"
+                log.error("ami: %s (check TRUSTLINE_AMI_USER / secret and manager.conf)", exc)
+            except AmiError as exc:
+                kind = "dead" if "Pong" in str(exc) else "connection"
+                self._metrics.failures.labels(kind).inc()
+                self._detail = f"AMI down: {exc}"
+                log.warning("ami: %s", exc)
+            finally:
+                self._client = None
+                self._metrics.up.set(0)
+                await client.close(logoff=False)
+            if up_since is not None and loop.time() - up_since >= self._stable_after:
+                self.attempts = 1
+            delay = self._backoff(self.attempts - 1)
+            self._detail += f"; retry in {delay:.2f} s"
+            log.info("ami: reconnecting to %s:%s in %.2f s", host, port, delay)
+            await asyncio.sleep(delay)
+
+    async def _resync(self, client: AmiClient) -> None:
+        """After every login: fresh AstDB fallbacks, and close calls that ended unseen."""
+        try:
+            await self._sync_fallbacks(client)
+        except AmiActionError as exc:
+            # The link still serves outcomes and reports; say what is missing, loudly.
+            self._detail += f"; AstDB fallbacks not written: {exc}"
+            log.error("ami: AstDB fallbacks not written (manager user needs write=system): %s", exc)
+        await self._resync_calls(client)
+
+    async def _sync_fallbacks(self, client: AmiClient) -> None:
+        async with self._sync_lock:
+            wanted = {
+                p: n for p, n in self._outbound.fallbacks().items() if set(p) <= _PURPOSE_CHARS
+            }
+            previous = await self._astdb_index(client)
+            # The index first lists old and new, so a crash midway still knows what to delete.
+            await self._db_put(
+                client, ASTDB_FAMILY, FALLBACK_INDEX_KEY, ",".join(sorted(previous | set(wanted)))
+            )
+            for purpose, number in sorted(wanted.items()):
+                await self._db_put(client, FALLBACK_FAMILY, purpose, number)
+            for purpose in sorted(previous - set(wanted)):
+                # A key already gone is fine: DBDel answers Error and we move on.
+                await client.action("DBDel", {"Family": FALLBACK_FAMILY, "Key": purpose})
+            await self._db_put(client, ASTDB_FAMILY, FALLBACK_INDEX_KEY, ",".join(sorted(wanted)))
+            log.info(
+                "ami: AstDB fallbacks written for %d purposes, %d stale removed",
+                len(wanted),
+                len(previous - set(wanted)),
+            )
+
+    @staticmethod
+    async def _astdb_index(client: AmiClient) -> set[str]:
+        answer = await client.action("DBGet", {"Family": ASTDB_FAMILY, "Key": FALLBACK_INDEX_KEY})
+        if not answer.ok:
+            return set()  # "Database entry not found": first run on this PBX
+        values = [e.get("Val", "") for e in answer.events if e.get("Event") == "DBGetResponse"]
+        return {p for p in (values[0] if values else "").split(",") if p}
+
+    @staticmethod
+    async def _db_put(client: AmiClient, family: str, key: str, value: str) -> None:
+        answer = await client.action("DBPut", {"Family": family, "Key": key, "Val": value})
+        if not answer.ok:
+            raise AmiActionError(f"DBPut {family}/{key}: {answer.message or 'refused'}")
+
+    async def _resync_calls(self, client: AmiClient) -> None:
+        now = self._clock.now()
+        answer = await client.action("CoreShowChannels")
+        if not answer.ok:
+            log.error(
+                "ami: CoreShowChannels refused (%s): in-flight calls not re-synced", answer.message
+            )
+            return
+        live = {e["Uniqueid"]: e.get("Linkedid", "") for e in answer.events if e.get("Uniqueid")}
+        for effect in self._tracker.resync(live, now):
+            self._enqueue(effect)
+        waiting = await self._repo.awaiting_outcome(now - self._lookback, now)
+        tracked = self._tracker.tracked()
+        self._tracker.adopt(((u, live[u]) for u, _ in waiting if u in live), now)
+        gone = [u for u, _ in waiting if u not in live and u not in tracked]
+        if gone:
+            await self._repo.mark_unknown(gone, now)
+        log.info(
+            "ami: re-synced: %d channels live, %d of our calls in progress, %d ended unseen",
+            len(live),
+            self._tracker.calls_in_progress,
+            len(gone),
+        )
+        self.resyncs += 1
+
+    # -- events and effects ----------------------------------------------------------------
+
+    def _on_event(self, event: Message) -> None:
+        self._metrics.events.inc()
+        for effect in self._tracker.feed(event, self._clock.now()):
+            self._enqueue(effect)
+
+    def _enqueue(self, effect: Effect) -> None:
+        try:
+            self._queue.put_nowait(effect)
+        except asyncio.QueueFull:
+            self._metrics.dropped.inc()
+            log.warning("ami: work queue full, dropped %s", type(effect).__name__)
+
+    async def _work(self) -> None:
+        while True:
+            effect = await self._queue.get()
+            try:
+                await self._apply(effect)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ami: could not apply %s", type(effect).__name__)
+            finally:
+                self._queue.task_done()
+
+    async def _apply(self, effect: Effect) -> None:
+        if isinstance(effect, CallEnded):
+            pool = await self._repo.record_end(effect)
+            if pool is not None:
+                self._metrics.outcomes.labels(pool or "-", effect.outcome).inc()
+                log.info(
+                    "ami: call %s ended: %s (%s s talk)",
+                    effect.uniqueid,
+                    effect.outcome,
+                    effect.talk_seconds,
+                )
+        elif isinstance(effect, CdrSeen):
+            await self._repo.record_cdr(effect)
+        elif isinstance(effect, RecordingComplete):
+            log.info("ami: recording of %s complete", effect.uniqueid)
+            await self._on_recording(effect.uniqueid, effect.filename)
+        elif isinstance(effect, SpamReported):
+            self._metrics.reports.labels(effect.source).inc()
+            log.info("ami: spam report from %s for %s", effect.source, phone.mask(effect.number))
+            await self._outbound.report_spam(effect.number, effect.source)
