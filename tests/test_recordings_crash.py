@@ -1,0 +1,200 @@
+"""SIGKILL the sealing process at random moments: no recording is ever lost or doubled.
+
+Each run copies a few small recordings (cut from the real MixMonitor capture) into a fresh
+folder, starts a real agent process that sweeps them, kills it with SIGKILL after a random
+delay, checks nothing was lost, then restarts the sweep and checks every recording exists
+exactly once, sealed, verified, with one metadata row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.clock import SystemClock
+from agent.recordings import RecordingsService
+from agent.recordings import format as fmt
+from agent.recordings.keyring import Keyring, init_keyring, load_keyring
+from agent.settings import load_settings
+from agent.store import open_database
+
+CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
+    "mixmonitor-answered-call.wav"
+)
+RUNS = 120
+PARALLEL = 2
+FILES_PER_RUN = 5
+CHUNK = 1024  # many small writes per file, so kills land inside sealing as often as between
+
+CHILD = """
+import asyncio, sys
+from agent.clock import SystemClock
+from agent.recordings import RecordingsService
+from agent.settings import load_settings
+from agent.store import open_database
+
+async def main() -> None:
+    settings = load_settings()
+    db = await open_database(settings.database_path)
+    service = RecordingsService(settings, db, SystemClock(), settle_seconds=0, chunk_size=CHUNK)
+    print("ready", flush=True)
+    await service.sweep()
+    await db.close()
+    print("done", flush=True)
+
+asyncio.run(main())
+""".replace("CHUNK", str(CHUNK))
+
+
+@dataclass
+class Run:
+    index: int
+    folder: Path
+    data: Path
+    originals: dict[str, bytes]
+
+
+def make_run(base: Path, index: int, template_db: Path, audio: bytes) -> Run:
+    root = base / f"run{index:03d}"
+    folder, data = root / "monitor", root / "data"
+    folder.mkdir(parents=True)
+    data.mkdir()
+    shutil.copyfile(template_db, data / "trustline.sqlite3")
+    originals = {}
+    rng = random.Random(index)
+    for j in range(FILES_PER_RUN):
+        start = rng.randrange(0, len(audio) // 2)
+        body = audio[start : start + rng.randrange(4_000, 40_000)]
+        name = f"17950{index:05d}.{j}.wav"
+        (folder / name).write_bytes(body)
+        originals[name] = body
+    return Run(index, folder, data, originals)
+
+
+def child_env(run: Run, keyring: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
+    env.update(
+        TRUSTLINE_DATA_DIR=str(run.data),
+        TRUSTLINE_RECORDINGS_DIR=str(run.folder),
+        TRUSTLINE_KEYRING=str(keyring),
+    )
+    return env
+
+
+def run_child(run: Run, keyring: Path, delay: float | None) -> float:
+    """Start the agent's sweep in a child; SIGKILL it ``delay`` s after it is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], env=child_env(run, keyring), stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    began = time.monotonic()
+    if delay is None:
+        assert proc.stdout.readline().strip() == "done"
+        elapsed = time.monotonic() - began
+    else:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        elapsed = delay
+    proc.stdout.close()
+    proc.wait(timeout=30)
+    return elapsed
+
+
+def opens_to(path: Path, ring: Keyring) -> bytes:
+    out = io.BytesIO()
+    with open(path, "rb") as f:
+        fmt.decrypt_stream(f, out, dict(ring.keys), name=path.name)
+    return out.getvalue()
+
+
+def check_nothing_lost(run: Run, ring: Keyring) -> str:
+    """Right after the kill: each recording is complete plaintext, verified sealed, or both."""
+    states = []
+    for name, body in run.originals.items():
+        plain, sealed = run.folder / name, run.folder / (name + fmt.SUFFIX)
+        if plain.exists():
+            assert plain.read_bytes() == body, f"run {run.index}: {name} plaintext damaged"
+            states.append("both" if sealed.exists() else "plain")
+        else:
+            assert sealed.exists(), f"run {run.index}: {name} lost"
+            assert opens_to(sealed, ring) == body, f"run {run.index}: {name} sealed wrong"
+            states.append("sealed")
+    kinds = set(states)
+    return "both" if "both" in kinds else "mixed" if len(kinds) > 1 else states[0]
+
+
+async def restart_and_check(run: Run, keyring: Path, ring: Keyring) -> None:
+    settings = load_settings(
+        data_dir=str(run.data), recordings_dir=str(run.folder), keyring=str(keyring)
+    )
+    db = await open_database(settings.database_path)
+    try:
+        service = RecordingsService(settings, db, SystemClock(), settle_seconds=0)
+        report = await service.sweep()
+        assert report.failed == 0 and report.busy == 0, (run.index, report)
+        files = sorted(p.name for p in run.folder.iterdir())
+        assert files == sorted(n + fmt.SUFFIX for n in run.originals), (run.index, files)
+        rows = await service.listing(limit=1000, include_purged=True)
+        assert len(rows) == len(run.originals), (run.index, [r.path for r in rows])
+        by_path = {r.path: r for r in rows}
+        for name, body in run.originals.items():
+            sealed = run.folder / (name + fmt.SUFFIX)
+            assert opens_to(sealed, ring) == body
+            row = by_path[str(sealed)]
+            assert row.sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+            assert row.plain_size == len(body) and row.uniqueid == name[: -len(".wav")]
+        assert [v.problem for v in await service.verify()] == [None] * len(run.originals)
+    finally:
+        await db.close()
+
+
+async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
+    tmp_path: Path,
+) -> None:
+    audio = CAPTURE.read_bytes()
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    keyring = keys / "keyring"
+    init_keyring(keyring, time.time())
+    ring = load_keyring(keyring)
+    template = tmp_path / "template.sqlite3"
+    db = await open_database(template)
+    await db.close()
+
+    # Calibrate: how long does an undisturbed sweep of one run take on this machine?
+    calib = make_run(tmp_path, 999, template, audio)
+    full = max(await asyncio.to_thread(run_child, calib, keyring, None), 0.005)
+    await restart_and_check(calib, keyring, ring)
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    delays = [rng.uniform(0, full * 1.2) for _ in range(RUNS)]
+    outcomes: list[str] = []
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(index: int) -> None:
+        async with gate:
+            run = make_run(tmp_path, index, template, audio)
+            await asyncio.to_thread(run_child, run, keyring, delays[index])
+            outcomes.append(check_nothing_lost(run, ring))
+            await restart_and_check(run, keyring, ring)
+            shutil.rmtree(run.folder.parent)
+
+    await asyncio.gather(*(one(i) for i in range(RUNS)))
+    summary = {k: outcomes.count(k) for k in ("plain", "mixed", "both", "sealed")}
+    print("kill outcomes", seed, round(full, 3), summary)
+    assert len(outcomes) == RUNS
+    # The kills really did land mid-sweep, not only before or after it.
+    assert summary["mixed"] + summary["both"] >= RUNS // 4, (seed, full, summary)

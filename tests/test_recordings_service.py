@@ -1,0 +1,449 @@
+"""RecordingsService on a real folder and a real SQLite store: seal, sweep, retention, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from agent.clock import FrozenClock
+from agent.errors import BadRequest, KeyringError, RecordingError
+from agent.recordings import RecordingsService
+from agent.recordings import format as fmt
+from agent.recordings.keyring import init_keyring, rotate_keyring
+from agent.settings import Settings, load_settings
+from agent.store import Database, open_database
+
+CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
+    "mixmonitor-answered-call.wav"
+)
+UID = "1795344922.29"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    (tmp_path / "monitor").mkdir()
+    return load_settings(
+        data_dir=str(tmp_path / "data"),
+        recordings_dir=str(tmp_path / "monitor"),
+        keyring=str(tmp_path / "data" / "keyring"),
+        retention_days=30,
+    )
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = await open_database(settings.database_path)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(time.time())
+
+
+def service(settings: Settings, db: Database, clock: FrozenClock, **kw: float) -> RecordingsService:
+    kw.setdefault("settle_seconds", 0.0)
+    kw.setdefault("poll_seconds", 0.02)
+    return RecordingsService(settings, db, clock, **kw)  # type: ignore[arg-type]
+
+
+def put(settings: Settings, name: str, data: bytes | None = None) -> Path:
+    path = settings.recordings_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(CAPTURE.read_bytes() if data is None else data)
+    return path
+
+
+def flip(path: str | Path, offset: int, bit: int = 1) -> None:
+    blob = bytearray(Path(path).read_bytes())
+    blob[offset] ^= bit
+    Path(path).write_bytes(bytes(blob))
+
+
+def header_and_body(path: str) -> tuple[fmt.Header, bytes]:
+    blob = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        header = fmt.read_header(f, len(blob))
+    return header, blob[header.encoded_len :]
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def hold_open(path: Path) -> BinaryIO:
+    """Stands for MixMonitor, which keeps the file open until the recording ends."""
+    return open(path, "ab")  # the test closes it
+
+
+def keyring(settings: Settings) -> None:
+    init_keyring(settings.keyring_path, time.time())
+
+
+async def test_recording_complete_seals_then_removes_the_plaintext(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav")
+    svc = service(settings, db, clock)
+    await svc.on_recording_complete(UID, f"{UID}.wav")
+    await svc.wait_idle()
+    sealed = settings.recordings_dir / f"{UID}.wav.tlrec"
+    assert not plain.exists() and sealed.exists()
+    assert sealed.stat().st_mode & 0o777 == 0o600
+    [row] = await svc.listing()
+    assert row.uniqueid == UID
+    assert row.plain_size == len(CAPTURE.read_bytes())
+    assert row.size == sealed.stat().st_size
+    assert row.sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+    assert row.key_id == svc.readiness()[1].rsplit(" ", 1)[1]
+    assert row.source_name == f"{UID}.wav"
+    out = settings.data_dir / "out.wav"
+    await svc.decrypt(row.id, out, operator="alice", reason="patient complaint 42")
+    assert out.read_bytes() == CAPTURE.read_bytes()
+    assert (await svc.verify())[0].problem is None
+
+
+async def test_absolute_filename_inside_the_folder_and_one_outside(
+    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keyring(settings)
+    inside = put(settings, f"2026/11/{UID}.wav")
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes(b"RIFF....")
+    svc = service(settings, db, clock)
+    await svc.on_recording_complete(UID, str(inside))
+    await svc.on_recording_complete("1795344922.30", str(outside))
+    await svc.on_recording_complete("1795344922.31", "../elsewhere.wav")
+    await svc.wait_idle()
+    assert not inside.exists() and inside.with_name(inside.name + ".tlrec").exists()
+    assert outside.read_bytes() == b"RIFF...."
+    assert "outside" in caplog.text
+
+
+async def test_file_held_open_by_mixmonitor_is_left_until_closed(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav")
+    writer = hold_open(plain)
+    try:
+        svc = service(settings, db, clock)
+        await svc.on_recording_complete(UID, f"{UID}.wav")
+        await asyncio.sleep(0.3)
+        assert plain.exists() and not plain.with_name(plain.name + ".tlrec").exists()
+        writer.write(b"\x00\x01" * 100)
+        writer.flush()
+    finally:
+        writer.close()
+    await svc.wait_idle()
+    [row] = await svc.listing()
+    assert row.plain_size == len(CAPTURE.read_bytes()) + 200
+    assert not plain.exists()
+
+
+async def test_growing_file_is_sealed_only_once_it_stops_changing(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav", b"")
+    svc = service(settings, db, clock, settle_seconds=0.4)
+    await svc.on_recording_complete(UID, f"{UID}.wav")
+    for _ in range(8):  # written in bursts, closed in between: only its size tells
+        append(plain, b"\x10" * 1000)
+        await asyncio.sleep(0.1)
+        assert plain.exists()
+    await svc.wait_idle()
+    [row] = await svc.listing()
+    assert row.plain_size == 8000
+
+
+async def test_missing_keyring_is_reported_and_plaintext_left_alone(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = put(settings, f"{UID}.wav")
+    svc = service(settings, db, clock)
+    ok, why = svc.readiness()
+    assert not ok and "keys init" in why
+    with caplog.at_level(logging.ERROR):
+        await svc.start()
+        await svc.on_recording_complete(UID, f"{UID}.wav")
+        await svc.wait_idle()
+        report = await svc.sweep()
+        await svc.stop()
+    assert report.problem and "does not exist" in report.problem
+    assert "trustline keys init" in caplog.text and "stay in plaintext" in caplog.text
+    assert plain.read_bytes() == CAPTURE.read_bytes()
+    assert not settings.keyring_path.exists()  # never created behind the sysadmin's back
+    assert await svc.listing() == []
+
+
+async def test_missing_folder_is_a_warning_not_a_failure(
+    tmp_path: Path, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = load_settings(
+        data_dir=str(tmp_path / "data"), recordings_dir=str(tmp_path / "nowhere"),
+        keyring=str(tmp_path / "data" / "keyring"),
+    )
+    init_keyring(s.keyring_path, time.time())
+    database = await open_database(s.database_path)
+    try:
+        svc = service(s, database, clock)
+        with caplog.at_level(logging.WARNING):
+            await svc.start()
+            report = await svc.sweep()
+            await svc.stop()
+        assert svc.readiness()[0]
+        assert "does not exist" in caplog.text
+        assert report.problem and "does not exist" in report.problem
+    finally:
+        await database.close()
+
+
+async def test_startup_sweep_seals_what_was_recorded_while_down(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    names = [f"{UID}.wav", "2026/11/22/out-1001-1795344999.3.wav", "1795345000.1.WAV"]
+    for i, name in enumerate(names):
+        put(settings, name, CAPTURE.read_bytes()[: 10000 * (i + 1)])
+    notes = put(settings, "README.txt", b"not audio")
+    leftover = put(settings, f".{UID}.wav.abcd1234.tlrec-tmp", b"half a file")
+    svc = service(settings, db, clock)
+    report = await svc.sweep()
+    assert (report.sealed, report.failed, report.temps_removed) == (3, 0, 1)
+    assert not leftover.exists() and notes.exists()
+    rows = await svc.listing()
+    assert sorted(r.uniqueid or "" for r in rows) == sorted(
+        [UID, "1795344999.3", "1795345000.1"]
+    )
+    for name in names:
+        assert not (settings.recordings_dir / name).exists()
+    for r in rows:
+        out = settings.data_dir / f"{r.id}.out"
+        await svc.decrypt(r.id, out, operator="ops", reason="check")
+        assert out.read_bytes() == CAPTURE.read_bytes()[: r.plain_size]
+    assert (await svc.sweep()).sealed == 0
+
+
+async def test_sealed_file_without_metadata_is_verified_and_recorded(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    await db.execute("DELETE FROM recordings")
+    report = await svc.sweep()
+    assert report.adopted == 1
+    [row] = await svc.listing()
+    assert row.uniqueid == UID
+
+
+async def test_start_and_stop_run_the_sweep_in_the_background(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    put(settings, f"{UID}.wav")
+    svc = service(settings, db, clock)
+    await svc.start()
+    for _ in range(100):
+        if await svc.listing():
+            break
+        await asyncio.sleep(0.02)
+    await svc.stop()
+    assert len(await svc.listing()) == 1
+    assert svc.readiness() == (True, svc.readiness()[1])
+
+
+async def test_retention_deletes_old_recordings_and_records_what_it_deleted(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    old = put(settings, "1795000000.1.wav")
+    new = put(settings, "1795000000.2.wav")
+    recorded = time.time() - 40 * 86400
+    os.utime(old, (recorded, recorded))
+    await svc.sweep()
+    assert await svc.purge_expired(dry_run=True)
+    purged = await svc.purge_expired()
+    assert [r.uniqueid for r in purged] == ["1795000000.1"]
+    assert not old.with_name(old.name + ".tlrec").exists()
+    assert new.with_name(new.name + ".tlrec").exists()
+    [audit] = await svc.audit(purged[0].id)
+    assert (audit.action, audit.operator, audit.outcome) == ("purge", "retention", "ok")
+    assert "30 days" in audit.reason
+    assert audit.detail["uniqueid"] == "1795000000.1"
+    assert audit.detail["sha256"] == purged[0].sha256
+    assert audit.detail["path"].endswith("1795000000.1.wav.tlrec")
+    assert [r.uniqueid for r in await svc.listing()] == ["1795000000.2"]
+    assert len(await svc.listing(include_purged=True)) == 2
+    with pytest.raises(RecordingError, match="deleted by retention"):
+        await svc.decrypt(purged[0].id, settings.data_dir / "x", operator="a", reason="b")
+    clock.advance(31 * 86400)
+    assert [r.uniqueid for r in await svc.purge_expired(operator="cli:root")] == [
+        "1795000000.2"
+    ]
+    assert (await svc.audit())[-1].operator == "cli:root"
+
+
+async def test_decrypt_needs_operator_and_reason_and_is_audited(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    [row] = await svc.listing()
+    out = settings.data_dir / "listen.wav"
+    with pytest.raises(BadRequest, match="operator"):
+        await svc.decrypt(row.id, out, operator=" ", reason="x")
+    with pytest.raises(BadRequest, match="reason"):
+        await svc.decrypt(row.id, out, operator="alice", reason="")
+    with pytest.raises(BadRequest, match="inside the recordings folder"):
+        await svc.decrypt(row.id, settings.recordings_dir / "x.wav", operator="a", reason="b")
+    with pytest.raises(BadRequest, match="no recording with ID 99"):
+        await svc.decrypt(99, out, operator="alice", reason="x")
+    assert await svc.audit() == []
+    await svc.decrypt(row.id, out, operator="alice", reason="complaint 42")
+    [audit] = await svc.audit(row.id)
+    assert (audit.action, audit.operator, audit.reason, audit.outcome) == (
+        "decrypt", "alice", "complaint 42", "ok",
+    )
+    assert audit.at == clock.now() and audit.detail["out"] == str(out)
+    with pytest.raises(RecordingError, match="already exists"):
+        await svc.decrypt(row.id, out, operator="alice", reason="again")
+    assert [a.outcome for a in await svc.audit(row.id)] == ["ok", "failed: RecordingError"]
+
+
+async def test_decrypt_of_a_tampered_file_fails_audited_and_leaves_no_audio(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    [row] = await svc.listing()
+    flip(row.path, -5, 0x80)
+    out = settings.data_dir / "listen.wav"
+    with pytest.raises(fmt.ChunkTampered):
+        await svc.decrypt(row.id, out, operator="alice", reason="x")
+    assert not out.exists() and list(settings.data_dir.glob("*.part")) == []
+    assert [a.outcome for a in await svc.audit(row.id)] == ["failed: ChunkTampered"]
+    [result] = await svc.verify()
+    assert result.problem and "failed authentication" in result.problem
+
+
+async def test_swapped_recordings_are_caught_by_their_metadata(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"A" * 5000)
+    put(settings, "1795000000.2.wav", b"B" * 5000)
+    await svc.sweep()
+    a, b = (Path(r.path) for r in sorted(await svc.listing(), key=lambda r: r.id))
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    problems = [r.problem for r in await svc.verify()]
+    assert all(p and "SHA-256 differs" in p for p in problems)
+
+
+async def test_rotation_then_rewrap_moves_every_file_to_the_new_key_without_touching_audio(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    for i in range(3):
+        put(settings, f"1795000000.{i}.wav", CAPTURE.read_bytes()[i * 1000 :])
+    await svc.sweep()
+    rows = await svc.listing()
+    bodies = {}
+    for r in rows:
+        bodies[r.id] = header_and_body(r.path)[1]
+    ring = rotate_keyring(settings.keyring_path, time.time())
+    steps: list[tuple[int, int]] = []
+    report = await svc.rewrap(lambda done, total: steps.append((done, total)))
+    assert (report.total, report.rewrapped, report.failures) == (3, 3, [])
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    for r in await svc.listing():
+        header, body = header_and_body(r.path)
+        assert r.key_id == header.key_id == ring.active_id
+        assert body == bodies[r.id]  # audio chunks byte-identical
+        assert r.sha256 == hashlib.sha256(header.encode() + body).hexdigest()
+    assert (await svc.rewrap()).total == 0
+    # The old key can now leave the keyring: everything opens with the new key alone.
+    doc = json.loads(settings.keyring_path.read_text())
+    doc["keys"] = [k for k in doc["keys"] if k["id"] == ring.active_id]
+    settings.keyring_path.write_text(json.dumps(doc))
+    assert [v.problem for v in await svc.verify()] == [None, None, None]
+    out = settings.data_dir / "o.wav"
+    await svc.decrypt(rows[-1].id, out, operator="a", reason="b")
+    assert out.read_bytes() == CAPTURE.read_bytes()
+
+
+async def test_unsafe_keyring_blocks_sealing_with_a_clear_message(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring(settings)
+    settings.keyring_path.chmod(0o644)
+    plain = put(settings, f"{UID}.wav")
+    svc = service(settings, db, clock)
+    ok, why = svc.readiness()
+    assert not ok and "mode 0644" in why
+    with caplog.at_level(logging.ERROR):
+        await svc.on_recording_complete(UID, f"{UID}.wav")
+        await svc.wait_idle()
+    assert "mode 0644" in caplog.text
+    assert plain.exists()
+    with pytest.raises(KeyringError):
+        await svc.verify()
+
+
+async def test_keys_and_audio_never_reach_logs_or_the_database(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring(settings)
+    rotate_keyring(settings.keyring_path, time.time())
+    svc = service(settings, db, clock)
+    with caplog.at_level(logging.DEBUG):
+        put(settings, f"{UID}.wav")
+        put(settings, "1795000000.5.wav")
+        await svc.start()
+        await svc.on_recording_complete("1795000000.5", "1795000000.5.wav")
+        await svc.wait_idle()
+        await svc.sweep()
+        row = (await svc.listing())[0]
+        await svc.decrypt(row.id, settings.data_dir / "o.wav", operator="a", reason="b")
+        rotate_keyring(settings.keyring_path, time.time())
+        await svc.rewrap()
+        flip(row.path, -1)
+        await svc.verify()
+        await svc.stop()
+    doc = json.loads(settings.keyring_path.read_text())
+    secrets = []
+    for k in doc["keys"]:
+        secrets += [k["key"], base64.b64decode(k["key"]).hex()]
+    conn = sqlite3.connect(settings.database_path)
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    for s in secrets:
+        for text in (caplog.text, dump):
+            assert s not in text and s[:12] not in text
+    assert "RIFF" not in caplog.text and "RIFF" not in dump
