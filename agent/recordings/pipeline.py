@@ -17,6 +17,8 @@ import re
 import secrets
 import stat
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +166,8 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
     if target.exists():
         return adopt(plain, target, keyring)
     tmp = plain.with_name(f".{plain.name}.{secrets.token_hex(4)}{TEMP_MARK}")
-    digest = hashlib.sha256()
-    with open(plain, "rb", opener=_nofollow) as src:
+    digest = _BackgroundSha256()
+    with digest, open(plain, "rb", opener=_nofollow) as src:
         before = os.fstat(src.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise RecordingError(f"{plain}: not a regular file")
@@ -188,10 +190,12 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
             fsync_dir(plain.parent)
         finally:
             _unlink_quietly(tmp)
-    verify(target, keyring, expected_sha256=digest.hexdigest())
+        sha256 = digest.hexdigest()
+    # Every chunk's tag and the wrapped key authenticate what is on disk against what we
+    # sealed, so the SHA-256 taken while writing is the file's; no second hash pass.
+    verify(target, keyring, hash_file=False)
     return Sealed(
-        target, info.plain_size, info.sealed_size, info.key_id, digest.hexdigest(),
-        before.st_mtime,
+        target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime
     )
 
 
@@ -250,18 +254,23 @@ def remove_temps(temps: list[Path], older_than: float | None) -> list[Path]:
     return removed
 
 
-def verify(path: Path, keyring: Keyring, *, expected_sha256: str | None = None) -> Sealed:
+def verify(
+    path: Path, keyring: Keyring, *, expected_sha256: str | None = None, hash_file: bool = True
+) -> Sealed:
     """Authenticate every byte of a sealed file; optionally check it is the recorded file."""
     digest = hashlib.sha256()
     with open(path, "rb", opener=_nofollow) as src:
-        header = fmt.decrypt_stream(src, None, dict(keyring.keys), name=str(path), hasher=digest)
+        header = fmt.decrypt_stream(
+            src, None, dict(keyring.keys), name=str(path), hasher=digest if hash_file else None
+        )
         size = os.fstat(src.fileno()).st_size
         mtime = os.fstat(src.fileno()).st_mtime
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
         raise MetadataMismatch(
             f"{path}: opens, but is not the file the store recorded (SHA-256 differs)"
         )
-    return Sealed(path, header.plain_length, size, header.key_id, digest.hexdigest(), mtime)
+    sha256 = digest.hexdigest() if hash_file else ""
+    return Sealed(path, header.plain_length, size, header.key_id, sha256, mtime)
 
 
 def decrypt_to(path: Path, out: Path, keyring: Keyring, *, expected_sha256: str) -> int:
@@ -341,6 +350,38 @@ def delete_sealed(path: Path) -> bool:
         return False
     fsync_dir(path.parent)
     return True
+
+
+class _BackgroundSha256:
+    """SHA-256 on a helper thread: hashlib releases the GIL, so hashing overlaps sealing.
+
+    At most two chunks wait for the hasher, so memory stays constant; order is kept because
+    one worker takes the updates first in, first out.
+    """
+
+    _BACKLOG = 2
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustline-sha256")
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, data: bytes | memoryview) -> None:
+        chunk = bytes(data) if isinstance(data, memoryview) else data  # must not change later
+        self._pending.append(self._pool.submit(self._hash.update, chunk))
+        while len(self._pending) > self._BACKLOG:
+            self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        while self._pending:
+            self._pending.popleft().result()
+        return self._hash.hexdigest()
+
+    def __enter__(self) -> _BackgroundSha256:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _CompareSink:
