@@ -1,0 +1,6 @@
+"""Inbound spam screening: explainable rules, a verdict the dialplan acts on, audit of decisions.
+
+One file per role: ``config`` (the ``[screening]`` section), ``rules`` (pure scoring),
+``windows`` (burst/flood counters in memory), ``repo`` (its SQL), ``service`` (the use case),
+``route`` (the FastAGI adapter). Nothing here runs at import time.
+"""

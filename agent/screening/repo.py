@@ -1,0 +1,116 @@
+"""The SQL of screening: lists, their version, decisions, and the callback look-up.
+
+Talks to the store only through ``agent.store.Database``; no policy, no plain caller numbers
+written (decisions carry a keyed hash and a masked form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.store import Database
+
+LIST_KINDS = ("allow", "block")
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    kind: str
+    entry: str
+    added_at: float
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    at: float
+    uniqueid: str
+    dialled: str
+    caller_hash: str | None
+    caller_masked: str
+    attestation: str
+    score: int
+    verdict: str
+    reasons: str
+
+
+class ScreeningRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def lists_version(self) -> int:
+        row = await self._db.fetchone("SELECT lists_version FROM screening_state WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    async def list_entries(self, kind: str | None = None) -> list[ListEntry]:
+        if kind is None:
+            rows = await self._db.fetchall(
+                "SELECT kind, entry, added_at, note FROM screening_lists ORDER BY kind, entry"
+            )
+        else:
+            rows = await self._db.fetchall(
+                "SELECT kind, entry, added_at, note FROM screening_lists WHERE kind = ?"
+                " ORDER BY entry",
+                (kind,),
+            )
+        return [ListEntry(r[0], r[1], float(r[2]), r[3]) for r in rows]
+
+    async def add_entry(self, kind: str, entry: str, at: float, note: str) -> bool:
+        """Add (or re-note) an entry; True when it was not there before."""
+        async with self._db.transaction() as tx:
+            existed = await tx.fetchone(
+                "SELECT 1 FROM screening_lists WHERE kind = ? AND entry = ?", (kind, entry)
+            )
+            await tx.execute(
+                "INSERT INTO screening_lists (kind, entry, added_at, note) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, entry) DO UPDATE SET note = excluded.note",
+                (kind, entry, at, note),
+            )
+            await tx.execute(
+                "UPDATE screening_state SET lists_version = lists_version + 1 WHERE id = 1"
+            )
+        return existed is None
+
+    async def remove_entry(self, kind: str, entry: str) -> bool:
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                "DELETE FROM screening_lists WHERE kind = ? AND entry = ?", (kind, entry)
+            )
+            if count:
+                await tx.execute(
+                    "UPDATE screening_state SET lists_version = lists_version + 1 WHERE id = 1"
+                )
+        return count > 0
+
+    async def called_since(self, callee_hash: str, since: float) -> bool:
+        """Did any outbound call go to this (hashed) number since ``since``?"""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM call_audit WHERE callee_hash = ? AND at >= ? LIMIT 1",
+            (callee_hash, since),
+        )
+        return row is not None
+
+    async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        await self._db.executemany(
+            "INSERT INTO screening_decisions (at, uniqueid, dialled, caller_hash, caller_masked,"
+            " attestation, score, verdict, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.at, r.uniqueid, r.dialled, r.caller_hash, r.caller_masked,
+                    r.attestation, r.score, r.verdict, r.reasons,
+                )
+                for r in rows
+            ],
+        )
+
+    async def recent_decisions(self, limit: int = 50) -> list[DecisionRow]:
+        rows = await self._db.fetchall(
+            "SELECT at, uniqueid, dialled, caller_hash, caller_masked, attestation, score,"
+            " verdict, reasons FROM screening_decisions ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            DecisionRow(float(r[0]), r[1] or "", r[2], r[3], r[4], r[5], int(r[6]), r[7], r[8])
+            for r in rows
+        ]

@@ -1,0 +1,347 @@
+"""Screening rules: facts about one inbound call in, points, reason codes and a verdict out.
+
+Pure: no I/O, no clock, no logging, no store. The service gathers the facts (lists, windows,
+callback look-up); this module only reads the caller ID (via phonenumbers) and adds points,
+so the CLI can explain any decision rule by rule.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+from agent import contract, phone
+from agent.screening.config import ScreeningConfig, ScreeningThresholds
+
+# Reason codes that are not weights.
+REASON_ALLOWLIST = "allowlist"
+REASON_DISABLED = "screening_disabled"
+REASON_FAILURE = "screening_unavailable"
+
+
+class Attestation(StrEnum):
+    A = "a"
+    B = "b"
+    C = "c"
+    PASSED = "passed"  # verified, no level given
+    FAILED = "failed"
+    MISSING = "missing"
+
+    @property
+    def reason(self) -> str:
+        return f"stir_{self.value}"
+
+
+# Asterisk's STIR_SHAKEN(0,verify_result) values (res_stir_shaken, 18-22) and the carrier
+# verstat values, lower-cased. Anything unknown is "missing": no signal, not a pass.
+_PASSED = frozenset({"success", "verification passed", "verification successful"})
+_MISSING = frozenset(
+    {
+        "",
+        "no-tn-validation",
+        "verification not present",
+        "missing_identity_hdr",
+        "disabled",
+        # Our PBX's own trouble says nothing about the caller.
+        "internal_error",
+        "invalid_arguments",
+        "cert_cache_miss",
+    }
+)
+_VERSTAT = re.compile(r"verstat=([A-Za-z0-9-]+)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=256)
+def parse_attestation(text: str) -> Attestation:
+    """Attestation from the dialplan argument: ``A``/``B``/``C``, a verstat, a verify_result.
+
+    Accepts a bare value (``TN-Validation-Passed-B``), ``verstat=...`` or a whole From/PAI URI.
+    """
+    value = text.strip()
+    found = _VERSTAT.search(value)
+    if found:
+        value = found.group(1)
+    low = value.lower()
+    if low in ("a", "b", "c"):
+        return Attestation(low)
+    if low.startswith("tn-validation-passed"):
+        level = low.removeprefix("tn-validation-passed").lstrip("-")
+        return Attestation(level) if level in ("a", "b", "c") else Attestation.PASSED
+    if low.startswith("tn-validation-failed"):
+        return Attestation.FAILED
+    if low in _PASSED:
+        return Attestation.PASSED
+    if low in _MISSING:
+        return Attestation.MISSING
+    if "fail" in low or "mismatch" in low or low.startswith(("invalid", "cert_", "missing_")) or (
+        low.endswith(("_error", "_failure", "_expired"))
+    ):
+        return Attestation.FAILED
+    if low in ("signature_validation", "no_raw_key"):
+        return Attestation.FAILED
+    return Attestation.MISSING
+
+
+# ---------------------------------------------------------------------------------------------
+# The caller
+
+
+# Text some networks and PBXes put in the caller number when there is none to show.
+_WITHHELD_TEXT = frozenset(
+    {"", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable", "blocked"}
+)
+# Asterisk AST_PRES_*: bits 0x60 are the presentation; 0x20 restricted, 0x40 unavailable.
+_PRES_MASK = 0x60
+_PRES_RESTRICTED = 0x20
+_PRES_UNAVAILABLE = 0x40
+
+
+class NumberStatus(StrEnum):
+    ABSENT = "absent"  # no number at all
+    IMPOSSIBLE = "impossible"  # not even a possible number
+    INVALID = "invalid"  # possible length, but no such number in the plan
+    VALID = "valid"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What the caller ID says, without the plain number leaving the service."""
+
+    status: NumberStatus
+    withheld: bool
+    e164: str | None  # set for possible numbers (valid or not)
+    region: str | None  # ISO region of a valid number
+    number_type: int | None  # phonenumbers.PhoneNumberType of a valid number
+    hash_source: str  # what the keyed hash is computed over (E.164, else the raw text)
+
+
+def is_withheld_presentation(callingpres: int) -> bool:
+    return callingpres & _PRES_MASK in (_PRES_RESTRICTED, _PRES_UNAVAILABLE)
+
+
+@lru_cache(maxsize=65_536)
+def classify_caller(raw: str, callingpres: int, region: str) -> Caller:
+    """Read the caller ID as a number of ``region`` (the dialled line's), or international.
+
+    Carriers often send international numbers without ``+``/``00`` (``33612345678``): when the
+    national reading is not valid, the international reading is tried too.
+    """
+    text = raw.strip()
+    withheld = is_withheld_presentation(callingpres) or text.lower() in _WITHHELD_TEXT
+    if text.lower() in _WITHHELD_TEXT:
+        return Caller(NumberStatus.ABSENT, True, None, None, None, "")
+    best: phonenumbers.PhoneNumber | None = None
+    readings = [text]
+    if text.isdigit() and not text.startswith("0"):
+        readings.append("+" + text)
+    for reading in readings:
+        try:
+            num = phone.parse(reading, region)
+        except phone.InvalidNumber:
+            continue
+        if phonenumbers.is_valid_number(num):
+            best = num
+            break
+        best = best or num
+    if best is None:
+        return Caller(NumberStatus.IMPOSSIBLE, withheld, None, None, None, text)
+    e164 = phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(best):
+        return Caller(NumberStatus.INVALID, withheld, e164, None, None, e164)
+    return Caller(
+        NumberStatus.VALID,
+        withheld,
+        e164,
+        phonenumbers.region_code_for_number(best),
+        phonenumbers.number_type(best),
+        e164,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """The dialled line: its E.164 when readable and the region national numbers belong to."""
+
+    e164: str | None
+    region: str
+
+
+@lru_cache(maxsize=4096)
+def read_dialled(raw: str, default_region: str) -> Line:
+    text = raw.strip()
+    readings = [text]
+    if text.isdigit() and not text.startswith("0"):
+        readings.append("+" + text)
+    for reading in readings:
+        try:
+            num = phone.parse(reading, default_region)
+        except phone.InvalidNumber:
+            continue
+        e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        region = phonenumbers.region_code_for_number(
+            num
+        ) or phonenumbers.region_code_for_country_code(num.country_code)
+        if region in phonenumbers.SUPPORTED_REGIONS:
+            return Line(e164, region)
+        return Line(e164, default_region)
+    return Line(None, default_region)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    caller: Caller
+    line: Line
+    attestation: Attestation
+    allowlisted: str | None = None  # the matching entry
+    blocklisted: str | None = None
+    own_number: bool = False
+    burst_calls: int | None = None  # calls from this caller in the window; None = not known
+    flood_callers: int | None = None  # distinct callers to this line in the window
+    callback: bool | None = None  # we called this number recently; None = not looked up
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    code: str
+    weight: int
+    fired: bool
+    detail: str
+
+    @property
+    def points(self) -> int:
+        return self.weight if self.fired else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: str
+    score: int
+    reasons: tuple[str, ...]  # codes of the rules that fired, in evaluation order
+    rules: tuple[RuleResult, ...]  # every rule evaluated, fired or not (for explanations)
+    attestation: Attestation
+
+    @property
+    def reasons_text(self) -> str:
+        return ",".join(self.reasons)
+
+
+def verdict_for(score: int, thresholds: ScreeningThresholds) -> str:
+    if score >= thresholds.block:
+        return contract.VERDICT_BLOCK
+    if score >= thresholds.voicemail:
+        return contract.VERDICT_VOICEMAIL
+    if score >= thresholds.challenge:
+        return contract.VERDICT_CHALLENGE
+    return contract.VERDICT_ALLOW
+
+
+def allow_decision(reason: str, attestation: Attestation = Attestation.MISSING) -> Decision:
+    """An allow that skips scoring (allow list, screening off, failure policy)."""
+    rule = RuleResult(reason, 0, True, "scoring skipped")
+    return Decision(contract.VERDICT_ALLOW, 0, (reason,), (rule,), attestation)
+
+
+def evaluate(facts: CallFacts, config: ScreeningConfig) -> Decision:
+    """Every rule, its points, the clamped total and the verdict."""
+    if not config.enabled:
+        return allow_decision(REASON_DISABLED, facts.attestation)
+    if facts.allowlisted is not None:
+        rule = RuleResult(REASON_ALLOWLIST, 0, True, f"matches {facts.allowlisted}")
+        return Decision(contract.VERDICT_ALLOW, 0, (REASON_ALLOWLIST,), (rule,), facts.attestation)
+    w = config.weights
+    caller = facts.caller
+    valid = caller.status is NumberStatus.VALID
+    rules = [
+        RuleResult(
+            "blocklist",
+            w.blocklist,
+            facts.blocklisted is not None,
+            f"matches {facts.blocklisted}" if facts.blocklisted else "not listed",
+        ),
+        RuleResult(
+            "withheld",
+            w.withheld,
+            caller.withheld,
+            "no caller number" if caller.status is NumberStatus.ABSENT
+            else "presentation restricted" if caller.withheld else "caller number shown",
+        ),
+        RuleResult(
+            "invalid_number",
+            w.invalid_number,
+            caller.status in (NumberStatus.IMPOSSIBLE, NumberStatus.INVALID),
+            f"number is {caller.status.value}",
+        ),
+        RuleResult(
+            "own_number",
+            w.own_number,
+            facts.own_number,
+            "presents one of our numbers" if facts.own_number else "not one of ours",
+        ),
+        RuleResult(
+            "premium_rate",
+            w.premium_rate,
+            valid and caller.number_type == PhoneNumberType.PREMIUM_RATE,
+            _type_detail(caller),
+        ),
+        RuleResult(
+            "toll_free",
+            w.toll_free,
+            valid and caller.number_type == PhoneNumberType.TOLL_FREE,
+            _type_detail(caller),
+        ),
+        RuleResult(
+            "international",
+            w.international,
+            valid and caller.region != facts.line.region,
+            f"caller region {caller.region or '-'}, line region {facts.line.region}",
+        ),
+        RuleResult(
+            facts.attestation.reason,
+            getattr(w, facts.attestation.reason),
+            True,
+            f"STIR/SHAKEN {facts.attestation.value}",
+        ),
+        _window_rule(
+            "burst", w.burst, facts.burst_calls, config.windows.burst_calls,
+            f"calls from this caller in {config.windows.burst_seconds:g}s",
+        ),
+        _window_rule(
+            "flood", w.flood, facts.flood_callers, config.windows.flood_callers,
+            f"distinct callers to this line in {config.windows.flood_seconds:g}s",
+        ),
+        RuleResult(
+            "callback",
+            w.callback,
+            bool(facts.callback),
+            "not looked up" if facts.callback is None
+            else f"we called this number in the last {config.callback_days:g} days"
+            if facts.callback else "no recent call to this number",
+        ),
+    ]
+    total = sum(r.points for r in rules)
+    score = max(0, min(100, total))
+    reasons = tuple(r.code for r in rules if r.fired)
+    return Decision(
+        verdict_for(score, config.thresholds), score, reasons, tuple(rules), facts.attestation
+    )
+
+
+def _type_detail(caller: Caller) -> str:
+    if caller.number_type is None:
+        return "type unknown"
+    return f"type {PhoneNumberType.to_string(caller.number_type).lower()}"
+
+
+def _window_rule(code: str, weight: int, count: int | None, limit: int, what: str) -> RuleResult:
+    if count is None:
+        return RuleResult(code, weight, False, "not counted (live agent only)")
+    return RuleResult(code, weight, count >= limit, f"{count} {what} (limit {limit})")

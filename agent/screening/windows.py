@@ -1,0 +1,65 @@
+"""Sliding windows in memory for bursts (one caller) and floods (many callers, one line).
+
+Keys are keyed hashes, never plain numbers. Memory stays bounded: entries older than the
+window are dropped as time moves on (least recently seen first), so a caller seen once an
+hour ago costs nothing. Single event loop: no locks, no awaits inside.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+
+class BurstCounter:
+    """How many calls one key made within the last ``window`` seconds."""
+
+    def __init__(self) -> None:
+        self._calls: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def record(self, key: str, now: float, window: float) -> int:
+        """Count this call and return the calls of ``key`` in the window, this one included."""
+        self._expire(now, window)
+        times = self._calls.get(key)
+        if times is None:
+            times = self._calls[key] = deque()
+        else:
+            self._calls.move_to_end(key)
+        times.append(now)
+        while times and times[0] <= now - window:
+            times.popleft()
+        return len(times)
+
+    def _expire(self, now: float, window: float) -> None:
+        # The least recently seen key has the oldest newest call: once it is inside the window,
+        # every later key is too.
+        while self._calls:
+            key, times = next(iter(self._calls.items()))
+            if times and times[-1] > now - window:
+                break
+            del self._calls[key]
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
+class FloodCounter:
+    """How many distinct callers reached one line within the last ``window`` seconds."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, OrderedDict[str, float]] = {}
+
+    def record(self, line: str, caller: str, now: float, window: float) -> int:
+        seen = self._lines.get(line)
+        if seen is None:
+            seen = self._lines[line] = OrderedDict()
+        seen[caller] = now
+        seen.move_to_end(caller)
+        while seen:
+            oldest_at = next(iter(seen.values()))
+            if oldest_at > now - window:
+                break
+            seen.popitem(last=False)
+        return len(seen)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._lines.values())
