@@ -174,13 +174,17 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
     await db.close()
 
     # Calibrate: how long does an undisturbed sweep of one run take on this machine?
-    calib = make_run(tmp_path, 999, template, audio)
-    full = max(await asyncio.to_thread(run_child, calib, keyring, None), 0.005)
-    await restart_and_check(calib, keyring, ring)
+    timings = []
+    for n in range(3):
+        calib = make_run(tmp_path, 900 + n, template, audio)
+        timings.append(await asyncio.to_thread(run_child, calib, keyring, None))
+        await restart_and_check(calib, keyring, ring)
+    full = max(min(timings), 0.005)
 
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    delays = [rng.uniform(0, full * 1.2) for _ in range(RUNS)]
+    # Up to twice the undisturbed time: two runs share the cores, so some still finish.
+    delays = [rng.uniform(0, full * 2) for _ in range(RUNS)]
     outcomes: list[str] = []
     gate = asyncio.Semaphore(PARALLEL)
 

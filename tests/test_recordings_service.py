@@ -447,3 +447,43 @@ async def test_keys_and_audio_never_reach_logs_or_the_database(
         for text in (caplog.text, dump):
             assert s not in text and s[:12] not in text
     assert "RIFF" not in caplog.text and "RIFF" not in dump
+
+
+async def test_sweep_waits_for_a_recording_still_being_written_at_startup(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav")
+    writer = hold_open(plain)
+    svc = service(settings, db, clock)
+    try:
+        report = await svc.sweep()
+        assert (report.sealed, report.busy) == (0, 1)
+        await asyncio.sleep(0.2)
+        assert plain.exists()
+    finally:
+        writer.close()
+    await svc.wait_idle()
+    assert not plain.exists()
+    [row] = await svc.listing()
+    assert row.uniqueid == UID
+
+
+async def test_stop_lets_the_file_being_sealed_finish(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav", os.urandom(64 * 2**20))
+    svc = service(settings, db, clock)
+    await svc.on_recording_complete(UID, f"{UID}.wav")
+    for _ in range(500):
+        if any(p.name.endswith(".tlrec-tmp") for p in settings.recordings_dir.iterdir()):
+            break
+        await asyncio.sleep(0.002)
+    await svc.stop()
+    assert not plain.exists()
+    [row] = await svc.listing()
+    assert row.plain_size == 64 * 2**20
+    assert [p.name for p in settings.recordings_dir.iterdir()] == [f"{UID}.wav.tlrec"]
+    await svc.on_recording_complete("1795344922.30", "1795344922.30.wav")  # ignored once stopped
+    await svc.wait_idle()

@@ -104,6 +104,26 @@ def scan(folder: Path) -> Scan:
     return Scan(plaintexts, sealed, temps)
 
 
+@dataclass(frozen=True)
+class Survey:
+    ready: list[Path]  # plaintexts nobody holds open and unchanged for the settle time
+    busy: list[Path]  # plaintexts still being written
+    sealed: list[Path]
+    removed_temps: list[Path]
+
+
+def survey(folder: Path, settle_seconds: float, temps_older_than: float | None) -> Survey:
+    """One pass for a sweep: scan, drop our stale temp files, split ready from busy."""
+    found = scan(folder)
+    removed = remove_temps(found.temps, temps_older_than)
+    held = open_paths(folder)
+    ready: list[Path] = []
+    busy: list[Path] = []
+    for plain in found.plaintexts:
+        (ready if settled(plain, held, settle_seconds) else busy).append(plain)
+    return Survey(ready, busy, found.sealed, removed)
+
+
 def open_paths(folder: Path) -> set[str] | None:
     """Files under ``folder`` that any process holds open, or None when /proc cannot tell.
 

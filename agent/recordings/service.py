@@ -69,7 +69,7 @@ class RecordingsService:
         settle_seconds: float = 2.0,
         poll_seconds: float = 0.5,
         wait_limit_seconds: float = 6 * 3600.0,
-        maintenance_seconds: float = 3600.0,
+        maintenance_seconds: float = 300.0,
         stop_deadline_seconds: float = 30.0,
         chunk_size: int = fmt.DEFAULT_CHUNK,
     ) -> None:
@@ -102,18 +102,20 @@ class RecordingsService:
                 "recordings: folder %s does not exist; nothing to seal until it appears",
                 self._folder,
             )
-        ok, message = self.readiness()
-        if not ok:
-            self._report_keyring(message)
+        try:
+            self._keyring()
+        except KeyringError as exc:
+            self._report_keyring(str(exc))
         self._spawn(self._maintenance_loop())
 
     async def stop(self) -> None:
         """Stop scheduling; let a file being sealed finish (up to a deadline), cancel waits."""
         self._stopping = True
-        for task in list(self._tasks):
+        pending = [*self._tasks, *self._waiting.values()]
+        for task in pending:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._in_flight:
             # The shielded step of a file in progress: finishing it is the safe way out, and
             # whatever a deadline cuts short is resolved by the next start-up sweep.
@@ -122,6 +124,7 @@ class RecordingsService:
                 task.cancel()
 
     def readiness(self) -> tuple[bool, str]:
+        """For /readyz: can recordings be sealed now (keyring present, safe and readable)?"""
         try:
             ring = self._keyring()
         except KeyringError as exc:
@@ -150,7 +153,10 @@ class RecordingsService:
                 self._folder,
             )
             return
-        if path in self._waiting:
+        self._schedule(path, uniqueid)
+
+    def _schedule(self, path: Path, uniqueid: str | None) -> None:
+        if path in self._waiting or self._stopping:
             return
         task = asyncio.create_task(self._seal_when_settled(path, uniqueid))
         self._waiting[path] = task
@@ -185,21 +191,24 @@ class RecordingsService:
             self._report_keyring(str(exc))
             report.problem = str(exc)
             return report
-        folder = self._folder.resolve()
         async with self._file_lock:
-            found = await asyncio.to_thread(pipeline.scan, folder)
             # At start-up no temp file can be ours in progress; later, only stale ones go.
-            removed = await asyncio.to_thread(
-                pipeline.remove_temps, found.temps, None if at_startup else 3600.0
+            found = await asyncio.to_thread(
+                pipeline.survey, self._folder.resolve(), self._settle,
+                None if at_startup else 3600.0,
             )
-            held = await asyncio.to_thread(pipeline.open_paths, folder)
-        report.temps_removed = len(removed)
-        for tmp in removed:
+        report.temps_removed = len(found.removed_temps)
+        for tmp in found.removed_temps:
             log.info("recordings: removed unfinished temp file %s", tmp)
-        for plain in found.plaintexts:
+        for plain in found.busy:
+            # Still being written (a call in progress at start-up, whose VarSet we missed):
+            # wait for it like for an AMI hand-off.
+            report.busy += 1
+            self._schedule(plain, pipeline.uniqueid_from_name(plain.name))
+        for plain in found.ready:
             if self._stopping:
                 break
-            if plain in self._waiting or not pipeline.settled(plain, held, self._settle):
+            if plain in self._waiting:
                 report.busy += 1
                 continue
             try:
@@ -209,7 +218,7 @@ class RecordingsService:
                 report.failed += 1
                 log.error("recordings: could not seal %s: %s", plain, _describe(exc))
         live = await self._repo.live_paths()
-        plain_set = set(found.plaintexts)
+        plain_set = set(found.ready) | set(found.busy)
         for sealed in found.sealed:
             if self._stopping:
                 break
@@ -224,7 +233,8 @@ class RecordingsService:
                           sealed, _describe(exc))
         if report.sealed or report.adopted or report.failed:
             log.info(
-                "recordings: sweep sealed %d, adopted %d, left %d still being written, %d failed",
+                "recordings: sweep sealed %d, adopted %d, waits for %d still being written,"
+                " %d failed",
                 report.sealed, report.adopted, report.busy, report.failed,
             )
         return report
@@ -397,7 +407,7 @@ class RecordingsService:
                 log.exception("recordings: maintenance pass failed; retrying later")
             await asyncio.sleep(self._maintenance_every)
 
-    async def _seal_when_settled(self, path: Path, uniqueid: str) -> None:
+    async def _seal_when_settled(self, path: Path, uniqueid: str | None) -> None:
         try:
             await self._wait_settled(path)
             ring = self._keyring()
