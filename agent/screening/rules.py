@@ -56,12 +56,16 @@ _MISSING = frozenset(
 _VERSTAT = re.compile(r"verstat=([A-Za-z0-9-]+)", re.IGNORECASE)
 
 
-@lru_cache(maxsize=256)
 def parse_attestation(text: str) -> Attestation:
     """Attestation from the dialplan argument: ``A``/``B``/``C``, a verstat, a verify_result.
 
     Accepts a bare value (``TN-Validation-Passed-B``), ``verstat=...`` or a whole From/PAI URI.
     """
+    return _parse_attestation(text[:512])
+
+
+@lru_cache(maxsize=256)
+def _parse_attestation(text: str) -> Attestation:
     value = text.strip()
     found = _VERSTAT.search(value)
     if found:
@@ -117,20 +121,29 @@ class Caller:
     e164: str | None  # set for possible numbers (valid or not)
     region: str | None  # ISO region of a valid number
     number_type: int | None  # phonenumbers.PhoneNumberType of a valid number
-    hash_source: str  # what the keyed hash is computed over (E.164, else the raw text)
+    hash_source: str  # what the keyed hash is computed over (E.164, else the text), ASCII
 
 
 def is_withheld_presentation(callingpres: int) -> bool:
     return callingpres & _PRES_MASK in (_PRES_RESTRICTED, _PRES_UNAVAILABLE)
 
 
-@lru_cache(maxsize=65_536)
+# Longer caller IDs are not numbers; they are read but never cached (strangers choose them).
+_CACHEABLE = 32
+
+
 def classify_caller(raw: str, callingpres: int, region: str) -> Caller:
     """Read the caller ID as a number of ``region`` (the dialled line's), or international.
 
     Carriers often send international numbers without ``+``/``00`` (``33612345678``): when the
     national reading is not valid, the international reading is tried too.
     """
+    if len(raw) <= _CACHEABLE:
+        return _classify_cached(raw, callingpres, region)
+    return _classify(raw, callingpres, region)
+
+
+def _classify(raw: str, callingpres: int, region: str) -> Caller:
     text = raw.strip()
     withheld = is_withheld_presentation(callingpres) or text.lower() in _WITHHELD_TEXT
     if text.lower() in _WITHHELD_TEXT:
@@ -149,7 +162,9 @@ def classify_caller(raw: str, callingpres: int, region: str) -> Caller:
             break
         best = best or num
     if best is None:
-        return Caller(NumberStatus.IMPOSSIBLE, withheld, None, None, None, text)
+        # Not a number, but still the same caller next time: hashed as printable ASCII.
+        source = text.encode("ascii", "backslashreplace").decode("ascii")
+        return Caller(NumberStatus.IMPOSSIBLE, withheld, None, None, None, source)
     e164 = phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)
     if not phonenumbers.is_valid_number(best):
         return Caller(NumberStatus.INVALID, withheld, e164, None, None, e164)
@@ -163,6 +178,9 @@ def classify_caller(raw: str, callingpres: int, region: str) -> Caller:
     )
 
 
+_classify_cached = lru_cache(maxsize=65_536)(_classify)
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """The dialled line: its E.164 when readable and the region national numbers belong to."""
@@ -171,8 +189,15 @@ class Line:
     region: str
 
 
-@lru_cache(maxsize=4096)
 def read_dialled(raw: str, default_region: str) -> Line:
+    """Our dialled line: E.164 when readable, and the region its callers' national numbers use."""
+    if len(raw) <= _CACHEABLE:
+        return _read_dialled_cached(raw, default_region)
+    return Line(None, default_region)
+
+
+@lru_cache(maxsize=4096)
+def _read_dialled_cached(raw: str, default_region: str) -> Line:
     text = raw.strip()
     readings = [text]
     if text.isdigit() and not text.startswith("0"):

@@ -240,7 +240,7 @@ class ScreeningService:
             batch, self._pending = self._pending, []
             try:
                 await self._repo.record_decisions(batch)
-            except StoreError as exc:
+            except Exception as exc:  # a background task: nobody else would see it
                 # The verdicts were already given; only their audit rows are lost.
                 log.warning("screening: could not store %d decisions: %s", len(batch), exc)
 

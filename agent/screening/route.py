@@ -1,0 +1,70 @@
+"""The ``inbound`` FastAGI route: AGI(agi://host:4573/inbound,<dialled>[,<attestation|verstat>]).
+
+Translates the request into ScreeningService.screen and the Decision into TRUSTLINE_VERDICT,
+TRUSTLINE_SCORE and TRUSTLINE_REASONS. The caller is the channel's caller ID (agi_callerid,
+agi_callingpres). Failure policy: allow with a reason; never hang up, never block on a fault.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent import contract
+from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.screening.rules import REASON_FAILURE, Decision
+from agent.screening.service import InboundCall, ScreeningService
+
+_REASON_CODE = re.compile(r"[^a-z0-9_]")
+
+
+def answer_for(decision: Decision) -> AgiAnswer:
+    return AgiAnswer(
+        (
+            (contract.VAR_VERDICT, decision.verdict),
+            (contract.VAR_SCORE, str(decision.score)),
+            (contract.VAR_REASONS, decision.reasons_text),
+        ),
+        outcome=decision.verdict,
+    )
+
+
+def inbound_call(request: AgiRequest) -> InboundCall:
+    """The call as the dialplan described it; the query string is accepted as well."""
+    dialled = request.arg(1) or request.query.get("dialled", "")
+    if not dialled.strip():
+        # Without an argument, the extension the call reached is the best we have.
+        dnid = request.env.get("agi_dnid", "")
+        dialled = dnid if dnid and dnid != "unknown" else request.env.get("agi_extension", "")
+    attestation = (
+        request.arg(2) or request.query.get("attestation", "") or request.query.get("verstat", "")
+    )
+    return InboundCall(
+        caller=request.callerid,
+        dialled=dialled,
+        attestation=attestation,
+        callingpres=request.callingpres,
+        uniqueid=request.uniqueid,
+    )
+
+
+class InboundRoute:
+    name = contract.ROUTE_INBOUND
+
+    def __init__(self, service: ScreeningService) -> None:
+        self._service = service
+
+    async def handle(self, request: AgiRequest) -> AgiAnswer:
+        return answer_for(await self._service.screen(inbound_call(request)))
+
+    def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
+        # Screening is a filter in front of patients: when it cannot decide, the call goes
+        # through, and the reasons say why nobody screened it.
+        code = _REASON_CODE.sub("_", reason.lower())[:32] or "unknown"
+        return AgiAnswer(
+            (
+                (contract.VAR_VERDICT, contract.VERDICT_ALLOW),
+                (contract.VAR_SCORE, "0"),
+                (contract.VAR_REASONS, f"{REASON_FAILURE},{code}"),
+            ),
+            outcome=f"{contract.VERDICT_ALLOW}:{REASON_FAILURE}",
+        )
