@@ -1,0 +1,200 @@
+"""Screening rules, lists and the [screening] config, without sockets or a store."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import parse_config
+from agent.errors import ConfigError
+from agent.screening.config import ScreeningConfig
+from agent.screening.lists import ListMatcher, normalise_entry
+from agent.screening.rules import (
+    Attestation,
+    CallFacts,
+    classify_caller,
+    evaluate,
+    parse_attestation,
+    read_dialled,
+)
+from agent.screening.windows import BurstCounter, FloodCounter
+
+BASE = """
+[pools.reminders]
+purposes = ["reminder"]
+numbers = [ { number = "+33142000001", name = "Clinique StMarc" } ]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A", Attestation.A),
+        ("b", Attestation.B),
+        ("C", Attestation.C),
+        ("TN-Validation-Passed-A", Attestation.A),
+        ("TN-Validation-Passed-C", Attestation.C),
+        ("TN-Validation-Passed", Attestation.PASSED),
+        ("tn-validation-passed-b", Attestation.B),
+        ("TN-Validation-Failed", Attestation.FAILED),
+        ("TN-Validation-Failed-A", Attestation.FAILED),
+        ("No-TN-Validation", Attestation.MISSING),
+        ("", Attestation.MISSING),
+        ("   ", Attestation.MISSING),
+        ("verstat=TN-Validation-Passed-B", Attestation.B),
+        (
+            "<sip:+33612345678@ims.example;user=phone;verstat=TN-Validation-Failed>",
+            Attestation.FAILED,
+        ),
+        # Asterisk's STIR_SHAKEN(0,verify_result)
+        ("success", Attestation.PASSED),
+        ("Verification passed", Attestation.PASSED),
+        ("Verification not present", Attestation.MISSING),
+        ("missing_identity_hdr", Attestation.MISSING),
+        ("signature_validation", Attestation.FAILED),
+        ("cid_orig_tn_mismatch", Attestation.FAILED),
+        ("cert_not_trusted", Attestation.FAILED),
+        ("Signature verification failed", Attestation.FAILED),
+        ("internal_error", Attestation.MISSING),  # our PBX's trouble, not the caller's
+        # Anything unknown is no signal at all: never taken for "A".
+        ("AA", Attestation.MISSING),
+        ("full", Attestation.MISSING),
+    ],
+)
+def test_attestation_from_every_form_the_dialplan_may_pass(
+    text: str, expected: Attestation
+) -> None:
+    assert parse_attestation(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "region", "stored"),
+    [
+        ("+44*", None, "+44*"),
+        ("0044*", None, "+44*"),
+        ("+1 876*", None, "+1876*"),
+        ("+33 6 12 34 56 78", None, "+33612345678"),
+        ("0033612345678", None, "+33612345678"),
+        ("06 12 34 56 78", "FR", "+33612345678"),
+        ("(617) 555-0123", "US", "+16175550123"),
+        ("+33700000000", None, "+33700000000"),  # not valid, still blockable
+    ],
+)
+def test_list_entries_are_stored_in_e164(entry: str, region: str | None, stored: str) -> None:
+    assert normalise_entry(entry, region) == stored
+
+
+@pytest.mark.parametrize("entry", ["44*", "06*", "+*", "*", "+999*", "0612345678", "12", "abc"])
+def test_list_entries_that_could_match_wrongly_are_refused(entry: str) -> None:
+    with pytest.raises(ValueError):
+        normalise_entry(entry)
+
+
+def test_the_longest_list_entry_matches() -> None:
+    matcher = ListMatcher.of(["+44*", "+447911*", "+33612345678"])
+    assert matcher.match("+447911123456") == "+447911*"
+    assert matcher.match("+442079460000") == "+44*"
+    assert matcher.match("+33612345678") == "+33612345678"
+    assert matcher.match("+33612345679") is None
+    assert matcher.match(None) is None
+
+
+def facts(caller: str, att: str = "A", pres: int = 0, **kw: object) -> CallFacts:
+    line = read_dialled("+33142000001", "FR")
+    return CallFacts(
+        caller=classify_caller(caller, pres, line.region),
+        line=line,
+        attestation=parse_attestation(att),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_every_rule_is_explained_fired_or_not() -> None:
+    decision = evaluate(facts("0899123456", "C"), ScreeningConfig())
+    codes = [r.code for r in decision.rules]
+    assert codes == [
+        "blocklist", "withheld", "invalid_number", "own_number", "premium_rate", "toll_free",
+        "international", "stir_c", "burst", "flood", "callback",
+    ]
+    assert decision.reasons == ("premium_rate", "stir_c")
+    assert decision.score == sum(r.points for r in decision.rules) == 75
+    assert decision.verdict == "voicemail"
+
+
+def test_weights_and_thresholds_come_from_the_config() -> None:
+    strict = ScreeningConfig.model_validate(
+        {
+            "weights": {"stir_missing": 35},
+            "thresholds": {"challenge": 20, "voicemail": 50, "block": 70},
+        }
+    )
+    assert evaluate(facts("0612345678", ""), strict).verdict == "challenge"
+    assert evaluate(facts("0612345678", ""), ScreeningConfig()).verdict == "allow"
+    never_block = ScreeningConfig.model_validate({"thresholds": {"block": 101}})
+    assert evaluate(facts("+33142000001", "failed", own_number=True), never_block).verdict == (
+        "voicemail"
+    )
+
+
+def test_the_score_is_clamped_to_0_100() -> None:
+    everything = facts("0899123456", "failed", blocklisted="+33899*", burst_calls=9,
+                       flood_callers=99)
+    assert evaluate(everything, ScreeningConfig()).score == 100
+    vouched = ScreeningConfig.model_validate({"weights": {"callback": -100}})
+    assert evaluate(facts("0612345678", "A", callback=True), vouched).score == 0
+
+
+def test_attestation_a_never_allows_on_its_own() -> None:
+    # A verified spoof of our own number is still a spoof.
+    decision = evaluate(facts("+33142000001", "A", own_number=True), ScreeningConfig())
+    assert decision.verdict == "block"
+    assert decision.reasons == ("own_number", "stir_a")
+
+
+def test_disabled_screening_allows_with_a_reason() -> None:
+    decision = evaluate(facts("", ""), ScreeningConfig(enabled=False))
+    assert (decision.verdict, decision.reasons) == ("allow", ("screening_disabled",))
+
+
+def test_screening_section_is_validated_with_located_errors() -> None:
+    bad = BASE + """
+[screening]
+allow = ["06*"]
+[screening.weights]
+withhled = 40
+[screening.thresholds]
+challenge = 70
+voicemail = 60
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(bad)
+    text = "\n".join(err.value.problems)
+    assert "screening.weights.withhled: unknown key" in text
+    assert "screening.thresholds" in text and "challenge <= voicemail <= block" in text
+    assert "screening.allow" in text and "+44" in text
+
+
+def test_screening_section_is_optional_and_normalised() -> None:
+    assert parse_config(BASE).raw.screening == ScreeningConfig()
+    config = parse_config(BASE + """
+[screening]
+default_region = "us"
+allow = ["0033 6 12 34 56 78", "+44*"]
+own_numbers = ["+33 1 42 00 00 99"]
+[screening.windows]
+burst_calls = 3
+""")
+    screening = config.raw.screening
+    assert screening.allow == ("+33612345678", "+44*")
+    assert screening.own_numbers == ("+33142000099",)
+    assert screening.default_region == "US"
+    assert screening.windows.burst_calls == 3
+
+
+def test_windows_forget_callers_once_their_window_has_passed() -> None:
+    bursts, floods = BurstCounter(), FloodCounter()
+    for i in range(1000):
+        bursts.record(f"caller{i}", float(i), 60)
+        floods.record("line", f"caller{i}", float(i), 60)
+    assert len(bursts) <= 61 and len(floods) <= 61
+    assert bursts.record("caller999", 1000.0, 60) == 2
+    assert floods.record("line", "caller999", 1000.0, 60) == 59  # callers 941..999
