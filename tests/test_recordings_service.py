@@ -487,3 +487,36 @@ async def test_stop_lets_the_file_being_sealed_finish(
     assert [p.name for p in settings.recordings_dir.iterdir()] == [f"{UID}.wav.tlrec"]
     await svc.on_recording_complete("1795344922.30", "1795344922.30.wav")  # ignored once stopped
     await svc.wait_idle()
+
+
+async def test_leftover_sealed_file_that_does_not_open_is_set_aside_never_deleted(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring(settings)
+    plain = put(settings, f"{UID}.wav")
+    bogus = put(settings, f"{UID}.wav.tlrec", b"\x89TLREC\r\n\x01")  # cut inside the header
+    svc = service(settings, db, clock)
+    with caplog.at_level(logging.WARNING):
+        report = await svc.sweep()
+    assert report.sealed == 1 and not plain.exists()
+    aside = [p for p in settings.recordings_dir.iterdir() if p.name.endswith("tlrec-rejected")]
+    assert len(aside) == 1 and aside[0].read_bytes() == b"\x89TLREC\r\n\x01"
+    assert "moved aside" in caplog.text
+    out = settings.data_dir / "o.wav"
+    await svc.decrypt((await svc.listing())[0].id, out, operator="a", reason="b")
+    assert out.read_bytes() == CAPTURE.read_bytes() and bogus.exists()
+
+
+async def test_a_different_recording_under_the_same_name_is_left_for_a_human(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav", b"first call")
+    await svc.sweep()
+    plain = put(settings, f"{UID}.wav", b"another call, same name")
+    with caplog.at_level(logging.ERROR):
+        report = await svc.sweep()
+    assert report.failed == 1
+    assert plain.read_bytes() == b"another call, same name"
+    assert "different recording is already sealed" in caplog.text

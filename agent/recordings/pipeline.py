@@ -54,6 +54,7 @@ class Sealed:
     key_id: str
     sha256: str
     recorded_at: float
+    set_aside: Path | None = None  # a sealed file under this name that failed to open
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,9 @@ def adopt(plain: Path, target: Path, keyring: Keyring) -> Sealed:
         aside = target.with_name(f".{target.name}.{int(time.time())}{REJECTED_MARK}")
         os.rename(target, aside)
         fsync_dir(target.parent)
-        return seal(plain, keyring)
+        fresh = seal(plain, keyring)
+        return Sealed(fresh.path, fresh.plain_size, fresh.size, fresh.key_id, fresh.sha256,
+                      fresh.recorded_at, aside)
     if not same:
         raise PlaintextConflict(
             f"{plain}: a different recording is already sealed as {target.name}; the plaintext"

@@ -451,6 +451,9 @@ class RecordingsService:
         self, plain: Path, uniqueid: str | None, ring: Keyring
     ) -> RecordingRow:
         sealed = await asyncio.to_thread(pipeline.seal, plain, ring, chunk_size=self._chunk_size)
+        if sealed.set_aside is not None:
+            log.warning("recordings: %s did not open and was moved aside as %s; the plaintext"
+                        " was sealed again", sealed.path.name, sealed.set_aside.name)
         row_id = await self._record(sealed, uniqueid, plain)
         # Only now, with a verified sealed file and its metadata stored, may the plaintext go.
         await asyncio.to_thread(pipeline.remove_plaintext, plain)
