@@ -79,14 +79,12 @@ class RecordingsRepo:
                     (uniqueid, size, key_id, sha256, plain_size, existing[0]),
                 )
                 return int(existing[0])
-            await tx.execute(
+            row = await tx.fetchone(
                 "INSERT INTO recordings (uniqueid, path, source_name, recorded_at, sealed_at,"
-                " plain_size, size, key_id, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " plain_size, size, key_id, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (uniqueid, path, source_name, recorded_at, sealed_at, plain_size, size, key_id,
                  sha256),
-            )
-            row = await tx.fetchone(
-                "SELECT id FROM recordings WHERE path = ? AND purged_at IS NULL", (path,)
             )
             assert row is not None
             return int(row[0])
@@ -175,12 +173,11 @@ class RecordingsRepo:
         detail: dict[str, Any],
     ) -> int:
         async with self._db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetchone(
                 "INSERT INTO recording_audit (at, action, recording_id, operator, reason, outcome,"
-                " detail) VALUES (?, ?, ?, ?, ?, 'started', ?)",
+                " detail) VALUES (?, ?, ?, ?, ?, 'started', ?) RETURNING id",
                 (at, action, recording_id, operator, reason, json.dumps(detail, sort_keys=True)),
             )
-            row = await tx.fetchone("SELECT last_insert_rowid()")
             assert row is not None
             return int(row[0])
 
