@@ -520,3 +520,22 @@ async def test_a_different_recording_under_the_same_name_is_left_for_a_human(
     assert report.failed == 1
     assert plain.read_bytes() == b"another call, same name"
     assert "different recording is already sealed" in caplog.text
+
+
+async def test_decrypt_names_the_real_problem_with_out_or_the_file(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    [row] = await svc.listing()
+    with pytest.raises(BadRequest, match="cannot write"):
+        await svc.decrypt(row.id, settings.data_dir / "no" / "such" / "o.wav", operator="a",
+                          reason="b")
+    os.unlink(row.path)
+    with pytest.raises(RecordingError, match="file is missing"):
+        await svc.decrypt(row.id, settings.data_dir / "o.wav", operator="a", reason="b")
+    assert [a.outcome for a in await svc.audit(row.id)] == [
+        "failed: FileNotFoundError", "failed: FileNotFoundError",
+    ]

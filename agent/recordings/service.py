@@ -327,8 +327,10 @@ class RecordingsService:
             )
         except BaseException as exc:
             await self._repo.audit_outcome(audit_id, f"failed: {type(exc).__name__}")
-            if isinstance(exc, FileNotFoundError):
+            if isinstance(exc, FileNotFoundError) and exc.filename == row.path:
                 raise RecordingError(f"{row.path}: file is missing") from None
+            if isinstance(exc, OSError):
+                raise BadRequest(f"cannot write {out}: {_describe(exc)}") from None
             raise
         await self._repo.audit_outcome(audit_id, "ok")
         log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
