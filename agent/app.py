@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -188,6 +189,9 @@ def _mtime(path: Path) -> float | None:
 
 
 async def run_agent(settings: Settings) -> int:
+    # The store's worker thread hands results back through the GIL; at the default 5 ms switch
+    # interval a busy event loop makes every store round trip wait up to 5 ms.
+    sys.setswitchinterval(0.0005)
     agent = Agent(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from agent.agi.routing import AgiAnswer, AgiRequest, Route
 log = logging.getLogger(__name__)
 
 MAX_LINE = 8192  # Asterisk's own header lines are < 1 KiB; a longer line is not Asterisk
+MAX_HEADER_BLOCK = 32768  # the whole agi_* block (~1 KiB from a real Asterisk)
 MAX_HEADERS = 200
 MAX_VALUE = 1024  # values stay far below Asterisk's 2 KiB command split on older versions
 
@@ -87,8 +88,9 @@ class AgiSession:
         self.hung_up = False
 
     async def _line(self) -> str:
+        # The caller bounds the whole exchange in time (one timer per session, not per line).
         try:
-            raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self._reply_timeout)
+            raw = await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
             raise ProtocolError("reply line too long") from None
         # Asterisk sends its channel's bytes as they are; never fail on a stray byte.
@@ -157,7 +159,7 @@ class FastAgiServer:
         return [s.getsockname()[:2] for s in self._server.sockets]
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEADER_BLOCK)
         log.info("fastagi: listening on %s", ", ".join(f"{h}:{p}" for h, p in self.sockets))
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -213,24 +215,28 @@ class FastAgiServer:
                 await writer.wait_closed()
 
     async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
+        """The agi_* block up to its blank line, read in one go and bounded in size."""
+        try:
+            block = await reader.readuntil(b"\n\n")
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(f"no end of headers within {MAX_HEADER_BLOCK} bytes") from None
+        lines = block.decode("utf-8", "replace").split("\n")[:-2]
+        if not lines or not lines[0]:
+            raise ProtocolError("blank line before any header")
+        if len(lines) > MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} header lines")
         headers: dict[str, str] = {}
-        for _ in range(MAX_HEADERS):
-            try:
-                raw = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                raise ProtocolError(f"header line longer than {MAX_LINE} bytes") from None
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
-                if not headers:
-                    raise ProtocolError("blank line before any header")
-                return headers
+        for line in lines:
+            line = line.rstrip("\r")
+            if len(line) > MAX_LINE:
+                raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
             key, sep, value = line.partition(": ")
             if not sep:
                 key, sep, value = line.partition(":")
             if not sep or not key.startswith("agi_"):
                 raise ProtocolError("header line is not 'agi_name: value'")
             headers[key] = value
-        raise ProtocolError(f"more than {MAX_HEADERS} header lines")
+        return headers
 
     def _request(self, headers: dict[str, str], peer: str) -> AgiRequest:
         script = headers.get("agi_network_script", "")
@@ -249,7 +255,8 @@ class FastAgiServer:
         )
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        headers = await asyncio.wait_for(self._read_headers(reader), self._header_timeout)
+        async with asyncio.timeout(self._header_timeout):
+            headers = await self._read_headers(reader)
         started = time.perf_counter()
         request = self._request(headers, peer)
         routes = self._routes() if callable(self._routes) else self._routes
@@ -261,7 +268,9 @@ class FastAgiServer:
             answer = route.on_failure(request, "unknown_route") if route else AgiAnswer()
         else:
             try:
-                answer = await asyncio.wait_for(route.handle(request), self.deadline)
+                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+                async with asyncio.timeout(self.deadline):
+                    answer = await route.handle(request)
             except TimeoutError:
                 missed = True
                 log.warning("%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
@@ -276,8 +285,9 @@ class FastAgiServer:
         if self._on_answer is not None:
             self._on_answer(request.route, answer, time.perf_counter() - started, missed)
         session = AgiSession(reader, writer, peer, self._reply_timeout)
-        for name, value in answer.variables:
-            reply = await session.set_variable(name, value)
-            if reply.code != 200:
-                log.warning("%s fastagi: Asterisk refused SET VARIABLE %s: %s", peer, name, reply.lines[0][:80])
+        async with asyncio.timeout(self._reply_timeout):
+            for name, value in answer.variables:
+                reply = await session.set_variable(name, value)
+                if reply.code != 200:
+                    log.warning("%s fastagi: Asterisk refused SET VARIABLE %s: %s", peer, name, reply.lines[0][:80])
         log.debug("%s fastagi: %s answered %s", peer, request.route, answer.outcome)

@@ -83,6 +83,7 @@ class NumberState:
     active: bool = True
     day: date | None = None  # the day ``used`` counts for
     used: int = 0
+    reserved: int = 0  # claims sent to the store and not yet confirmed
     last_used_at: float = 0.0
     rest_windows: list[tuple[float, float]] = field(default_factory=list)
     quarantined_until: float | None = None

@@ -9,6 +9,7 @@ version. Policy comes from agent.policy.outbound; this module sequences I/O arou
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from agent.policy.outbound import (
     quarantine_due,
 )
 from agent.store.db import Database
-from agent.store.outbound import AuditRecord, AuditWriter, OutboundRepo
+from agent.store.outbound import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,8 @@ class OutboundService:
         self._wakeups: list[tuple[float, str]] = []
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
-        # Claims in flight per pool, and an event set whenever one ends: a decision that finds
-        # no free number waits for them instead of declaring the pool exhausted.
-        self._inflight: dict[str, int] = {}
-        self._claim_done = asyncio.Event()
+        self._claims = ClaimBatcher(self._repo)
+        self._background: set[asyncio.Task[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
 
     @property
@@ -105,6 +104,8 @@ class OutboundService:
             self._watch_task = asyncio.create_task(self._watch(watch_interval), name="outbound-watch")
 
     async def stop(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -121,6 +122,9 @@ class OutboundService:
         await self.reload_state()
 
     async def flush(self) -> None:
+        """Write what is queued (audit rows, rests being decided) to the store now."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._audit.flush()
 
     async def _watch(self, interval: float) -> None:
@@ -205,9 +209,9 @@ class OutboundService:
         wake = st.next_change(now)
         if wake is not None:
             heapq.heappush(self._wakeups, (wake, st.number))
-        if not st.healthy(now) or st.used >= st.cap_on(today, pool.rules.warmup_days):
+        if not st.healthy(now) or st.used + st.reserved >= st.cap_on(today, pool.rules.warmup_days):
             return
-        self._selector.put(st.number, pool.name, st.presence, st.used, st.last_used_at)
+        self._selector.put(st.number, pool.name, st.presence, st.used + st.reserved, st.last_used_at)
 
     def _roll_days(self, now: float) -> None:
         """At a pool's local midnight every count restarts at zero: re-rank that pool."""
@@ -251,6 +255,16 @@ class OutboundService:
             hook(kind, pool, message)
 
     # -- deciding --------------------------------------------------------------------------
+    @functools.lru_cache(maxsize=4096)  # noqa: B019  (bounded; lives as long as the service)
+    def _callee(self, callee: str, region: str) -> tuple[str | None, str | None]:
+        """Presence key and keyed hash of a callee: parsing numbers is the costliest step of a
+        decision, and patients are called again (reminder, then confirmation)."""
+        try:
+            e164 = phone.to_e164(callee, region, require_valid=False)
+        except phone.InvalidNumber:
+            return None, None  # an internal extension or junk: no local presence, still served
+        return phone.presence_key(e164), phone.keyed_hash(self._hash_key, e164)
+
     def callee_hash(self, callee: str) -> str | None:
         try:
             e164 = phone.to_e164(callee, self._config.default_region, require_valid=False)
@@ -288,13 +302,7 @@ class OutboundService:
             raise BadRequest("unknown_purpose")
         now = self._clock.now()
         self._roll_days(now)
-        callee_e164 = None
-        try:
-            callee_e164 = phone.to_e164(callee, pool.rules.region, require_valid=False)
-        except phone.InvalidNumber:
-            pass  # an internal extension or junk: no local presence, still served
-        presence = phone.presence_key(callee_e164) if callee_e164 else None
-        callee_hash = phone.keyed_hash(self._hash_key, callee_e164) if callee_e164 else None
+        presence, callee_hash = self._callee(callee, pool.rules.region)
 
         claimed = await self._claim_from(pool, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref)
         if claimed is not None:
@@ -333,55 +341,51 @@ class OutboundService:
         callee_hash: str | None,
         case_ref: str | None,
     ) -> str | None:
-        """Take the best candidate and claim it in the store; try the next when one is full."""
+        """Reserve the best candidate and claim it in the store; try the next when one is full.
+
+        The reservation re-ranks the number at once, so concurrent calls spread over the pool
+        while the store confirms. The store has the last word on the cap.
+        """
+        day = local_day(now, pool.rules.timezone)
         while True:
             number = self._selector.take(pool.name, presence)
             if number is None:
-                if not self._inflight.get(pool.name):
-                    return None
-                done = self._claim_done
-                await done.wait()
-                continue
+                return None
             st = self._states[number]
-            today = local_day(now, pool.rules.timezone)
-            cap = st.cap_on(today, pool.rules.warmup_days)
-            # Shielded: once sent, the claim's result must update our view even if the call's
-            # deadline cancels us, or the number would vanish from the selector.
-            self._inflight[pool.name] = self._inflight.get(pool.name, 0) + 1
-            claim = asyncio.ensure_future(self._claim(st, pool, today.isoformat(), cap, now))
+            cap = st.cap_on(day, pool.rules.warmup_days)
+            st.reserved += 1
+            self._place(st, now)
+            future = self._claims.claim(number, day.isoformat(), cap)
+            # The outcome updates our view whatever happens to this call (deadline, hang-up).
+            future.add_done_callback(functools.partial(self._claim_settled, st, pool, cap, now))
             try:
-                used = await asyncio.shield(claim)
+                used = await asyncio.shield(future)
             except asyncio.CancelledError:
-                claim.add_done_callback(
-                    lambda fut, st=st: self._late_claim(fut, st, now, uniqueid, purpose, pool.name, callee_hash, case_ref)
-                )
+                future.add_done_callback(functools.partial(
+                    self._late_claim, st, now, uniqueid, purpose, pool.name, callee_hash, case_ref))
                 raise
             if used is not None:
                 return number
 
-    async def _claim(self, st: NumberState, pool: PoolConfig, day: str, cap: int, now: float) -> int | None:
-        """Runs as its own task; the caller has counted it in ``_inflight`` already."""
-        try:
-            used = await self._repo.claim(st.number, day, cap)
-        except BaseException:
-            self._place(st, self._clock.now())
-            raise
-        finally:
-            self._inflight[pool.name] -= 1
-            done, self._claim_done = self._claim_done, asyncio.Event()
-            done.set()
-        if used is None:
-            st.used = cap  # another agent filled it: out until tomorrow
-            return None
-        st.used, st.last_used_at = used, now
-        self._place(st, now)
-        if used == pool.rules.intensive_threshold:
-            await self._maybe_rest(st, pool, now)
-        return used
+    def _claim_settled(
+        self, st: NumberState, pool: PoolConfig, cap: int, now: float, future: asyncio.Future[int | None]
+    ) -> None:
+        st.reserved -= 1
+        used = None if future.cancelled() or future.exception() is not None else future.result()
+        if future.done() and not future.cancelled() and future.exception() is None:
+            if used is None:
+                st.used = max(st.used, cap)  # full in the store (another agent filled it)
+            else:
+                st.used = max(st.used, used)
+                st.last_used_at = max(st.last_used_at, now)
+                if used == pool.rules.intensive_threshold:
+                    task = asyncio.get_running_loop().create_task(self._maybe_rest(st, pool, now))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+        self._place(st, self._clock.now())
 
     def _late_claim(
         self,
-        fut: asyncio.Future[int | None],
         st: NumberState,
         now: float,
         uniqueid: str,
@@ -389,8 +393,9 @@ class OutboundService:
         pool: str,
         callee_hash: str | None,
         case_ref: str | None,
+        future: asyncio.Future[int | None],
     ) -> None:
-        if fut.cancelled() or fut.exception() is not None or fut.result() is None:
+        if future.cancelled() or future.exception() is not None or future.result() is None:
             return
         # The count is spent (caps stay safe), but the call got the fallback: say so in the audit.
         self._audit.add(AuditRecord(now, uniqueid, purpose, pool, st.number, "late",

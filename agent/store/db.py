@@ -55,16 +55,16 @@ class Database:
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         async with self._outside_tx():
             try:
-                async with self._conn.execute(sql, params) as cur:
-                    return await cur.fetchone()  # type: ignore[no-any-return]
+                # One hop to the database thread: execute, fetch and finalise together.
+                rows = await self._conn.execute_fetchall(sql, params)
+                return next(iter(rows), None)
             except sqlite3.Error as exc:
                 raise StoreError(f"store query failed: {exc}") from exc
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         async with self._outside_tx():
             try:
-                async with self._conn.execute(sql, params) as cur:
-                    return list(await cur.fetchall())
+                return list(await self._conn.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
                 raise StoreError(f"store query failed: {exc}") from exc
 

@@ -42,10 +42,12 @@ class AuditRecord:
     case_ref: str | None
 
 
-_CLAIM = (
-    "INSERT INTO daily_usage (number, day, used) VALUES (?, ?, 1) "
-    "ON CONFLICT (number, day) DO UPDATE SET used = daily_usage.used + 1 "
-    "WHERE daily_usage.used < ? RETURNING used"
+# One statement claims a batch of distinct numbers: each row is counted only while under its
+# cap, and RETURNING lists the rows that were counted.
+_CLAIM_HEAD = "INSERT INTO daily_usage (number, day, used, cap) VALUES "
+_CLAIM_TAIL = (
+    " ON CONFLICT (number, day) DO UPDATE SET used = daily_usage.used + 1, cap = excluded.cap"
+    " WHERE daily_usage.used < excluded.cap RETURNING number, used"
 )
 
 
@@ -59,13 +61,12 @@ class OutboundRepo:
         rows = list(numbers)
         async with self.db.transaction():
             await self.db.execute("UPDATE numbers SET active = 0")
-            for number, pool, active in rows:
-                await self.db.execute(
-                    "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
-                    "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
-                    "active = excluded.active",
-                    (number, pool, int(active)),
-                )
+            await self.db.executemany(
+                "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
+                "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
+                "active = excluded.active",
+                [(number, pool, int(active)) for number, pool, active in rows],
+            )
             # A promotion into a pool that no longer exists ends with the config change.
             pools = {pool for _, pool, _ in rows}
             for row in await self.db.fetchall("SELECT DISTINCT serving_pool FROM numbers WHERE serving_pool IS NOT NULL"):
@@ -90,8 +91,17 @@ class OutboundRepo:
     # -- usage -----------------------------------------------------------------------------
     async def claim(self, number: str, day: str, cap: int) -> int | None:
         """Count one call for ``number`` on ``day`` unless it is at ``cap``; the new count or None."""
-        row = await self.db.fetchone(_CLAIM, (number, day, cap))
-        return int(row[0]) if row is not None else None
+        return (await self.claim_many([(number, day, cap)])).get(number)
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]]) -> dict[str, int]:
+        """Claim distinct numbers at once: {number: new count} for those under their cap."""
+        if len({number for number, _, _ in claims}) != len(claims):
+            raise ValueError("a claim batch names each number once")
+        params: list[object] = []
+        for number, day, cap in claims:
+            params += (number, day, cap)
+        sql = _CLAIM_HEAD + ",".join(["(?, ?, 1, ?)"] * len(claims)) + _CLAIM_TAIL
+        return {row[0]: int(row[1]) for row in await self.db.fetchall(sql, params)}
 
     async def usage_since(self, day: str) -> list[tuple[str, str, int]]:
         rows = await self.db.fetchall(
@@ -202,6 +212,52 @@ class OutboundRepo:
             (limit,),
         )
         return [dict(r) for r in rows]
+
+
+class ClaimBatcher:
+    """Group commit for claims: every claim waiting while a batch runs goes in the next one.
+
+    One round trip to the database thread and one SQLite commit serve a whole batch, so the
+    cost per call falls as load rises. A number appears once per batch (a second claim on it
+    waits for the next batch); each claim's future gets its new count or None (at cap).
+    """
+
+    def __init__(self, repo: OutboundRepo, *, max_batch: int = 200) -> None:
+        self._repo = repo
+        self._max_batch = max_batch
+        self._pending: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    def claim(self, number: str, day: str, cap: int) -> asyncio.Future[int | None]:
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((number, day, cap, future))
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="claim-batcher")
+        return future
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch, later, seen = [], [], set()
+                for item in self._pending:
+                    if item[0] in seen or len(batch) >= self._max_batch:
+                        later.append(item)
+                    else:
+                        batch.append(item)
+                        seen.add(item[0])
+                self._pending = later
+                try:
+                    counts = await self._repo.claim_many([(n, d, c) for n, d, c, _ in batch])
+                except Exception as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for number, _, _, future in batch:
+                    if not future.done():
+                        future.set_result(counts.get(number))
+        finally:
+            self._runner = None
 
 
 class AuditWriter:

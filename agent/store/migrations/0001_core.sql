@@ -14,6 +14,7 @@ CREATE TABLE daily_usage (
     number TEXT NOT NULL,
     day    TEXT NOT NULL,
     used   INTEGER NOT NULL,
+    cap    INTEGER NOT NULL,                 -- the cap in force at the last claim
     PRIMARY KEY (number, day)
 );
 
