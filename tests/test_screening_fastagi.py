@@ -337,7 +337,8 @@ async def test_a_broken_store_answers_allow_with_a_reason(tmp_path, clock) -> No
         assert (await inbound(port, "0612345678", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
         # The store goes away under the running service (disk gone, file closed).
         await db.close()
-        answer = await inbound(port, "0612345679", FR_LINE, "A")
+        # A failed verification needs the callback look-up, which now fails.
+        answer = await inbound(port, "0612345679", FR_LINE, "TN-Validation-Failed")
         assert answer[contract.VAR_VERDICT] == "allow"
         assert answer[contract.VAR_REASONS] == "screening_unavailable,internal_error"
     finally:

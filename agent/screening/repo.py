@@ -83,13 +83,17 @@ class ScreeningRepo:
                 )
         return count > 0
 
-    async def called_since(self, callee_hash: str, since: float) -> bool:
-        """Did any outbound call go to this (hashed) number since ``since``?"""
-        row = await self._db.fetchone(
-            "SELECT 1 FROM call_audit WHERE callee_hash = ? AND at >= ? LIMIT 1",
-            (callee_hash, since),
+    async def last_calls(self, callee_hashes: Sequence[str], since: float) -> dict[str, float]:
+        """Time of the latest outbound call since ``since`` to each (hashed) number called."""
+        if not callee_hashes:
+            return {}
+        marks = ",".join("?" * len(callee_hashes))
+        rows = await self._db.fetchall(
+            f"SELECT callee_hash, MAX(at) FROM call_audit WHERE callee_hash IN ({marks})"
+            " AND at >= ? GROUP BY callee_hash",
+            (*callee_hashes, since),
         )
-        return row is not None
+        return {r[0]: float(r[1]) for r in rows}
 
     async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
         await self._db.executemany(

@@ -1,0 +1,264 @@
+"""Inbound screening speed, against outbound decisions and a bare FastAGI exchange, same run.
+
+Run by hand:  .venv/bin/python bench/inbound.py [--sessions 4000]
+
+Prints sessions/s and p50/p99 latency for
+  (a) bare     - an asyncio FastAGI server answering fixed commands, no policy, no store
+  (b) outbound - `trustline`'s agent deciding caller IDs (real config, real SQLite)
+  (c) inbound  - the same agent screening a mix of real-world caller IDs: patients, callbacks
+                 of numbers the outbound run called, withheld, invalid, premium, our own numbers,
+                 international; every attestation form (each decision stored, callbacks looked up)
+at 1 and 50 concurrent sessions, then the in-process cost of one decision (pure rules, and the
+whole service with its store). The agent runs in its own process; the load generator speaks
+the captured Asterisk bytes (fastagi-inbound.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.outbound import (  # noqa: E402  (the same load generator as the outbound bench)
+    BARE_SERVER,
+    free_port,
+    load,
+    pools_toml,
+    summary,
+    wait_port,
+)
+from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
+
+# The agent as `trustline run` builds it; the inbound route is added here only if app.py does
+# not serve it yet, built the way app.py is meant to build it.
+AGENT = """
+import asyncio
+from agent import contract
+from agent.app import Agent, load_hash_key
+from agent.settings import load_settings
+from agent.screening.route import InboundRoute
+from agent.screening.service import ScreeningService
+
+async def main():
+    agent = Agent(load_settings())
+    await agent.start()
+    if contract.ROUTE_INBOUND not in agent.routes:
+        service = ScreeningService(config_provider=lambda: agent.config, db=agent.db,
+                                   clock=agent.clock,
+                                   hash_key=load_hash_key(agent.settings.hash_key_path))
+        agent.routes[contract.ROUTE_INBOUND] = InboundRoute(service)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await agent.stop()
+
+asyncio.run(main())
+"""
+
+OUTBOUND_CALLEE = "0142123456"
+ATTESTATIONS = [
+    "A", "TN-Validation-Passed-B", "C", "", "TN-Validation-Failed", "verstat=No-TN-Validation",
+]
+
+
+def caller_mix(n: int) -> list[tuple[str, int]]:
+    """(caller ID, callingpres) in proportions an inbound clinic line sees on a bad day."""
+    out = []
+    for i in range(n):
+        kind = i % 20
+        if kind < 12:
+            out.append((f"06{12000000 + i:08d}", 0))  # patients, each a different number
+        elif kind < 14:
+            out.append((OUTBOUND_CALLEE, 0))  # callbacks of the number the outbound run called
+        elif kind == 14:
+            out.append(("anonymous", 32))
+        elif kind == 15:
+            out.append((f"{i % 997}", 0))  # impossible
+        elif kind == 16:
+            out.append(("0899123456", 0))  # premium rate
+        elif kind == 17:
+            out.append(("+33142000000", 0))  # one of our own numbers (pool below)
+        elif kind == 18:
+            out.append((f"+4479111{i % 100000:05d}", 0))
+        else:
+            out.append((f"1617555{i % 10000:04d}", 0))
+    return out
+
+
+def inbound_blocks(n: int) -> list[bytes]:
+    lines = [f"01420000{j:02d}" for j in range(10)]  # ten of our lines
+    return [
+        header_block(
+            "fastagi-inbound.jsonl",
+            "inbound",
+            [lines[i % 10], ATTESTATIONS[i % len(ATTESTATIONS)]],
+            {
+                "agi_callerid": caller,
+                "agi_callingpres": str(pres),
+                "agi_uniqueid": f"1795344877.{i}",
+            },
+        )
+        for i, (caller, pres) in enumerate(caller_mix(n))
+    ]
+
+
+async def one_inbound(port: int, block: bytes, verdicts: Counter[str]) -> float:
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(block)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        if line.startswith(b"SET VARIABLE TRUSTLINE_REASONS"):
+            verdicts["failure-policy" if b"screening_unavailable" in line else "decided"] += 1
+        elif line.startswith(b"SET VARIABLE TRUSTLINE_VERDICT"):
+            verdicts[line.split(b'"')[1].decode()] += 1
+        writer.write(b"200 result=1\n")
+    writer.close()
+    return time.perf_counter() - start
+
+
+async def load_inbound(
+    port: int, blocks: list[bytes], concurrency: int, verdicts: Counter[str]
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(blocks)
+
+    async def worker() -> None:
+        for block in queue:
+            latencies.append(await one_inbound(port, block, verdicts))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies
+
+
+async def decision_cost(decisions: int) -> list[str]:
+    """In-process cost of one decision: pure rules, then the service with SQLite."""
+    from agent.clock import SystemClock
+    from agent.config import parse_config
+    from agent.screening import rules
+    from agent.screening.config import ScreeningConfig
+    from agent.screening.service import InboundCall, ScreeningService
+    from agent.store import open_database
+
+    mix = caller_mix(decisions)
+    cfg = ScreeningConfig()
+    line = rules.read_dialled("0142000000", "FR")
+    start = time.perf_counter()
+    for caller, pres in mix:
+        facts = rules.CallFacts(
+            caller=rules.classify_caller(caller, pres, line.region),
+            line=line,
+            attestation=rules.parse_attestation("TN-Validation-Passed-B"),
+            burst_calls=1,
+            flood_callers=1,
+            callback=False,
+        )
+        rules.evaluate(facts, cfg)
+    pure = (time.perf_counter() - start) / decisions * 1e6
+    out = [f"rules      {pure:7.1f} us/decision (pure scoring, phonenumbers cache warm after 1st)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(pools_toml(20, 1000))
+        db = await open_database(Path(tmp) / "s.db")
+        service = ScreeningService(
+            config_provider=lambda: config, db=db, clock=SystemClock(), hash_key=b"k" * 32
+        )
+        start = time.perf_counter()
+        for i, (caller, pres) in enumerate(mix):
+            await service.screen(InboundCall(caller, "0142000000", ATTESTATIONS[i % 6], pres))
+        await service.flush()
+        per = (time.perf_counter() - start) / decisions * 1e6
+        await db.close()
+    out.append(f"service    {per:7.1f} us/decision (lists, windows, callback look-up, stored)")
+    for text in out:
+        print(text, flush=True)
+    return out
+
+
+def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server process for the run (started before any timing, so blocking is harmless)."""
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=4000)
+    parser.add_argument("--decisions", type=int, default=5000)
+    args = parser.parse_args()
+    out_block = header_block(
+        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", OUTBOUND_CALLEE]
+    )
+    in_blocks = inbound_blocks(args.sessions)
+    print(
+        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
+        f"{args.sessions} sessions per run"
+    )
+
+    results: dict[tuple[str, int], tuple[float, float]] = {}
+    verdicts: Counter[str] = Counter()
+    bare_port = free_port()
+    bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], dict(os.environ))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "pools.toml"
+        config.write_text(pools_toml(20, 10_000_000))
+        agi_port = free_port()
+        env = {
+            **os.environ,
+            "TRUSTLINE_CONFIG": str(config),
+            "TRUSTLINE_DATA_DIR": str(Path(tmp) / "data"),
+            "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
+            "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+            "TRUSTLINE_LOG_LEVEL": "WARNING",
+        }
+        agent = spawn([sys.executable, "-c", AGENT], env)
+        try:
+            wait_port(bare_port)
+            wait_port(agi_port)
+            for concurrency in (1, 50):
+                await load(bare_port, 200, concurrency, out_block)  # warm-up
+                elapsed, lat = await load(bare_port, args.sessions, concurrency, out_block)
+                results[("bare", concurrency)] = summary("bare", concurrency, elapsed, lat)[1:]
+                await load(agi_port, 200, concurrency, out_block)
+                elapsed, lat = await load(agi_port, args.sessions, concurrency, out_block)
+                results[("outbound", concurrency)] = summary(
+                    "outbound", concurrency, elapsed, lat
+                )[1:]
+                await load_inbound(agi_port, in_blocks[:200], concurrency, Counter())
+                elapsed, lat = await load_inbound(agi_port, in_blocks, concurrency, verdicts)
+                results[("inbound", concurrency)] = summary(
+                    "inbound", concurrency, elapsed, lat
+                )[1:]
+        finally:
+            agent.terminate()
+            bare.terminate()
+            agent.wait(30)
+            bare.wait(30)
+
+    for concurrency in (1, 50):
+        rate, p99 = results[("inbound", concurrency)]
+        versus_outbound = rate / results[("outbound", concurrency)][0]
+        print(
+            f"c={concurrency}: inbound {rate:.0f} decisions/s, p99 {p99:.2f} ms; "
+            f"inbound/outbound = {versus_outbound:.0%} (target >= 100%), "
+            f"inbound/bare = {rate / results[('bare', concurrency)][0]:.0%}"
+            + (" ; p99 target <= 25 ms" if concurrency == 50 else ""),
+            flush=True,
+        )
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
+    print(f"inbound answers: {shown}", flush=True)
+    await decision_cost(args.decisions)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
