@@ -322,3 +322,14 @@ async def test_secret_file_is_read_and_never_shown(rig: Rig) -> None:
     link = rig.link(settings={"ami_secret": None, "ami_secret_file": secret_file})
     await rig.up(link)
     assert "capture-secret" not in link.status()[1]
+
+
+async def test_outcome_that_beats_its_audit_row_is_not_lost(rig: Rig) -> None:
+    uniqueid, _ = SCENARIOS["ami-busy"]
+    link = rig.link(late_row_delay=0.2)
+    await rig.up(link)
+    # The busy call ended 7 ms after the AGI answered: before the write-behind audit row.
+    await rig.server.play(events("ami-busy"))
+    await rig.place(uniqueid)
+    row = await eventually(lambda: rig.row(uniqueid))
+    assert row["outcome"] == "busy"

@@ -40,6 +40,9 @@ FALLBACK_INDEX_KEY = "fallback-purposes"
 LOGIN_EVENTS = "call,dialplan,cdr,user,system"
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
+# Tries for an outcome whose audit row is not written yet (0.5 s, 1 s, 1.5 s, 2 s later).
+_LATE_ROW_ATTEMPTS = 4
+
 RecordingHandler = Callable[[str, str], Awaitable[None]]
 
 
@@ -108,6 +111,7 @@ class AmiLink:
         stable_after: float = 30.0,
         lookback_seconds: float = 6 * 3600.0,
         queue_size: int = 10_000,
+        late_row_delay: float = 0.5,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -124,7 +128,10 @@ class AmiLink:
         self._backoff_max = backoff_max
         self._stable_after = stable_after
         self._lookback = lookback_seconds
-        self._queue: asyncio.Queue[Effect] = asyncio.Queue(maxsize=queue_size)
+        # (effect, attempt): an outcome may beat its audit row to the store, see _apply.
+        self._queue: asyncio.Queue[tuple[Effect, int]] = asyncio.Queue(maxsize=queue_size)
+        self._late_row_delay = late_row_delay
+        self._retries: set[asyncio.TimerHandle] = set()
         self._client: AmiClient | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -160,6 +167,9 @@ class AmiLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        for handle in self._retries:
+            handle.cancel()
+        self._retries.clear()
         if self._worker is not None:
             # Let effects already received reach the store, within the deadline.
             with contextlib.suppress(TimeoutError):
@@ -340,18 +350,22 @@ class AmiLink:
         for effect in self._tracker.feed(event, self._clock.now()):
             self._enqueue(effect)
 
-    def _enqueue(self, effect: Effect) -> None:
+    def _enqueue(self, effect: Effect, attempt: int = 0) -> None:
         try:
-            self._queue.put_nowait(effect)
+            self._queue.put_nowait((effect, attempt))
         except asyncio.QueueFull:
             self._metrics.dropped.inc()
             log.warning("ami: work queue full, dropped %s", type(effect).__name__)
 
     async def _work(self) -> None:
         while True:
-            effect = await self._queue.get()
+            effect, attempt = await self._queue.get()
             try:
-                await self._apply(effect)
+                if not await self._apply(effect):
+                    if attempt < _LATE_ROW_ATTEMPTS:
+                        self._retry_later(effect, attempt + 1)
+                    else:
+                        log.debug("ami: no audit row for %s: not ours", type(effect).__name__)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -359,19 +373,34 @@ class AmiLink:
             finally:
                 self._queue.task_done()
 
-    async def _apply(self, effect: Effect) -> None:
+    def _retry_later(self, effect: Effect, attempt: int) -> None:
+        def again() -> None:
+            self._retries.discard(handle)
+            self._enqueue(effect, attempt)
+
+        handle = asyncio.get_running_loop().call_later(self._late_row_delay * attempt, again)
+        self._retries.add(handle)
+
+    async def _apply(self, effect: Effect) -> bool:
+        """Apply one effect; False when its call_audit row is not there (yet).
+
+        The outbound service writes audit rows behind its answers, in batches: a call that is
+        busy a few milliseconds after the AGI (ami-busy.jsonl: 7 ms) can end before its row
+        lands, so an outcome without a row is retried a few times before it is let go.
+        """
         if isinstance(effect, CallEnded):
             pool = await self._repo.record_end(effect)
-            if pool is not None:
-                self._metrics.outcomes.labels(pool or "-", effect.outcome).inc()
-                log.info(
-                    "ami: call %s ended: %s (%s s talk)",
-                    effect.uniqueid,
-                    effect.outcome,
-                    effect.talk_seconds,
-                )
+            if pool is None:
+                return False
+            self._metrics.outcomes.labels(pool or "-", effect.outcome).inc()
+            log.info(
+                "ami: call %s ended: %s (%s s talk)",
+                effect.uniqueid,
+                effect.outcome,
+                effect.talk_seconds,
+            )
         elif isinstance(effect, CdrSeen):
-            await self._repo.record_cdr(effect)
+            return await self._repo.record_cdr(effect)
         elif isinstance(effect, RecordingComplete):
             log.info("ami: recording of %s complete", effect.uniqueid)
             await self._on_recording(effect.uniqueid, effect.filename)
@@ -379,3 +408,4 @@ class AmiLink:
             self._metrics.reports.labels(effect.source).inc()
             log.info("ami: spam report from %s for %s", effect.source, phone.mask(effect.number))
             await self._outbound.report_spam(effect.number, effect.source)
+        return True

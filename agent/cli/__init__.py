@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     outbound.register(sub)
     from agent.cli import recordings
     recordings.register(sub)
+    from agent.cli import stats
+    stats.register(sub)
     from agent.cli import screening
     screening.register(sub)
     return parser
