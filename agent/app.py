@@ -22,11 +22,15 @@ from agent import contract
 from agent.agi.outbound import OutboundRoute
 from agent.agi.routing import Route
 from agent.agi.server import FastAgiServer
+from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
 from agent.errors import ConfigError
 from agent.http.app import build_http_app
 from agent.metrics import Metrics
+from agent.recordings.service import RecordingsService
+from agent.screening.route import InboundRoute
+from agent.screening.service import ScreeningService
 from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
 from agent.store.db import Database, open_database
@@ -65,6 +69,9 @@ class Agent:
         self.db: Database | None = None
         self.outbound: OutboundService | None = None
         self.agi: FastAgiServer | None = None
+        self.screening: ScreeningService | None = None
+        self.recordings: RecordingsService | None = None
+        self.ami: AmiLink | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -92,8 +99,28 @@ class Agent:
         self._stoppers.append(self.outbound.stop)
         self.metrics.watch_usable(self.outbound.usable_by_pool)
 
+        self.screening = ScreeningService(
+            config_provider=lambda: self.config, db=self.db, clock=self.clock, hash_key=hash_key
+        )
+        self._stoppers.append(self.screening.close)
+
+        # Recordings before AMI: the link hands completed recordings to this service.
+        self.recordings = RecordingsService(s, self.db, self.clock)
+        await self.recordings.start()
+        self._stoppers.append(self.recordings.stop)
+
+        if s.ami_user:
+            self.ami = AmiLink(s, self.db, self.clock, self.outbound,
+                               self.recordings.on_recording_complete, self.metrics.registry)
+            await self.ami.start()
+            self._stoppers.append(self.ami.stop)
+            self.config_listeners.append(lambda _config: self._ami_config_changed())
+        else:
+            log.info("ami: TRUSTLINE_AMI_USER is not set; running without the AMI link")
+
         outbound_route = OutboundRoute(self.outbound)
         self.routes[contract.ROUTE_OUTBOUND] = outbound_route
+        self.routes[contract.ROUTE_INBOUND] = InboundRoute(self.screening)
         self.agi = FastAgiServer(
             self.routes,
             deadline=s.deadline_ms / 1000.0,
@@ -104,7 +131,9 @@ class Agent:
         await self.agi.start(*s.agi_address)
         self._stoppers.append(self.agi.stop)
 
-        self._http = web.AppRunner(build_http_app(self.metrics, [self._ready_config, self._ready_store]))
+        self._http = web.AppRunner(build_http_app(
+            self.metrics, [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings]
+        ))
         await self._http.setup()
         site = web.TCPSite(self._http, *s.http_address)
         await site.start()
@@ -173,6 +202,24 @@ class Agent:
     async def _ready_config(self) -> tuple[str, bool, str]:
         ok = self.outbound is not None
         return "config", ok, self.config.source if ok else "not loaded"
+
+    async def _ami_config_changed(self) -> None:
+        assert self.ami is not None
+        await self.ami.config_changed()
+
+    async def _ready_ami(self) -> tuple[str, bool, str]:
+        if self.ami is None:
+            return "ami", True, "disabled: TRUSTLINE_AMI_USER is not set"
+        ok, detail = self.ami.status()
+        return "ami", ok, detail
+
+    async def _ready_recordings(self) -> tuple[str, bool, str]:
+        assert self.recordings is not None
+        if not self.settings.recordings_dir.is_dir():
+            # No MixMonitor folder on this host: nothing is recorded here, nothing to protect.
+            return "recordings", True, f"not in use: {self.settings.recordings_dir} does not exist"
+        ok, detail = self.recordings.readiness()
+        return "recordings", ok, detail
 
     async def _ready_store(self) -> tuple[str, bool, str]:
         assert self.db is not None

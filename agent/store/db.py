@@ -98,16 +98,17 @@ class Database:
         async with self._tx_lock:
             token = _IN_TX.set(asyncio.current_task())
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
                     yield self
                     await self._conn.execute("COMMIT")
                 except BaseException:
-                    # Also when COMMIT itself failed (busy): never leave the shared
-                    # connection inside a transaction.
-                    if self._conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            await self._conn.execute("ROLLBACK")
+                    # Whatever failed or was cancelled (even BEGIN or COMMIT, which still run in
+                    # the database thread), undo it there: statements run in order, so this
+                    # ROLLBACK comes after them and the shared connection never stays inside
+                    # a transaction. "No transaction is active" is expected and ignored.
+                    with contextlib.suppress(sqlite3.Error):
+                        await asyncio.shield(self._conn.execute("ROLLBACK"))
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"store transaction failed: {exc}") from exc
