@@ -36,8 +36,9 @@ FALLBACK_FAMILY = f"{ASTDB_FAMILY}/{ASTDB_FALLBACK_PREFIX}"
 # AstDB key (family "trustline") listing the purposes we wrote, so stale keys can be deleted
 # on any Asterisk version (DBGetTree is recent) and across agent restarts.
 FALLBACK_INDEX_KEY = "fallback-purposes"
-# Event classes we ask for at login (the manager user's read= bounds them anyway).
-LOGIN_EVENTS = "call,dialplan,cdr,user,system"
+# Event classes we ask for at login (the manager user's read= bounds them anyway):
+# call (DialEnd, Hangup), dialplan (VarSet), cdr (Cdr), user (UserEvent SpamReport).
+LOGIN_EVENTS = "call,dialplan,cdr,user"
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 # Tries for an outcome whose audit row is not written yet (0.5 s, 1 s, 1.5 s, 2 s later).
@@ -140,6 +141,7 @@ class AmiLink:
         self.attempts = 0  # connection attempts since the last stable session
         self.sessions = 0  # successful logins since start
         self.resyncs = 0  # completed re-syncs (AstDB + in-flight calls) since start
+        self.events_seen = 0
 
     @property
     def enabled(self) -> bool:
@@ -346,6 +348,7 @@ class AmiLink:
     # -- events and effects ----------------------------------------------------------------
 
     def _on_event(self, event: Message) -> None:
+        self.events_seen += 1
         self._metrics.events.inc()
         for effect in self._tracker.feed(event, self._clock.now()):
             self._enqueue(effect)

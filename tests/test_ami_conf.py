@@ -1,0 +1,90 @@
+"""asterisk-conf/manager.conf and dialplan/trustline-spam.conf agree with what the agent reads.
+
+The event filters are applied (as Asterisk does: POSIX extended regex searched in the whole
+event text) to every captured event: what they let through must give exactly the same
+outcomes, recordings and reports as the unfiltered stream, and cut most of the volume.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from agent.ami.calls import SPAM_USEREVENT, CallTracker, clean_source
+from agent.ami.link import LOGIN_EVENTS
+from agent.ami.protocol import parse_message
+from tests.ami_replay import events
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = (
+    "ami-answered",
+    "ami-busy",
+    "ami-noanswer",
+    "ami-congestion",
+    "ami-inbound",
+    "ami-agent-down",
+    "ami-hangup-during-agi",
+    "ami-userevent",
+)
+
+
+def manager_user() -> dict[str, list[str]]:
+    section: dict[str, list[str]] = {}
+    inside = False
+    for raw in (ROOT / "asterisk-conf" / "manager.conf").read_text().splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("["):
+            inside = line == "[trustline]"
+        elif inside and "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            section.setdefault(key, []).append(value)
+    return section
+
+
+def filters() -> list[re.Pattern[bytes]]:
+    # POSIX [[:space:]] is \s; without REG_NEWLINE, "." matches line breaks too (DOTALL).
+    return [
+        re.compile(f.replace("[[:space:]]", r"\s").encode(), re.DOTALL)
+        for f in manager_user()["eventfilter"]
+    ]
+
+
+def effects(stream: list[bytes]) -> list[object]:
+    tracker = CallTracker()
+    out: list[object] = []
+    for raw in stream:
+        out.extend(tracker.feed(parse_message(raw.rstrip(b"\r\n")), 1.0))
+    return out
+
+
+def test_manager_user_is_least_privilege_on_loopback() -> None:
+    user = manager_user()
+    assert set(user["read"][0].split(",")) == set(LOGIN_EVENTS.split(","))
+    assert user["write"] == ["system"]  # DBPut/DBDel/DBGet, CoreShowChannels; nothing else
+    assert user["deny"] == ["0.0.0.0/0.0.0.0", "::/0"]
+    assert user["permit"] == ["127.0.0.1/255.255.255.255", "::1/128"]
+
+
+def test_event_filters_keep_every_effect_and_cut_the_volume() -> None:
+    patterns = filters()
+    everything = [e for name in CAPTURES for e in events(name)]
+    kept = [e for e in everything if any(p.search(e) for p in patterns)]
+    assert effects(kept) == effects(everything)
+    assert len(effects(everything)) >= 12  # outcomes, CDRs, recordings, one report
+    assert len(kept) * 5 < len(everything)
+    names = {parse_message(e.rstrip(b"\r\n"))["Event"] for e in kept}
+    assert names == {"DialEnd", "Hangup", "Cdr", "VarSet", "UserEvent"}
+    assert not [e for e in kept if e.startswith(b"Event: HangupRequest")]
+
+
+def test_spam_dialplan_raises_the_event_the_agent_reads() -> None:
+    text = (ROOT / "dialplan" / "trustline-spam.conf").read_text()
+    code = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    raised = re.findall(r"UserEvent\((\w+),Number: \$\{number\},Source: (\w+)\)", code)
+    assert raised == [(SPAM_USEREVENT, "ivr"), (SPAM_USEREVENT, "agent")]
+    assert all(clean_source(source) == source for _, source in raised)
+    # The number is filtered to digits and "+" before it becomes a UserEvent header.
+    assert code.count("Set(LOCAL(number)=${FILTER(0-9+,") == 2
+    # Same shape as the UserEvent the real PBX raised in the capture.
+    captured = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    assert b"\r\nNumber: " in captured and b"\r\nSource: ivr\r\n" in captured
