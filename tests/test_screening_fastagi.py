@@ -42,7 +42,11 @@ numbers = [ { number = "+16175550100", name = "Boston Clinic" } ]
 
 
 def install_screening(agent: Agent, clock: FrozenClock) -> ScreeningService:
-    """Serve the inbound route on this agent's FastAGI server, as app.py wires it."""
+    """The agent's screening service; built here, as app.py builds it, if app.py does not."""
+    wired = getattr(agent, "screening", None)
+    if isinstance(wired, ScreeningService) and contract.ROUTE_INBOUND in agent.routes:
+        assert agent.clock is clock
+        return wired
     assert agent.db is not None
     service = ScreeningService(
         config_provider=lambda: agent.config,
@@ -343,3 +347,17 @@ async def test_a_broken_store_answers_allow_with_a_reason(tmp_path, clock) -> No
         assert answer[contract.VAR_REASONS] == "screening_unavailable,internal_error"
     finally:
         await server.stop()
+
+
+async def test_arguments_may_come_in_the_script_query_string(screening_agent, clock) -> None:
+    agent, _ = screening_agent
+    session = await run_session(
+        "127.0.0.1",
+        agi_port(agent),
+        capture_name="fastagi-inbound.jsonl",
+        script="inbound?dialled=0142000001&verstat=TN-Validation-Passed-A",
+        args=[],
+        overrides={"agi_callerid": "+33142000002"},
+    )
+    assert session.variables[contract.VAR_VERDICT] == "block"
+    assert session.variables[contract.VAR_REASONS] == "own_number,stir_a"

@@ -74,6 +74,7 @@ class ScreeningService:
         self._stored: dict[str, tuple[str, ...]] | None = None
         self._lists_version = -1
         self._lists_checked_at = float("-inf")
+        self._lists_lock = asyncio.Lock()
         self._matchers: tuple[ListMatcher, ListMatcher] | None = None  # (allow, block)
         self._matchers_for: tuple[object, object] | None = None
         self._callbacks = _CallbackLookups(self._repo)
@@ -192,15 +193,10 @@ class ScreeningService:
 
     async def _lists(self, view: _ConfigView, now: float) -> tuple[ListMatcher, ListMatcher]:
         if self._stored is None or now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
-            self._lists_checked_at = now
-            version = await self._repo.lists_version()
-            if self._stored is None or version != self._lists_version:
-                entries = await self._repo.list_entries()
-                self._stored = {
-                    kind: tuple(e.entry for e in entries if e.kind == kind) for kind in LIST_KINDS
-                }
-                self._lists_version = version
-                self._matchers = None
+            # One reader at a time: concurrent calls at start-up wait for the same load.
+            async with self._lists_lock:
+                if self._stored is None or now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
+                    await self._reload_lists(now)
         stamp = (view.screening, self._stored)
         if self._matchers is None or self._matchers_for is None or any(
             a is not b for a, b in zip(self._matchers_for, stamp, strict=True)
@@ -212,6 +208,17 @@ class ScreeningService:
             )
             self._matchers_for = stamp
         return self._matchers
+
+    async def _reload_lists(self, now: float) -> None:
+        self._lists_checked_at = now
+        version = await self._repo.lists_version()
+        if self._stored is None or version != self._lists_version:
+            entries = await self._repo.list_entries()
+            self._stored = {
+                kind: tuple(e.entry for e in entries if e.kind == kind) for kind in LIST_KINDS
+            }
+            self._lists_version = version
+            self._matchers = None
 
     def normalise(self, text: str) -> str:
         """A list entry as stored; national forms are read in the configured region."""
