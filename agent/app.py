@@ -93,7 +93,9 @@ class Agent:
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
 
-        hooks = DecisionHooks(on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert])
+        hooks = DecisionHooks(
+            on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert]
+        )
         self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
         await self.outbound.start()
         self._stoppers.append(self.outbound.stop)
@@ -110,8 +112,14 @@ class Agent:
         self._stoppers.append(self.recordings.stop)
 
         if s.ami_user:
-            self.ami = AmiLink(s, self.db, self.clock, self.outbound,
-                               self.recordings.on_recording_complete, self.metrics.registry)
+            self.ami = AmiLink(
+                s,
+                self.db,
+                self.clock,
+                self.outbound,
+                self.recordings.on_recording_complete,
+                self.metrics.registry,
+            )
             await self.ami.start()
             self._stoppers.append(self.ami.stop)
             self.config_listeners.append(lambda _config: self._ami_config_changed())
@@ -131,9 +139,12 @@ class Agent:
         await self.agi.start(*s.agi_address)
         self._stoppers.append(self.agi.stop)
 
-        self._http = web.AppRunner(build_http_app(
-            self.metrics, [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings]
-        ))
+        self._http = web.AppRunner(
+            build_http_app(
+                self.metrics,
+                [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings],
+            )
+        )
         await self._http.setup()
         site = web.TCPSite(self._http, *s.http_address)
         await site.start()
@@ -144,7 +155,9 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
-        log.info("trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers))
+        log.info(
+            "trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers)
+        )
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -182,8 +195,11 @@ class Agent:
         try:
             config = load_config(self.settings.config)
         except ConfigError as exc:
-            log.error("config: %s rejected, keeping the running config:\n  %s",
-                      exc.source, "\n  ".join(exc.problems))
+            log.error(
+                "config: %s rejected, keeping the running config:\n  %s",
+                exc.source,
+                "\n  ".join(exc.problems),
+            )
             self.metrics.config_reloads.labels("rejected").inc()
             self.metrics.config_loaded.set(0)
             return False
@@ -195,7 +211,12 @@ class Agent:
                 log.exception("config: a component failed to take the new config")
         self.metrics.config_reloads.labels("applied").inc()
         self.metrics.config_loaded.set(1)
-        log.info("config: reloaded %s (%d pools, %d numbers)", config.source, len(config.pools), len(config.numbers))
+        log.info(
+            "config: reloaded %s (%d pools, %d numbers)",
+            config.source,
+            len(config.pools),
+            len(config.numbers),
+        )
         return True
 
     # -- readiness -------------------------------------------------------------------------

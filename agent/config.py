@@ -273,7 +273,9 @@ def load_config(path: Path) -> Config:
     return parse_config(text, str(path))
 
 
-def _rules(defaults: DefaultsSection, pool: PoolSection, where: str, problems: _Problems) -> PoolRules | None:
+def _rules(
+    defaults: DefaultsSection, pool: PoolSection, where: str, problems: _Problems
+) -> PoolRules | None:
     merged = defaults.model_dump()
     for key, value in pool.model_dump(include=set(PoolRulesFields.model_fields)).items():
         if value is not None:
@@ -290,7 +292,11 @@ def _rules(defaults: DefaultsSection, pool: PoolSection, where: str, problems: _
 
     if region not in phonenumbers.SUPPORTED_REGIONS:
         path = f"{where}.region" if pool.region else "defaults.region"
-        problems.add(path, f"unknown region {merged['region']!r} (use an ISO code such as FR, US)", merged["region"])
+        problems.add(
+            path,
+            f"unknown region {merged['region']!r} (use an ISO code such as FR, US)",
+            merged["region"],
+        )
         return None
     merged["timezone"] = tz
     merged["region"] = region
@@ -320,10 +326,14 @@ def _resolve(parsed: ConfigFile, problems: _Problems, source: str) -> Config | N
                 problems.add(npath, f"{entry.number!r} is not a valid number ({exc})", entry.number)
                 continue
             if e164 in seen_at:
-                problems.add(npath, f"{e164} is already listed at {seen_at[e164]}", entry.number, nth=2)
+                problems.add(
+                    npath, f"{e164} is already listed at {seen_at[e164]}", entry.number, nth=2
+                )
                 continue
             seen_at[e164] = npath
-            cfg = NumberConfig(e164, entry.name, entry.daily_cap or rules.daily_cap, entry.active, pool_name)
+            cfg = NumberConfig(
+                e164, entry.name, entry.daily_cap or rules.daily_cap, entry.active, pool_name
+            )
             pool_numbers.append(cfg)
             numbers[e164] = cfg
         for purpose in section.purposes:
@@ -371,7 +381,11 @@ def _fallback(
     try:
         e164 = phone.to_e164(section.fallback, rules.region)
     except phone.InvalidNumber as exc:
-        problems.add(f"{where}.fallback", f"{section.fallback!r} is not a valid number ({exc})", section.fallback)
+        problems.add(
+            f"{where}.fallback",
+            f"{section.fallback!r} is not a valid number ({exc})",
+            section.fallback,
+        )
         return "", ""
     own = numbers.get(e164)
     return e164, own.name if own else default_name

@@ -23,7 +23,9 @@ class _UsableNumbers(Collector):
 
     def collect(self):  # type: ignore[no-untyped-def]
         family = GaugeMetricFamily(
-            "trustline_pool_usable_numbers", "Numbers that can be handed out now, per pool", labels=["pool"]
+            "trustline_pool_usable_numbers",
+            "Numbers that can be handed out now, per pool",
+            labels=["pool"],
         )
         for pool, count in sorted(self._source().items()):
             family.add_metric([pool], count)
@@ -34,30 +36,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
-            "trustline_outbound_decisions", "Outbound caller-ID decisions by status and reason",
-            ["status", "reason"], registry=self.registry,
+            "trustline_outbound_decisions",
+            "Outbound caller-ID decisions by status and reason",
+            ["status", "reason"],
+            registry=self.registry,
         )
         self.agi_sessions = Counter(
-            "trustline_agi_sessions", "FastAGI sessions answered, by route and outcome",
-            ["route", "outcome"], registry=self.registry,
+            "trustline_agi_sessions",
+            "FastAGI sessions answered, by route and outcome",
+            ["route", "outcome"],
+            registry=self.registry,
         )
         self.deadline_misses = Counter(
-            "trustline_agi_deadline_misses", "FastAGI requests answered with the fallback after the deadline",
-            ["route"], registry=self.registry,
+            "trustline_agi_deadline_misses",
+            "FastAGI requests answered with the fallback after the deadline",
+            ["route"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "trustline_agi_decision_seconds", "Time from request headers to answer, by route",
-            ["route"], registry=self.registry,
+            "trustline_agi_decision_seconds",
+            "Time from request headers to answer, by route",
+            ["route"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
         self.alerts = Counter(
             "trustline_alerts", "Alerts raised, by kind", ["kind"], registry=self.registry
         )
         self.config_reloads = Counter(
-            "trustline_config_reloads", "Config reload attempts by result", ["result"], registry=self.registry
+            "trustline_config_reloads",
+            "Config reload attempts by result",
+            ["result"],
+            registry=self.registry,
         )
         self.config_loaded = Gauge(
-            "trustline_config_last_reload_success", "1 when the last config reload succeeded",
+            "trustline_config_last_reload_success",
+            "1 when the last config reload succeeded",
             registry=self.registry,
         )
 

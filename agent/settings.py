@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     @property
     def agi_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(
-            ipaddress.ip_network(p.strip(), strict=False) for p in self.agi_allow.split(",") if p.strip()
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in self.agi_allow.split(",")
+            if p.strip()
         )
 
     @property

@@ -83,7 +83,9 @@ async def one_session(port: int, block: bytes) -> float:
     return time.perf_counter() - start
 
 
-async def load(port: int, sessions: int, concurrency: int, block: bytes) -> tuple[float, list[float]]:
+async def load(
+    port: int, sessions: int, concurrency: int, block: bytes
+) -> tuple[float, list[float]]:
     latencies: list[float] = []
     queue = iter(range(sessions))
 
@@ -96,7 +98,9 @@ async def load(port: int, sessions: int, concurrency: int, block: bytes) -> tupl
     return time.perf_counter() - start, latencies
 
 
-def summary(label: str, concurrency: int, elapsed: float, latencies: list[float]) -> tuple[str, float, float]:
+def summary(
+    label: str, concurrency: int, elapsed: float, latencies: list[float]
+) -> tuple[str, float, float]:
     rate = len(latencies) / elapsed
     q = statistics.quantiles(latencies, n=100)
     p50, p99 = q[49] * 1000, q[98] * 1000
@@ -118,8 +122,12 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 def classic_call(block: bytes) -> float:
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CLASSIC_SCRIPT], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLASSIC_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdin and proc.stdout
     proc.stdin.write(block)
     proc.stdin.flush()
@@ -142,7 +150,8 @@ def bench_classic(sessions: int, concurrency: int, block: bytes) -> tuple[float,
 
 def pools_toml(numbers: int, cap: int) -> str:
     entries = ",\n".join(
-        f'  {{ number = "+33{1 + i % 5}{42000000 + i:08d}", name = "Clinique StMarc" }}' for i in range(numbers)
+        f'  {{ number = "+33{1 + i % 5}{42000000 + i:08d}", name = "Clinique StMarc" }}'
+        for i in range(numbers)
     )
     return f"""
 [defaults]
@@ -188,19 +197,30 @@ async def main() -> None:
     parser.add_argument("--classic-sessions", type=int, default=300)
     parser.add_argument("--decisions", type=int, default=3000)
     args = parser.parse_args()
-    block = header_block("fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"])
-    print(f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; {args.sessions} sessions per run")
+    block = header_block(
+        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
+    )
+    print(
+        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; {args.sessions} sessions per run"
+    )
 
     results: dict[tuple[str, int], tuple[float, float]] = {}
     bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE)
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE
+    )
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "pools.toml"
         config.write_text(pools_toml(20, 10_000_000))
         agi_port = free_port()
-        env = {**os.environ, "TRUSTLINE_CONFIG": str(config), "TRUSTLINE_DATA_DIR": str(Path(tmp) / "data"),
-               "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}", "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-               "TRUSTLINE_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "TRUSTLINE_CONFIG": str(config),
+            "TRUSTLINE_DATA_DIR": str(Path(tmp) / "data"),
+            "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
+            "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+            "TRUSTLINE_LOG_LEVEL": "WARNING",
+        }
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
         try:
             wait_port(bare_port)
@@ -217,15 +237,20 @@ async def main() -> None:
             agent.wait(30)
             bare.wait(30)
     for concurrency in (1, 50):
-        elapsed, lat = bench_classic(args.classic_sessions, min(concurrency, 8) if concurrency > 1 else 1, block)
+        elapsed, lat = bench_classic(
+            args.classic_sessions, min(concurrency, 8) if concurrency > 1 else 1, block
+        )
         _, rate, p99 = summary("classic", concurrency, elapsed, lat)
         results[("classic", concurrency)] = (rate, p99)
 
     for concurrency in (1, 50):
         agent_rate, agent_p99 = results[("agent", concurrency)]
-        print(f"c={concurrency}: agent/bare = {agent_rate / results[('bare', concurrency)][0]:.0%} (target >= 50%), "
-              f"agent/classic = {agent_rate / results[('classic', concurrency)][0]:.0f}x (target >= 25x), "
-              f"agent p99 = {agent_p99 * 1:.2f} ms" + (" (target <= 25 ms)" if concurrency == 50 else ""))
+        print(
+            f"c={concurrency}: agent/bare = {agent_rate / results[('bare', concurrency)][0]:.0%} (target >= 50%), "
+            f"agent/classic = {agent_rate / results[('classic', concurrency)][0]:.0f}x (target >= 25x), "
+            f"agent p99 = {agent_p99 * 1:.2f} ms"
+            + (" (target <= 25 ms)" if concurrency == 50 else "")
+        )
     await selection_cost([100, 1_000, 10_000, 100_000], args.decisions)
 
 

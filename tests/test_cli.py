@@ -15,16 +15,25 @@ from tests.conftest import POOLS, agi_port, write_config
 from tests.fake_asterisk import run_session
 
 
-async def trustline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+async def trustline(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        sys.executable,
+        "-m",
+        "agent",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
-async def test_report_spam_and_reinstate_reach_the_running_agent(make_agent, tmp_path: Path) -> None:
+async def test_report_spam_and_reinstate_reach_the_running_agent(
+    make_agent, tmp_path: Path
+) -> None:
     agent = await make_agent()
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
     first = await trustline("report-spam", "01 42 00 00 02", *where)
@@ -55,11 +64,19 @@ async def test_report_spam_and_reinstate_reach_the_running_agent(make_agent, tmp
 
 
 async def test_run_starts_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
-    env = {"TRUSTLINE_AGI_LISTEN": "127.0.0.1:0", "TRUSTLINE_HTTP_LISTEN": "127.0.0.1:18089",
-           "TRUSTLINE_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        "TRUSTLINE_AGI_LISTEN": "127.0.0.1:0",
+        "TRUSTLINE_HTTP_LISTEN": "127.0.0.1:18089",
+        "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "run", env={**os.environ, **env},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "agent",
+        "run",
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         ready = None
@@ -81,7 +98,9 @@ async def test_run_starts_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Pa
 
 
 async def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> None:
-    bad = write_config(tmp_path / "pools.toml", POOLS.replace("daily_cap = 80", "daily_cap = 'many'"))
+    bad = write_config(
+        tmp_path / "pools.toml", POOLS.replace("daily_cap = 80", "daily_cap = 'many'")
+    )
     result = await trustline("run", "--config", str(bad), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 78
     assert "defaults.daily_cap" in result.stderr

@@ -15,9 +15,7 @@ DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan"
 def _text() -> str:
     files = sorted(DIALPLAN.glob("*.conf"))
     assert files, "dialplan/ holds the subroutines admins include"
-    return "\n".join(
-        line.split(";", 1)[0] for f in files for line in f.read_text().splitlines()
-    )
+    return "\n".join(line.split(";", 1)[0] for f in files for line in f.read_text().splitlines())
 
 
 def test_dialplan_reads_only_variables_the_agent_sets_or_it_owns() -> None:

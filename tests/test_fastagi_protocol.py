@@ -25,9 +25,8 @@ def _asterisk_replies(name: str) -> list[str]:
 
 
 def test_quote_matches_the_bytes_asterisk_accepted() -> None:
-    sent = [line for line in _agent_lines("fastagi-outbound.jsonl") if "TRUSTLINE_QUOTED" in line][
-        0
-    ]
+    lines = _agent_lines("fastagi-outbound.jsonl")
+    sent = next(line for line in lines if "TRUSTLINE_QUOTED" in line)
     value = 'say "hello" there'
     assert "SET VARIABLE TRUSTLINE_QUOTED " + quote(value) + "\n" == sent
 

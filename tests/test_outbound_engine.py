@@ -15,13 +15,23 @@ from tests.conftest import PARIS, agi_port, write_config
 from tests.fake_asterisk import run_session
 
 
-def pools(cap: int = 80, numbers: int = 3, on_exhausted: str = "fallback", min_active: int = 0,
-          extra: str = "", reserve: int = 1, threshold: int = 60, reports: int = 2) -> str:
+def pools(
+    cap: int = 80,
+    numbers: int = 3,
+    on_exhausted: str = "fallback",
+    min_active: int = 0,
+    extra: str = "",
+    reserve: int = 1,
+    threshold: int = 60,
+    reports: int = 2,
+) -> str:
     entries = ",\n".join(
-        f'  {{ number = "+3314200{i:04d}", name = "Clinique StMarc" }}' for i in range(1, numbers + 1)
+        f'  {{ number = "+3314200{i:04d}", name = "Clinique StMarc" }}'
+        for i in range(1, numbers + 1)
     )
     reserve_entries = ",\n".join(
-        f'  {{ number = "+3314299{i:04d}", name = "Clinique Resrv" }}' for i in range(1, reserve + 1)
+        f'  {{ number = "+3314299{i:04d}", name = "Clinique Resrv" }}'
+        for i in range(1, reserve + 1)
     )
     return f"""
 [defaults]
@@ -49,15 +59,18 @@ numbers = [
 """
 
 
-async def call(agent, callee: str = "0142123456", purpose: str = "reminder", **kw) -> dict[str, str]:
+async def call(
+    agent, callee: str = "0142123456", purpose: str = "reminder", **kw
+) -> dict[str, str]:
     session = await run_session("127.0.0.1", agi_port(agent), args=[purpose, callee], **kw)
     return session.variables
 
 
 @pytest.mark.parametrize("sessions,numbers,cap", [(40, 3, 10), (25, 3, 10), (30, 3, 10)])
 async def test_concurrent_sessions_never_exceed_caps(make_agent, sessions, numbers, cap) -> None:
-    agent = await make_agent(pools(cap=cap, numbers=numbers, on_exhausted="refuse", reserve=1),
-                             deadline_ms=5000)
+    agent = await make_agent(
+        pools(cap=cap, numbers=numbers, on_exhausted="refuse", reserve=1), deadline_ms=5000
+    )
     results = await asyncio.gather(*(call(agent) for _ in range(sessions)))
     statuses = Counter(r["TRUSTLINE_STATUS"] for r in results)
     assert statuses["ok"] == min(sessions, numbers * cap)
@@ -82,10 +95,13 @@ async def test_two_agents_on_one_store_share_the_cap(make_agent, tmp_path) -> No
 
 async def test_local_presence_then_least_used_then_least_recent(make_agent, clock) -> None:
     extra = ""
-    agent = await make_agent(pools(numbers=2).replace(
-        '  { number = "+33142000002", name = "Clinique StMarc" }',
-        '  { number = "+33142000002", name = "Clinique StMarc" },\n  { number = "+33472000003", name = "Clinique Lyon" }',
-    ) + extra)
+    agent = await make_agent(
+        pools(numbers=2).replace(
+            '  { number = "+33142000002", name = "Clinique StMarc" }',
+            '  { number = "+33142000002", name = "Clinique StMarc" },\n  { number = "+33472000003", name = "Clinique Lyon" }',
+        )
+        + extra
+    )
     # A Lyon callee gets the Lyon (04 72) number while it is under its cap.
     lyon = await call(agent, "04 72 11 22 33")
     assert lyon["CALLERID(num)"] == "+33472000003" and lyon["TRUSTLINE_REASON"] == "local_presence"
@@ -147,7 +163,10 @@ async def test_three_intensive_days_earn_a_48h_rest(make_agent, clock) -> None:
         for _ in range(4):
             assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
     # Day 4 and day 5 (48 h from midnight): both numbers rest, nothing to hand out.
-    for when in (datetime(2026, 11, 20, 8, 0, tzinfo=PARIS), datetime(2026, 11, 21, 23, 0, tzinfo=PARIS)):
+    for when in (
+        datetime(2026, 11, 20, 8, 0, tzinfo=PARIS),
+        datetime(2026, 11, 21, 23, 0, tzinfo=PARIS),
+    ):
         clock.set(when)
         answer = await call(agent)
         assert answer["TRUSTLINE_STATUS"] == "refused", when
@@ -167,7 +186,9 @@ async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(make_agent, cloc
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(make_agent, clock) -> None:
+async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(
+    make_agent, clock
+) -> None:
     agent = await make_agent(pools(numbers=2, min_active=2, reserve=1))
     assert agent.outbound is not None
     first = await agent.outbound.report_spam("01 42 00 00 01", "ivr")
@@ -178,7 +199,10 @@ async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(m
     assert "+33142000001" not in numbers
     assert "+33142990001" in numbers  # promoted from the reserve
     alerts = await agent.db.fetchall("SELECT kind, pool FROM alerts ORDER BY id")
-    assert [tuple(a) for a in alerts] == [("number_quarantined", "reminders"), ("reserve_promoted", "reminders")]
+    assert [tuple(a) for a in alerts] == [
+        ("number_quarantined", "reminders"),
+        ("reserve_promoted", "reminders"),
+    ]
     # The promoted number warms up: day 0 of a 3-day ramp allows a quarter of its cap.
     rows = {r["number"]: r for r in agent.outbound.number_rows()}
     assert rows["+33142990001"]["cap"] == 20
@@ -244,7 +268,9 @@ async def test_deadline_holds_when_the_store_stalls(make_agent, tmp_path) -> Non
 async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(make_agent) -> None:
     agent = await make_agent(pools())
     await call(agent, "0611223344", overrides={"agi_uniqueid": "1795344829.1"})
-    session = await run_session("127.0.0.1", agi_port(agent), args=["reminder", "0611223344", "CASE-42"])
+    session = await run_session(
+        "127.0.0.1", agi_port(agent), args=["reminder", "0611223344", "CASE-42"]
+    )
     assert session.variables["TRUSTLINE_STATUS"] == "ok"
     await agent.outbound.flush()
     rows = await agent.db.fetchall("SELECT * FROM call_audit ORDER BY id")
@@ -273,7 +299,10 @@ async def test_a_bad_reload_keeps_the_running_config(make_agent, tmp_path, caplo
 
 async def test_the_running_agent_reloads_when_the_file_changes(make_agent, tmp_path) -> None:
     agent = await make_agent(pools(numbers=1))
-    write_config(tmp_path / "pools.toml", pools(numbers=1).replace('"+33142000001", name', '"+33142000008", name'))
+    write_config(
+        tmp_path / "pools.toml",
+        pools(numbers=1).replace('"+33142000001", name', '"+33142000008", name'),
+    )
     for _ in range(100):
         if "+33142000008" in agent.config.numbers:
             break
@@ -319,10 +348,14 @@ def test_day_boundary_helpers_follow_the_zone() -> None:
     from agent.policy.outbound import local_day, next_midnight
 
     # 23:30 UTC on 17 Nov is 00:30 on 18 Nov in Paris.
-    ts = datetime(2026, 11, 17, 23, 30, tzinfo=PARIS.utcoffset(datetime(2026, 11, 17)) and None or None)
+    ts = datetime(
+        2026, 11, 17, 23, 30, tzinfo=(PARIS.utcoffset(datetime(2026, 11, 17)) and None) or None
+    )
     ts = datetime.fromisoformat("2026-11-17T23:30:00+00:00").timestamp()
     assert local_day(ts, PARIS).isoformat() == "2026-11-18"
     # Across the spring DST change the next midnight is still local midnight.
     ts = datetime(2026, 3, 28, 12, 0, tzinfo=PARIS).timestamp()
-    assert datetime.fromtimestamp(next_midnight(ts, PARIS), PARIS) == datetime(2026, 3, 29, 0, 0, tzinfo=PARIS)
+    assert datetime.fromtimestamp(next_midnight(ts, PARIS), PARIS) == datetime(
+        2026, 3, 29, 0, 0, tzinfo=PARIS
+    )
     assert timedelta(seconds=next_midnight(ts, PARIS) - ts) == timedelta(hours=12)

@@ -56,7 +56,9 @@ async def test_panoramisk_does_not_match_a_route_with_a_query_string() -> None:
     # Real dialplans write agi://host/outbound?purpose=reminder (see the capture).
     proc, port = await _start_panoramisk()
     try:
-        session = await run_session("127.0.0.1", port, script="outbound?purpose=reminder", args=["reminder"])
+        session = await run_session(
+            "127.0.0.1", port, script="outbound?purpose=reminder", args=["reminder"]
+        )
         assert session.variables == {}
     finally:
         proc.kill()

@@ -8,7 +8,8 @@ from agent.config import parse_config
 from agent.policy.outbound import NumberState, Selector, intensive_rest, plan_promotions, warmup_cap
 from tests.conftest import PARIS
 
-RULES = parse_config("""
+RULES = (
+    parse_config("""
 [defaults]
 intensive_threshold = 60
 intensive_days_before_rest = 3
@@ -16,7 +17,10 @@ rest_hours = 48
 [pools.a]
 purposes = ["x"]
 numbers = [ { number = "+33142000001", name = "A" } ]
-""").pools["a"].rules
+""")
+    .pools["a"]
+    .rules
+)
 
 
 def test_warmup_ramps_to_the_full_cap() -> None:

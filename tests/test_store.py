@@ -59,7 +59,9 @@ async def test_claims_stop_exactly_at_the_cap_across_connections(tmp_path: Path)
     first = await open_database(tmp_path / "t.db")
     second = await open_database(tmp_path / "t.db")  # another agent process on the same file
     repos = [OutboundRepo(first), OutboundRepo(second)]
-    results = await asyncio.gather(*(repos[i % 2].claim("+33142000001", "2026-11-17", 7) for i in range(20)))
+    results = await asyncio.gather(
+        *(repos[i % 2].claim("+33142000001", "2026-11-17", 7) for i in range(20))
+    )
     await first.close()
     await second.close()
     assert sorted(r for r in results if r is not None) == [1, 2, 3, 4, 5, 6, 7]

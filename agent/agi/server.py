@@ -58,7 +58,7 @@ def parse_reply(lines: list[str]) -> Reply:
     code = int(code_text[:3])
     result = data = ""
     if code == 200 and rest.startswith("result="):
-        value, _, tail = rest[len("result="):].partition(" ")
+        value, _, tail = rest[len("result=") :].partition(" ")
         result = value
         tail = tail.strip()
         if tail.startswith("(") and tail.endswith(")"):
@@ -79,7 +79,11 @@ class AgiSession:
     """One FastAGI connection after its headers: send commands, read replies."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, reply_timeout: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        reply_timeout: float,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -167,7 +171,7 @@ class FastAgiServer:
         if self._server is not None:
             self._server.close()
         if self._sessions:
-            done, pending = await asyncio.wait(self._sessions, timeout=grace)
+            _, pending = await asyncio.wait(self._sessions, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
@@ -254,7 +258,9 @@ class FastAgiServer:
             peer=peer,
         )
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
         async with asyncio.timeout(self._header_timeout):
             headers = await self._read_headers(reader)
         started = time.perf_counter()
@@ -263,7 +269,12 @@ class FastAgiServer:
         route = routes.get(request.route)
         missed = False
         if route is None:
-            log.warning("%s fastagi: unknown route %r (uniqueid %s)", peer, request.route[:40], request.uniqueid)
+            log.warning(
+                "%s fastagi: unknown route %r (uniqueid %s)",
+                peer,
+                request.route[:40],
+                request.uniqueid,
+            )
             route = self._fallback_route
             answer = route.on_failure(request, "unknown_route") if route else AgiAnswer()
         else:
@@ -273,14 +284,23 @@ class FastAgiServer:
                     answer = await route.handle(request)
             except TimeoutError:
                 missed = True
-                log.warning("%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
-                            peer, request.route, self.deadline * 1000, request.uniqueid)
+                log.warning(
+                    "%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
+                    peer,
+                    request.route,
+                    self.deadline * 1000,
+                    request.uniqueid,
+                )
                 answer = route.on_failure(request, "deadline")
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s fastagi: %s failed (uniqueid %s); answering safely",
-                              peer, request.route, request.uniqueid)
+                log.exception(
+                    "%s fastagi: %s failed (uniqueid %s); answering safely",
+                    peer,
+                    request.route,
+                    request.uniqueid,
+                )
                 answer = route.on_failure(request, "internal_error")
         if self._on_answer is not None:
             self._on_answer(request.route, answer, time.perf_counter() - started, missed)
@@ -289,5 +309,10 @@ class FastAgiServer:
             for name, value in answer.variables:
                 reply = await session.set_variable(name, value)
                 if reply.code != 200:
-                    log.warning("%s fastagi: Asterisk refused SET VARIABLE %s: %s", peer, name, reply.lines[0][:80])
+                    log.warning(
+                        "%s fastagi: Asterisk refused SET VARIABLE %s: %s",
+                        peer,
+                        name,
+                        reply.lines[0][:80],
+                    )
         log.debug("%s fastagi: %s answered %s", peer, request.route, answer.outcome)

@@ -44,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     outbound.register(sub)
     from agent.cli import recordings
+
     recordings.register(sub)
     from agent.cli import stats
+
     stats.register(sub)
     from agent.cli import screening
+
     screening.register(sub)
     return parser
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,14 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", parents=common, help="run the agent (FastAGI, HTTP, AMI, recordings)")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("check-config", parents=common, help="validate a pools.toml and list every problem")
+    p = sub.add_parser(
+        "check-config", parents=common, help="validate a pools.toml and list every problem"
+    )
     p.add_argument("path", nargs="?", help="file to check (default: the configured one)")
     p.set_defaults(handler=_check_config)
 
-    p = sub.add_parser("numbers", parents=common, help="table of numbers: pool, used today / cap, state")
+    p = sub.add_parser(
+        "numbers", parents=common, help="table of numbers: pool, used today / cap, state"
+    )
     p.set_defaults(handler=_numbers)
 
-    p = sub.add_parser("report-spam", parents=common, help="record a spam report against one of our numbers")
+    p = sub.add_parser(
+        "report-spam", parents=common, help="record a spam report against one of our numbers"
+    )
     p.add_argument("number")
     p.add_argument("--source", default="cli")
     p.set_defaults(handler=_report_spam)
@@ -49,8 +54,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.path) if args.path else settings.config
     config = load_config(path)  # ConfigError -> listed on stderr, exit 78
-    print(f"{path}: OK — {len(config.pools)} pools, {len(config.numbers)} numbers, "
-          f"purposes: {', '.join(sorted(config.purposes)) or '-'}")
+    print(
+        f"{path}: OK — {len(config.pools)} pools, {len(config.numbers)} numbers, "
+        f"purposes: {', '.join(sorted(config.purposes)) or '-'}"
+    )
     return 0
 
 
@@ -74,9 +81,20 @@ async def _numbers(args: argparse.Namespace, settings: Settings) -> int:
     async with offline_service(settings) as service:
         rows = service.number_rows()
     headers = ("POOL", "NUMBER", "NAME", "TODAY", "STATE")
-    table = [(str(r["pool"]), str(r["number"]), str(r["name"]), f"{r['used']}/{r['cap']}", str(r["state"]))
-             for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    table = [
+        (
+            str(r["pool"]),
+            str(r["number"]),
+            str(r["name"]),
+            f"{r['used']}/{r['cap']}",
+            str(r["state"]),
+        )
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+        for i, h in enumerate(headers)
+    ]
     for row in (headers, *table):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
@@ -86,7 +104,9 @@ async def _report_spam(args: argparse.Namespace, settings: Settings) -> int:
     async with offline_service(settings) as service:
         result = await service.report_spam(args.number, args.source)
     if not result.ours:
-        print(f"{phone.mask(result.number)} is not one of our numbers: report recorded, nothing to do")
+        print(
+            f"{phone.mask(result.number)} is not one of our numbers: report recorded, nothing to do"
+        )
         return 0
     state = "quarantined" if result.quarantined else "still in its pool"
     print(f"{result.number}: {result.reports_today} report(s) today, {state}")

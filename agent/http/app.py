@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[tuple[str, bool, str]]]
 
 
-def build_http_app(metrics: Metrics, checks: Sequence[ReadinessCheck], *, check_timeout: float = 2.0) -> web.Application:
+def build_http_app(
+    metrics: Metrics, checks: Sequence[ReadinessCheck], *, check_timeout: float = 2.0
+) -> web.Application:
     app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
@@ -35,7 +37,8 @@ def build_http_app(metrics: Metrics, checks: Sequence[ReadinessCheck], *, check_
             details[name] = {"ok": ok, "detail": detail}
             ready = ready and ok
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": details}, status=200 if ready else 503
+            {"status": "ready" if ready else "not ready", "checks": details},
+            status=200 if ready else 503,
         )
 
     async def metrics_view(_: web.Request) -> web.Response:

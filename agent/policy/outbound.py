@@ -135,7 +135,9 @@ class Selector:
     def __contains__(self, number: str) -> bool:
         return number in self._where
 
-    def put(self, number: str, pool: str, presence: str | None, used: int, last_used_at: float) -> None:
+    def put(
+        self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
+    ) -> None:
         gen = self._generation.get(number, 0) + 1
         self._generation[number] = gen
         self._where[number] = (pool, presence)
@@ -160,7 +162,7 @@ class Selector:
         for key in ((pool, presence), (pool, None)) if presence is not None else ((pool, None),):
             heap = self._heaps.get(key)
             while heap:
-                used, last, _, number, gen = heap[0]
+                *_, number, gen = heap[0]
                 if self._generation.get(number) != gen or number not in self._where:
                     heapq.heappop(heap)
                     continue

@@ -101,7 +101,9 @@ class OutboundService:
         await self.reload_state()
         self._audit.start()
         if watch_interval:
-            self._watch_task = asyncio.create_task(self._watch(watch_interval), name="outbound-watch")
+            self._watch_task = asyncio.create_task(
+                self._watch(watch_interval), name="outbound-watch"
+            )
 
     async def stop(self) -> None:
         if self._background:
@@ -156,7 +158,10 @@ class OutboundService:
             rows = {r.number: r for r in await self._repo.numbers()}
             oldest = min(local_day(now, p.rules.timezone) for p in self._config.pools.values())
             usage: dict[tuple[str, str], int] = {
-                (n, d): u for n, d, u in await self._repo.usage_since((oldest - timedelta(days=1)).isoformat())
+                (n, d): u
+                for n, d, u in await self._repo.usage_since(
+                    (oldest - timedelta(days=1)).isoformat()
+                )
             }
             rests: dict[str, list[tuple[float, float]]] = {}
             for number, start, end in await self._repo.rests_after(now):
@@ -165,7 +170,9 @@ class OutboundService:
             states: dict[str, NumberState] = {}
             for cfg in self._config.numbers.values():
                 row = rows.get(cfg.number)
-                serving = row.serving_pool if row and row.serving_pool in self._config.pools else None
+                serving = (
+                    row.serving_pool if row and row.serving_pool in self._config.pools else None
+                )
                 st = NumberState(
                     number=cfg.number,
                     home_pool=cfg.pool,
@@ -194,13 +201,14 @@ class OutboundService:
         self._selector = Selector()
         self._wakeups = []
         self._pool_day = {
-            name: local_day(now, p.rules.timezone).isoformat() for name, p in self._config.pools.items()
+            name: local_day(now, p.rules.timezone).isoformat()
+            for name, p in self._config.pools.items()
         }
         for st in self._states.values():
             self._place(st, now)
 
     def _place(self, st: NumberState, now: float) -> None:
-        """Put a number in the selector if it may be handed out now; else note when to look again."""
+        """Put a number in the selector if it may be handed out now, else note when to look."""
         self._selector.discard(st.number)
         pool = self._pool_of(st)
         today = local_day(now, pool.rules.timezone)
@@ -211,7 +219,9 @@ class OutboundService:
             heapq.heappush(self._wakeups, (wake, st.number))
         if not st.healthy(now) or st.used + st.reserved >= st.cap_on(today, pool.rules.warmup_days):
             return
-        self._selector.put(st.number, pool.name, st.presence, st.used + st.reserved, st.last_used_at)
+        self._selector.put(
+            st.number, pool.name, st.presence, st.used + st.reserved, st.last_used_at
+        )
 
     def _roll_days(self, now: float) -> None:
         """At a pool's local midnight every count restarts at zero: re-rank that pool."""
@@ -241,7 +251,10 @@ class OutboundService:
             st.serving_pool = target
             if target is not None:
                 st.promoted_day = local_day(now, self._config.pools[target].rules.timezone)
-                message = f"reserve number {phone.mask(number)} promoted into pool {target}: too few usable numbers"
+                message = (
+                    f"reserve number {phone.mask(number)} promoted into pool {target}:"
+                    " too few usable numbers"
+                )
                 await self._alert(now, "reserve_promoted", target, message)
             else:
                 st.promoted_day = None
@@ -277,7 +290,9 @@ class OutboundService:
         pool = self._config.pool_for(purpose)
         if pool is None:
             return Decision(contract.STATUS_ERROR, "unknown_purpose")
-        return Decision(contract.STATUS_FALLBACK, reason, pool.name, pool.fallback, pool.fallback_name)
+        return Decision(
+            contract.STATUS_FALLBACK, reason, pool.name, pool.fallback, pool.fallback_name
+        )
 
     async def decide(
         self, purpose: str, callee: str, uniqueid: str = "", case_ref: str | None = None
@@ -304,12 +319,21 @@ class OutboundService:
         self._roll_days(now)
         presence, callee_hash = self._callee(callee, pool.rules.region)
 
-        claimed = await self._claim_from(pool, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref)
+        claimed = await self._claim_from(
+            pool, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref
+        )
         if claimed is not None:
             st = self._states[claimed]
             reason = "local_presence" if presence and st.presence == presence else "least_used"
-            return self._record(now, uniqueid, purpose, pool.name, Decision(
-                contract.STATUS_OK, reason, pool.name, st.number, st.name), callee_hash, case_ref)
+            return self._record(
+                now,
+                uniqueid,
+                purpose,
+                pool.name,
+                Decision(contract.STATUS_OK, reason, pool.name, st.number, st.name),
+                callee_hash,
+                case_ref,
+            )
 
         mode = pool.rules.on_exhausted
         if mode == "borrow_reserve":
@@ -319,14 +343,26 @@ class OutboundService:
                 )
                 if claimed is not None:
                     st = self._states[claimed]
-                    return self._record(now, uniqueid, purpose, pool.name, Decision(
-                        contract.STATUS_OK, "borrowed_reserve", pool.name, st.number, st.name),
-                        callee_hash, case_ref)
+                    return self._record(
+                        now,
+                        uniqueid,
+                        purpose,
+                        pool.name,
+                        Decision(
+                            contract.STATUS_OK, "borrowed_reserve", pool.name, st.number, st.name
+                        ),
+                        callee_hash,
+                        case_ref,
+                    )
         if mode == "refuse":
             decision = Decision(contract.STATUS_REFUSED, "pool_exhausted", pool.name)
         else:
             decision = Decision(
-                contract.STATUS_EXHAUSTED, "pool_exhausted", pool.name, pool.fallback, pool.fallback_name
+                contract.STATUS_EXHAUSTED,
+                "pool_exhausted",
+                pool.name,
+                pool.fallback,
+                pool.fallback_name,
             )
         return self._record(now, uniqueid, purpose, pool.name, decision, callee_hash, case_ref)
 
@@ -361,14 +397,29 @@ class OutboundService:
             try:
                 used = await asyncio.shield(future)
             except asyncio.CancelledError:
-                future.add_done_callback(functools.partial(
-                    self._late_claim, st, now, uniqueid, purpose, pool.name, callee_hash, case_ref))
+                future.add_done_callback(
+                    functools.partial(
+                        self._late_claim,
+                        st,
+                        now,
+                        uniqueid,
+                        purpose,
+                        pool.name,
+                        callee_hash,
+                        case_ref,
+                    )
+                )
                 raise
             if used is not None:
                 return number
 
     def _claim_settled(
-        self, st: NumberState, pool: PoolConfig, cap: int, now: float, future: asyncio.Future[int | None]
+        self,
+        st: NumberState,
+        pool: PoolConfig,
+        cap: int,
+        now: float,
+        future: asyncio.Future[int | None],
     ) -> None:
         st.reserved -= 1
         used = None if future.cancelled() or future.exception() is not None else future.result()
@@ -398,13 +449,27 @@ class OutboundService:
         if future.cancelled() or future.exception() is not None or future.result() is None:
             return
         # The count is spent (caps stay safe), but the call got the fallback: say so in the audit.
-        self._audit.add(AuditRecord(now, uniqueid, purpose, pool, st.number, "late",
-                                    "claimed_after_deadline", callee_hash, case_ref))
+        self._audit.add(
+            AuditRecord(
+                now,
+                uniqueid,
+                purpose,
+                pool,
+                st.number,
+                "late",
+                "claimed_after_deadline",
+                callee_hash,
+                case_ref,
+            )
+        )
 
     async def _maybe_rest(self, st: NumberState, pool: PoolConfig, now: float) -> None:
         rules = pool.rules
         today = local_day(now, rules.timezone)
-        days = [(today - timedelta(days=i)).isoformat() for i in range(1, rules.intensive_days_before_rest)]
+        days = [
+            (today - timedelta(days=i)).isoformat()
+            for i in range(1, rules.intensive_days_before_rest)
+        ]
         history = await self._repo.usage_for(st.number, days)
         window = intensive_rest(st.used, [history.get(d, 0) for d in days], rules, now)
         if window is None:
@@ -414,21 +479,53 @@ class OutboundService:
         heapq.heappush(self._wakeups, (window[0], st.number))
         log.info(
             "outbound: %s rests %.0f h from next midnight after %d intensive days",
-            phone.mask(st.number), rules.rest_hours, rules.intensive_days_before_rest,
+            phone.mask(st.number),
+            rules.rest_hours,
+            rules.intensive_days_before_rest,
         )
 
     def _record(
-        self, now: float, uniqueid: str, purpose: str, pool: str, decision: Decision,
-        callee_hash: str | None, case_ref: str | None,
+        self,
+        now: float,
+        uniqueid: str,
+        purpose: str,
+        pool: str,
+        decision: Decision,
+        callee_hash: str | None,
+        case_ref: str | None,
     ) -> Decision:
-        self._audit.add(AuditRecord(now, uniqueid, purpose, pool, decision.number, decision.status,
-                                    decision.reason, callee_hash, case_ref))
+        self._audit.add(
+            AuditRecord(
+                now,
+                uniqueid,
+                purpose,
+                pool,
+                decision.number,
+                decision.status,
+                decision.reason,
+                callee_hash,
+                case_ref,
+            )
+        )
         return decision
 
-    def record_failure(self, uniqueid: str, purpose: str, decision: Decision, callee: str, case_ref: str | None) -> None:
+    def record_failure(
+        self, uniqueid: str, purpose: str, decision: Decision, callee: str, case_ref: str | None
+    ) -> None:
         """Audit an answer the route gave without a decision (deadline, error)."""
-        self._audit.add(AuditRecord(self._clock.now(), uniqueid, purpose or "-", decision.pool, decision.number,
-                                    decision.status, decision.reason, self.callee_hash(callee), case_ref))
+        self._audit.add(
+            AuditRecord(
+                self._clock.now(),
+                uniqueid,
+                purpose or "-",
+                decision.pool,
+                decision.number,
+                decision.status,
+                decision.reason,
+                self.callee_hash(callee),
+                case_ref,
+            )
+        )
         for hook in self.hooks.on_decision:
             hook(decision)
 
@@ -445,25 +542,39 @@ class OutboundService:
         try:
             number = self.resolve_number(number_text)
         except BadRequest:
-            log.info("spam report from %s for an unparseable number %s: ignored", source, phone.mask(number_text))
+            log.info(
+                "spam report from %s for an unparseable number %s: ignored",
+                source,
+                phone.mask(number_text),
+            )
             return ReportResult(phone.mask(number_text), False, 0, False)
         cfg = self._config.numbers.get(number)
         if cfg is None:
             day = local_day(now, self._config.pools[next(iter(self._config.pools))].rules.timezone)
             await self._repo.add_report(number, now, day.isoformat(), source, ours=False)
-            log.info("spam report from %s for %s: not one of ours, recorded and ignored", source, phone.mask(number))
+            log.info(
+                "spam report from %s for %s: not one of ours, recorded and ignored",
+                source,
+                phone.mask(number),
+            )
             return ReportResult(number, False, 0, False)
         st = self._states.get(number)
         pool = self._pool_of(st) if st else self._config.pools[cfg.pool]
         rules = pool.rules
-        count = await self._repo.add_report(number, now, local_day(now, rules.timezone).isoformat(), source, ours=True)
+        count = await self._repo.add_report(
+            number, now, local_day(now, rules.timezone).isoformat(), source, ours=True
+        )
         quarantined = False
         if quarantine_due(count, rules) and not (st and st.quarantined(now)):
             until = now + rules.quarantine_days * 86400.0
             await self._repo.quarantine(number, now, until, f"{count} spam reports in a day")
             quarantined = True
-            await self._alert(now, "number_quarantined", pool.name,
-                              f"{phone.mask(number)} quarantined after {count} spam reports today")
+            await self._alert(
+                now,
+                "number_quarantined",
+                pool.name,
+                f"{phone.mask(number)} quarantined after {count} spam reports today",
+            )
             if st is not None:
                 st.quarantined_until = until
                 self._place(st, now)
@@ -494,7 +605,9 @@ class OutboundService:
         """One row per number for `trustline numbers` and the API."""
         now = self._clock.now()
         rows = []
-        for st in sorted(self._states.values(), key=lambda s: (s.serving_pool or s.home_pool, s.number)):
+        for st in sorted(
+            self._states.values(), key=lambda s: (s.serving_pool or s.home_pool, s.number)
+        ):
             pool = self._pool_of(st)
             today = local_day(now, pool.rules.timezone)
             if not st.active:
@@ -509,13 +622,14 @@ class OutboundService:
                 state = "active"
             if st.serving_pool:
                 state += f" (reserve from {st.home_pool})"
-            rows.append({
-                "pool": pool.name,
-                "number": st.number,
-                "name": st.name,
-                "used": st.used_on(today),
-                "cap": st.cap_on(today, pool.rules.warmup_days),
-                "state": state,
-            })
+            rows.append(
+                {
+                    "pool": pool.name,
+                    "number": st.number,
+                    "name": st.name,
+                    "used": st.used_on(today),
+                    "cap": st.cap_on(today, pool.rules.warmup_days),
+                    "state": state,
+                }
+            )
         return rows
-

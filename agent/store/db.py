@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from contextvars import ContextVar
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ _IN_TX: ContextVar[object] = ContextVar("trustline_in_tx", default=None)
 def _holds_tx() -> bool:
     current = asyncio.current_task()
     return current is not None and _IN_TX.get() is current
+
+
 Params = Sequence[Any]
 
 
@@ -151,7 +153,8 @@ def _migrations() -> list[tuple[int, str, str]]:
 async def apply_migrations(db: Database) -> list[str]:
     """Apply every numbered migration not yet applied, each in one transaction."""
     await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
         " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
     )
     done = {row[0] for row in await db.fetchall("SELECT version FROM schema_migrations")}
@@ -179,6 +182,8 @@ def _split_sql(script: str) -> list[str]:
         if sqlite3.complete_statement(buf):
             statements.append(buf.strip())
             buf = ""
-    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
         raise StoreError("migration ends with an incomplete statement")
     return statements

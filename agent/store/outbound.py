@@ -69,10 +69,13 @@ class OutboundRepo:
             )
             # A promotion into a pool that no longer exists ends with the config change.
             pools = {pool for _, pool, _ in rows}
-            for row in await self.db.fetchall("SELECT DISTINCT serving_pool FROM numbers WHERE serving_pool IS NOT NULL"):
+            for row in await self.db.fetchall(
+                "SELECT DISTINCT serving_pool FROM numbers WHERE serving_pool IS NOT NULL"
+            ):
                 if row[0] not in pools:
                     await self.db.execute(
-                        "UPDATE numbers SET serving_pool = NULL, promoted_at = NULL WHERE serving_pool = ?",
+                        "UPDATE numbers SET serving_pool = NULL, promoted_at = NULL"
+                        " WHERE serving_pool = ?",
                         (row[0],),
                     )
 
@@ -90,7 +93,7 @@ class OutboundRepo:
 
     # -- usage -----------------------------------------------------------------------------
     async def claim(self, number: str, day: str, cap: int) -> int | None:
-        """Count one call for ``number`` on ``day`` unless it is at ``cap``; the new count or None."""
+        """Count one call for ``number`` on ``day`` unless at ``cap``: the new count, or None."""
         return (await self.claim_many([(number, day, cap)])).get(number)
 
     async def claim_many(self, claims: Sequence[tuple[str, str, int]]) -> dict[str, int]:
@@ -159,7 +162,8 @@ class OutboundRepo:
         """Record a spam report; returns how many reports the number has on ``day``."""
         async with self.db.transaction():
             await self.db.execute(
-                "INSERT INTO spam_reports (number, reported_at, day, source, ours) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO spam_reports (number, reported_at, day, source, ours)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (number, at, day, source, int(ours)),
             )
             row = await self.db.fetchone(
@@ -170,7 +174,8 @@ class OutboundRepo:
     # -- alerts and cross-process change notices -------------------------------------------
     async def add_alert(self, at: float, kind: str, pool: str | None, message: str) -> None:
         await self.db.execute(
-            "INSERT INTO alerts (at, kind, pool, message) VALUES (?, ?, ?, ?)", (at, kind, pool, message)
+            "INSERT INTO alerts (at, kind, pool, message) VALUES (?, ?, ?, ?)",
+            (at, kind, pool, message),
         )
 
     async def alerts(self, limit: int = 50) -> list[tuple[float, str, str | None, str]]:
@@ -187,15 +192,26 @@ class OutboundRepo:
         await self.db.execute("UPDATE state_version SET version = version + 1 WHERE id = 1")
 
     # -- audit -----------------------------------------------------------------------------
-    async def write_audit(self, records: Sequence[AuditRecord], last_used: dict[str, float]) -> None:
+    async def write_audit(
+        self, records: Sequence[AuditRecord], last_used: dict[str, float]
+    ) -> None:
         async with self.db.transaction():
             if records:
                 await self.db.executemany(
                     "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
                     " callee_hash, case_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (r.at, r.uniqueid, r.purpose, r.pool, r.number, r.status, r.reason,
-                         r.callee_hash, r.case_ref)
+                        (
+                            r.at,
+                            r.uniqueid,
+                            r.purpose,
+                            r.pool,
+                            r.number,
+                            r.status,
+                            r.reason,
+                            r.callee_hash,
+                            r.case_ref,
+                        )
                         for r in records
                     ],
                 )
