@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+import aiohttp
 
-from agent.ami.link import AmiLink
 from tests.ami_replay import ReplayAmiServer, events
 from tests.conftest import agi_port
 from tests.fake_asterisk import run_session
@@ -17,40 +16,39 @@ from tests.test_cli import trustline
 
 
 async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path: Path) -> None:
-    agent = await make_agent()
     async with ReplayAmiServer() as server:
-        recordings: list[tuple[str, str]] = []
-
-        async def on_recording(uniqueid: str, filename: str) -> None:
-            recordings.append((uniqueid, filename))
-
-        settings = agent.settings.model_copy(
-            update={"ami_port": server.port, "ami_user": "trustline"}
+        agent = await make_agent(
+            ami_port=server.port,
+            ami_user="trustline",
+            ami_secret="capture-secret",
+            recordings_dir=tmp_path / "monitor",
         )
-        settings = settings.model_copy(update={"ami_secret": _secret("capture-secret")})
-        link = AmiLink(
-            settings, agent.db, agent.clock, agent.outbound, on_recording, CollectorRegistry()
-        )
-        await link.start()
-        try:
-            await eventually(lambda: _true(link.resyncs >= 1))
-            handed: dict[str, str] = {}
-            for capture in ("ami-answered", "ami-busy"):
-                uniqueid, _ = SCENARIOS[capture]
-                # Asterisk runs the outbound AGI on the channel, with its uniqueid...
-                session = await run_session(
-                    "127.0.0.1",
-                    agi_port(agent),
-                    args=["reminder", "0142123456"],
-                    overrides={"agi_uniqueid": uniqueid},
-                )
-                handed[uniqueid] = session.variables["CALLERID(num)"]
-                # ...then the call goes on and AMI reports how it went.
-                await server.play(events(capture))
-            for uniqueid in handed:
-                await eventually(lambda u=uniqueid: _ended(agent, u))
-        finally:
-            await link.stop()
+        assert agent.ami is not None
+        await eventually(lambda: _true(agent.ami.resyncs >= 1))
+        handed: dict[str, str] = {}
+        for capture in ("ami-answered", "ami-busy"):
+            uniqueid, _ = SCENARIOS[capture]
+            # Asterisk runs the outbound AGI on the channel, with its uniqueid...
+            session = await run_session(
+                "127.0.0.1",
+                agi_port(agent),
+                args=["reminder", "0142123456"],
+                overrides={"agi_uniqueid": uniqueid},
+            )
+            handed[uniqueid] = session.variables["CALLERID(num)"]
+            # ...then the call goes on and AMI reports how it went.
+            await server.play(events(capture))
+        for uniqueid in handed:
+            await eventually(lambda u=uniqueid: _ended(agent, u))
+        # The running agent's /metrics counts outcomes per pool.
+        metrics = agent.metrics.render().decode()
+        assert 'trustline_call_outcomes_total{outcome="answered",pool="reminders"} 1.0' in metrics
+        ready = await _readyz(agent)
+        assert ready["checks"]["ami"]["ok"] is True
+        assert ready["checks"]["ami"]["detail"].startswith("AMI up: ")
+        # Asterisk goes away: /readyz says so, with the reason.
+        await server.drop()
+        await eventually(lambda: _not_ready(agent))
 
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
     day = "2026-11-17"  # the conftest clock's Paris day
@@ -67,7 +65,6 @@ async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path
     assert by_number[answered_with]["answered"] == 1
     assert by_number[answered_with]["talk_seconds"] == 20
     assert sum(r["dialled"] for r in rows) == 2
-    assert recordings == [(u, f"/var/spool/asterisk/monitor/{u}.wav") for u in handed]
 
 
 async def test_stats_without_outcomes_says_so(make_agent, tmp_path: Path) -> None:
@@ -80,10 +77,15 @@ async def test_stats_without_outcomes_says_so(make_agent, tmp_path: Path) -> Non
     assert bad.returncode == 64 and "YYYY-MM-DD" in bad.stderr
 
 
-def _secret(value: str):  # type: ignore[no-untyped-def]
-    from pydantic import SecretStr
+async def _readyz(agent) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    host, port = agent.http_address
+    async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/readyz") as resp:
+        return await resp.json()  # type: ignore[no-any-return]
 
-    return SecretStr(value)
+
+async def _not_ready(agent) -> bool:  # type: ignore[no-untyped-def]
+    ami = (await _readyz(agent))["checks"]["ami"]
+    return ami["ok"] is False and "AMI down: " in ami["detail"]
 
 
 async def _true(value: bool) -> bool:

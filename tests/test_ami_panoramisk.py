@@ -84,3 +84,21 @@ async def test_panoramisk_raises_nothing_on_a_refused_login_and_retries_on_a_fix
         assert ami.authenticated is False
         assert ami.reconnect_timeout == 1
         ami.close()
+
+
+async def test_panoramisk_event_lists_are_sound() -> None:
+    # What panoramisk gets right, for the record: an EventList is gathered until its
+    # ...Complete event. Our client does the same (test_ami_client.py).
+    async with ReplayAmiServer() as server:
+        ami = manager(server.port)
+        await ami.connect()
+        await server.wait_for(lambda: server.logins == 1)
+        await ami.send_action({"Action": "DBPut", "Family": "f", "Key": "k", "Val": "v"})
+        replies = await ami.send_action({"Action": "DBGet", "Family": "f", "Key": "k"})
+        assert [r.get("Event") or r.get("Response") for r in replies] == [
+            "Success",
+            "DBGetResponse",
+            "DBGetComplete",
+        ]
+        assert replies[1]["Val"] == "v"
+        ami.close()

@@ -263,6 +263,12 @@ class AmiLink:
                 self._metrics.failures.labels(kind).inc()
                 self._detail = f"AMI down: {exc}"
                 log.warning("ami: %s", exc)
+            except Exception as exc:
+                # A store failure during the re-sync, or a bug: never let the supervisor die,
+                # or the link would stay down for good. Logged with its traceback, retried.
+                self._metrics.failures.labels("error").inc()
+                self._detail = f"AMI down: {type(exc).__name__} during re-sync"
+                log.exception("ami: link failed; will reconnect")
             finally:
                 self._client = None
                 self._metrics.up.set(0)
