@@ -198,3 +198,11 @@ def test_windows_forget_callers_once_their_window_has_passed() -> None:
     assert len(bursts) <= 61 and len(floods) <= 61
     assert bursts.record("caller999", 1000.0, 60) == 2
     assert floods.record("line", "caller999", 1000.0, 60) == 59  # callers 941..999
+
+
+def test_flood_windows_forget_quiet_lines() -> None:
+    floods = FloodCounter()
+    for i in range(FloodCounter.MAX_LINES * 3):
+        floods.record(f"line{i}", "caller", float(i), 60)
+    assert len(floods) <= FloodCounter.MAX_LINES
+    assert floods.record("line-new", "caller", 10_000.0, 60) == 1

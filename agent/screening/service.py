@@ -118,7 +118,7 @@ class ScreeningService:
         )
         allow, block = await self._lists(view, now)
         allowlisted = allow.match(caller.e164)
-        line_key = line.e164 or call.dialled
+        line_key = line.e164 or call.dialled[:32]
         burst_calls = flood_callers = None
         if live:
             # Every call counts in the windows, allow-listed ones too: they are load on the line.

@@ -45,21 +45,39 @@ class BurstCounter:
 class FloodCounter:
     """How many distinct callers reached one line within the last ``window`` seconds."""
 
+    # Lines are our DIDs, but the dialplan decides what it passes: quiet lines are forgotten
+    # once this many are tracked.
+    MAX_LINES = 1024
+
     def __init__(self) -> None:
         self._lines: dict[str, OrderedDict[str, float]] = {}
 
     def record(self, line: str, caller: str, now: float, window: float) -> int:
         seen = self._lines.get(line)
         if seen is None:
+            if len(self._lines) >= self.MAX_LINES:
+                self._forget_quiet_lines(now, window)
             seen = self._lines[line] = OrderedDict()
         seen[caller] = now
         seen.move_to_end(caller)
-        while seen:
-            oldest_at = next(iter(seen.values()))
-            if oldest_at > now - window:
-                break
-            seen.popitem(last=False)
+        _expire(seen, now, window)
         return len(seen)
+
+    def _forget_quiet_lines(self, now: float, window: float) -> None:
+        for line in list(self._lines):
+            seen = self._lines[line]
+            _expire(seen, now, window)
+            if not seen:
+                del self._lines[line]
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._lines.values())
+
+
+def _expire(seen: OrderedDict[str, float], now: float, window: float) -> None:
+    """Drop callers last seen before the window (oldest first, as they were inserted)."""
+    while seen:
+        oldest_at = next(iter(seen.values()))
+        if oldest_at > now - window:
+            break
+        seen.popitem(last=False)
