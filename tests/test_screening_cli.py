@@ -4,6 +4,7 @@ the [screening] section; the dialplan subroutine that acts on the verdict."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 from agent import contract
@@ -44,6 +45,9 @@ async def test_screen_explains_every_rule_without_a_call(tmp_path: Path) -> None
         "screen", "--caller", "0612345678", "--dialled", FR_LINE, "--withheld", *where(tmp_path)
     )
     assert "TOTAL 50 -> challenge" in withheld.stdout
+    # A dry run: nothing was counted or stored.
+    with sqlite3.connect(tmp_path / "data" / "trustline.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM screening_decisions").fetchone() == (0,)
 
 
 async def test_block_and_allow_lists_from_the_cli_reach_the_running_agent(
