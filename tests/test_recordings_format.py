@@ -248,3 +248,18 @@ def test_key_material_never_shows_in_repr_or_errors(wav: bytes) -> None:
         assert k.secret.hex() not in text
         assert k.secret.hex()[:16] not in text
     assert k.secret not in seal(wav, k)
+
+
+def test_opening_a_large_file_also_holds_one_chunk_at_a_time(tmp_path: Path) -> None:
+    k = key()
+    size = 48 * 2**20
+    sealed = tmp_path / "big.tlrec"
+    with open(sealed, "wb") as dst:
+        fmt.encrypt_stream(Zeros(size), dst, k, size)
+    tracemalloc.start()
+    with open(sealed, "rb") as src:
+        header = fmt.decrypt_stream(src, Discard(), {k.key_id: k})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert header.plain_length == size
+    assert peak < 4 * fmt.DEFAULT_CHUNK + 2**20
