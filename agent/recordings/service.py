@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.clock import Clock
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
@@ -57,6 +57,7 @@ class RewrapReport:
 
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 class RecordingsService:
@@ -389,7 +390,7 @@ class RecordingsService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shielded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a file step to its end even if our caller is cancelled (stop() waits for it)."""
         task = asyncio.ensure_future(coro)
         self._in_flight.add(task)
@@ -419,9 +420,10 @@ class RecordingsService:
         except KeyringError as exc:
             self._report_keyring(str(exc))
         except BadRequest as exc:
-            log.warning("recordings: %s: %s", uniqueid, exc)
+            log.warning("recordings: %s: %s", uniqueid or path.name, exc)
         except (TrustlineError, OSError) as exc:
-            log.error("recordings: %s: could not seal %s: %s", uniqueid, path, _describe(exc))
+            log.error("recordings: %s: could not seal %s: %s", uniqueid or path.name, path,
+                      _describe(exc))
 
     async def _wait_settled(self, path: Path) -> None:
         waited = 0.0
@@ -447,7 +449,7 @@ class RecordingsService:
                 raise BadRequest(f"recording {plain} is gone")
             # The thread step and the metadata write finish even if we are cancelled: a file
             # sealed but unrecorded would otherwise wait for the next start to be adopted.
-            return await self._shielded(self._seal_and_record(plain, uniqueid, ring))  # type: ignore[no-any-return]
+            return await self._shielded(self._seal_and_record(plain, uniqueid, ring))
 
     async def _seal_and_record(
         self, plain: Path, uniqueid: str | None, ring: Keyring
