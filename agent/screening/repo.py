@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from agent.store import Database
 
 LIST_KINDS = ("allow", "block")
+# 9 parameters a row: stays far below SQLite's bound-parameter limit (32766).
+_ROWS_PER_INSERT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +98,22 @@ class ScreeningRepo:
         return {r[0]: float(r[1]) for r in rows}
 
     async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
-        await self._db.executemany(
-            "INSERT INTO screening_decisions (at, uniqueid, dialled, caller_hash, caller_masked,"
-            " attestation, score, verdict, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
+        """Store decisions; one multi-row INSERT per chunk (one statement is one transaction:
+        a single store round trip instead of BEGIN, INSERT, COMMIT)."""
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            params: list[object] = []
+            for r in chunk:
+                params += (
                     r.at, r.uniqueid, r.dialled, r.caller_hash, r.caller_masked,
                     r.attestation, r.score, r.verdict, r.reasons,
                 )
-                for r in rows
-            ],
-        )
+            await self._db.execute(
+                "INSERT INTO screening_decisions (at, uniqueid, dialled, caller_hash,"
+                " caller_masked, attestation, score, verdict, reasons) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                params,
+            )
 
     async def recent_decisions(self, limit: int = 50) -> list[DecisionRow]:
         rows = await self._db.fetchall(
