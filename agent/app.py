@@ -179,7 +179,10 @@ class Agent:
     # -- config reload ---------------------------------------------------------------------
     def _on_sighup(self) -> None:
         log.info("config: SIGHUP received, reloading %s", self.settings.config)
-        self._tasks.append(asyncio.create_task(self.reload_config(), name="config-reload"))
+        self._tasks.append(asyncio.create_task(self._reload_quietly(), name="config-reload"))
+
+    async def _reload_quietly(self) -> None:
+        await self.reload_config()  # the outcome is logged and counted there
 
     async def _watch_config(self) -> None:
         while True:

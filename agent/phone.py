@@ -10,7 +10,7 @@ import hmac
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType
+from phonenumbers import NumberParseException
 
 # Digits the dialplan may hand us that are not part of the number (formatting from humans).
 _STRIP = str.maketrans("", "", " .-()/\t")
@@ -60,10 +60,6 @@ def presence_key(e164: str) -> str | None:
     if area_len > 0:
         return f"+{num.country_code}:{national[:area_len]}"
     return f"+{num.country_code}"
-
-
-def number_type(num: phonenumbers.PhoneNumber) -> PhoneNumberType:
-    return phonenumbers.number_type(num)
 
 
 def mask(number: str | None) -> str:

@@ -47,7 +47,7 @@ async def test_report_spam_and_reinstate_reach_the_running_agent(
     assert "quarantined" in line and "0/60" in line
 
     # The running agent learns of it from the store: the number is no longer handed out.
-    for _ in range(60):
+    for _ in range(200):
         if agent.outbound.usable_by_pool()["reminders"] == 2:
             break
         await asyncio.sleep(0.05)

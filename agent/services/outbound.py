@@ -235,9 +235,9 @@ class OutboundService:
                         self._place(st, now)
         while self._wakeups and self._wakeups[0][0] <= now:
             _, number = heapq.heappop(self._wakeups)
-            st = self._states.get(number)
-            if st is not None:
-                self._place(st, now)
+            woken = self._states.get(number)
+            if woken is not None:
+                self._place(woken, now)
 
     async def _reconcile(self) -> None:
         """Promote reserve numbers into pools that fell below min_active, or send them back."""

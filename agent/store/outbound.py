@@ -254,7 +254,9 @@ class ClaimBatcher:
     async def _run(self) -> None:
         try:
             while self._pending:
-                batch, later, seen = [], [], set()
+                batch: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
+                later: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
+                seen: set[str] = set()
                 for item in self._pending:
                     if item[0] in seen or len(batch) >= self._max_batch:
                         later.append(item)
