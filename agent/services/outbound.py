@@ -315,6 +315,10 @@ class OutboundService:
         pool = self._config.pool_for(purpose)
         if pool is None:
             raise BadRequest("unknown_purpose")
+        if self._background:
+            # A rest being decided (once per number per intensive day) must land before the
+            # next choice, or a number due to rest could be handed out at the turn of the day.
+            await asyncio.gather(*self._background, return_exceptions=True)
         now = self._clock.now()
         self._roll_days(now)
         presence, callee_hash = self._callee(callee, pool.rules.region)
@@ -430,7 +434,7 @@ class OutboundService:
                 st.used = max(st.used, used)
                 st.last_used_at = max(st.last_used_at, now)
                 if used == pool.rules.intensive_threshold:
-                    task = asyncio.get_running_loop().create_task(self._maybe_rest(st, pool, now))
+                    task = asyncio.get_running_loop().create_task(self._rest_safely(st, pool, now))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
         self._place(st, self._clock.now())
@@ -462,6 +466,12 @@ class OutboundService:
                 case_ref,
             )
         )
+
+    async def _rest_safely(self, st: NumberState, pool: PoolConfig, now: float) -> None:
+        try:
+            await self._maybe_rest(st, pool, now)
+        except Exception:  # the call was answered already; the next intensive check retries
+            log.exception("outbound: could not record the rest of %s", phone.mask(st.number))
 
     async def _maybe_rest(self, st: NumberState, pool: PoolConfig, now: float) -> None:
         rules = pool.rules
