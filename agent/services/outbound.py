@@ -470,7 +470,7 @@ class OutboundService:
     async def _rest_safely(self, st: NumberState, pool: PoolConfig, now: float) -> None:
         try:
             await self._maybe_rest(st, pool, now)
-        except Exception:  # the call was answered already; the next intensive check retries
+        except Exception:  # the call was answered already; the admin sees the missed rest here
             log.exception("outbound: could not record the rest of %s", phone.mask(st.number))
 
     async def _maybe_rest(self, st: NumberState, pool: PoolConfig, now: float) -> None:
