@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # An event list (CoreShowChannels on a busy PBX) is bounded too.
 MAX_LIST_EVENTS = 100_000
-_BANNER_MAX = 256
+_STREAM_LIMIT = 64 * 1024
 
 
 class AmiError(TrustlineError):
@@ -117,8 +117,10 @@ class AmiClient:
         """Open the socket, check the banner, log in. Returns only once Asterisk accepted us."""
         try:
             async with asyncio.timeout(self._connect_timeout):
+                # limit bounds the banner line (readuntil) and sets how much the stream
+                # buffers before pausing the socket: too small, and every read is tiny.
                 self._reader, self._writer = await asyncio.open_connection(
-                    self._host, self._port, limit=_BANNER_MAX * 4
+                    self._host, self._port, limit=_STREAM_LIMIT
                 )
                 # The banner is one CRLF-terminated line with no blank line after it.
                 line = await self._reader.readuntil(b"\r\n")

@@ -58,7 +58,17 @@ class Framer:
         self._max = max_bytes
 
     def feed(self, data: bytes) -> list[Message]:
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            # Most reads of a long message do not end it: look only where an end could be
+            # (the new bytes and the seam), so a message fed in tiny reads stays linear.
+            if END not in data and END not in self._buf[-3:] + data[:3]:
+                self._buf += data
+                if len(self._buf) > self._max:
+                    raise FramingError(f"AMI message larger than {self._max} bytes")
+                return []
+            buf = self._buf + data
+        else:
+            buf = data
         parts = buf.split(END)
         self._buf = parts.pop()
         if len(self._buf) > self._max:
