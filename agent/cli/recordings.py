@@ -25,7 +25,7 @@ from agent.settings import Settings
 from agent.store import open_database
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser(
         "keys", parents=[common_options()], help="recordings keyring: init, rotate, list"
     )
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _leaf(
-    group: argparse._SubParsersAction,  # type: ignore[type-arg]
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
     handler: object,

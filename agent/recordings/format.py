@@ -15,7 +15,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,6 +110,19 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
+class Source(Protocol):
+    """What sealing reads from: any binary file (raw or buffered)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class SeekableSource(Source, Protocol):
+    """What opening reads from: the size check and the diagnosis need to seek."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
 @dataclass(frozen=True)
 class Header:
     chunk_size: int
@@ -189,8 +202,8 @@ def _wrapped_header(fixed: bytes, key: SealingKey, data_key: bytes) -> Header:
 
 
 def encrypt_stream(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: Source,
+    dst: Sink,
     key: SealingKey,
     plain_length: int,
     *,
@@ -228,17 +241,17 @@ def encrypt_stream(
     return SealInfo(plain_length, written, key.key_id)
 
 
-def _read_exact(src: BinaryIO, view: memoryview, want: int) -> int:
+def _read_exact(src: Source, view: memoryview, want: int) -> int:
     got = 0
     while got < want:
-        n = src.readinto(view[got:want])  # type: ignore[attr-defined]  # raw and buffered files both have it
+        n = src.readinto(view[got:want])
         if not n:
             break
         got += n
     return got
 
 
-def read_header(src: BinaryIO, size: int, name: str = "recording") -> Header:
+def read_header(src: Source, size: int, name: str = "recording") -> Header:
     """Parse (not authenticate) the header at the start of ``src``; ``size`` is the file size."""
     fixed = src.read(FIXED_LEN)
     if len(fixed) < len(MAGIC) or fixed[: len(MAGIC)] != MAGIC[: len(fixed)]:
@@ -304,7 +317,7 @@ def _unwrap_key(header: Header, keys: Mapping[str, SealingKey], name: str) -> by
 
 
 def open_header(
-    src: BinaryIO, keys: Mapping[str, SealingKey], name: str = "recording"
+    src: SeekableSource, keys: Mapping[str, SealingKey], name: str = "recording"
 ) -> tuple[Header, AESGCM]:
     """Read, authenticate and size-check the header; ``src`` is left at the first chunk."""
     size = src.seek(0, os.SEEK_END)
@@ -324,7 +337,7 @@ def open_header(
 
 
 def decrypt_stream(
-    src: BinaryIO,
+    src: SeekableSource,
     dst: Sink | None,
     keys: Mapping[str, SealingKey],
     *,

@@ -410,12 +410,12 @@ class _BackgroundSha256:
 class _CompareSink:
     """A decrypt sink that compares the plaintext with a reference file instead of storing it."""
 
-    def __init__(self, ref: object) -> None:
+    def __init__(self, ref: fmt.Source) -> None:
         self._ref = ref
         self.same = True
 
     def write(self, data: bytes) -> int:
-        if self.same and self._ref.read(len(data)) != data:  # type: ignore[attr-defined]
+        if self.same and self._ref.read(len(data)) != data:
             self.same = False
         return len(data)
 
