@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from agent.ami.client import AmiAuthError, AmiClient, AmiConnectionError, AmiTimeout
+from agent.ami.client import (
+    AmiAuthError,
+    AmiClient,
+    AmiConnectionError,
+    AmiLinkDead,
+    AmiTimeout,
+)
 from agent.ami.protocol import Message
 from tests.ami_replay import ReplayAmiServer, events, load, with_header
 
@@ -185,3 +191,14 @@ async def test_connection_refused_is_a_connection_error() -> None:
     client = AmiClient("127.0.0.1", port, on_event=lambda e: None)
     with pytest.raises(AmiConnectionError, match="cannot connect"):
         await client.connect("trustline", "x")
+
+
+async def test_idle_timeout_bounds_every_read() -> None:
+    async with ReplayAmiServer() as server:
+        client = await logged_in(server, [], idle_timeout=0.3)
+        # Nothing at all comes from Asterisk (no events, no Pong asked): the read gives up.
+        async with asyncio.timeout(5):
+            reason = await client.wait_closed()
+        assert reason == "nothing received for 0.3 s: link dead"
+        with pytest.raises(AmiLinkDead):
+            await client.heartbeat(10, 1)

@@ -48,6 +48,10 @@ class AmiConnectionError(AmiError):
     """No session: refused, closed by the peer, dead (no Pong), or not AMI at all."""
 
 
+class AmiLinkDead(AmiConnectionError):
+    """The socket looks open but nothing comes back (no Pong, no data): a dead link."""
+
+
 class AmiAuthError(AmiError):
     """Asterisk refused our login. Retrying at once will not help; the config is wrong."""
 
@@ -106,6 +110,7 @@ class AmiClient:
         self._ids = itertools.count(1)
         self._closed = asyncio.Event()
         self.close_reason = ""
+        self._idle_expired = False
         self.version = ""
         self.events_received = 0
 
@@ -234,7 +239,9 @@ class AmiClient:
             except AmiTimeout:
                 reason = f"no Pong within {pong_within} s: link dead"
                 await self.close(logoff=False, reason=reason)
-                raise AmiConnectionError(f"{self.peer}: {reason}") from None
+                raise AmiLinkDead(f"{self.peer}: {reason}") from None
+        if self._idle_expired:
+            raise AmiLinkDead(f"{self.peer}: {self.close_reason}")
         raise AmiConnectionError(f"{self.peer}: {self.close_reason}")
 
     # -- reading ---------------------------------------------------------------------------
@@ -251,7 +258,8 @@ class AmiClient:
                 for message in self._framer.feed(data):
                     self._handle(message)
         except TimeoutError:
-            reason = f"nothing received for {self._idle_timeout} s"
+            self._idle_expired = True
+            reason = f"nothing received for {self._idle_timeout} s: link dead"
         except FramingError as exc:
             reason = str(exc)
         except OSError as exc:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent import phone
 from agent.ami.calls import CallEnded, CallTracker, CdrSeen, Effect, RecordingComplete, SpamReported
-from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError
+from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError, AmiLinkDead
 from agent.ami.protocol import Message
 from agent.ami.repo import OutcomeRepo
 from agent.clock import Clock
@@ -259,7 +259,7 @@ class AmiLink:
                 self._detail = f"AMI down: {exc}"
                 log.error("ami: %s (check TRUSTLINE_AMI_USER / secret and manager.conf)", exc)
             except AmiError as exc:
-                kind = "dead" if "Pong" in str(exc) else "connection"
+                kind = "dead" if isinstance(exc, AmiLinkDead) else "connection"
                 self._metrics.failures.labels(kind).inc()
                 self._detail = f"AMI down: {exc}"
                 log.warning("ami: %s", exc)
@@ -267,7 +267,7 @@ class AmiLink:
                 # A store failure during the re-sync, or a bug: never let the supervisor die,
                 # or the link would stay down for good. Logged with its traceback, retried.
                 self._metrics.failures.labels("error").inc()
-                self._detail = f"AMI down: {type(exc).__name__} during re-sync"
+                self._detail = f"AMI down: unexpected {type(exc).__name__} (see the log)"
                 log.exception("ami: link failed; will reconnect")
             finally:
                 self._client = None
