@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.ami.calls import SPAM_USEREVENT, CallTracker, clean_source
+from agent.ami.calls import (
+    OURS_VARIABLES,
+    RECORDING_VARIABLE,
+    SPAM_USEREVENT,
+    CallTracker,
+    clean_source,
+)
 from agent.ami.link import LOGIN_EVENTS
 from agent.ami.protocol import parse_message
 from tests.ami_replay import events
@@ -75,6 +81,16 @@ def test_event_filters_keep_every_effect_and_cut_the_volume() -> None:
     names = {parse_message(e.rstrip(b"\r\n"))["Event"] for e in kept}
     assert names == {"DialEnd", "Hangup", "Cdr", "VarSet", "UserEvent"}
     assert not [e for e in kept if e.startswith(b"Event: HangupRequest")]
+
+
+def test_event_filters_pass_every_variable_the_agent_reads() -> None:
+    # The captures only show TRUSTLINE_POOL; TRUSTLINE_STATUS must pass as well.
+    template = next(e for e in events("ami-answered") if b"Variable: TRUSTLINE_POOL" in e)
+    for name in (*OURS_VARIABLES, RECORDING_VARIABLE):
+        event = template.replace(b"TRUSTLINE_POOL", name.encode())
+        assert any(p.search(event) for p in filters()), name
+    other = template.replace(b"TRUSTLINE_POOL", b"TRUSTLINE_POOLSIDE")
+    assert not any(p.search(other) for p in filters())
 
 
 def test_spam_dialplan_raises_the_event_the_agent_reads() -> None:

@@ -39,7 +39,8 @@ OUTCOMES = (*DIAL_OUTCOMES.values(), "failed", OUTCOME_NOT_DIALLED, OUTCOME_UNKN
 
 RECORDING_VARIABLE = "MIXMONITOR_FILENAME"
 SPAM_USEREVENT = "SpamReport"
-_OURS_VARIABLES = frozenset({VAR_STATUS, VAR_POOL})
+# VarSet of these (non-empty) on a channel: the agent chose that call's caller ID.
+OURS_VARIABLES = frozenset({VAR_STATUS, VAR_POOL})
 _SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -150,7 +151,7 @@ class CallTracker:
 
     def _varset(self, event: Mapping[str, str], now: float) -> list[Effect]:
         variable = event.get("Variable", "")
-        if variable in _OURS_VARIABLES:
+        if variable in OURS_VARIABLES:
             if event.get("Value"):
                 self.track(event.get("Uniqueid", ""), event.get("Linkedid", ""), now)
         elif variable == RECORDING_VARIABLE:
