@@ -252,7 +252,8 @@ class Decision:
     verdict: str
     score: int
     reasons: tuple[str, ...]  # codes of the rules that fired, in evaluation order
-    rules: tuple[RuleResult, ...]  # every rule evaluated, fired or not (for explanations)
+    # Every rule evaluated, fired or not, with a sentence each: only when explaining.
+    rules: tuple[RuleResult, ...]
     attestation: Attestation
 
     @property
@@ -279,8 +280,8 @@ def allow_decision(reason: str, attestation: Attestation = Attestation.MISSING) 
 def evaluate(facts: CallFacts, config: ScreeningConfig, *, explain: bool = True) -> Decision:
     """Every rule, its points, the clamped total and the verdict.
 
-    ``explain=False`` leaves the human-readable details empty: the live path needs only the
-    verdict, score and reasons, and formatting eleven sentences per call is measurable.
+    ``explain=False`` leaves ``rules`` empty: the live path needs only the verdict, score and
+    reasons, and building eleven explained rows per call is measurable.
     """
     if not config.enabled:
         return allow_decision(REASON_DISABLED, facts.attestation)
@@ -316,14 +317,19 @@ def evaluate(facts: CallFacts, config: ScreeningConfig, *, explain: bool = True)
         ),
         ("callback", w.callback, bool(facts.callback)),
     )
-    details = _details(facts, config) if explain else {}
-    results = tuple(
-        RuleResult(code, weight, hit, details.get(code, "")) for code, weight, hit in fired
-    )
-    score = max(0, min(100, sum(r.points for r in results)))
-    reasons = tuple(r.code for r in results if r.fired)
+    total = 0
+    reasons = []
+    for code, weight, hit in fired:
+        if hit:
+            total += weight
+            reasons.append(code)
+    score = max(0, min(100, total))
+    results: tuple[RuleResult, ...] = ()
+    if explain:
+        details = _details(facts, config)
+        results = tuple(RuleResult(code, weight, hit, details[code]) for code, weight, hit in fired)
     return Decision(
-        verdict_for(score, config.thresholds), score, reasons, results, facts.attestation
+        verdict_for(score, config.thresholds), score, tuple(reasons), results, facts.attestation
     )
 
 
