@@ -106,7 +106,7 @@ async def bench_link(data: bytes, total: int) -> float:
                 ami_port=server.port,
                 ami_user="trustline",
                 ami_secret="capture-secret",
-            )  # type: ignore[call-arg]
+            )
             link = AmiLink(
                 settings, db, SystemClock(), _Outbound(), on_recording, queue_size=1_000_000
             )

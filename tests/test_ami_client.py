@@ -30,8 +30,10 @@ def utf8_event() -> bytes:
     return with_header(captured, "CallerIDName", NAME)
 
 
-async def logged_in(server: ReplayAmiServer, got: list[Message], **kw: float) -> AmiClient:
-    client = AmiClient("127.0.0.1", server.port, on_event=got.append, **kw)
+async def logged_in(
+    server: ReplayAmiServer, got: list[Message], idle_timeout: float | None = None
+) -> AmiClient:
+    client = AmiClient("127.0.0.1", server.port, on_event=got.append, idle_timeout=idle_timeout)
     await client.connect("trustline", "capture-secret")
     return client
 

@@ -3,19 +3,24 @@ the answer rate printed by ``trustline stats`` (the real CLI, in its own process
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from agent.app import Agent
 from tests.ami_replay import ReplayAmiServer, events
-from tests.conftest import agi_port
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 from tests.test_ami_link import SCENARIOS, eventually
 from tests.test_cli import trustline
 
 
-async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path: Path) -> None:
+async def test_decision_then_ami_events_give_an_answer_rate(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     async with ReplayAmiServer() as server:
         agent = await make_agent(
             ami_port=server.port,
@@ -23,8 +28,9 @@ async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path
             ami_secret="capture-secret",
             recordings_dir=tmp_path / "monitor",
         )
-        assert agent.ami is not None
-        await eventually(lambda: _true(agent.ami.resyncs >= 1))
+        link = agent.ami
+        assert link is not None
+        await eventually(lambda: _true(link.resyncs >= 1))
         handed: dict[str, str] = {}
         for capture in ("ami-answered", "ami-busy"):
             uniqueid, _ = SCENARIOS[capture]
@@ -39,7 +45,7 @@ async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path
             # ...then the call goes on and AMI reports how it went.
             await server.play(events(capture))
         for uniqueid in handed:
-            await eventually(lambda u=uniqueid: _ended(agent, u))
+            await eventually(functools.partial(_ended, agent, uniqueid))
         # The running agent's /metrics counts outcomes per pool.
         metrics = agent.metrics.render().decode()
         assert 'trustline_call_outcomes_total{outcome="answered",pool="reminders"} 1.0' in metrics
@@ -67,7 +73,7 @@ async def test_decision_then_ami_events_give_an_answer_rate(make_agent, tmp_path
     assert sum(r["dialled"] for r in rows) == 2
 
 
-async def test_stats_without_outcomes_says_so(make_agent, tmp_path: Path) -> None:
+async def test_stats_without_outcomes_says_so(make_agent: AgentFactory, tmp_path: Path) -> None:
     await make_agent()
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
     empty = await trustline("stats", "--days", "3", *where)
@@ -77,13 +83,14 @@ async def test_stats_without_outcomes_says_so(make_agent, tmp_path: Path) -> Non
     assert bad.returncode == 64 and "YYYY-MM-DD" in bad.stderr
 
 
-async def _readyz(agent) -> dict:  # type: ignore[no-untyped-def, type-arg]
+async def _readyz(agent: Agent) -> dict[str, Any]:
+    assert agent.http_address is not None
     host, port = agent.http_address
     async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/readyz") as resp:
         return await resp.json()  # type: ignore[no-any-return]
 
 
-async def _not_ready(agent) -> bool:  # type: ignore[no-untyped-def]
+async def _not_ready(agent: Agent) -> bool:
     ami = (await _readyz(agent))["checks"]["ami"]
     return ami["ok"] is False and "AMI down: " in ami["detail"]
 
@@ -92,7 +99,8 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def _ended(agent, uniqueid: str) -> bool:  # type: ignore[no-untyped-def]
+async def _ended(agent: Agent, uniqueid: str) -> bool:
+    assert agent.db is not None
     row = await agent.db.fetchone(
         "SELECT 1 FROM call_audit WHERE uniqueid = ? AND outcome IS NOT NULL"
         " AND cdr_disposition IS NOT NULL",

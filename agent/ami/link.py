@@ -51,7 +51,7 @@ def backoff_delay(attempt: int, initial: float, maximum: float, draw: float) -> 
     """Seconds to wait before retry number ``attempt`` (0-based): exponential up to
     ``maximum``, scaled by a jitter in [50 %, 100 %] from ``draw`` in [0, 1), so agents
     restarted together do not hammer Asterisk in step."""
-    ceiling = min(maximum, initial * (2 ** min(attempt, 30)))
+    ceiling = min(maximum, initial * 2.0 ** min(attempt, 30))
     return ceiling * (0.5 + draw / 2)
 
 
