@@ -4,7 +4,9 @@ Run by hand:  .venv/bin/python bench/inbound.py [--sessions 4000]
 
 Prints sessions/s and p50/p99 latency for
   (a) bare     - an asyncio FastAGI server answering fixed commands, no policy, no store
-  (b) outbound - `trustline`'s agent deciding caller IDs (real config, real SQLite)
+  (b) outbound - `trustline`'s agent deciding caller IDs (real config, real SQLite), with the
+                 outbound bench's single callee, and (out-dist) a different callee each call
+                 as a real reminder run has
   (c) inbound  - the same agent screening a mix of real-world caller IDs: patients, callbacks
                  of numbers the outbound run called, withheld, invalid, premium, our own numbers,
                  international; every attestation form (each decision stored, callbacks looked up)
@@ -111,7 +113,7 @@ def inbound_blocks(n: int) -> list[bytes]:
     ]
 
 
-async def one_inbound(port: int, block: bytes, verdicts: Counter[str]) -> float:
+async def one_session(port: int, block: bytes, verdicts: Counter[str]) -> float:
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(block)
@@ -128,7 +130,7 @@ async def one_inbound(port: int, block: bytes, verdicts: Counter[str]) -> float:
     return time.perf_counter() - start
 
 
-async def load_inbound(
+async def load_many(
     port: int, blocks: list[bytes], concurrency: int, verdicts: Counter[str]
 ) -> tuple[float, list[float]]:
     latencies: list[float] = []
@@ -136,7 +138,7 @@ async def load_inbound(
 
     async def worker() -> None:
         for block in queue:
-            latencies.append(await one_inbound(port, block, verdicts))
+            latencies.append(await one_session(port, block, verdicts))
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -200,6 +202,14 @@ async def main() -> None:
         "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", OUTBOUND_CALLEE]
     )
     in_blocks = inbound_blocks(args.sessions)
+    out_distinct = [
+        header_block(
+            "fastagi-outbound.jsonl",
+            "outbound?purpose=reminder",
+            ["reminder", f"06{13000000 + i:08d}"],
+        )
+        for i in range(args.sessions)
+    ]
     print(
         f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
         f"{args.sessions} sessions per run"
@@ -234,8 +244,13 @@ async def main() -> None:
                 results[("outbound", concurrency)] = summary(
                     "outbound", concurrency, elapsed, lat
                 )[1:]
-                await load_inbound(agi_port, in_blocks[:200], concurrency, Counter())
-                elapsed, lat = await load_inbound(agi_port, in_blocks, concurrency, verdicts)
+                await load_many(agi_port, out_distinct[:200], concurrency, Counter())
+                elapsed, lat = await load_many(agi_port, out_distinct, concurrency, Counter())
+                results[("out-dist", concurrency)] = summary(
+                    "out-dist", concurrency, elapsed, lat
+                )[1:]
+                await load_many(agi_port, in_blocks[:200], concurrency, Counter())
+                elapsed, lat = await load_many(agi_port, in_blocks, concurrency, verdicts)
                 results[("inbound", concurrency)] = summary(
                     "inbound", concurrency, elapsed, lat
                 )[1:]
@@ -248,9 +263,11 @@ async def main() -> None:
     for concurrency in (1, 50):
         rate, p99 = results[("inbound", concurrency)]
         versus_outbound = rate / results[("outbound", concurrency)][0]
+        versus_distinct = rate / results[("out-dist", concurrency)][0]
         print(
             f"c={concurrency}: inbound {rate:.0f} decisions/s, p99 {p99:.2f} ms; "
-            f"inbound/outbound = {versus_outbound:.0%} (target >= 100%), "
+            f"inbound/outbound = {versus_outbound:.0%}, "
+            f"inbound/out-dist = {versus_distinct:.0%} (target >= 100%), "
             f"inbound/bare = {rate / results[('bare', concurrency)][0]:.0%}"
             + (" ; p99 target <= 25 ms" if concurrency == 50 else ""),
             flush=True,

@@ -155,8 +155,11 @@ class ScreeningService:
                 called = await self._callbacks.called_since(
                     caller_hash, now - cfg.callback_days * DAY
                 )
-                facts = dataclasses.replace(facts, callback=called)
-                decision = rules.evaluate(facts, cfg, explain=not live)
+                # Not called: the decision stands (the rule did not fire); only the CLI's
+                # explanation changes from "not looked up" to "no recent call".
+                if called or not live:
+                    facts = dataclasses.replace(facts, callback=called)
+                    decision = rules.evaluate(facts, cfg, explain=not live)
         if not live:
             return decision, None
         row = DecisionRow(
