@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from agent import contract
-from tests.conftest import agi_port, write_config
+from agent.clock import FrozenClock
+from tests.conftest import AgentFactory, agi_port, write_config
 from tests.test_cli import trustline
 from tests.test_screening_fastagi import (
     FR_LINE,
@@ -51,7 +52,7 @@ async def test_screen_explains_every_rule_without_a_call(tmp_path: Path) -> None
 
 
 async def test_block_and_allow_lists_from_the_cli_reach_the_running_agent(
-    make_agent, clock, tmp_path: Path
+    make_agent: AgentFactory, clock: FrozenClock, tmp_path: Path
 ) -> None:
     agent = await make_agent(SCREENING_POOLS)
     service = install_screening(agent, clock)
@@ -91,7 +92,9 @@ async def test_block_and_allow_lists_from_the_cli_reach_the_running_agent(
     await service.close()
 
 
-async def test_screening_weights_reload_with_the_config(make_agent, clock, tmp_path) -> None:
+async def test_screening_weights_reload_with_the_config(
+    make_agent: AgentFactory, clock: FrozenClock, tmp_path: Path
+) -> None:
     agent = await make_agent(SCREENING_POOLS)
     service = install_screening(agent, clock)
     port = agi_port(agent)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from agent.clock import FrozenClock
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.store import open_database
-from tests.conftest import agi_port
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 
 FR_LINE = "0142000001"  # as ${EXTEN} arrives from a French trunk
@@ -58,8 +60,13 @@ def install_screening(agent: Agent, clock: FrozenClock) -> ScreeningService:
     return service
 
 
+Screening = tuple[Agent, ScreeningService]
+
+
 @pytest.fixture
-async def screening_agent(make_agent, clock):
+async def screening_agent(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> AsyncIterator[Screening]:
     agent = await make_agent(SCREENING_POOLS)
     service = install_screening(agent, clock)
     yield agent, service
@@ -141,7 +148,7 @@ CASES = [
 ]
 
 
-async def test_real_world_caller_ids_get_the_expected_verdicts(screening_agent, clock) -> None:
+async def test_real_world_caller_ids_get_the_expected_verdicts(screening_agent: Screening, clock: FrozenClock) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     got = []
@@ -163,7 +170,7 @@ async def test_real_world_caller_ids_get_the_expected_verdicts(screening_agent, 
 
 
 async def test_the_captured_session_is_screened_and_every_decision_stored_without_the_number(
-    screening_agent,
+    screening_agent: Screening,
 ) -> None:
     agent, service = screening_agent
     # The captured call: "Totally Legit" <18005550100> to 15550001111 (not one of our lines).
@@ -187,7 +194,7 @@ async def test_the_captured_session_is_screened_and_every_decision_stored_withou
     assert "612345678" not in dump and "8005550100" not in dump
 
 
-async def test_allow_list_skips_every_rule(screening_agent, clock) -> None:
+async def test_allow_list_skips_every_rule(screening_agent: Screening, clock: FrozenClock) -> None:
     agent, service = screening_agent
     port = agi_port(agent)
     before = await inbound(port, "+33899123456", FR_LINE, "TN-Validation-Failed")
@@ -209,7 +216,7 @@ async def test_allow_list_skips_every_rule(screening_agent, clock) -> None:
     assert other[contract.VAR_REASONS] == "blocklist,premium_rate,stir_a"
 
 
-async def test_burst_from_one_caller_within_the_window(screening_agent, clock) -> None:
+async def test_burst_from_one_caller_within_the_window(screening_agent: Screening, clock: FrozenClock) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     verdicts = []
@@ -225,7 +232,7 @@ async def test_burst_from_one_caller_within_the_window(screening_agent, clock) -
     assert (await inbound(port, "0611111111", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
 
 
-async def test_flood_of_distinct_callers_to_one_line(screening_agent, clock) -> None:
+async def test_flood_of_distinct_callers_to_one_line(screening_agent: Screening, clock: FrozenClock) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     answers = []
@@ -246,7 +253,7 @@ async def test_flood_of_distinct_callers_to_one_line(screening_agent, clock) -> 
 
 
 async def test_a_patient_calling_back_after_an_outbound_call_gets_through(
-    screening_agent, clock
+    screening_agent: Screening, clock: FrozenClock
 ) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
@@ -275,7 +282,7 @@ async def test_a_patient_calling_back_after_an_outbound_call_gets_through(
     assert late[contract.VAR_VERDICT] == "challenge"
 
 
-async def test_bad_input_keeps_the_server_serving(screening_agent) -> None:
+async def test_bad_input_keeps_the_server_serving(screening_agent: Screening) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     # Not FastAGI at all, an oversized header line, a session closed before its blank line.
@@ -307,7 +314,7 @@ async def test_bad_input_keeps_the_server_serving(screening_agent) -> None:
     assert (await inbound(port, "0698765432", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
 
 
-async def test_a_stalled_store_answers_allow_within_the_deadline(make_agent, clock) -> None:
+async def test_a_stalled_store_answers_allow_within_the_deadline(make_agent: AgentFactory, clock: FrozenClock) -> None:
     agent = await make_agent(SCREENING_POOLS, deadline_ms=200)
     service = install_screening(agent, clock)
     assert agent.db is not None
@@ -326,7 +333,7 @@ async def test_a_stalled_store_answers_allow_within_the_deadline(make_agent, clo
     await service.close()
 
 
-async def test_a_broken_store_answers_allow_with_a_reason(tmp_path, clock) -> None:
+async def test_a_broken_store_answers_allow_with_a_reason(tmp_path: Path, clock: FrozenClock) -> None:
     from agent.config import parse_config
 
     config = parse_config(SCREENING_POOLS)
@@ -349,7 +356,7 @@ async def test_a_broken_store_answers_allow_with_a_reason(tmp_path, clock) -> No
         await server.stop()
 
 
-async def test_arguments_may_come_in_the_script_query_string(screening_agent, clock) -> None:
+async def test_arguments_may_come_in_the_script_query_string(screening_agent: Screening, clock: FrozenClock) -> None:
     agent, _ = screening_agent
     session = await run_session(
         "127.0.0.1",

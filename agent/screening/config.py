@@ -21,7 +21,7 @@ class _Strict(BaseModel):
 
 def _w(default: int) -> int:
     # Negative weights vouch for a caller (callback); the total is clamped to 0..100.
-    return Field(default, ge=-100, le=100)  # type: ignore[no-any-return]
+    return Field(default, ge=-100, le=100)
 
 
 class ScreeningWeights(_Strict):

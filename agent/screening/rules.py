@@ -209,9 +209,10 @@ def _read_dialled_cached(raw: str, default_region: str) -> Line:
         except phone.InvalidNumber:
             continue
         e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-        region = phonenumbers.region_code_for_number(
-            num
-        ) or phonenumbers.region_code_for_country_code(num.country_code)
+        region = phonenumbers.region_code_for_number(num)
+        if region is None and num.country_code:
+            # An invalid number of ours (test ranges): its country still says how to read.
+            region = phonenumbers.region_code_for_country_code(num.country_code)
         if region in phonenumbers.SUPPORTED_REGIONS:
             return Line(e164, region)
         return Line(e164, default_region)
