@@ -114,14 +114,3 @@ class ScreeningRepo:
                 + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                 params,
             )
-
-    async def recent_decisions(self, limit: int = 50) -> list[DecisionRow]:
-        rows = await self._db.fetchall(
-            "SELECT at, uniqueid, dialled, caller_hash, caller_masked, attestation, score,"
-            " verdict, reasons FROM screening_decisions ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            DecisionRow(float(r[0]), r[1] or "", r[2], r[3], r[4], r[5], int(r[6]), r[7], r[8])
-            for r in rows
-        ]
