@@ -189,11 +189,16 @@ class Agent:
             await asyncio.sleep(self.settings.config_poll_seconds)
             mtime = _mtime(self.settings.config)
             if mtime is not None and mtime != self._config_mtime:
-                self._config_mtime = mtime
-                await self.reload_config()
+                # A rejected file waits for its next edit; a store failure is retried next tick.
+                if await self.reload_config() is not None:
+                    self._config_mtime = mtime
 
-    async def reload_config(self) -> bool:
-        """Load pools.toml again; apply it whole, or keep the running config if it is invalid."""
+    async def reload_config(self) -> bool | None:
+        """Load pools.toml again; apply it whole, or keep the running config.
+
+        True: applied. False: the file is invalid (logged with every problem). None: the file
+        is valid but the store could not take it now; the running config stays, retry later.
+        """
         assert self.outbound is not None
         try:
             config = load_config(self.settings.config)
@@ -206,7 +211,12 @@ class Agent:
             self.metrics.config_reloads.labels("rejected").inc()
             self.metrics.config_loaded.set(0)
             return False
-        await self.outbound.apply_config(config)
+        try:
+            await self.outbound.apply_config(config)
+        except Exception:
+            log.exception("config: %s is valid but could not be applied; will retry", config.source)
+            self.metrics.config_reloads.labels("failed").inc()
+            return None
         for listener in self.config_listeners:
             try:
                 await listener(config)

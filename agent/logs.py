@@ -18,11 +18,21 @@ def _mask(match: re.Match[str]) -> str:
 
 
 class MaskNumbers(logging.Filter):
+    _formatter = logging.Formatter()
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = _NUMBER.sub(_mask, message)
         if masked != message:
             record.msg, record.args = masked, None
+        # Tracebacks are text too (a KeyError names its key): format them here, masked; the
+        # handler's formatter uses exc_text as it is.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _NUMBER.sub(_mask, record.exc_text)
+        if record.stack_info:
+            record.stack_info = _NUMBER.sub(_mask, record.stack_info)
         return True
 
 

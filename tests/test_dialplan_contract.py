@@ -46,3 +46,38 @@ def test_outbound_subroutine_reads_every_status_variable_the_agent_sets() -> Non
 def test_the_agent_sets_exactly_the_contract_names() -> None:
     answer = answer_for(Decision(contract.STATUS_OK, "least_used", "p", "+33142000001", "Clinic"))
     assert tuple(name for name, _ in answer.variables) == contract.OUTBOUND_SETS
+
+
+def asterisk_filter(allowed: str, value: str) -> str:
+    """Asterisk's FILTER(allowed,value) (func_strings.c): 'a-z' is a range; a '-' with
+    nothing after it closes a range of one, so a trailing '-' is NOT a literal dash."""
+    keep: set[str] = set()
+    i = 0
+    while i < len(allowed):
+        first = allowed[i]
+        i += 1
+        if i < len(allowed) and allowed[i] == "-":
+            last = allowed[i + 1] if i + 1 < len(allowed) else first
+            i += 2 if i + 1 < len(allowed) else 1
+            keep.update(chr(c) for c in range(ord(first), ord(last) + 1))
+        else:
+            keep.add(first)
+    return "".join(ch for ch in value if ch in keep)
+
+
+def test_the_dialplan_filters_let_every_purpose_and_case_ref_through() -> None:
+    from agent.config import load_config
+    from agent.settings import example_config_path
+
+    text = (DIALPLAN / "trustline.conf").read_text()
+    purpose_filter = re.search(r"FILTER\(([^,]+),\$\{ARG1\}\)", text)
+    case_filter = re.search(r"FILTER\(([^,]+),\$\{ARG3\}\)", text)
+    assert purpose_filter and case_filter
+    purposes = [*load_config(example_config_path()).purposes, "follow-up", "second_call"]
+    for purpose in purposes:
+        assert asterisk_filter(purpose_filter.group(1), purpose) == purpose
+    for case_ref in ("CASE-42", "2026/11:a.b_c"):
+        assert asterisk_filter(case_filter.group(1), case_ref) == case_ref
+    assert asterisk_filter(purpose_filter.group(1), "remind;er\n") == "reminder"
+    # The trap the filters avoid: a trailing dash drops dashes.
+    assert asterisk_filter("A-Za-z0-9_-", "follow-up") == "followup"

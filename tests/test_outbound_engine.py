@@ -7,7 +7,7 @@ import logging
 import re
 import sqlite3
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
@@ -162,6 +162,7 @@ async def test_three_intensive_days_earn_a_48h_rest(make_agent, clock) -> None:
         # Both numbers get 2 calls a day: intensive (threshold 2) three days running.
         for _ in range(4):
             assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
+        await agent.outbound.flush()  # the rest is written in the background, in milliseconds
     # Day 4 and day 5 (48 h from midnight): both numbers rest, nothing to hand out.
     for when in (
         datetime(2026, 11, 20, 8, 0, tzinfo=PARIS),
@@ -335,6 +336,26 @@ async def test_no_full_phone_number_in_logs(make_agent, caplog) -> None:
         assert full not in text, full
 
 
+def test_the_log_filter_masks_numbers_in_tracebacks_too() -> None:
+    import io
+
+    from agent.logs import setup_logging
+
+    stream = io.StringIO()
+    setup_logging("DEBUG", stream)
+    log = logging.getLogger("agent.test")
+    try:
+        try:
+            {}["+33612345678"]
+        except KeyError:
+            log.exception("lookup failed for %s", "0612345678")
+    finally:
+        logging.getLogger().handlers.clear()
+    text = stream.getvalue()
+    assert "KeyError" in text and "***5678" in text
+    assert "612345678" not in text
+
+
 async def test_metrics_report_decisions_latency_and_usable_numbers(make_agent) -> None:
     import aiohttp
 
@@ -358,14 +379,97 @@ def test_day_boundary_helpers_follow_the_zone() -> None:
     from agent.policy.outbound import local_day, next_midnight
 
     # 23:30 UTC on 17 Nov is 00:30 on 18 Nov in Paris.
-    ts = datetime(
-        2026, 11, 17, 23, 30, tzinfo=(PARIS.utcoffset(datetime(2026, 11, 17)) and None) or None
-    )
     ts = datetime.fromisoformat("2026-11-17T23:30:00+00:00").timestamp()
     assert local_day(ts, PARIS).isoformat() == "2026-11-18"
-    # Across the spring DST change the next midnight is still local midnight.
-    ts = datetime(2026, 3, 28, 12, 0, tzinfo=PARIS).timestamp()
-    assert datetime.fromtimestamp(next_midnight(ts, PARIS), PARIS) == datetime(
-        2026, 3, 29, 0, 0, tzinfo=PARIS
+    # The day clocks go forward has 23 hours, the day they go back 25: the next midnight is
+    # local midnight, not 24 h after the last one.
+    spring = datetime(2026, 3, 29, 0, 30, tzinfo=PARIS).timestamp()
+    assert next_midnight(spring, PARIS) - spring == 22.5 * 3600
+    autumn = datetime(2026, 10, 25, 0, 30, tzinfo=PARIS).timestamp()
+    assert next_midnight(autumn, PARIS) - autumn == 24.5 * 3600
+    assert datetime.fromtimestamp(next_midnight(autumn, PARIS), PARIS) == datetime(
+        2026, 10, 26, tzinfo=PARIS
     )
-    assert timedelta(seconds=next_midnight(ts, PARIS) - ts) == timedelta(hours=12)
+
+
+async def test_rest_is_earned_when_the_threshold_is_crossed_by_concurrent_calls(
+    make_agent, clock
+) -> None:
+    agent = await make_agent(pools(cap=10, numbers=1, threshold=2, on_exhausted="refuse"))
+    for day in (17, 18):
+        clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
+        for _ in range(2):
+            assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
+    clock.set(datetime(2026, 11, 19, 10, 0, tzinfo=PARIS))
+    # The third intensive day is reached while several calls are in flight at once.
+    results = await asyncio.gather(*(call(agent) for _ in range(6)))
+    assert all(r["TRUSTLINE_STATUS"] == "ok" for r in results)
+    await agent.outbound.flush()
+    clock.set(datetime(2026, 11, 20, 10, 0, tzinfo=PARIS))
+    assert (await call(agent))["TRUSTLINE_STATUS"] == "refused"
+
+
+async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent, clock) -> None:
+    config = pools(cap=10, numbers=1, threshold=2, on_exhausted="refuse")
+    first = await make_agent(config)
+    second = await make_agent(config)  # same SQLite file: a second agent
+    for day in (17, 18, 19):
+        clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
+        for _ in range(2):
+            assert (await call(first))["TRUSTLINE_STATUS"] == "ok"
+    await first.outbound.flush()
+    clock.set(datetime(2026, 11, 20, 10, 0, tzinfo=PARIS))
+    for _ in range(100):  # the second agent's store watch ticks every second
+        if second.outbound.number_rows()[0]["state"] == "resting":
+            break
+        await asyncio.sleep(0.05)
+    assert (await call(second))["TRUSTLINE_STATUS"] == "refused"
+
+
+async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make_agent) -> None:
+    agent = await make_agent(pools(cap=3, numbers=1, on_exhausted="refuse"), deadline_ms=200)
+    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        during = [(await call(agent))["TRUSTLINE_STATUS"] for _ in range(4)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    # Every call went out with the fallback; none was refused because claims were queued.
+    assert during == ["fallback"] * 4
+    after = []
+    for _ in range(50):
+        after.append((await call(agent))["TRUSTLINE_STATUS"])
+        if after.count("ok") == 2:
+            break
+        await asyncio.sleep(0.05)
+    # Only the claim already sent when the store stalled was counted: room is left for two.
+    assert after[-2:] == ["ok", "ok"]
+    rows = await agent.db.fetchall("SELECT used FROM daily_usage")
+    assert [r[0] for r in rows] == [3]
+
+
+async def test_a_claim_pending_at_midnight_does_not_block_the_next_day(make_agent, clock) -> None:
+    extra = """
+[pools.surveys]
+purposes = ["survey"]
+numbers = [ { number = "+33142000050", name = "Clinique StMarc" } ]
+"""
+    clock.set(datetime(2026, 11, 17, 23, 59, 59, tzinfo=PARIS))
+    agent = await make_agent(
+        pools(cap=2, numbers=1, on_exhausted="refuse", extra=extra), deadline_ms=5000
+    )
+    assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"  # 1 of 2 on the 17th
+    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker.execute("BEGIN EXCLUSIVE")
+    late = asyncio.create_task(call(agent))  # its claim, for the 17th, waits on the store
+    await asyncio.sleep(0.1)
+    clock.set(datetime(2026, 11, 18, 0, 0, 30, tzinfo=PARIS))
+    other = asyncio.create_task(call(agent, purpose="survey"))  # rolls the day
+    await asyncio.sleep(0.1)
+    blocker.rollback()
+    blocker.close()
+    assert (await late)["TRUSTLINE_STATUS"] == "ok"
+    await other
+    clock.set(datetime(2026, 11, 18, 9, 0, tzinfo=PARIS))
+    assert [(await call(agent))["TRUSTLINE_STATUS"] for _ in range(2)] == ["ok", "ok"]

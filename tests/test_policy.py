@@ -76,6 +76,18 @@ def test_selector_prefers_local_then_least_used_then_least_recent() -> None:
     assert sel.take("a", "+33:4") is None
 
 
+def test_selector_memory_stays_proportional_to_numbers_not_calls() -> None:
+    sel = Selector()
+    for i in range(3):
+        sel.put(f"+n{i}", "a", "+33:1", used=0, last_used_at=0.0)
+    # Every callee is local: the pool-wide heap is never popped, only compacted.
+    for call in range(100_000):
+        number = sel.take("a", "+33:1")
+        assert number is not None
+        sel.put(number, "a", "+33:1", used=call, last_used_at=float(call))
+    assert max(sel.heap_sizes().values()) < 2_000
+
+
 def test_selector_serves_a_hundred_thousand_numbers() -> None:
     sel = Selector()
     for i in range(100_000):

@@ -62,13 +62,15 @@ async def _check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextlib.asynccontextmanager
-async def offline_service(settings: Settings) -> AsyncIterator[OutboundService]:
+async def offline_service(
+    settings: Settings, *, write: bool = True
+) -> AsyncIterator[OutboundService]:
     """The outbound service over the store, without servers: for admin commands."""
     config = load_config(settings.config)
     db = await open_store(settings)
     try:
         service = OutboundService(db, SystemClock(), config, load_hash_key(settings.hash_key_path))
-        await service.start(watch_interval=None)
+        await service.start(watch_interval=None, write=write)
         try:
             yield service
         finally:
@@ -78,7 +80,7 @@ async def offline_service(settings: Settings) -> AsyncIterator[OutboundService]:
 
 
 async def _numbers(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_service(settings) as service:
+    async with offline_service(settings, write=False) as service:
         rows = service.number_rows()
     headers = ("POOL", "NUMBER", "NAME", "TODAY", "STATE")
     table = [

@@ -128,6 +128,7 @@ class Selector:
         self._generation: dict[str, int] = {}
         self._where: dict[str, tuple[str, str | None]] = {}
         self._order = itertools.count()
+        self._pushes = 0  # since the last compaction
 
     def __len__(self) -> int:
         return len(self._where)
@@ -145,6 +146,21 @@ class Selector:
         heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
             heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
+        self._pushes += 1
+        if self._pushes > 4 * len(self._where) + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop stale entries: a heap only served through another key never pops its own, so
+        memory stays proportional to the numbers, not to the calls (amortised O(1) a put)."""
+        for key, heap in self._heaps.items():
+            live = [e for e in heap if self._generation.get(e[3]) == e[4] and e[3] in self._where]
+            heapq.heapify(live)
+            self._heaps[key] = live
+        self._pushes = 0
+
+    def heap_sizes(self) -> dict[tuple[str, str | None], int]:
+        return {key: len(heap) for key, heap in self._heaps.items()}
 
     def discard(self, number: str) -> None:
         if self._where.pop(number, None) is not None:

@@ -14,7 +14,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 
 from agent import contract, phone
 from agent.clock import Clock
@@ -52,10 +52,15 @@ class ReportResult:
 
 
 @dataclass(slots=True)
-class _Ticket:
-    """Lets a claim that finishes after the deadline know its answer was not used."""
+class _CallContext:
+    """What the audit needs when a claim lands after its call was answered otherwise."""
 
-    abandoned: bool = False
+    uniqueid: str
+    purpose: str
+    pool: str
+    callee_hash: str | None
+    case_ref: str | None
+    abandoned: bool = False  # the call got the fallback (deadline) while the claim was sent
 
 
 @dataclass(slots=True)
@@ -88,16 +93,23 @@ class OutboundService:
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
         self._claims = ClaimBatcher(self._repo)
+        self._claims_in_flight: dict[str, int] = {}  # per pool
+        self._claim_settled_event = asyncio.Event()  # set (and replaced) at every settled claim
         self._background: set[asyncio.Task[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
+        self._read_only = False
 
     @property
     def config(self) -> Config:
         return self._config
 
     # -- life cycle ------------------------------------------------------------------------
-    async def start(self, *, watch_interval: float | None = 1.0) -> None:
-        await self._repo.sync_numbers(self._number_rows(self._config))
+    async def start(self, *, watch_interval: float | None = 1.0, write: bool = True) -> None:
+        """Load the view from the store; ``write=False`` for read-only listings (no config sync,
+        no promotions)."""
+        self._read_only = not write
+        if write:
+            await self._repo.sync_numbers(self._number_rows(self._config))
         await self.reload_state()
         self._audit.start()
         if watch_interval:
@@ -120,8 +132,7 @@ class OutboundService:
     async def apply_config(self, config: Config) -> None:
         """Swap in a new config whole and rebuild the number view from the store."""
         await self._repo.sync_numbers(self._number_rows(config))
-        self._config = config
-        await self.reload_state()
+        await self.reload_state(config)
 
     async def flush(self) -> None:
         """Write what is queued (audit rows, rests being decided) to the store now."""
@@ -151,12 +162,18 @@ class OutboundService:
     def _pool_of(self, st: NumberState) -> PoolConfig:
         return self._config.pools[st.serving_pool or st.home_pool]
 
-    async def reload_state(self) -> None:
+    async def reload_state(self, config: Config | None = None) -> None:
+        """Rebuild the view from the store, for ``config`` (default: the current one).
+
+        Everything is read first and swapped at the end, so a store failure midway leaves the
+        running config and view as they were.
+        """
+        config = config or self._config
         async with self._lock:
             now = self._clock.now()
             version = await self._repo.state_version()
             rows = {r.number: r for r in await self._repo.numbers()}
-            oldest = min(local_day(now, p.rules.timezone) for p in self._config.pools.values())
+            oldest = min(local_day(now, p.rules.timezone) for p in config.pools.values())
             usage: dict[tuple[str, str], int] = {
                 (n, d): u
                 for n, d, u in await self._repo.usage_since(
@@ -168,11 +185,9 @@ class OutboundService:
                 rests.setdefault(number, []).append((start, end))
             quarantined = dict(await self._repo.quarantines_after(now))
             states: dict[str, NumberState] = {}
-            for cfg in self._config.numbers.values():
+            for cfg in config.numbers.values():
                 row = rows.get(cfg.number)
-                serving = (
-                    row.serving_pool if row and row.serving_pool in self._config.pools else None
-                )
+                serving = row.serving_pool if row and row.serving_pool in config.pools else None
                 st = NumberState(
                     number=cfg.number,
                     home_pool=cfg.pool,
@@ -185,13 +200,14 @@ class OutboundService:
                     quarantined_until=quarantined.get(cfg.number),
                     serving_pool=serving,
                 )
-                pool = self._pool_of(st)
+                pool = config.pools[serving or cfg.pool]
                 today = local_day(now, pool.rules.timezone)
                 st.day = today
                 st.used = usage.get((cfg.number, today.isoformat()), 0)
                 if serving and row and row.promoted_at:
                     st.promoted_day = local_day(row.promoted_at, pool.rules.timezone)
                 states[cfg.number] = st
+            self._config = config
             self._states = states
             self._state_version = version
             self._rebuild_selector(now)
@@ -243,6 +259,8 @@ class OutboundService:
         """Promote reserve numbers into pools that fell below min_active, or send them back."""
         now = self._clock.now()
         self._roll_days(now)
+        if self._read_only:
+            return
         pools = {name: (p.reserve, p.rules.min_active) for name, p in self._config.pools.items()}
         moves = plan_promotions(pools, list(self._states.values()), now)
         for number, target in moves:
@@ -260,6 +278,8 @@ class OutboundService:
                 st.promoted_day = None
                 log.info("outbound: reserve number %s returns to the reserve", phone.mask(number))
             self._place(st, now)
+        if moves:
+            await self._repo.bump_state_version()  # other agents on this store follow
 
     async def _alert(self, now: float, kind: str, pool: str | None, message: str) -> None:
         log.warning("alert %s: %s", kind, message)
@@ -297,67 +317,39 @@ class OutboundService:
     async def decide(
         self, purpose: str, callee: str, uniqueid: str = "", case_ref: str | None = None
     ) -> Decision:
-        ticket = _Ticket()
-        try:
-            decision = await self._decide(purpose, callee, uniqueid, case_ref, ticket)
-        except asyncio.CancelledError:
-            ticket.abandoned = True  # a claim still in flight records itself as unused
-            raise
+        decision = await self._decide(purpose, callee, uniqueid, case_ref)
         for hook in self.hooks.on_decision:
             hook(decision)
         return decision
 
     async def _decide(
-        self, purpose: str, callee: str, uniqueid: str, case_ref: str | None, ticket: _Ticket
+        self, purpose: str, callee: str, uniqueid: str, case_ref: str | None
     ) -> Decision:
         if not purpose:
             raise BadRequest("missing_purpose")
         pool = self._config.pool_for(purpose)
         if pool is None:
             raise BadRequest("unknown_purpose")
-        if self._background:
-            # A rest being decided (once per number per intensive day) must land before the
-            # next choice, or a number due to rest could be handed out at the turn of the day.
-            await asyncio.gather(*self._background, return_exceptions=True)
         now = self._clock.now()
         self._roll_days(now)
         presence, callee_hash = self._callee(callee, pool.rules.region)
+        ctx = _CallContext(uniqueid, purpose, pool.name, callee_hash, case_ref)
 
-        claimed = await self._claim_from(
-            pool, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref
-        )
-        if claimed is not None:
-            st = self._states[claimed]
+        st = await self._claim_from(pool, presence, now, ctx)
+        if st is not None:
             reason = "local_presence" if presence and st.presence == presence else "least_used"
-            return self._record(
-                now,
-                uniqueid,
-                purpose,
-                pool.name,
-                Decision(contract.STATUS_OK, reason, pool.name, st.number, st.name),
-                callee_hash,
-                case_ref,
-            )
+            decision = Decision(contract.STATUS_OK, reason, pool.name, st.number, st.name)
+            return self._record(now, ctx, decision)
 
         mode = pool.rules.on_exhausted
         if mode == "borrow_reserve":
             for reserve in self._config.reserve_pools:
-                claimed = await self._claim_from(
-                    reserve, presence, now, ticket, uniqueid, purpose, callee_hash, case_ref
-                )
-                if claimed is not None:
-                    st = self._states[claimed]
-                    return self._record(
-                        now,
-                        uniqueid,
-                        purpose,
-                        pool.name,
-                        Decision(
-                            contract.STATUS_OK, "borrowed_reserve", pool.name, st.number, st.name
-                        ),
-                        callee_hash,
-                        case_ref,
+                st = await self._claim_from(reserve, presence, now, ctx)
+                if st is not None:
+                    decision = Decision(
+                        contract.STATUS_OK, "borrowed_reserve", pool.name, st.number, st.name
                     )
+                    return self._record(now, ctx, decision)
         if mode == "refuse":
             decision = Decision(contract.STATUS_REFUSED, "pool_exhausted", pool.name)
         else:
@@ -368,153 +360,140 @@ class OutboundService:
                 pool.fallback,
                 pool.fallback_name,
             )
-        return self._record(now, uniqueid, purpose, pool.name, decision, callee_hash, case_ref)
+        return self._record(now, ctx, decision)
 
     async def _claim_from(
-        self,
-        pool: PoolConfig,
-        presence: str | None,
-        now: float,
-        ticket: _Ticket,
-        uniqueid: str,
-        purpose: str,
-        callee_hash: str | None,
-        case_ref: str | None,
-    ) -> str | None:
+        self, pool: PoolConfig, presence: str | None, now: float, ctx: _CallContext
+    ) -> NumberState | None:
         """Reserve the best candidate and claim it in the store; try the next when one is full.
 
         The reservation re-ranks the number at once, so concurrent calls spread over the pool
-        while the store confirms. The store has the last word on the cap.
+        while the store confirms. The store has the last word on the cap. A pool is exhausted
+        only once no candidate is left and no claim on it is still in flight: a pending claim
+        may yet fail and give its room back.
         """
         day = local_day(now, pool.rules.timezone)
         while True:
             number = self._selector.take(pool.name, presence)
             if number is None:
-                return None
+                if not self._claims_in_flight.get(pool.name):
+                    return None
+                await self._claim_settled_event.wait()
+                continue
             st = self._states[number]
             cap = st.cap_on(day, pool.rules.warmup_days)
             st.reserved += 1
+            self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._place(st, now)
             future = self._claims.claim(number, day.isoformat(), cap)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
-            future.add_done_callback(functools.partial(self._claim_settled, st, pool, cap, now))
+            future.add_done_callback(
+                functools.partial(self._claim_settled, st, pool, cap, day, now, ctx)
+            )
             try:
                 used = await asyncio.shield(future)
             except asyncio.CancelledError:
-                future.add_done_callback(
-                    functools.partial(
-                        self._late_claim,
-                        st,
-                        now,
-                        uniqueid,
-                        purpose,
-                        pool.name,
-                        callee_hash,
-                        case_ref,
-                    )
-                )
+                # Not sent yet: withdrawn, nothing counted. Already sent: the count is spent
+                # (caps stay safe) and the audit will say the call did not use it.
+                if not self._claims.withdraw(future):
+                    ctx.abandoned = True
                 raise
             if used is not None:
-                return number
+                return st
 
     def _claim_settled(
         self,
         st: NumberState,
         pool: PoolConfig,
         cap: int,
+        day: date,
         now: float,
+        ctx: _CallContext,
         future: asyncio.Future[int | None],
     ) -> None:
         st.reserved -= 1
-        used = None if future.cancelled() or future.exception() is not None else future.result()
-        if future.done() and not future.cancelled() and future.exception() is None:
+        self._claims_in_flight[pool.name] -= 1
+        settled, self._claim_settled_event = self._claim_settled_event, asyncio.Event()
+        settled.set()
+        counted = not future.cancelled() and future.exception() is None
+        used = future.result() if counted else None
+        # A reload may have replaced this number's state, and midnight may have passed: only
+        # a count for the state's own day goes into the view.
+        current = self._states.get(st.number) is st
+        if current and counted and st.day == day:
             if used is None:
                 st.used = max(st.used, cap)  # full in the store (another agent filled it)
             else:
                 st.used = max(st.used, used)
                 st.last_used_at = max(st.last_used_at, now)
-                if used == pool.rules.intensive_threshold:
-                    task = asyncio.get_running_loop().create_task(self._rest_safely(st, pool, now))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
-        self._place(st, self._clock.now())
+        if used is not None:
+            if ctx.abandoned:
+                self._audit.add(
+                    AuditRecord(
+                        now,
+                        ctx.uniqueid,
+                        ctx.purpose,
+                        ctx.pool,
+                        st.number,
+                        "late",
+                        "claimed_after_deadline",
+                        ctx.callee_hash,
+                        ctx.case_ref,
+                    )
+                )
+            if used == pool.rules.intensive_threshold:
+                task = asyncio.get_running_loop().create_task(
+                    self._rest_safely(st.number, pool, now)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        if current:
+            self._place(st, self._clock.now())
 
-    def _late_claim(
-        self,
-        st: NumberState,
-        now: float,
-        uniqueid: str,
-        purpose: str,
-        pool: str,
-        callee_hash: str | None,
-        case_ref: str | None,
-        future: asyncio.Future[int | None],
-    ) -> None:
-        if future.cancelled() or future.exception() is not None or future.result() is None:
-            return
-        # The count is spent (caps stay safe), but the call got the fallback: say so in the audit.
-        self._audit.add(
-            AuditRecord(
-                now,
-                uniqueid,
-                purpose,
-                pool,
-                st.number,
-                "late",
-                "claimed_after_deadline",
-                callee_hash,
-                case_ref,
-            )
-        )
-
-    async def _rest_safely(self, st: NumberState, pool: PoolConfig, now: float) -> None:
+    async def _rest_safely(self, number: str, pool: PoolConfig, now: float) -> None:
         try:
-            await self._maybe_rest(st, pool, now)
+            await self._maybe_rest(number, pool, now)
         except Exception:  # the call was answered already; the admin sees the missed rest here
-            log.exception("outbound: could not record the rest of %s", phone.mask(st.number))
+            log.exception("outbound: could not record the rest of %s", phone.mask(number))
 
-    async def _maybe_rest(self, st: NumberState, pool: PoolConfig, now: float) -> None:
+    async def _maybe_rest(self, number: str, pool: PoolConfig, now: float) -> None:
+        """Today just reached the intensive threshold: rest if the days before did too."""
         rules = pool.rules
         today = local_day(now, rules.timezone)
         days = [
             (today - timedelta(days=i)).isoformat()
             for i in range(1, rules.intensive_days_before_rest)
         ]
-        history = await self._repo.usage_for(st.number, days)
-        window = intensive_rest(st.used, [history.get(d, 0) for d in days], rules, now)
+        history = await self._repo.usage_for(number, days)
+        previous = [history.get(d, 0) for d in days]
+        window = intensive_rest(rules.intensive_threshold, previous, rules, now)
         if window is None:
             return
-        await self._repo.add_rest(st.number, window[0], window[1], "intensive_days")
-        st.rest_windows.append(window)
-        heapq.heappush(self._wakeups, (window[0], st.number))
+        await self._repo.add_rest(number, window[0], window[1], "intensive_days")
+        await self._repo.bump_state_version()  # other agents on this store take the rest too
+        st = self._states.get(number)
+        if st is not None:
+            st.rest_windows.append(window)
+            heapq.heappush(self._wakeups, (window[0], number))
         log.info(
             "outbound: %s rests %.0f h from next midnight after %d intensive days",
-            phone.mask(st.number),
+            phone.mask(number),
             rules.rest_hours,
             rules.intensive_days_before_rest,
         )
 
-    def _record(
-        self,
-        now: float,
-        uniqueid: str,
-        purpose: str,
-        pool: str,
-        decision: Decision,
-        callee_hash: str | None,
-        case_ref: str | None,
-    ) -> Decision:
+    def _record(self, now: float, ctx: _CallContext, decision: Decision) -> Decision:
         self._audit.add(
             AuditRecord(
                 now,
-                uniqueid,
-                purpose,
-                pool,
+                ctx.uniqueid,
+                ctx.purpose,
+                ctx.pool,
                 decision.number,
                 decision.status,
                 decision.reason,
-                callee_hash,
-                case_ref,
+                ctx.callee_hash,
+                ctx.case_ref,
             )
         )
         return decision

@@ -251,6 +251,15 @@ class ClaimBatcher:
             self._runner = asyncio.create_task(self._run(), name="claim-batcher")
         return future
 
+    def withdraw(self, future: asyncio.Future[int | None]) -> bool:
+        """Take back a claim not yet sent (its call moved on); False once it is on its way."""
+        for i, item in enumerate(self._pending):
+            if item[3] is future:
+                del self._pending[i]
+                future.cancel()
+                return True
+        return False
+
     async def _run(self) -> None:
         try:
             while self._pending:
