@@ -104,3 +104,18 @@ async def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> Non
     result = await trustline("run", "--config", str(bad), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 78
     assert "defaults.daily_cap" in result.stderr
+
+
+async def test_an_os_error_is_one_clear_line_and_exit_74(tmp_path: Path) -> None:
+    (tmp_path / "notadir").write_text("a file where a folder should be")
+    result = await trustline(
+        "keys",
+        "init",
+        env={
+            "TRUSTLINE_KEYRING": str(tmp_path / "notadir" / "keyring"),
+            "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
+        },
+    )
+    assert result.returncode == 74, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "notadir" in result.stderr

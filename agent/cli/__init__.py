@@ -35,23 +35,16 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli import outbound
+    # Imported here: the feature modules import common_options from this module.
+    from agent.cli import outbound, recordings, screening, stats
 
     parser = argparse.ArgumentParser(
         prog="trustline",
         description="Trustline agent: caller-ID pools, inbound screening, encrypted recordings.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    outbound.register(sub)
-    from agent.cli import recordings
-
-    recordings.register(sub)
-    from agent.cli import stats
-
-    stats.register(sub)
-    from agent.cli import screening
-
-    screening.register(sub)
+    for feature in (outbound, stats, screening, recordings):
+        feature.register(sub)
     return parser
 
 
@@ -75,5 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(exc, kind):
                 return code
         return 1
+    except OSError as exc:
+        # Disk full, permissions, a path that is not a folder: say which file, not a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"trustline: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 74  # EX_IOERR
     except KeyboardInterrupt:
         return 130
