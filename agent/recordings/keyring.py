@@ -1,7 +1,8 @@
 """The recordings keyring: one file the sysadmin owns, holding key-encryption keys by id.
 
 May: check the file's type, owner and mode before reading a byte of it, parse it, create it
-(``keys init``) and add an active key (``keys rotate``) with crash-safe writes at mode 0600.
+(``keys init``) and add an active key (``keys rotate``) with crash-safe writes at mode 0600,
+serialised across processes by an flock on ``.<name>.lock`` beside the keyring.
 Must not: log, put key bytes (or anything derived from them but the key check value inside
 sealed headers) into messages, the database or ``repr``; create a keyring implicitly.
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +48,9 @@ class Keyring:
 def load_keyring(path: Path) -> Keyring:
     """Read the keyring, refusing it unless it is a regular file of ours with mode 0600 or less."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO (or a device) at the keyring path must be refused, not waited on;
+        # it changes nothing for the regular file we accept.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyringError(
             f"keyring {path} does not exist; create it with `trustline keys init`"
@@ -131,26 +136,56 @@ def new_key_id(now: float) -> str:
 
 def init_keyring(path: Path, now: float) -> Keyring:
     """Create a keyring with one active key. Refuses to overwrite an existing one."""
-    if path.exists() or path.is_symlink():
-        raise KeyringError(
-            f"keyring {path} already exists; use `trustline keys rotate` to add a key"
-        )
-    key = SealingKey(new_key_id(now), secrets.token_bytes(KEY_BYTES), now)
-    ring = Keyring(path, key.key_id, {key.key_id: key})
-    _write(ring, exclusive=True)
-    return ring
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _writer_lock(path):
+        if path.exists() or path.is_symlink():
+            raise KeyringError(
+                f"keyring {path} already exists; use `trustline keys rotate` to add a key"
+            )
+        key = SealingKey(new_key_id(now), secrets.token_bytes(KEY_BYTES), now)
+        ring = Keyring(path, key.key_id, {key.key_id: key})
+        _write(ring, exclusive=True)
+        return ring
 
 
 def rotate_keyring(path: Path, now: float) -> Keyring:
-    """Add a new key and make it active; older keys stay to open what they sealed."""
-    ring = load_keyring(path)
-    key = SealingKey(new_key_id(now), secrets.token_bytes(KEY_BYTES), now)
-    new = Keyring(path, key.key_id, {**ring.keys, key.key_id: key})
-    _write(new, exclusive=False)
-    return new
+    """Add a new key and make it active; older keys stay to open what they sealed.
+
+    Read, add, replace under the writers' lock: two rotations at once (two admins, a cron job)
+    each keep the other's key. Just before replacing, the file is read again; if any key id
+    in it is missing from what we would write (someone edited it without the lock), we refuse
+    rather than drop a key that recordings may already be sealed under.
+    """
+    with _writer_lock(path):
+        ring = load_keyring(path)
+        key = SealingKey(new_key_id(now), secrets.token_bytes(KEY_BYTES), now)
+        new = Keyring(path, key.key_id, {**ring.keys, key.key_id: key})
+        _write(new, exclusive=False, keep=lambda: load_keyring(path).keys.keys())
+        return new
 
 
-def _write(ring: Keyring, *, exclusive: bool) -> None:
+@contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on a lock file beside the keyring, shared by every writer process.
+
+    Readers need no lock: the keyring only ever changes by an atomic rename.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise KeyringError(f"keyring lock {lock} cannot be opened: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _write(
+    ring: Keyring, *, exclusive: bool, keep: Callable[[], Collection[str]] | None = None
+) -> None:
+    """Write ``ring`` through a temp file; ``keep`` names the key ids that must survive."""
     doc = {
         "format": _FORMAT,
         "version": _VERSION,
@@ -183,6 +218,13 @@ def _write(ring: Keyring, *, exclusive: bool) -> None:
                 raise KeyringError(f"keyring {ring.path} already exists") from None
             os.unlink(tmp)
         else:
+            if keep is not None:
+                vanish = set(keep()) - set(ring.keys)
+                if vanish:
+                    raise KeyringError(
+                        f"keyring {ring.path} changed while it was being rotated (key ids"
+                        f" {', '.join(sorted(vanish))} would vanish); nothing written, try again"
+                    )
             os.replace(tmp, ring.path)
         fsync_dir(folder)
     finally:
