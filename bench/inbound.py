@@ -11,7 +11,9 @@ Prints sessions/s and p50/p99 latency for
                  of numbers the outbound run called, withheld, invalid, premium, our own numbers,
                  international; every attestation form (each decision stored, callbacks looked up)
 at 1 and 50 concurrent sessions, then the in-process cost of one decision (pure rules, and the
-whole service with its store). The agent runs in its own process; the load generator speaks
+whole service with its store). The four loads run in interleaved rounds (default 3), each round
+with numbers never seen before, and medians are printed: on a shared 2-core machine one run
+alone swings by a third. The agent runs in its own process; the load generator speaks
 the captured Asterisk bytes (fastagi-inbound.jsonl).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +38,6 @@ from bench.outbound import (  # noqa: E402  (the same load generator as the outb
     free_port,
     load,
     pools_toml,
-    summary,
     wait_port,
 )
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
@@ -72,11 +74,15 @@ ATTESTATIONS = [
 ]
 
 
-def caller_mix(n: int) -> list[tuple[str, int]]:
-    """(caller ID, callingpres) in proportions an inbound clinic line sees on a bad day."""
+def caller_mix(n: int, offset: int = 0) -> list[tuple[str, int]]:
+    """(caller ID, callingpres) in proportions an inbound clinic line sees on a bad day.
+
+    ``offset`` gives each round numbers never seen before, so no round runs on a warm cache.
+    """
     out = []
-    for i in range(n):
-        kind = i % 20
+    for j in range(n):
+        i = offset + j
+        kind = j % 20
         if kind < 12:
             out.append((f"06{12000000 + i:08d}", 0))  # patients, each a different number
         elif kind < 14:
@@ -96,7 +102,7 @@ def caller_mix(n: int) -> list[tuple[str, int]]:
     return out
 
 
-def inbound_blocks(n: int) -> list[bytes]:
+def inbound_blocks(n: int, offset: int = 0) -> list[bytes]:
     lines = [f"01420000{j:02d}" for j in range(10)]  # ten of our lines
     return [
         header_block(
@@ -106,10 +112,10 @@ def inbound_blocks(n: int) -> list[bytes]:
             {
                 "agi_callerid": caller,
                 "agi_callingpres": str(pres),
-                "agi_uniqueid": f"1795344877.{i}",
+                "agi_uniqueid": f"1795344877.{offset + i}",
             },
         )
-        for i, (caller, pres) in enumerate(caller_mix(n))
+        for i, (caller, pres) in enumerate(caller_mix(n, offset))
     ]
 
 
@@ -176,13 +182,17 @@ async def decision_cost(decisions: int) -> list[str]:
         service = ScreeningService(
             config_provider=lambda: config, db=db, clock=SystemClock(), hash_key=b"k" * 32
         )
+        fresh = caller_mix(decisions, offset=10 * decisions)  # not warmed by the loop above
         start = time.perf_counter()
-        for i, (caller, pres) in enumerate(mix):
+        for i, (caller, pres) in enumerate(fresh):
             await service.screen(InboundCall(caller, "0142000000", ATTESTATIONS[i % 6], pres))
         await service.flush()
         per = (time.perf_counter() - start) / decisions * 1e6
         await db.close()
-    out.append(f"service    {per:7.1f} us/decision (lists, windows, callback look-up, stored)")
+    out.append(
+        f"service    {per:7.1f} us/decision (rules + lists, windows, callback look-up, stored;"
+        " one at a time)"
+    )
     for text in out:
         print(text, flush=True)
     return out
@@ -193,29 +203,57 @@ def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sessions", type=int, default=4000)
-    parser.add_argument("--decisions", type=int, default=5000)
-    args = parser.parse_args()
-    out_block = header_block(
-        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", OUTBOUND_CALLEE]
-    )
-    in_blocks = inbound_blocks(args.sessions)
-    out_distinct = [
+def outbound_blocks(n: int, offset: int) -> list[bytes]:
+    """A different callee each call, as a real reminder run has."""
+    return [
         header_block(
             "fastagi-outbound.jsonl",
             "outbound?purpose=reminder",
-            ["reminder", f"06{13000000 + i:08d}"],
+            ["reminder", f"06{13000000 + offset + i:08d}"],
         )
-        for i in range(args.sessions)
+        for i in range(n)
     ]
-    print(
-        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-        f"{args.sessions} sessions per run"
+
+
+LABELS = ("bare", "outbound", "out-dist", "inbound")
+
+
+def median_line(label: str, concurrency: int, runs: list[tuple[float, float, float]]) -> str:
+    rates = sorted(r for r, _, _ in runs)
+    p50 = statistics.median(p for _, p, _ in runs)
+    p99 = statistics.median(p for _, _, p in runs)
+    return (
+        f"{label:<8} c={concurrency:<3} {statistics.median(rates):8.0f} sessions/s"
+        f" (runs {rates[0]:.0f}..{rates[-1]:.0f})   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
     )
 
-    results: dict[tuple[str, int], tuple[float, float]] = {}
+
+def measured(elapsed: float, latencies: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(latencies, n=100)
+    return len(latencies) / elapsed, q[49] * 1000, q[98] * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decisions", type=int, default=5000)
+    args = parser.parse_args()
+    n, rounds = args.sessions, args.rounds
+    out_block = header_block(
+        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", OUTBOUND_CALLEE]
+    )
+    # Fresh numbers for every round and concurrency (and for the warm-up, offset 0).
+    step = n + 200
+    in_blocks = {k: inbound_blocks(n, (k + 1) * step) for k in range(2 * rounds)}
+    out_blocks = {k: outbound_blocks(n, (k + 1) * step) for k in range(2 * rounds)}
+    print(
+        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; {n} sessions per run;"
+        f" {rounds} rounds interleaved (bare, outbound, out-dist, inbound), medians shown",
+        flush=True,
+    )
+
+    runs: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     verdicts: Counter[str] = Counter()
     bare_port = free_port()
     bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], dict(os.environ))
@@ -235,25 +273,23 @@ async def main() -> None:
         try:
             wait_port(bare_port)
             wait_port(agi_port)
-            for concurrency in (1, 50):
-                await load(bare_port, 200, concurrency, out_block)  # warm-up
-                elapsed, lat = await load(bare_port, args.sessions, concurrency, out_block)
-                results[("bare", concurrency)] = summary("bare", concurrency, elapsed, lat)[1:]
+            for ci, concurrency in enumerate((1, 50)):
+                await load(bare_port, 200, concurrency, out_block)  # warm-ups
                 await load(agi_port, 200, concurrency, out_block)
-                elapsed, lat = await load(agi_port, args.sessions, concurrency, out_block)
-                results[("outbound", concurrency)] = summary(
-                    "outbound", concurrency, elapsed, lat
-                )[1:]
-                await load_many(agi_port, out_distinct[:200], concurrency, Counter())
-                elapsed, lat = await load_many(agi_port, out_distinct, concurrency, Counter())
-                results[("out-dist", concurrency)] = summary(
-                    "out-dist", concurrency, elapsed, lat
-                )[1:]
-                await load_many(agi_port, in_blocks[:200], concurrency, Counter())
-                elapsed, lat = await load_many(agi_port, in_blocks, concurrency, verdicts)
-                results[("inbound", concurrency)] = summary(
-                    "inbound", concurrency, elapsed, lat
-                )[1:]
+                await load_many(agi_port, outbound_blocks(200, 0), concurrency, Counter())
+                await load_many(agi_port, inbound_blocks(200, 0), concurrency, Counter())
+                for r in range(rounds):
+                    k = ci * rounds + r
+                    got = {
+                        "bare": await load(bare_port, n, concurrency, out_block),
+                        "outbound": await load(agi_port, n, concurrency, out_block),
+                        "out-dist": await load_many(agi_port, out_blocks[k], concurrency, Counter()),
+                        "inbound": await load_many(agi_port, in_blocks[k], concurrency, verdicts),
+                    }
+                    for label, (elapsed, lat) in got.items():
+                        runs.setdefault((label, concurrency), []).append(measured(elapsed, lat))
+                for label in LABELS:
+                    print(median_line(label, concurrency, runs[(label, concurrency)]), flush=True)
         finally:
             agent.terminate()
             bare.terminate()
@@ -261,19 +297,21 @@ async def main() -> None:
             bare.wait(30)
 
     for concurrency in (1, 50):
-        rate, p99 = results[("inbound", concurrency)]
-        versus_outbound = rate / results[("outbound", concurrency)][0]
-        versus_distinct = rate / results[("out-dist", concurrency)][0]
+        rate = statistics.median(r for r, _, _ in runs[("inbound", concurrency)])
+        p99 = statistics.median(p for _, _, p in runs[("inbound", concurrency)])
+
+        def ratio(label: str, concurrency: int = concurrency, rate: float = rate) -> str:
+            return f"{rate / statistics.median(r for r, _, _ in runs[(label, concurrency)]):.0%}"
+
         print(
             f"c={concurrency}: inbound {rate:.0f} decisions/s, p99 {p99:.2f} ms; "
-            f"inbound/outbound = {versus_outbound:.0%}, "
-            f"inbound/out-dist = {versus_distinct:.0%} (target >= 100%), "
-            f"inbound/bare = {rate / results[('bare', concurrency)][0]:.0%}"
+            f"inbound/outbound = {ratio('outbound')}, inbound/out-dist = {ratio('out-dist')}"
+            f" (target >= 100%), inbound/bare = {ratio('bare')}"
             + (" ; p99 target <= 25 ms" if concurrency == 50 else ""),
             flush=True,
         )
     shown = ", ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
-    print(f"inbound answers: {shown}", flush=True)
+    print(f"inbound answers (all timed rounds): {shown}", flush=True)
     await decision_cost(args.decisions)
 
 

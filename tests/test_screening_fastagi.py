@@ -16,7 +16,7 @@ from agent.app import Agent, load_hash_key
 from agent.clock import FrozenClock
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
-from agent.store import open_database
+from agent.store import Database, open_database
 from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 
@@ -333,27 +333,48 @@ async def test_a_stalled_store_answers_allow_within_the_deadline(make_agent: Age
     await service.close()
 
 
-async def test_a_broken_store_answers_allow_with_a_reason(tmp_path: Path, clock: FrozenClock) -> None:
+async def test_a_store_that_fails_degrades_gracefully(tmp_path: Path, clock: FrozenClock) -> None:
     from agent.config import parse_config
 
     config = parse_config(SCREENING_POOLS)
-    db = await open_database(tmp_path / "broken.sqlite3")
-    service = ScreeningService(
-        config_provider=lambda: config, db=db, clock=clock, hash_key=b"k" * 32
-    )
-    server = FastAgiServer({contract.ROUTE_INBOUND: InboundRoute(service)}, deadline=1.0)
-    await server.start("127.0.0.1", 0)
+
+    async def serve(db_name: str) -> tuple[FastAgiServer, ScreeningService, Database]:
+        db = await open_database(tmp_path / db_name)
+        service = ScreeningService(
+            config_provider=lambda: config, db=db, clock=clock, hash_key=b"k" * 32
+        )
+        server = FastAgiServer({contract.ROUTE_INBOUND: InboundRoute(service)}, deadline=1.0)
+        await server.start("127.0.0.1", 0)
+        return server, service, db
+
+    # A store that was never readable: nothing to screen with, the call is allowed.
+    server, _, db = await serve("never.sqlite3")
+    await db.close()
+    try:
+        answer = await inbound(server.sockets[0][1], "0142000002", FR_LINE, "A")
+    finally:
+        await server.stop()
+    assert answer == {
+        contract.VAR_VERDICT: "allow",
+        contract.VAR_SCORE: "0",
+        contract.VAR_REASONS: "screening_unavailable,internal_error",
+    }
+
+    # A store that goes away later: screening goes on with the lists and callbacks it has.
+    server, service, db = await serve("later.sqlite3")
     try:
         port = server.sockets[0][1]
         assert (await inbound(port, "0612345678", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
-        # The store goes away under the running service (disk gone, file closed).
         await db.close()
-        # A failed verification needs the callback look-up, which now fails.
-        answer = await inbound(port, "0612345679", FR_LINE, "TN-Validation-Failed")
-        assert answer[contract.VAR_VERDICT] == "allow"
-        assert answer[contract.VAR_REASONS] == "screening_unavailable,internal_error"
+        clock.advance(60)  # past every refresh interval: the refreshes fail
+        spoof = await inbound(port, "0142000002", FR_LINE, "A")
+        assert (spoof[contract.VAR_VERDICT], spoof[contract.VAR_REASONS]) == (
+            "block", "own_number,stir_a"
+        )
+        assert (await inbound(port, "0612345679", FR_LINE, "C"))[contract.VAR_VERDICT] == "allow"
     finally:
         await server.stop()
+        await service.close()  # the decisions it could not store are logged, not raised
 
 
 async def test_arguments_may_come_in_the_script_query_string(screening_agent: Screening, clock: FrozenClock) -> None:

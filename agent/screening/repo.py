@@ -85,17 +85,28 @@ class ScreeningRepo:
                 )
         return count > 0
 
-    async def last_calls(self, callee_hashes: Sequence[str], since: float) -> dict[str, float]:
-        """Time of the latest outbound call since ``since`` to each (hashed) number called."""
-        if not callee_hashes:
-            return {}
-        marks = ",".join("?" * len(callee_hashes))
+    async def last_audit_id(self) -> int:
+        row = await self._db.fetchone("SELECT MAX(id) FROM call_audit")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def latest_calls(self, since: float, *, up_to_id: int) -> dict[str, float]:
+        """Each (hashed) number we called since ``since``, with the time of the latest call."""
         rows = await self._db.fetchall(
-            f"SELECT callee_hash, MAX(at) FROM call_audit WHERE callee_hash IN ({marks})"
-            " AND at >= ? GROUP BY callee_hash",
-            (*callee_hashes, since),
+            "SELECT callee_hash, MAX(at) FROM call_audit WHERE at >= ? AND id <= ?"
+            " AND callee_hash IS NOT NULL GROUP BY callee_hash",
+            (since, up_to_id),
         )
         return {r[0]: float(r[1]) for r in rows}
+
+    async def audit_after(
+        self, last_id: int, limit: int
+    ) -> list[tuple[int, str | None, float]]:
+        """Outbound calls recorded after row ``last_id``: (id, callee hash or None, time)."""
+        rows = await self._db.fetchall(
+            "SELECT id, callee_hash, at FROM call_audit WHERE id > ? ORDER BY id LIMIT ?",
+            (last_id, limit),
+        )
+        return [(int(r[0]), r[1], float(r[2])) for r in rows]
 
     async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
         """Store decisions; one multi-row INSERT per chunk (one statement is one transaction:

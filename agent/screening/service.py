@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent import contract, phone
+from agent import phone
 from agent.clock import Clock
 from agent.config import Config
 from agent.errors import BadRequest, StoreError
 from agent.screening import rules
+from agent.screening.callees import RecentCallees
 from agent.screening.config import ScreeningConfig
 from agent.screening.lists import ListMatcher, normalise_entry
 from agent.screening.repo import LIST_KINDS, DecisionRow, ListEntry, ScreeningRepo
@@ -77,7 +77,7 @@ class ScreeningService:
         self._lists_lock = asyncio.Lock()
         self._matchers: tuple[ListMatcher, ListMatcher] | None = None  # (allow, block)
         self._matchers_for: tuple[object, object] | None = None
-        self._callbacks = _CallbackLookups(self._repo)
+        self._callees = RecentCallees(self._repo)
         self._pending: list[DecisionRow] = []
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -134,6 +134,13 @@ class ScreeningService:
             )
             decision = rules.evaluate(facts, cfg, explain=not live)
         else:
+            callback = None
+            if caller.e164 and cfg.callback_days > 0 and cfg.weights.callback != 0:
+                # caller_hash is the HMAC of caller.e164 here: the key call_audit uses.
+                assert caller_hash is not None and caller.hash_source == caller.e164
+                callback = await self._callees.called_since(
+                    caller_hash, now - cfg.callback_days * DAY, now
+                )
             facts = rules.CallFacts(
                 caller=caller,
                 line=line,
@@ -142,24 +149,9 @@ class ScreeningService:
                 own_number=caller.e164 in view.own_numbers if caller.e164 else False,
                 burst_calls=burst_calls,
                 flood_callers=flood_callers,
+                callback=callback,
             )
             decision = rules.evaluate(facts, cfg, explain=not live)
-            # A callback only lowers a score: when the call is allowed without it, the live path
-            # skips the look-up (one store round trip on most calls). The CLI always looks.
-            needed = not live or cfg.weights.callback > 0 or (
-                decision.verdict != contract.VERDICT_ALLOW
-            )
-            if needed and caller.e164 and cfg.callback_days > 0 and cfg.weights.callback != 0:
-                # caller_hash is the HMAC of caller.e164 here: the key call_audit uses.
-                assert caller_hash is not None and caller.hash_source == caller.e164
-                called = await self._callbacks.called_since(
-                    caller_hash, now - cfg.callback_days * DAY
-                )
-                # Not called: the decision stands (the rule did not fire); only the CLI's
-                # explanation changes from "not looked up" to "no recent call".
-                if called or not live:
-                    facts = dataclasses.replace(facts, callback=called)
-                    decision = rules.evaluate(facts, cfg, explain=not live)
         if not live:
             return decision, None
         row = DecisionRow(
@@ -198,8 +190,13 @@ class ScreeningService:
         if self._stored is None or now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
             # One reader at a time: concurrent calls at start-up wait for the same load.
             async with self._lists_lock:
-                if self._stored is None or now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
-                    await self._reload_lists(now)
+                if self._stored is None:
+                    await self._reload_lists(now)  # nothing to screen with until this works
+                elif now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
+                    try:
+                        await self._reload_lists(now)
+                    except Exception as exc:  # the store is down: keep the lists we have
+                        log.warning("screening: lists not refreshed (%s); using the last ones", exc)
         stamp = (view.screening, self._stored)
         if self._matchers is None or self._matchers_for is None or any(
             a is not b for a, b in zip(self._matchers_for, stamp, strict=True)
@@ -282,48 +279,6 @@ class ScreeningService:
     def tracked(self) -> tuple[int, int]:
         """(callers in burst windows, caller/line pairs in flood windows): for metrics."""
         return len(self._bursts), len(self._floods)
-
-
-class _CallbackLookups:
-    """Callback look-ups of concurrent calls share one query.
-
-    Under load every screened call may need the look-up; one store round trip per call would
-    queue them all behind the single connection. While one query runs, new requests wait for
-    the next, which asks for all of them at once.
-    """
-
-    MAX_BATCH = 500  # well under SQLite's limit on bound parameters
-
-    def __init__(self, repo: ScreeningRepo) -> None:
-        self._repo = repo
-        self._waiting: list[tuple[str, float, asyncio.Future[bool]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def called_since(self, callee_hash: str, since: float) -> bool:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append((callee_hash, since, future))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self.MAX_BATCH]
-            del self._waiting[: self.MAX_BATCH]
-            try:
-                latest = await self._repo.last_calls(
-                    list({h for h, _, _ in batch}), min(since for _, since, _ in batch)
-                )
-            except Exception as exc:  # handed to each waiting call; the server answers safely
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for callee_hash, since, future in batch:
-                # A caller that missed its deadline has gone; its future is cancelled.
-                if not future.done():
-                    future.set_result(latest.get(callee_hash, float("-inf")) >= since)
 
 
 def _kind(kind: str) -> str:
