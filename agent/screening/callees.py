@@ -10,6 +10,7 @@ just before is seen. When the store fails, the last copy keeps serving. Holds ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from agent.screening.repo import ScreeningRepo
@@ -86,6 +87,12 @@ class RecentCallees:
             self._latest = {h: at for h, at in self._latest.items() if at >= since}
             self._horizon = max(self._horizon or since, since)
             self._pruned_size = len(self._latest)
+
+    async def close(self) -> None:
+        """Let a refresh in flight finish (it reads the store, which closes after us)."""
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await self._task
 
     def __len__(self) -> int:
         return len(self._latest)

@@ -272,13 +272,15 @@ class ScreeningService:
 
     async def close(self) -> None:
         """Store what is pending; call before closing the database."""
+        await self._callees.close()
         with contextlib.suppress(StoreError):
             await self.flush()
 
     @property
-    def tracked(self) -> tuple[int, int]:
-        """(callers in burst windows, caller/line pairs in flood windows): for metrics."""
-        return len(self._bursts), len(self._floods)
+    def tracked(self) -> tuple[int, int, int]:
+        """Sizes kept in memory, for metrics: callers in burst windows, caller/line pairs in
+        flood windows, recently called numbers (hashes)."""
+        return len(self._bursts), len(self._floods), len(self._callees)
 
 
 def _kind(kind: str) -> str:
