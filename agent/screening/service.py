@@ -1,9 +1,10 @@
 """The screening use case: gather the facts of one inbound call, score it, keep the decision.
 
 May: read the current config (through ``config_provider``, never cached past a swap), keep
-burst/flood windows in memory, read and write its tables through ``ScreeningRepo``, look up
-``call_audit`` for callbacks. Must not: hold plain caller numbers anywhere but in the call
-being screened, log them unmasked, or make the dialplan wait on writing the decision.
+burst/flood windows and a copy of recently called numbers (hashes) in memory, read and write
+its tables through ``ScreeningRepo``. Must not: hold plain caller numbers anywhere but in the
+call being screened, log them unmasked, or make the dialplan wait on writing the decision.
+When the store fails after start-up, screening goes on with the lists and callbacks it has.
 """
 
 from __future__ import annotations
