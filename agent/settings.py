@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     keyring: Path | None = None
     retention_days: int = Field(365, ge=1)
+    recordings_quiet_seconds: float = Field(600.0, gt=0)
 
     @field_validator("agi_listen", "http_listen")
     @classmethod

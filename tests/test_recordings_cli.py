@@ -134,7 +134,7 @@ def test_purge_deletes_and_audits(
     assert run(capsys, "recordings", "seal", str(old), "--data-dir", data)[0] == 0
     code, out, _ = run(capsys, "recordings", "purge", "--operator", "ops-bob", "--data-dir", data)
     assert code == 0 and "deleted 1 recordings" in out and "1700000000.1" in out
-    assert list((env / "monitor").iterdir()) == []
+    assert [p.name for p in (env / "monitor").iterdir()] == [".trustline-recordings.lock"]
     code, out, _ = run(capsys, "recordings", "list", "--all", "--data-dir", data)
     assert "purged" in out
     conn = sqlite3.connect(env / "data" / "trustline.sqlite3")

@@ -8,17 +8,19 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from agent.clock import FrozenClock
 from agent.errors import BadRequest, KeyringError, RecordingError
-from agent.recordings import RecordingsService
+from agent.recordings import RecordingsService, pipeline
 from agent.recordings import format as fmt
 from agent.recordings.keyring import init_keyring, rotate_keyring
 from agent.settings import Settings, load_settings
@@ -38,6 +40,9 @@ def settings(tmp_path: Path) -> Settings:
         recordings_dir=str(tmp_path / "monitor"),
         keyring=str(tmp_path / "data" / "keyring"),
         retention_days=30,
+        # These tests are not about seeing who writes a file (the visibility tests are): a
+        # file nobody holds open (as far as they can see) is ready once settled.
+        recordings_quiet_seconds=0.001,
     )
 
 
@@ -53,10 +58,13 @@ def clock() -> FrozenClock:
     return FrozenClock(time.time())
 
 
-def service(settings: Settings, db: Database, clock: FrozenClock, **kw: float) -> RecordingsService:
+def service(
+    settings: Settings, db: Database, clock: FrozenClock, *, proc: Path = Path("/proc"),
+    **kw: float,
+) -> RecordingsService:
     kw.setdefault("settle_seconds", 0.0)
     kw.setdefault("poll_seconds", 0.02)
-    return RecordingsService(settings, db, clock, **kw)  # type: ignore[arg-type]
+    return RecordingsService(settings, db, clock, proc=proc, **kw)  # type: ignore[arg-type]
 
 
 def put(settings: Settings, name: str, data: bytes | None = None) -> Path:
@@ -79,14 +87,74 @@ def header_and_body(path: str) -> tuple[fmt.Header, bytes]:
     return header, blob[header.encoded_len :]
 
 
+def overwrite(path: str | Path, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
 
 
-def hold_open(path: Path) -> BinaryIO:
-    """Stands for MixMonitor, which keeps the file open until the recording ends."""
-    return open(path, "ab")  # the test closes it
+# Opens the file as root (Asterisk's spool is its own), then runs as another user, as
+# Asterisk does: MixMonitor keeps the file open until the recording ends (stdin closes).
+_HOLDER = """
+import os, sys
+f = open(sys.argv[1], "ab")
+os.setgid(65534)
+os.setuid(65534)
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+class FakeMixMonitor:
+    """Another user's process holding a recording open: what Asterisk looks like in /proc."""
+
+    def __init__(self, path: Path) -> None:
+        assert os.geteuid() == 0, "needs root to run the fake Asterisk as another user"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        assert self.proc.stdout.readline().strip() == "open"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def mixmonitor() -> Iterator[list[FakeMixMonitor]]:
+    started: list[FakeMixMonitor] = []
+    yield started
+    for m in started:
+        m.close()
+
+
+def hold_open(started: list[FakeMixMonitor], path: Path) -> FakeMixMonitor:
+    m = FakeMixMonitor(path)
+    started.append(m)
+    return m
+
+
+def proc_view(base: Path, *pids: int) -> Path:
+    """A process table showing only ``pids`` (entries link to the real /proc/<pid>): what a
+    container sees in its own PID namespace, or in Asterisk's with ``--pid=container:...``."""
+    view = base / f"proc-{'-'.join(map(str, pids))}"
+    view.mkdir()
+    for pid in pids:
+        (view / str(pid)).symlink_to(f"/proc/{pid}")
+    return view
 
 
 def keyring(settings: Settings) -> None:
@@ -136,20 +204,18 @@ async def test_absolute_filename_inside_the_folder_and_one_outside(
 
 
 async def test_file_held_open_by_mixmonitor_is_left_until_closed(
-    settings: Settings, db: Database, clock: FrozenClock
+    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    mixmonitor: list[FakeMixMonitor],
 ) -> None:
     keyring(settings)
     plain = put(settings, f"{UID}.wav")
-    writer = hold_open(plain)
-    try:
-        svc = service(settings, db, clock)
-        await svc.on_recording_complete(UID, f"{UID}.wav")
-        await asyncio.sleep(0.3)
-        assert plain.exists() and not plain.with_name(plain.name + ".tlrec").exists()
-        writer.write(b"\x00\x01" * 100)
-        writer.flush()
-    finally:
-        writer.close()
+    writer = hold_open(mixmonitor, plain)
+    svc = service(settings, db, clock, proc=proc_view(tmp_path, os.getpid(), writer.pid))
+    await svc.on_recording_complete(UID, f"{UID}.wav")
+    await asyncio.sleep(0.3)
+    assert plain.exists() and not plain.with_name(plain.name + ".tlrec").exists()
+    append(plain, b"\x00\x01" * 100)
+    writer.close()
     await svc.wait_idle()
     [row] = await svc.listing()
     assert row.plain_size == len(CAPTURE.read_bytes()) + 200
@@ -450,19 +516,18 @@ async def test_keys_and_audio_never_reach_logs_or_the_database(
 
 
 async def test_sweep_waits_for_a_recording_still_being_written_at_startup(
-    settings: Settings, db: Database, clock: FrozenClock
+    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    mixmonitor: list[FakeMixMonitor],
 ) -> None:
     keyring(settings)
     plain = put(settings, f"{UID}.wav")
-    writer = hold_open(plain)
-    svc = service(settings, db, clock)
-    try:
-        report = await svc.sweep()
-        assert (report.sealed, report.busy) == (0, 1)
-        await asyncio.sleep(0.2)
-        assert plain.exists()
-    finally:
-        writer.close()
+    writer = hold_open(mixmonitor, plain)
+    svc = service(settings, db, clock, proc=proc_view(tmp_path, os.getpid(), writer.pid))
+    report = await svc.sweep()
+    assert (report.sealed, report.busy) == (0, 1)
+    await asyncio.sleep(0.2)
+    assert plain.exists()
+    writer.close()
     await svc.wait_idle()
     assert not plain.exists()
     [row] = await svc.listing()
@@ -484,7 +549,8 @@ async def test_stop_lets_the_file_being_sealed_finish(
     assert not plain.exists()
     [row] = await svc.listing()
     assert row.plain_size == 64 * 2**20
-    assert [p.name for p in settings.recordings_dir.iterdir()] == [f"{UID}.wav.tlrec"]
+    names = [p.name for p in settings.recordings_dir.iterdir() if p.name != pipeline.LOCK_NAME]
+    assert names == [f"{UID}.wav.tlrec"]
     await svc.on_recording_complete("1795344922.30", "1795344922.30.wav")  # ignored once stopped
     await svc.wait_idle()
 
@@ -502,12 +568,65 @@ async def test_leftover_sealed_file_that_does_not_open_is_set_aside_never_delete
     aside = [p for p in settings.recordings_dir.iterdir() if p.name.endswith("tlrec-rejected")]
     assert len(aside) == 1 and aside[0].read_bytes() == b"\x89TLREC\r\n\x01"
     assert "moved aside" in caplog.text
+    [sealed] = [r for r in await svc.listing() if r.state == "sealed"]
     out = settings.data_dir / "o.wav"
-    await svc.decrypt((await svc.listing())[0].id, out, operator="a", reason="b")
+    await svc.decrypt(sealed.id, out, operator="a", reason="b")
     assert out.read_bytes() == CAPTURE.read_bytes() and bogus.exists()
 
 
-async def test_a_different_recording_under_the_same_name_is_left_for_a_human(
+async def test_set_aside_files_get_unique_names_are_listed_and_aged_out_by_retention(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav", b"first call")
+    await svc.sweep()
+    [first] = await svc.listing()
+    # The first recording's file is damaged; twice in the same second, the same name comes
+    # back with a damaged sealed file beside it: every damaged file is kept, none overwritten.
+    overwrite(first.path, b"\x89TLREC\r\n\x01 damaged one")
+    put(settings, f"{UID}.wav", b"second call")
+    await svc.sweep()
+    overwrite(first.path, b"\x89TLREC\r\n\x01 damaged two")
+    put(settings, f"{UID}.wav", b"third call")
+    await svc.sweep()
+    asides = sorted(
+        p.read_bytes() for p in settings.recordings_dir.iterdir()
+        if p.name.endswith(".tlrec-rejected")
+    )
+    assert asides == [b"\x89TLREC\r\n\x01 damaged one", b"\x89TLREC\r\n\x01 damaged two"]
+    rows = sorted(await svc.listing(), key=lambda r: r.id)
+    assert [r.state for r in rows] == ["rejected", "rejected", "sealed"]
+    # The first recording's row followed its file aside (never overwritten by the second).
+    assert rows[0].id == first.id and rows[0].path.endswith(".tlrec-rejected")
+    assert rows[0].sha256 == first.sha256
+    out = settings.data_dir / "third.wav"
+    await svc.decrypt(rows[2].id, out, operator="a", reason="b")
+    assert out.read_bytes() == b"third call"
+    with pytest.raises(RecordingError, match="set aside"):
+        await svc.decrypt(rows[0].id, settings.data_dir / "x", operator="a", reason="b")
+    set_aside = [a for a in await svc.audit() if a.action == "set_aside"]
+    assert [a.recording_id for a in set_aside] == [rows[0].id, rows[1].id]
+    assert all(a.detail["to"].endswith(".tlrec-rejected") for a in set_aside)
+    assert [v.problem for v in await svc.verify()] == [None]  # the sealed one
+    # A set-aside file the store never heard of (a crash before its row) is listed by a sweep.
+    stray = settings.recordings_dir / f".{UID}.wav.tlrec.1.abcd.tlrec-rejected"
+    stray.write_bytes(b"stray")
+    os.utime(stray, (time.time() - 40 * 86400,) * 2)
+    assert (await svc.sweep()).rejected == 1
+    [found] = [r for r in await svc.listing() if r.path == str(stray)]
+    assert (found.state, found.uniqueid, found.source_name) == ("rejected", UID, f"{UID}.wav")
+    assert (await svc.get(rows[2].id)).state == "sealed"  # the live recording keeps its row
+    # Retention deletes set-aside files like recordings, with an audit row each.
+    clock.advance(31 * 86400)
+    purged = await svc.purge_expired()
+    assert sorted(r.state for r in purged) == ["rejected", "rejected", "rejected", "sealed"]
+    assert not any(p.name.endswith(".tlrec-rejected") for p in settings.recordings_dir.iterdir())
+    audits = [a for a in await svc.audit() if a.action == "purge"]
+    assert len(audits) == 4 and {a.detail["state"] for a in audits} == {"rejected", "sealed"}
+
+
+async def test_a_different_recording_under_the_same_name_is_sealed_under_a_free_name(
     settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     keyring(settings)
@@ -515,11 +634,26 @@ async def test_a_different_recording_under_the_same_name_is_left_for_a_human(
     put(settings, f"{UID}.wav", b"first call")
     await svc.sweep()
     plain = put(settings, f"{UID}.wav", b"another call, same name")
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         report = await svc.sweep()
-    assert report.failed == 1
-    assert plain.read_bytes() == b"another call, same name"
-    assert "different recording is already sealed" in caplog.text
+    assert (report.sealed, report.failed) == (1, 0)
+    assert not plain.exists()  # never left in plaintext
+    assert "already holds another recording" in caplog.text
+    first, second = sorted(await svc.listing(), key=lambda r: r.id)
+    assert first.path.endswith(f"{UID}.wav.tlrec")
+    assert second.path.endswith(f"{UID}.wav.2.tlrec") and second.uniqueid == UID
+    assert second.source_name == f"{UID}.wav"
+    for row, body in ((first, b"first call"), (second, b"another call, same name")):
+        out = settings.data_dir / f"{row.id}.wav"
+        await svc.decrypt(row.id, out, operator="a", reason="b")
+        assert out.read_bytes() == body
+    # A crash after sealing X.wav.2.tlrec but before the plaintext went: the next sweep
+    # finds it by content, keeps its row, and does not make a third copy.
+    put(settings, f"{UID}.wav", b"another call, same name")
+    assert (await svc.sweep()).sealed == 1
+    assert not (settings.recordings_dir / f"{UID}.wav.3.tlrec").exists()
+    assert len(await svc.listing()) == 2
+    assert [v.problem for v in await svc.verify()] == [None, None]
 
 
 async def test_decrypt_names_the_real_problem_with_out_or_the_file(
@@ -539,3 +673,73 @@ async def test_decrypt_names_the_real_problem_with_out_or_the_file(
     assert [a.outcome for a in await svc.audit(row.id)] == [
         "failed: FileNotFoundError", "failed: FileNotFoundError",
     ]
+
+
+async def test_rewrap_refuses_another_recording_copied_over_one_under_the_active_key(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"patient-ONE " * 500)
+    await svc.sweep()
+    rotate_keyring(settings.keyring_path, time.time())
+    put(settings, "1795000000.2.wav", b"patient-TWO " * 500)  # sealed under the new key
+    await svc.sweep()
+    one, two = sorted(await svc.listing(), key=lambda r: r.id)
+    assert one.key_id != two.key_id
+    shutil.copyfile(two.path, one.path)  # one's file replaced by two's
+    report = await svc.rewrap()
+    assert report.rewrapped == 0 and "SHA-256 differs" in report.failures[0]
+    [result] = await svc.verify([one.id])
+    assert result.problem and "SHA-256 differs" in result.problem
+    with pytest.raises(RecordingError, match="SHA-256 differs"):
+        await svc.decrypt(one.id, settings.data_dir / "o.wav", operator="a", reason="b")
+    assert (await svc.get(one.id)).sha256 == one.sha256  # the row was not re-pointed
+
+
+async def test_a_crash_between_rewrap_and_its_row_update_is_not_tampering(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    [before] = await svc.listing()
+    rotate_keyring(settings.keyring_path, time.time())
+    await svc.rewrap()
+    [after] = await svc.listing()
+    # The state a SIGKILL right after the file's replace leaves: the row still describes
+    # the old header, and holds the new file's SHA-256 as pending.
+    await db.execute(
+        "UPDATE recordings SET key_id = ?, sha256 = ?, size = ?, pending_sha256 = ?"
+        " WHERE id = ?", (before.key_id, before.sha256, before.size, after.sha256, after.id),
+    )
+    assert [v.problem for v in await svc.verify()] == [None]
+    out = settings.data_dir / "o.wav"
+    await svc.decrypt(after.id, out, operator="a", reason="b")
+    assert out.read_bytes() == CAPTURE.read_bytes()
+    report = await svc.rewrap()  # heals the row
+    assert (report.rewrapped, report.failures) == (1, [])
+    [healed] = await svc.listing()
+    assert (healed.key_id, healed.sha256, healed.pending_sha256) == (
+        after.key_id, after.sha256, None,
+    )
+
+
+async def test_decrypt_audit_records_the_os_login_beside_the_operator(
+    settings: Settings, db: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, f"{UID}.wav")
+    await svc.sweep()
+    [row] = await svc.listing()
+    monkeypatch.setenv("SUDO_USER", "alice")
+    await svc.decrypt(row.id, settings.data_dir / "o.wav", operator="dr.who", reason="x")
+    [audit] = await svc.audit(row.id)
+    assert audit.operator == "dr.who"
+    import getpass
+
+    assert audit.detail["os_login"] == getpass.getuser()
+    assert audit.detail["sudo_user"] == "alice"
+    assert audit.detail["euid"] == os.geteuid()

@@ -138,7 +138,11 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await service.listing(limit=args.limit, include_purged=args.all)
     print(f"{'ID':>6} {'UNIQUEID':<20} {'RECORDED':<21} {'BYTES':>10} {'KEY':<22} STATE")
     for r in rows:
-        state = "purged " + _when(r.purged_at) if r.purged_at is not None else "sealed"
+        state = r.state
+        if r.purged_at is not None:
+            state += " " + _when(r.purged_at)
+        elif r.rejected_at is not None:
+            state += f" (does not open; kept as {r.path} until retention)"
         print(f"{r.id:>6} {r.uniqueid or '-':<20} {_when(r.recorded_at):<21} {r.plain_size:>10}"
               f" {r.key_id:<22} {state}")
     return 0

@@ -2,15 +2,18 @@
 
 May: read plaintext recordings, write sealed files through a temp file beside the target
 (fsync, link, fsync the folder), verify by decrypting, delete plaintext that is proven sealed,
-delete its own temp files, move aside a sealed file that fails to open, read /proc to see
-which files another process holds open.
-Must not: delete a plaintext whose sealed copy has not been verified, delete a sealed file,
-talk to the database, log recording content or keys. A SIGKILL between any two lines leaves
-every recording complete as plaintext, as a verified sealed file, or both (resolved later).
+delete its own temp files, move aside (under a fresh name) a sealed file that fails to open,
+read /proc to see which files another process holds open, take the folder's flock.
+Must not: delete a plaintext whose sealed copy has not been verified, delete a sealed file
+(but for retention), overwrite any file, talk to the database, log recording content or keys.
+A SIGKILL between any two lines leaves every recording complete as plaintext, as a verified
+sealed file, or both (resolved later).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -19,7 +22,7 @@ import stat
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.errors import RecordingError
@@ -34,6 +37,12 @@ AUDIO_SUFFIXES = frozenset(
 TEMP_MARK = ".tlrec-tmp"
 REWRAP_MARK = ".tlrec-rewrap"
 REJECTED_MARK = ".tlrec-rejected"
+# One flock per recordings folder, taken by every process (agent, CLI, post-command) around
+# each file step that creates, replaces or deletes a sealed file. Hidden: scans ignore it.
+LOCK_NAME = ".trustline-recordings.lock"
+# ``X.wav.tlrec`` taken by another recording: ``X.wav.2.tlrec``, ``X.wav.3.tlrec``, ...
+_MAX_COLLISIONS = 1000
+_COUNTER_RE = re.compile(r"^(.+)\.(\d{1,4})$")
 _UNIQUEID_RE = re.compile(r"(\d{9,11}\.\d+)$")
 _COPY_CHUNK = 1024 * 1024
 
@@ -54,7 +63,8 @@ class Sealed:
     key_id: str
     sha256: str
     recorded_at: float
-    set_aside: Path | None = None  # a sealed file under this name that failed to open
+    set_aside: Path | None = None  # a sealed file under ``path`` that failed to open, moved here
+    displaced_by: Path | None = None  # sealed under a free name: this one holds another recording
 
 
 @dataclass(frozen=True)
@@ -62,20 +72,33 @@ class Scan:
     plaintexts: list[Path]
     sealed: list[Path]
     temps: list[Path]
+    rejected: list[Path]
 
 
-def sealed_path(plain: Path) -> Path:
-    return plain.with_name(plain.name + fmt.SUFFIX)
+def sealed_path(plain: Path, n: int = 1) -> Path:
+    """Where ``plain`` is sealed: ``X.wav.tlrec``, or ``X.wav.<n>.tlrec`` when that is taken."""
+    return plain.with_name(plain.name + (f".{n}" if n > 1 else "") + fmt.SUFFIX)
 
 
 def plain_path(sealed: Path) -> Path:
-    return sealed.with_name(sealed.name[: -len(fmt.SUFFIX)])
+    """The plaintext a sealed file came from (``X.wav.2.tlrec`` came from ``X.wav``)."""
+    name = _plain_name(sealed.name)
+    return sealed.with_name(name)
+
+
+def _plain_name(name: str) -> str:
+    if name.endswith(fmt.SUFFIX):
+        name = name[: -len(fmt.SUFFIX)]
+    m = _COUNTER_RE.match(name)
+    if m and is_plaintext_name(m.group(1)):
+        return m.group(1)
+    return name
 
 
 def uniqueid_from_name(name: str) -> str | None:
     """Asterisk UNIQUEIDs look like ``1795344922.29``; MixMonitor names usually end with one."""
-    stem = name.split("/")[-1]
-    for suffix in (fmt.SUFFIX, *AUDIO_SUFFIXES):
+    stem = _plain_name(name.split("/")[-1])
+    for suffix in AUDIO_SUFFIXES:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
     m = _UNIQUEID_RE.search(stem)
@@ -87,10 +110,11 @@ def is_plaintext_name(name: str) -> bool:
 
 
 def scan(folder: Path) -> Scan:
-    """Every plaintext recording, sealed file and leftover temp file under ``folder``."""
+    """Every plaintext recording, sealed file, leftover temp and set-aside file under ``folder``."""
     plaintexts: list[Path] = []
     sealed: list[Path] = []
     temps: list[Path] = []
+    rejected: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         base = Path(root)
@@ -98,68 +122,104 @@ def scan(folder: Path) -> Scan:
             path = base / name
             if name.startswith(".") and (name.endswith(TEMP_MARK) or name.endswith(REWRAP_MARK)):
                 temps.append(path)
+            elif name.startswith(".") and name.endswith(REJECTED_MARK):
+                rejected.append(path)
             elif name.endswith(fmt.SUFFIX) and not name.startswith("."):
                 sealed.append(path)
             elif is_plaintext_name(name) and not path.is_symlink():
                 plaintexts.append(path)
-    return Scan(plaintexts, sealed, temps)
+    return Scan(plaintexts, sealed, temps, rejected)
 
 
 @dataclass(frozen=True)
 class Survey:
-    ready: list[Path]  # plaintexts nobody holds open and unchanged for the settle time
-    busy: list[Path]  # plaintexts still being written
+    ready: list[Path]  # plaintexts safe to seal now
+    busy: list[Path]  # still being written, or not yet known not to be
     sealed: list[Path]
+    rejected: list[Path]
     removed_temps: list[Path]
+    sees_writers: bool  # False: /proc could not tell who holds files open (see open_paths)
 
 
-def survey(folder: Path, settle_seconds: float, temps_older_than: float | None) -> Survey:
-    """One pass for a sweep: scan, drop our stale temp files, split ready from busy."""
+def survey(
+    folder: Path, settle_seconds: float, quiet_seconds: float, temps_older_than: float | None,
+    proc: Path = Path("/proc"),
+) -> Survey:
+    """One pass for a sweep: scan, drop our stale temp files, split ready from busy.
+
+    Nobody has said these files are complete (no AMI Hangup, no post-command), so when /proc
+    cannot show who holds them open, only ``quiet_seconds`` without a change makes one ready:
+    a call on hold writes nothing for a while, but not for ten minutes.
+    """
     found = scan(folder)
     removed = remove_temps(found.temps, temps_older_than)
-    held = open_paths(folder)
+    held = open_paths(folder, proc)
+    wait = settle_seconds if held is not None else max(settle_seconds, quiet_seconds)
     ready: list[Path] = []
     busy: list[Path] = []
     for plain in found.plaintexts:
-        (ready if settled(plain, held, settle_seconds) else busy).append(plain)
-    return Survey(ready, busy, found.sealed, removed)
+        (ready if settled(plain, held, wait) else busy).append(plain)
+    return Survey(ready, busy, found.sealed, found.rejected, removed, held is not None)
 
 
-def open_paths(folder: Path) -> set[str] | None:
+def open_paths(folder: Path, proc: Path = Path("/proc")) -> set[str] | None:
     """Files under ``folder`` that any process holds open, or None when /proc cannot tell.
 
     One pass over /proc/*/fd: cheap next to sealing, and decisive where MixMonitor still
-    writes. Without permission to see every process the answer is None and callers fall back
-    to waiting for the file to stop changing.
+    writes, but only when we can see MixMonitor. The answer is None (unknown), never an
+    empty "nobody", when
+    - any process's fd folder or fd link is refused (another user, no CAP_SYS_PTRACE, Yama,
+      hidepid): that process may be Asterisk;
+    - no visible process runs as another user: we are alone in our own PID namespace (a
+      container not started with ``--pid=container:asterisk``) or hidepid hides the rest, and
+      an empty answer would only mean we cannot see Asterisk.
+    ``proc`` is the process table to read: the real /proc, or a narrower view of it.
     """
     prefix = str(folder.resolve()) + os.sep
     found: set[str] = set()
+    me = os.geteuid()
+    others = False
     try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         return None
-    complete = True
     for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
         try:
+            if not others and _uid_of(proc / pid) not in (None, me):
+                others = True
+            fd_dir = proc / pid / "fd"
             fds = os.listdir(fd_dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # the process ended while we looked
         except PermissionError:
-            complete = False
-            continue
+            return None
         for fd in fds:
             try:
-                target = os.readlink(f"{fd_dir}/{fd}")
+                target = os.readlink(fd_dir / fd)
+            except PermissionError:
+                return None
             except OSError:
-                continue
+                continue  # the descriptor closed while we looked
             if target.startswith(prefix):
                 found.add(target)
-    return found if complete else None
+    return found if others else None
+
+
+def _uid_of(process: Path) -> int | None:
+    """A process's real uid from its status file (the /proc folder's owner is root for a
+    process that dropped privileges, so it cannot say)."""
+    try:
+        with open(process / "status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def settled(path: Path, held_open: set[str] | None, settle_seconds: float) -> bool:
-    """True when nothing holds ``path`` open and it has not changed for ``settle_seconds``."""
+    """True when nothing is seen holding ``path`` open and it has not changed for a while."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -169,23 +229,78 @@ def settled(path: Path, held_open: set[str] | None, settle_seconds: float) -> bo
     return time.time() - st.st_mtime >= settle_seconds
 
 
-def settle_state(path: Path, settle_seconds: float) -> str:
-    """``ready`` to seal, ``busy`` (open or recently written), ``missing`` or ``sealed``."""
+def settle_state(
+    path: Path, settle_seconds: float, *, quiet_seconds: float, reported: bool,
+    proc: Path = Path("/proc"),
+) -> str:
+    """``ready`` to seal, ``busy`` (open or recently written), ``missing`` or ``sealed``.
+
+    ``reported``: AMI (the channel hung up) or the post-command said the recording is
+    complete; then, when /proc cannot tell, ``settle_seconds`` without a change will do.
+    Otherwise an unseen writer is only ruled out by ``quiet_seconds`` without a change.
+    """
     if not path.exists():
         return "sealed" if sealed_path(path).exists() else "missing"
-    return "ready" if settled(path, open_paths(path.parent), settle_seconds) else "busy"
+    held = open_paths(path.parent, proc)
+    wait = settle_seconds if held is not None or reported else max(settle_seconds, quiet_seconds)
+    return "ready" if settled(path, held, wait) else "busy"
+
+
+def open_folder_lock(folder: Path) -> int:
+    """A descriptor on the folder's lock file (created 0600 if needed), for ``try_lock``."""
+    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
+def try_lock(fd: int) -> bool:
+    """Take the folder's flock without blocking; False when another holder has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
 
 
 def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) -> Sealed:
     """Seal ``plain`` beside itself and verify it; the plaintext is not removed here.
 
     Order: temp file beside the target, fsync, link to the final name (never overwriting),
-    fsync the folder, verify by decrypting. If the final name already exists, the existing
-    file is checked against the plaintext instead (``adopt``).
+    fsync the folder, verify by decrypting. A file already under the final name is checked
+    against the plaintext: the same recording (a crash after linking) is adopted; one that
+    does not open is moved aside under a fresh name and the name reused; a valid one holding
+    another recording (MixMonitor reused a name) keeps its name, and this recording is sealed
+    under the next free one, ``X.wav.2.tlrec``: audio is never left in plaintext for a name.
     """
-    target = sealed_path(plain)
-    if target.exists():
-        return adopt(plain, target, keyring)
+    aside: Path | None = None
+    displaced: Path | None = None
+    n = 1
+    while n <= _MAX_COLLISIONS:
+        target = sealed_path(plain, n)
+        if os.path.lexists(target):
+            try:
+                same = _adopt_if_same(plain, target, keyring)
+            except RecordingError:
+                aside = set_aside(target)
+            else:
+                if same is not None:
+                    return replace(same, set_aside=aside, displaced_by=displaced)
+                displaced = displaced or target
+                n += 1
+                continue
+        sealed = _seal_to(plain, target, keyring, chunk_size)
+        if sealed is not None:
+            return replace(sealed, set_aside=aside, displaced_by=displaced)
+        # A file appeared under this name meanwhile (another process): look at it next turn.
+    raise PlaintextConflict(
+        f"{plain}: {_MAX_COLLISIONS} sealed files already use this name; the plaintext is left"
+        " for an administrator"
+    )
+
+
+def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Sealed | None:
+    """Seal ``plain`` as the new file ``target``; None if ``target`` appeared meanwhile."""
     tmp = plain.with_name(f".{plain.name}.{secrets.token_hex(4)}{TEMP_MARK}")
     digest = _BackgroundSha256()
     with digest, open(plain, "rb", opener=_nofollow) as src:
@@ -207,7 +322,7 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
                 # link, not rename: a sealed file that appeared meanwhile is never clobbered.
                 os.link(tmp, target)
             except FileExistsError:
-                return adopt(plain, target, keyring)
+                return None
             fsync_dir(plain.parent)
         finally:
             _unlink_quietly(tmp)
@@ -220,38 +335,63 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
     )
 
 
-def adopt(plain: Path, target: Path, keyring: Keyring) -> Sealed:
-    """A sealed file already exists beside the plaintext (a crash after linking it).
+def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None:
+    """The sealed file ``target`` if it decrypts, fully authenticated, to exactly ``plain``.
 
-    Accept it only if it decrypts, fully authenticated, to exactly the plaintext's bytes.
-    A sealed file that fails to open is moved aside (never deleted) and the plaintext is
-    sealed afresh; a valid one holding a different recording is a conflict for a human.
+    None when it holds another recording; RecordingError when it does not open.
     """
     digest = hashlib.sha256()
     before = os.stat(plain)
-    try:
-        with open(target, "rb", opener=_nofollow) as src, open(plain, "rb") as ref:
-            sink = _CompareSink(ref)
-            header = fmt.decrypt_stream(
-                src, sink, dict(keyring.keys), name=str(target), hasher=digest
-            )
-            same = sink.same and not ref.read(1)
-    except RecordingError:
-        aside = target.with_name(f".{target.name}.{int(time.time())}{REJECTED_MARK}")
-        os.rename(target, aside)
-        fsync_dir(target.parent)
-        fresh = seal(plain, keyring)
-        return Sealed(fresh.path, fresh.plain_size, fresh.size, fresh.key_id, fresh.sha256,
-                      fresh.recorded_at, aside)
+    with open(target, "rb", opener=_nofollow) as src, open(plain, "rb") as ref:
+        sink = _CompareSink(ref)
+        header = fmt.decrypt_stream(src, sink, dict(keyring.keys), name=str(target),
+                                    hasher=digest)
+        same = sink.same and not ref.read(1)
     if not same:
-        raise PlaintextConflict(
-            f"{plain}: a different recording is already sealed as {target.name}; the plaintext"
-            " is left for an administrator"
-        )
+        return None
     return Sealed(
         target, header.plain_length, target.stat().st_size, header.key_id, digest.hexdigest(),
         before.st_mtime,
     )
+
+
+def set_aside(target: Path) -> Path:
+    """Move a sealed file that does not open out of the way, under a name no one else has.
+
+    link then unlink, never rename: an earlier set-aside file is never overwritten.
+    """
+    while True:
+        aside = target.with_name(
+            f".{target.name}.{int(time.time())}.{secrets.token_hex(4)}{REJECTED_MARK}"
+        )
+        try:
+            os.link(target, aside)
+        except FileExistsError:
+            continue
+        break
+    os.unlink(target)
+    fsync_dir(target.parent)
+    return aside
+
+
+_REJECTED_RE = re.compile(r"^\.(.+" + re.escape(fmt.SUFFIX) + r")\.\d+\.[0-9a-f]+"
+                          + re.escape(REJECTED_MARK) + "$")
+
+
+def rejected_origin(aside: Path) -> Path:
+    """The sealed file a set-aside file was moved from (its own path if the name is odd)."""
+    m = _REJECTED_RE.match(aside.name)
+    return aside.with_name(m.group(1)) if m else aside
+
+
+def describe(path: Path) -> Sealed:
+    """Size, SHA-256 and time of a file that does not open (a set-aside file), for its row."""
+    digest = hashlib.sha256()
+    with open(path, "rb", opener=_nofollow) as src:
+        st = os.fstat(src.fileno())
+        while block := src.read(_COPY_CHUNK):
+            digest.update(block)
+    return Sealed(path, 0, st.st_size, "-", digest.hexdigest(), st.st_mtime)
 
 
 def remove_plaintext(plain: Path) -> None:
@@ -278,9 +418,15 @@ def remove_temps(temps: list[Path], older_than: float | None) -> list[Path]:
 
 
 def verify(
-    path: Path, keyring: Keyring, *, expected_sha256: str | None = None, hash_file: bool = True
+    path: Path, keyring: Keyring, *, expected_sha256: str | None = None,
+    pending_sha256: str | None = None, hash_file: bool = True,
 ) -> Sealed:
-    """Authenticate every byte of a sealed file; optionally check it is the recorded file."""
+    """Authenticate every byte of a sealed file; optionally check it is the recorded file.
+
+    ``pending_sha256``: the hash a re-wrap stored before replacing the file; a file that
+    matches it is the recorded recording under its new header (a crash before the row
+    caught up), not a substitute. The returned ``sha256`` says which one it is.
+    """
     digest = hashlib.sha256()
     with open(path, "rb", opener=_nofollow) as src:
         header = fmt.decrypt_stream(
@@ -288,15 +434,23 @@ def verify(
         )
         size = os.fstat(src.fileno()).st_size
         mtime = os.fstat(src.fileno()).st_mtime
-    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-        raise MetadataMismatch(
-            f"{path}: opens, but is not the file the store recorded (SHA-256 differs)"
-        )
+    if expected_sha256 is not None:
+        _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
     sha256 = digest.hexdigest() if hash_file else ""
     return Sealed(path, header.plain_length, size, header.key_id, sha256, mtime)
 
 
-def decrypt_to(path: Path, out: Path, keyring: Keyring, *, expected_sha256: str) -> int:
+def _check_recorded(path: Path, actual: str, expected: str, pending: str | None) -> None:
+    if actual != expected and (pending is None or actual != pending):
+        raise MetadataMismatch(
+            f"{path}: opens, but is not the file the store recorded (SHA-256 differs)"
+        )
+
+
+def decrypt_to(
+    path: Path, out: Path, keyring: Keyring, *, expected_sha256: str,
+    pending_sha256: str | None = None,
+) -> int:
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
 
     The plaintext goes to a temp file beside ``out`` and takes its name only once every chunk
@@ -311,10 +465,7 @@ def decrypt_to(path: Path, out: Path, keyring: Keyring, *, expected_sha256: str)
         with open(path, "rb", opener=_nofollow) as src, os.fdopen(fd, "wb") as dst:
             header = fmt.decrypt_stream(src, dst, dict(keyring.keys), name=str(path),
                                         hasher=digest)
-            if digest.hexdigest() != expected_sha256:
-                raise MetadataMismatch(
-                    f"{path}: opens, but is not the file the store recorded (SHA-256 differs)"
-                )
+            _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
         try:
@@ -326,11 +477,24 @@ def decrypt_to(path: Path, out: Path, keyring: Keyring, *, expected_sha256: str)
     return header.plain_length
 
 
-def rewrap(path: Path, keyring: Keyring, *, expected_sha256: str) -> Sealed:
-    """Re-wrap the data key of ``path`` under the active key; chunks are copied, not re-sealed.
+@dataclass(frozen=True)
+class PreparedRewrap:
+    """A re-wrapped copy, verified, waiting to replace ``path`` (``tmp`` None: nothing to do)."""
 
-    Written to a temp file, fully verified, then renamed over the original. A file whose
-    header already names the active key is only verified (a crash after the rename).
+    path: Path
+    tmp: Path | None
+    sealed: Sealed  # what ``path`` is once committed: key id, size, SHA-256
+
+
+def prepare_rewrap(
+    path: Path, keyring: Keyring, *, expected_sha256: str, pending_sha256: str | None = None
+) -> PreparedRewrap:
+    """Write ``path`` re-wrapped under the active key to a temp file beside it, and verify it.
+
+    Chunks are copied, not re-sealed. The source must be the recorded file: its SHA-256
+    equals the stored one, or the pending one of an earlier re-wrap that crashed before the
+    store caught up. A file whose header already names the active key is only verified, on
+    the same condition: any other valid file (another recording copied over) is refused.
     """
     keys = dict(keyring.keys)
     with open(path, "rb", opener=_nofollow) as src:
@@ -338,7 +502,9 @@ def rewrap(path: Path, keyring: Keyring, *, expected_sha256: str) -> Sealed:
         src.seek(0)
         header = fmt.read_header(src, size, str(path))
     if header.key_id == keyring.active_id:
-        return verify(path, keyring)
+        done = verify(path, keyring, expected_sha256=expected_sha256,
+                      pending_sha256=pending_sha256)
+        return PreparedRewrap(path, None, done)
     new_header = fmt.rewrap_header(header, keys, keyring.active, str(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{REWRAP_MARK}")
     old_digest = hashlib.sha256()
@@ -352,17 +518,36 @@ def rewrap(path: Path, keyring: Keyring, *, expected_sha256: str) -> Sealed:
                 dst.write(block)
             dst.flush()
             os.fsync(dst.fileno())
-        if old_digest.hexdigest() != expected_sha256:
+        try:
+            _check_recorded(path, old_digest.hexdigest(), expected_sha256, pending_sha256)
+        except MetadataMismatch:
             raise MetadataMismatch(
                 f"{path}: is not the file the store recorded (SHA-256 differs); not re-wrapped"
-            )
+            ) from None
         sealed = verify(tmp, keyring)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
+    except BaseException:
         _unlink_quietly(tmp)
-    return Sealed(path, sealed.plain_size, sealed.size, sealed.key_id, sealed.sha256,
-                  sealed.recorded_at)
+        raise
+    return PreparedRewrap(path, tmp, replace(sealed, path=path))
+
+
+def commit_rewrap(prepared: PreparedRewrap) -> None:
+    """Put the re-wrapped copy in place (the store must already hold its pending SHA-256)."""
+    if prepared.tmp is None:
+        return
+    try:
+        if not os.path.lexists(prepared.path):
+            # Deleted meanwhile (retention, by hand): re-wrapping must not bring it back.
+            raise RecordingError(f"{prepared.path}: was deleted while being re-wrapped")
+        os.replace(prepared.tmp, prepared.path)
+        fsync_dir(prepared.path.parent)
+    finally:
+        _unlink_quietly(prepared.tmp)
+
+
+def discard_rewrap(prepared: PreparedRewrap) -> None:
+    if prepared.tmp is not None:
+        _unlink_quietly(prepared.tmp)
 
 
 def delete_sealed(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""SQL for recording metadata and the recordings audit (tables from migration 0004).
+"""SQL for recording metadata and the recordings audit (tables from migrations 0004, 0005).
 
 May: read and write the ``recordings`` and ``recording_audit`` tables through ``Database``.
 Must not: touch files, hold keys, or decide policy (retention age, who may decrypt).
@@ -26,6 +26,14 @@ class RecordingRow:
     key_id: str
     sha256: str
     purged_at: float | None
+    pending_sha256: str | None = None  # a re-wrap's new SHA-256, stored before the file changes
+    rejected_at: float | None = None  # set aside: the file at ``path`` does not open
+
+    @property
+    def state(self) -> str:
+        if self.purged_at is not None:
+            return "purged"
+        return "rejected" if self.rejected_at is not None else "sealed"
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,9 @@ class AuditRow:
 
 _COLUMNS = (
     "id, uniqueid, path, source_name, recorded_at, sealed_at, plain_size, size, key_id, sha256,"
-    " purged_at"
+    " purged_at, pending_sha256, rejected_at"
 )
+_SEALED = "purged_at IS NULL AND rejected_at IS NULL"  # live and opens: verify, rewrap, keys
 
 
 def _row(r: Any) -> RecordingRow:
@@ -67,15 +76,32 @@ class RecordingsRepo:
         key_id: str,
         sha256: str,
     ) -> int:
-        """Insert (or refresh, after a crash between the two) the live row of a sealed file."""
+        """Insert the live row of a sealed file (or refresh it, after a crash between the two).
+
+        A live row at ``path`` that describes another file (its recording was set aside or
+        lost before a crash let us say so) is never overwritten: it is marked purged with an
+        audit row, and the new recording gets a row of its own.
+        """
         async with self._db.transaction() as tx:
             existing = await tx.fetchone(
-                "SELECT id FROM recordings WHERE path = ? AND purged_at IS NULL", (path,)
+                "SELECT id, sha256, pending_sha256 FROM recordings WHERE path = ?"
+                " AND purged_at IS NULL", (path,)
             )
+            if existing is not None and sha256 not in (existing[1], existing[2]):
+                old = await tx.fetchone(
+                    f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (existing[0],)
+                )
+                assert old is not None
+                await self._purge(
+                    tx, _row(old), at=sealed_at, operator="agent", outcome="ok",
+                    reason="its file was replaced by another recording under the same name"
+                    " (the file did not open and was set aside, or was lost)",
+                )
+                existing = None
             if existing is not None:
                 await tx.execute(
                     "UPDATE recordings SET uniqueid = COALESCE(?, uniqueid), size = ?,"
-                    " key_id = ?, sha256 = ?, plain_size = ? WHERE id = ?",
+                    " key_id = ?, sha256 = ?, plain_size = ?, pending_sha256 = NULL WHERE id = ?",
                     (uniqueid, size, key_id, sha256, plain_size, existing[0]),
                 )
                 return int(existing[0])
@@ -115,14 +141,15 @@ class RecordingsRepo:
         return [_row(r) for r in rows]
 
     async def live(self) -> list[RecordingRow]:
+        """Live recordings whose file opens (set-aside ones excluded)."""
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM recordings WHERE purged_at IS NULL ORDER BY id"
+            f"SELECT {_COLUMNS} FROM recordings WHERE {_SEALED} ORDER BY id"
         )
         return [_row(r) for r in rows]
 
     async def not_wrapped_by(self, key_id: str) -> list[RecordingRow]:
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM recordings WHERE purged_at IS NULL AND key_id <> ?"
+            f"SELECT {_COLUMNS} FROM recordings WHERE {_SEALED} AND key_id <> ?"
             " ORDER BY id",
             (key_id,),
         )
@@ -138,20 +165,76 @@ class RecordingsRepo:
 
     async def count_by_key(self) -> dict[str, int]:
         rows = await self._db.fetchall(
-            "SELECT key_id, COUNT(*) FROM recordings WHERE purged_at IS NULL GROUP BY key_id"
+            f"SELECT key_id, COUNT(*) FROM recordings WHERE {_SEALED} GROUP BY key_id"
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
+    async def set_pending(self, recording_id: int, sha256: str) -> None:
+        """Before a re-wrap replaces the file: the SHA-256 it will have."""
+        await self._db.execute(
+            "UPDATE recordings SET pending_sha256 = ? WHERE id = ?", (sha256, recording_id)
+        )
+
     async def rewrapped(self, recording_id: int, *, key_id: str, sha256: str, size: int) -> None:
         await self._db.execute(
-            "UPDATE recordings SET key_id = ?, sha256 = ?, size = ? WHERE id = ?",
+            "UPDATE recordings SET key_id = ?, sha256 = ?, size = ?, pending_sha256 = NULL"
+            " WHERE id = ?",
             (key_id, sha256, size, recording_id),
         )
+
+    async def record_rejected(
+        self, *, original: str, aside: str, at: float, uniqueid: str | None, source_name: str,
+        recorded_at: float, size: int, sha256: str, moved_now: bool,
+    ) -> int:
+        """A sealed file that did not open was moved from ``original`` to ``aside``.
+
+        ``moved_now``: we just moved it, so the live row that named ``original`` (if any) is
+        its row and follows it there, marked rejected, keeping its ID and audit history.
+        Otherwise (a set-aside file found later, whose row may be long gone or now name a newer
+        recording at ``original``) a rejected row is added. Either way it is listed, and
+        retention deletes it like any recording. One audit row says what happened.
+        """
+        async with self._db.transaction() as tx:
+            existing = None
+            if moved_now:
+                existing = await tx.fetchone(
+                    "SELECT id FROM recordings WHERE path = ? AND purged_at IS NULL", (original,)
+                )
+            if existing is not None:
+                rec_id = int(existing[0])
+                await tx.execute(
+                    "UPDATE recordings SET path = ?, rejected_at = ?, pending_sha256 = NULL"
+                    " WHERE id = ?", (aside, at, rec_id),
+                )
+            else:
+                row = await tx.fetchone(
+                    "INSERT INTO recordings (uniqueid, path, source_name, recorded_at, sealed_at,"
+                    " plain_size, size, key_id, sha256, rejected_at)"
+                    " VALUES (?, ?, ?, ?, ?, 0, ?, '-', ?, ?) RETURNING id",
+                    (uniqueid, aside, source_name, recorded_at, at, size, sha256, at),
+                )
+                assert row is not None
+                rec_id = int(row[0])
+            detail = {"from": original, "to": aside, "size": size, "sha256": sha256}
+            await tx.execute(
+                "INSERT INTO recording_audit (at, action, recording_id, operator, reason, outcome,"
+                " detail) VALUES (?, 'set_aside', ?, 'agent', ?, 'ok', ?)",
+                (at, rec_id, "sealed file did not open; moved aside, kept until retention",
+                 json.dumps(detail, sort_keys=True)),
+            )
+            return rec_id
 
     async def mark_purged(
         self, row: RecordingRow, *, at: float, operator: str, reason: str
     ) -> None:
         """Mark the row purged and record what was deleted, in one transaction."""
+        async with self._db.transaction() as tx:
+            await self._purge(tx, row, at=at, operator=operator, reason=reason, outcome="ok")
+
+    @staticmethod
+    async def _purge(
+        tx: Database, row: RecordingRow, *, at: float, operator: str, reason: str, outcome: str
+    ) -> None:
         detail = {
             "uniqueid": row.uniqueid,
             "path": row.path,
@@ -159,14 +242,14 @@ class RecordingsRepo:
             "size": row.size,
             "sha256": row.sha256,
             "key_id": row.key_id,
+            "state": row.state,
         }
-        async with self._db.transaction() as tx:
-            await tx.execute("UPDATE recordings SET purged_at = ? WHERE id = ?", (at, row.id))
-            await tx.execute(
-                "INSERT INTO recording_audit (at, action, recording_id, operator, reason, outcome,"
-                " detail) VALUES (?, 'purge', ?, ?, ?, 'ok', ?)",
-                (at, row.id, operator, reason, json.dumps(detail, sort_keys=True)),
-            )
+        await tx.execute("UPDATE recordings SET purged_at = ? WHERE id = ?", (at, row.id))
+        await tx.execute(
+            "INSERT INTO recording_audit (at, action, recording_id, operator, reason, outcome,"
+            " detail) VALUES (?, 'purge', ?, ?, ?, ?, ?)",
+            (at, row.id, operator, reason, outcome, json.dumps(detail, sort_keys=True)),
+        )
 
     async def audit_started(
         self, *, at: float, action: str, recording_id: int, operator: str, reason: str,

@@ -3,7 +3,9 @@
 May: schedule sealing when AMI reports a recording complete, sweep the recordings folder,
 enforce retention, verify, decrypt for a named operator with a reason (audited), re-wrap data
 keys after a rotation. Blocking file and crypto work runs in a worker thread, one file at a
-time, so the event loop (and the FastAGI deadline) never waits on a disk or a cipher.
+time, so the event loop (and the FastAGI deadline) never waits on a disk or a cipher. Every
+step that creates, replaces or deletes a sealed file holds the recordings folder's flock, so
+the agent, the CLI and the post-command never act on one file at once.
 Must not: create a keyring (``trustline keys init`` does, on purpose), touch a file outside
 the recordings folder, log key material or anything read from a recording, or decide who may
 decrypt (edges check roles; this service insists on an operator and a reason and audits).
@@ -12,8 +14,11 @@ decrypt (edges check roles; this service insists on an operator and a reason and
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
-from collections.abc import Callable, Coroutine
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +42,8 @@ RETENTION_OPERATOR = "retention"
 class SweepReport:
     sealed: int = 0
     adopted: int = 0  # sealed files found without metadata, verified and recorded
-    busy: int = 0  # still being written: left for later
+    busy: int = 0  # still being written (or not known not to be): left for later
+    rejected: int = 0  # set-aside files found without a row, now listed
     failed: int = 0
     temps_removed: int = 0
     problem: str | None = None  # why the sweep did not run (no folder, no keyring)
@@ -73,6 +79,7 @@ class RecordingsService:
         maintenance_seconds: float = 300.0,
         stop_deadline_seconds: float = 30.0,
         chunk_size: int = fmt.DEFAULT_CHUNK,
+        proc: Path = Path("/proc"),
     ) -> None:
         self._folder = settings.recordings_dir
         self._keyring_path = settings.keyring_path
@@ -80,12 +87,19 @@ class RecordingsService:
         self._repo = RecordingsRepo(db)
         self._clock = clock
         self._settle = settle_seconds
+        # Without a view of who holds files open, what nobody reported complete must be quiet
+        # this long before it is sealed (pipeline.open_paths says when that is).
+        self._quiet = settings.recordings_quiet_seconds
+        self._proc = proc
+        # Files AMI or the post-command reported complete: the short settle time is enough.
+        self._reported: set[Path] = set()
         self._poll = poll_seconds
         self._wait_limit = wait_limit_seconds
         self._maintenance_every = maintenance_seconds
         self._stop_deadline = stop_deadline_seconds
         self._chunk_size = chunk_size
         # One file at a time: bounded CPU next to the PBX, and no two jobs on one recording.
+        # Across processes, the folder's flock (see _folder_locked) does the same.
         self._file_lock = asyncio.Lock()
         self._waiting: dict[Path, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -104,7 +118,7 @@ class RecordingsService:
                 self._folder,
             )
         try:
-            self._keyring()
+            await self._ring()
         except KeyringError as exc:
             self._report_keyring(str(exc))
         self._spawn(self._maintenance_loop())
@@ -125,9 +139,13 @@ class RecordingsService:
                 task.cancel()
 
     def readiness(self) -> tuple[bool, str]:
-        """For /readyz: can recordings be sealed now (keyring present, safe and readable)?"""
+        """For /readyz: can recordings be sealed now (keyring present, safe and readable)?
+
+        Synchronous for the readiness probe; the read cannot hang (the keyring is opened
+        non-blocking, a FIFO or device is refused) and is a few hundred bytes.
+        """
         try:
-            ring = self._keyring()
+            ring = self._load_ring()
         except KeyringError as exc:
             return False, f"recordings: {exc}"
         return True, f"recordings: keyring ok, active key {ring.active_id}"
@@ -154,6 +172,7 @@ class RecordingsService:
                 self._folder,
             )
             return
+        self._reported.add(path)
         self._schedule(path, uniqueid)
 
     def _schedule(self, path: Path, uniqueid: str | None) -> None:
@@ -161,7 +180,11 @@ class RecordingsService:
             return
         task = asyncio.create_task(self._seal_when_settled(path, uniqueid))
         self._waiting[path] = task
-        task.add_done_callback(lambda _t: self._waiting.pop(path, None))
+        task.add_done_callback(lambda _t: self._done_waiting(path))
+
+    def _done_waiting(self, path: Path) -> None:
+        self._waiting.pop(path, None)
+        self._reported.discard(path)
 
     async def seal_file(self, filename: str, uniqueid: str | None = None) -> RecordingRow:
         """Seal one recording now (post-command hook, CLI); waits for it to settle first."""
@@ -174,8 +197,8 @@ class RecordingsService:
                 return row
         if not path.exists():
             raise BadRequest(f"{path} does not exist")
-        await self._wait_settled(path)
-        ring = self._keyring()
+        await self._wait_settled(path, reported=True)
+        ring = await self._ring()
         return await self._seal(path, uniqueid or pipeline.uniqueid_from_name(path.name), ring)
 
     # -- sweep and retention ---------------------------------------------------------------
@@ -187,23 +210,30 @@ class RecordingsService:
             report.problem = f"recordings folder {self._folder} does not exist"
             return report
         try:
-            ring = self._keyring()
+            ring = await self._ring()
         except KeyringError as exc:
             self._report_keyring(str(exc))
             report.problem = str(exc)
             return report
-        async with self._file_lock:
-            # At start-up no temp file can be ours in progress; later, only stale ones go.
+        async with self._folder_locked():
+            # At start-up no temp file can be ours in progress, and under the folder lock no
+            # other process's either; later, only stale ones go.
             found = await asyncio.to_thread(
-                pipeline.survey, self._folder.resolve(), self._settle,
-                None if at_startup else 3600.0,
+                pipeline.survey, self._folder.resolve(), self._settle, self._quiet,
+                None if at_startup else 3600.0, self._proc,
             )
         report.temps_removed = len(found.removed_temps)
         for tmp in found.removed_temps:
             log.info("recordings: removed unfinished temp file %s", tmp)
+        if not found.sees_writers and found.busy:
+            log.info(
+                "recordings: cannot see which files Asterisk holds open (/proc); %d recordings"
+                " nobody reported complete wait until unchanged for %.0f s", len(found.busy),
+                self._quiet,
+            )
         for plain in found.busy:
-            # Still being written (a call in progress at start-up, whose VarSet we missed):
-            # wait for it like for an AMI hand-off.
+            # Still being written (a call in progress at start-up, whose VarSet we missed), or
+            # not known not to be: wait for it like for an AMI hand-off.
             report.busy += 1
             self._schedule(plain, pipeline.uniqueid_from_name(plain.name))
         for plain in found.ready:
@@ -219,6 +249,17 @@ class RecordingsService:
                 report.failed += 1
                 log.error("recordings: could not seal %s: %s", plain, _describe(exc))
         live = await self._repo.live_paths()
+        for aside in found.rejected:
+            if str(aside) in live or self._stopping:
+                continue
+            try:
+                await self._record_rejected(pipeline.rejected_origin(aside), aside,
+                                            moved_now=False)
+                report.rejected += 1
+            except (TrustlineError, OSError) as exc:
+                report.failed += 1
+                log.error("recordings: could not list set-aside file %s: %s", aside,
+                          _describe(exc))
         plain_set = set(found.ready) | set(found.busy)
         for sealed in found.sealed:
             if self._stopping:
@@ -226,8 +267,8 @@ class RecordingsService:
             if str(sealed) in live or pipeline.plain_path(sealed) in plain_set:
                 continue
             try:
-                await self._adopt(sealed, ring)
-                report.adopted += 1
+                if await self._shielded(self._locked(self._adopt(sealed, ring))):
+                    report.adopted += 1
             except (TrustlineError, OSError) as exc:
                 report.failed += 1
                 log.error("recordings: sealed file %s has no metadata and does not verify: %s",
@@ -249,15 +290,24 @@ class RecordingsService:
         if dry_run:
             return rows
         reason = f"retention: older than {self._retention_days} days"
+        purged = []
         for row in rows:
-            async with self._file_lock:
-                existed = await self._shielded(asyncio.to_thread(pipeline.delete_sealed,
-                                                                 Path(row.path)))
-            await self._repo.mark_purged(row, at=self._clock.now(), operator=operator,
-                                         reason=reason if existed else reason + " (file was"
-                                         " already gone)")
-            log.info("recordings: purged recording %d (%s) under retention", row.id, row.uniqueid)
-        return rows
+            if await self._shielded(self._locked(self._purge_one(row.id, operator, reason))):
+                purged.append(row)
+        return purged
+
+    async def _purge_one(self, recording_id: int, operator: str, reason: str) -> bool:
+        # Under the folder lock: read the row again, a re-wrap may have just changed it.
+        row = await self._repo.get(recording_id)
+        if row is None or row.purged_at is not None:
+            return False
+        existed = await asyncio.to_thread(pipeline.delete_sealed, Path(row.path))
+        await self._repo.mark_purged(row, at=self._clock.now(), operator=operator,
+                                     reason=reason if existed else reason + " (file was"
+                                     " already gone)")
+        log.info("recordings: purged recording %d (%s, %s) under retention", row.id,
+                 row.uniqueid, row.state)
+        return True
 
     # -- access ----------------------------------------------------------------------------
 
@@ -279,16 +329,20 @@ class RecordingsService:
         return await self._repo.count_by_key()
 
     async def verify(self, ids: list[int] | None = None) -> list[VerifyResult]:
-        ring = self._keyring()
+        ring = await self._ring()
         rows = [await self.get(i) for i in ids] if ids else await self._repo.live()
         results = []
         for row in rows:
             if row.purged_at is not None:
                 results.append(VerifyResult(row, "purged"))
                 continue
+            if row.rejected_at is not None:
+                results.append(VerifyResult(row, f"{row.path}: set aside, it does not open"))
+                continue
             try:
                 await asyncio.to_thread(
-                    pipeline.verify, Path(row.path), ring, expected_sha256=row.sha256
+                    pipeline.verify, Path(row.path), ring, expected_sha256=row.sha256,
+                    pending_sha256=row.pending_sha256,
                 )
             except FileNotFoundError:
                 results.append(VerifyResult(row, f"{row.path}: file is missing"))
@@ -310,6 +364,8 @@ class RecordingsService:
         row = await self.get(recording_id)
         if row.purged_at is not None:
             raise RecordingError(f"recording {recording_id} was deleted by retention")
+        if row.rejected_at is not None:
+            raise RecordingError(f"recording {recording_id} was set aside: its file does not open")
         if not out.is_absolute():
             raise BadRequest(f"--out {out} must be an absolute path")
         if self._resolve(str(out)) is not None:
@@ -317,14 +373,15 @@ class RecordingsService:
                 f"--out {out} is inside the recordings folder; plaintext there would be sealed"
                 " again"
             )
-        ring = self._keyring()
+        ring = await self._ring()
         audit_id = await self._repo.audit_started(
             at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
-            reason=reason, detail={"out": str(out), "uniqueid": row.uniqueid},
+            reason=reason, detail={"out": str(out), "uniqueid": row.uniqueid, **_os_identity()},
         )
         try:
             await asyncio.to_thread(
-                pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256
+                pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
+                pending_sha256=row.pending_sha256,
             )
         except BaseException as exc:
             await self._repo.audit_outcome(audit_id, f"failed: {type(exc).__name__}")
@@ -340,30 +397,83 @@ class RecordingsService:
 
     async def rewrap(self, progress: Progress | None = None) -> RewrapReport:
         """Re-wrap every data key not under the active key; the audio is never re-encrypted."""
-        ring = self._keyring()
+        ring = await self._ring()
         rows = await self._repo.not_wrapped_by(ring.active_id)
         report = RewrapReport(total=len(rows))
         for n, row in enumerate(rows, start=1):
             try:
-                async with self._file_lock:
-                    sealed = await self._shielded(asyncio.to_thread(
-                        pipeline.rewrap, Path(row.path), ring, expected_sha256=row.sha256
-                    ))
-                await self._repo.rewrapped(
-                    row.id, key_id=sealed.key_id, sha256=sealed.sha256, size=sealed.size
-                )
-                report.rewrapped += 1
+                if await self._shielded(self._locked(self._rewrap_one(row.id, ring))):
+                    report.rewrapped += 1
             except (TrustlineError, OSError) as exc:
                 report.failures.append(f"recording {row.id}: {_describe(exc)}")
             if progress is not None:
                 progress(n, len(rows))
         return report
 
+    async def _rewrap_one(self, recording_id: int, ring: Keyring) -> bool:
+        """Re-wrap one file under the folder lock; False if retention took it meanwhile.
+
+        The new SHA-256 is stored as pending before the file is replaced: a crash between the
+        replace and the row update leaves a file that still matches its row.
+        """
+        row = await self._repo.get(recording_id)
+        if row is None or row.purged_at is not None or row.rejected_at is not None:
+            return False
+        prepared = await asyncio.to_thread(
+            pipeline.prepare_rewrap, Path(row.path), ring, expected_sha256=row.sha256,
+            pending_sha256=row.pending_sha256,
+        )
+        try:
+            if prepared.tmp is not None:
+                await self._repo.set_pending(row.id, prepared.sealed.sha256)
+                again = await self._repo.get(row.id)
+                if again is None or again.purged_at is not None:
+                    return False
+                await asyncio.to_thread(pipeline.commit_rewrap, prepared)
+        finally:
+            await asyncio.to_thread(pipeline.discard_rewrap, prepared)
+        new = prepared.sealed
+        await self._repo.rewrapped(row.id, key_id=new.key_id, sha256=new.sha256, size=new.size)
+        return True
+
     # -- internals -------------------------------------------------------------------------
 
-    def _keyring(self) -> Keyring:
+    def _load_ring(self) -> Keyring:
         check_location(self._keyring_path, self._folder)
         return load_keyring(self._keyring_path)
+
+    async def _ring(self) -> Keyring:
+        return await asyncio.to_thread(self._load_ring)
+
+    @asynccontextmanager
+    async def _folder_locked(self) -> AsyncIterator[None]:
+        """This process's lock, then the folder's flock (shared with the CLI, post-command).
+
+        Polled without blocking, so waiting for another process never ties up a thread and
+        stays cancellable.
+        """
+        async with self._file_lock:
+            try:
+                fd = await asyncio.to_thread(pipeline.open_folder_lock, self._folder.resolve())
+            except FileNotFoundError:
+                yield  # no folder: no file to race over
+                return
+            try:
+                while True:
+                    if pipeline.try_lock(fd):
+                        break
+                    await asyncio.sleep(0.02)
+                yield
+            finally:
+                os.close(fd)
+
+    async def _locked(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` under the folder lock; shielded by callers, so the lock goes with it."""
+        try:
+            async with self._folder_locked():
+                return await coro
+        finally:
+            coro.close()  # never started (cancelled while waiting): no "never awaited" warning
 
     def _report_keyring(self, message: str) -> None:
         # Once per distinct problem: an hourly sweep must not fill the log with the same line.
@@ -413,7 +523,7 @@ class RecordingsService:
     async def _seal_when_settled(self, path: Path, uniqueid: str | None) -> None:
         try:
             await self._wait_settled(path)
-            ring = self._keyring()
+            ring = await self._ring()
             await self._seal(path, uniqueid, ring)
         except asyncio.CancelledError:
             raise
@@ -425,10 +535,13 @@ class RecordingsService:
             log.error("recordings: %s: could not seal %s: %s", uniqueid or path.name, path,
                       _describe(exc))
 
-    async def _wait_settled(self, path: Path) -> None:
+    async def _wait_settled(self, path: Path, *, reported: bool = False) -> None:
         waited = 0.0
         while True:
-            state = await asyncio.to_thread(pipeline.settle_state, path, self._settle)
+            state = await asyncio.to_thread(
+                pipeline.settle_state, path, self._settle, quiet_seconds=self._quiet,
+                reported=reported or path in self._reported, proc=self._proc,
+            )
             if state in ("ready", "sealed"):
                 return  # "sealed": done meanwhile (a sweep, the post-command hook)
             if state == "missing" and waited >= max(self._settle, 5.0):
@@ -440,24 +553,27 @@ class RecordingsService:
             waited += self._poll
 
     async def _seal(self, plain: Path, uniqueid: str | None, ring: Keyring) -> RecordingRow:
-        async with self._file_lock:
-            if not await asyncio.to_thread(plain.exists):
-                target = pipeline.sealed_path(plain)
-                row = await self._repo.live_by_path(str(target))
-                if row is not None:
-                    return row
-                raise BadRequest(f"recording {plain} is gone")
-            # The thread step and the metadata write finish even if we are cancelled: a file
-            # sealed but unrecorded would otherwise wait for the next start to be adopted.
-            return await self._shielded(self._seal_and_record(plain, uniqueid, ring))
+        # The lock, the thread step and the metadata write finish even if we are cancelled: a
+        # file sealed but unrecorded would otherwise wait for the next start to be adopted.
+        return await self._shielded(self._locked(self._seal_and_record(plain, uniqueid, ring)))
 
     async def _seal_and_record(
         self, plain: Path, uniqueid: str | None, ring: Keyring
     ) -> RecordingRow:
+        if not await asyncio.to_thread(plain.exists):
+            # Sealed meanwhile (the sweep, the post-command, another process).
+            row = await self._repo.live_by_path(str(pipeline.sealed_path(plain)))
+            if row is not None:
+                return row
+            raise BadRequest(f"recording {plain} is gone")
         sealed = await asyncio.to_thread(pipeline.seal, plain, ring, chunk_size=self._chunk_size)
         if sealed.set_aside is not None:
             log.warning("recordings: %s did not open and was moved aside as %s; the plaintext"
                         " was sealed again", sealed.path.name, sealed.set_aside.name)
+            await self._record_rejected(sealed.path, sealed.set_aside, moved_now=True)
+        if sealed.displaced_by is not None:
+            log.warning("recordings: %s already holds another recording; %s sealed as %s",
+                        sealed.displaced_by.name, plain.name, sealed.path.name)
         row_id = await self._record(sealed, uniqueid, plain)
         # Only now, with a verified sealed file and its metadata stored, may the plaintext go.
         await asyncio.to_thread(pipeline.remove_plaintext, plain)
@@ -467,24 +583,50 @@ class RecordingsService:
         assert row is not None
         return row
 
-    async def _adopt(self, sealed_file: Path, ring: Keyring) -> None:
+    async def _adopt(self, sealed_file: Path, ring: Keyring) -> bool:
+        if await self._repo.live_by_path(str(sealed_file)) is not None:
+            return False  # recorded meanwhile (another process)
+        if not await asyncio.to_thread(sealed_file.exists):
+            return False  # retention, or a re-seal that set it aside
         sealed = await asyncio.to_thread(pipeline.verify, sealed_file, ring)
         row_id = await self._record(sealed, pipeline.uniqueid_from_name(sealed_file.name),
                                     pipeline.plain_path(sealed_file))
         log.info("recordings: recorded metadata of sealed file %s as recording %d",
                  sealed_file.name, row_id)
+        return True
+
+    async def _record_rejected(self, original: Path, aside: Path, *, moved_now: bool) -> int:
+        info = await asyncio.to_thread(pipeline.describe, aside)
+        plain = pipeline.plain_path(original)
+        return await self._repo.record_rejected(
+            original=str(original), aside=str(aside), at=self._clock.now(),
+            uniqueid=pipeline.uniqueid_from_name(original.name),
+            source_name=self._source_name(plain), recorded_at=info.recorded_at,
+            size=info.size, sha256=info.sha256, moved_now=moved_now,
+        )
+
+    def _source_name(self, plain: Path) -> str:
+        try:
+            return str(plain.relative_to(self._folder.resolve()))
+        except ValueError:
+            return plain.name
 
     async def _record(self, sealed: pipeline.Sealed, uniqueid: str | None, plain: Path) -> int:
-        try:
-            source_name = str(plain.relative_to(self._folder.resolve()))
-        except ValueError:
-            source_name = plain.name
         return await self._repo.record_sealed(
-            uniqueid=uniqueid, path=str(sealed.path), source_name=source_name,
+            uniqueid=uniqueid, path=str(sealed.path), source_name=self._source_name(plain),
             recorded_at=sealed.recorded_at, sealed_at=self._clock.now(),
             plain_size=sealed.plain_size, size=sealed.size, key_id=sealed.key_id,
             sha256=sealed.sha256,
         )
+
+
+def _os_identity() -> dict[str, object]:
+    """Who runs this process, as the OS knows it: recorded beside the --operator they typed."""
+    try:
+        login: str | None = getpass.getuser()
+    except (OSError, KeyError):
+        login = None
+    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid()}
 
 
 def _describe(exc: BaseException) -> str:
