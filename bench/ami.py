@@ -79,7 +79,9 @@ def bench_dispatch(chunks: list[bytes], total: int) -> tuple[float, int]:
 class _Outbound:
     """Stand-in for the outbound service: the bench measures the link, not quarantine."""
 
-    async def report_spam(self, number_text: str, source: str) -> object:
+    async def report_spam(
+        self, number_text: str, source: str, *, event_id: str | None = None
+    ) -> object:
         return None
 
     def fallbacks(self) -> dict[str, str]:

@@ -49,6 +49,7 @@ class ReportResult:
     ours: bool
     reports_today: int
     quarantined: bool
+    duplicate: bool = False  # the same AMI event was already recorded (another agent)
 
 
 @dataclass(slots=True)
@@ -525,8 +526,13 @@ class OutboundService:
         except phone.InvalidNumber as exc:
             raise BadRequest(f"not a phone number: {exc}") from None
 
-    async def report_spam(self, number_text: str, source: str) -> ReportResult:
-        """A spam report against one of our caller IDs; quarantines at the pool's threshold."""
+    async def report_spam(
+        self, number_text: str, source: str, *, event_id: str | None = None
+    ) -> ReportResult:
+        """A spam report against one of our caller IDs; quarantines at the pool's threshold.
+
+        ``event_id`` (the AMI UserEvent's Uniqueid) makes a report that several agents
+        receive count once."""
         now = self._clock.now()
         try:
             number = self.resolve_number(number_text)
@@ -540,7 +546,9 @@ class OutboundService:
         cfg = self._config.numbers.get(number)
         if cfg is None:
             day = local_day(now, self._config.pools[next(iter(self._config.pools))].rules.timezone)
-            await self._repo.add_report(number, now, day.isoformat(), source, ours=False)
+            await self._repo.add_report(
+                number, now, day.isoformat(), source, ours=False, event_id=event_id
+            )
             log.info(
                 "spam report from %s for %s: not one of ours, recorded and ignored",
                 source,
@@ -550,9 +558,17 @@ class OutboundService:
         st = self._states.get(number)
         pool = self._pool_of(st) if st else self._config.pools[cfg.pool]
         rules = pool.rules
-        count = await self._repo.add_report(
-            number, now, local_day(now, rules.timezone).isoformat(), source, ours=True
+        count, added = await self._repo.add_report(
+            number,
+            now,
+            local_day(now, rules.timezone).isoformat(),
+            source,
+            ours=True,
+            event_id=event_id,
         )
+        if not added:
+            log.info("spam report from %s for %s: already recorded", source, phone.mask(number))
+            return ReportResult(number, True, count, False, duplicate=True)
         quarantined = False
         if quarantine_due(count, rules) and not (st and st.quarantined(now)):
             until = now + rules.quarantine_days * 86400.0

@@ -158,18 +158,28 @@ class OutboundRepo:
             )
         return (q + r) > 0
 
-    async def add_report(self, number: str, at: float, day: str, source: str, ours: bool) -> int:
-        """Record a spam report; returns how many reports the number has on ``day``."""
+    async def add_report(
+        self,
+        number: str,
+        at: float,
+        day: str,
+        source: str,
+        ours: bool,
+        event_id: str | None = None,
+    ) -> tuple[int, bool]:
+        """Record a spam report; returns how many reports the number has on ``day``, and
+        False when a report with the same ``event_id`` was already there (another agent
+        stored the same AMI event): nothing is added then."""
         async with self.db.transaction():
-            await self.db.execute(
-                "INSERT INTO spam_reports (number, reported_at, day, source, ours)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (number, at, day, source, int(ours)),
+            added = await self.db.execute(
+                "INSERT INTO spam_reports (number, reported_at, day, source, ours, event_id)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (number, at, day, source, int(ours), event_id),
             )
             row = await self.db.fetchone(
                 "SELECT COUNT(*) FROM spam_reports WHERE number = ? AND day = ?", (number, day)
             )
-        return int(row[0]) if row else 0
+        return (int(row[0]) if row else 0), added > 0
 
     # -- alerts and cross-process change notices -------------------------------------------
     async def add_alert(self, at: float, kind: str, pool: str | None, message: str) -> None:
