@@ -8,6 +8,7 @@ outcomes, recordings and reports as the unfiltered stream, and cut most of the v
 from __future__ import annotations
 
 import re
+from ipaddress import IPv6Address, ip_address, ip_network
 from pathlib import Path
 
 from agent.ami.calls import (
@@ -104,3 +105,42 @@ def test_spam_dialplan_raises_the_event_the_agent_reads() -> None:
     # Same shape as the UserEvent the real PBX raised in the capture.
     captured = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
     assert b"\r\nNumber: " in captured and b"\r\nSource: ivr\r\n" in captured
+
+
+def _asterisk_apply_ha(rules: list[tuple[str, str]], client: str) -> str:
+    """Asterisk's ast_apply_ha (main/acl.c) on (sense, network) rules: the address family
+    test reads the list's *first* rule (``ha->addr``) for every rule; an IPv4-mapped client is
+    checked as IPv4; a rule of the other family never matches."""
+    head_is_v4 = ip_network(rules[0][1], strict=False).version == 4
+    address = ip_address(client)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    verdict = "permit"
+    for sense, network in rules:
+        if head_is_v4 != (address.version == 4):
+            continue  # "An IPv4 ACL does not apply to an IPv6 address" (and the reverse)
+        net = ip_network(network, strict=False)
+        if net.version == address.version and address in net:
+            verdict = sense
+    return verdict
+
+
+def test_manager_conf_says_its_ipv6_rules_protect_nothing_on_a_dual_stack_bind() -> None:
+    text = (ROOT / "asterisk-conf" / "manager.conf").read_text()
+    rules = []
+    for raw in text.split("[trustline]", 1)[1].splitlines():
+        key, _, value = raw.split(";", 1)[0].partition("=")
+        if key.strip() in ("deny", "permit"):
+            rules.append((key.strip(), value.strip()))
+    assert _asterisk_apply_ha(rules, "127.0.0.1") == "permit"
+    assert _asterisk_apply_ha(rules, "192.0.2.7") == "deny"
+    assert _asterisk_apply_ha(rules, "::ffff:192.0.2.7") == "deny"
+    # The hole: with bindaddr = ::, any native IPv6 client passes these rules.
+    assert _asterisk_apply_ha(rules, "2001:db8::7") == "permit"
+    # So the file must keep the bind on IPv4 loopback and say why.
+    comments = " ".join(
+        line.lstrip("; ").strip() for line in text.splitlines() if line.startswith(";")
+    )
+    assert "bindaddr = 127.0.0.1" in comments
+    assert "do not protect anything if bindaddr is '::'" in comments
+    assert "first rule" in comments
