@@ -10,7 +10,8 @@ the captured refusal), ``md5_secret`` (the challenge capture), ``silent`` (after
 everything and answer nothing: a dead link that TCP never reports), ``chunk`` (write in tiny
 slices so messages and UTF-8 characters split across reads), ``drop()`` (close every session,
 as Asterisk does with a client that reads too slowly), ``live_channels`` (what
-CoreShowChannels lists). It parses actions with its own few lines, not the agent's parser, so
+CoreShowChannels lists), ``after_channel_list`` (events raised right after the next
+CoreShowChannels reply: a call that ends just after the snapshot). It parses actions with its own few lines, not the agent's parser, so
 a parser bug cannot hide on both sides.
 """
 
@@ -145,6 +146,7 @@ class ReplayAmiServer:
         self.chunk = chunk
         self.silent = False
         self.live_channels: dict[str, str] = {}  # Uniqueid -> Linkedid
+        self.after_channel_list: list[bytes] = []  # sent once, right after the list
         self.astdb: dict[tuple[str, str], str] = {}
         self.actions: list[dict[str, str]] = []
         self.connections = 0
@@ -315,6 +317,9 @@ class ReplayAmiServer:
                 items += _with_id(item, aid)
             done = with_header(t.channels_done, "ListItems", str(len(self.live_channels)))
             await self._send(session, _with_id(t.channels_start, aid) + items + _with_id(done, aid))
+            after, self.after_channel_list = self.after_channel_list, []
+            for message in after:
+                await self._send(session, message)
         elif name == "logoff":
             await self._send(session, _with_id(t.goodbye, aid))
             return False

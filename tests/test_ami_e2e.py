@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from agent.app import Agent
-from tests.ami_replay import ReplayAmiServer, events
+from tests.ami_replay import ReplayAmiServer, events, with_header
 from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 from tests.test_ami_link import SCENARIOS, eventually
@@ -32,7 +32,7 @@ async def test_decision_then_ami_events_give_an_answer_rate(
         assert link is not None
         await eventually(lambda: _true(link.resyncs >= 1))
         handed: dict[str, str] = {}
-        for capture in ("ami-answered", "ami-busy"):
+        for capture in ("ami-answered", "ami-busy", "ami-noanswer"):
             uniqueid, _ = SCENARIOS[capture]
             # Asterisk runs the outbound AGI on the channel, with its uniqueid...
             session = await run_session(
@@ -43,7 +43,12 @@ async def test_decision_then_ami_events_give_an_answer_rate(
             )
             handed[uniqueid] = session.variables["CALLERID(num)"]
             # ...then the call goes on and AMI reports how it went.
-            await server.play(events(capture))
+            stream = events(capture)
+            if capture == "ami-noanswer":
+                # Our side hangs up while the callee's phone rings: DialEnd CANCEL on our
+                # channel. That says nothing about the number's answer rate.
+                stream = [_cancelled(e, uniqueid) for e in stream]
+            await server.play(stream)
         for uniqueid in handed:
             await eventually(functools.partial(_ended, agent, uniqueid))
         # The running agent's /metrics counts outcomes per pool.
@@ -62,7 +67,8 @@ async def test_decision_then_ami_events_give_an_answer_rate(
     assert table.returncode == 0, table.stderr
     line = next(ln for ln in table.stdout.splitlines() if "reminders" in ln)
     assert line.split()[:5] == [day, "reminders", "2", "1", "1"]  # dialled, answered, busy
-    assert "50%" in line and "20s" in line
+    assert line.split()[-4:] == ["0", "50%", "20s", "1"]  # failed, rate, talk, unrated
+    assert table.stdout.splitlines()[0].split()[-1] == "UNRATED"
 
     per_number = await trustline("stats", "--from", day, "--by-number", "--json", *where)
     rows = [json.loads(ln) for ln in per_number.stdout.splitlines()]
@@ -71,6 +77,8 @@ async def test_decision_then_ami_events_give_an_answer_rate(
     assert by_number[answered_with]["answered"] == 1
     assert by_number[answered_with]["talk_seconds"] == 20
     assert sum(r["dialled"] for r in rows) == 2
+    assert sum(r["failed"] for r in rows) == 0
+    assert by_number[handed[SCENARIOS["ami-noanswer"][0]]]["unseen"] == 1
 
 
 async def test_stats_without_outcomes_says_so(make_agent: AgentFactory, tmp_path: Path) -> None:
@@ -81,6 +89,14 @@ async def test_stats_without_outcomes_says_so(make_agent: AgentFactory, tmp_path
     assert "no call outcomes in that period" in empty.stdout
     bad = await trustline("stats", "--from", "17/11/2026", *where)
     assert bad.returncode == 64 and "YYYY-MM-DD" in bad.stderr
+
+
+def _cancelled(message: bytes, uniqueid: str) -> bytes:
+    """The captured DialEnd on our channel, as if we had cancelled the dial."""
+    ours = f"\r\nUniqueid: {uniqueid}\r\n".encode()
+    if message.startswith(b"Event: DialEnd\r\n") and ours in message:
+        return with_header(message, "DialStatus", "CANCEL")
+    return message
 
 
 async def _readyz(agent: Agent) -> dict[str, Any]:

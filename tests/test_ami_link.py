@@ -57,7 +57,9 @@ class Rig:
     recordings: list[tuple[str, str]] = field(default_factory=list)
     links: list[AmiLink] = field(default_factory=list)
 
-    def link(self, **overrides: Any) -> AmiLink:
+    def link(self, registry: CollectorRegistry | None = None, **overrides: Any) -> AmiLink:
+        """An AmiLink to the replay server; a second link on the same PBX needs its own
+        ``registry`` (metric names are per registry)."""
         values: dict[str, Any] = {
             "data_dir": self.tmp / "data",
             "ami_port": self.server.port,
@@ -83,7 +85,7 @@ class Rig:
             self.clock,
             self.outbound,
             on_recording,
-            self.registry,
+            self.registry if registry is None else registry,
             **knobs,
         )
         self.links.append(link)
@@ -167,17 +169,44 @@ async def test_captured_call_stores_its_outcome(
 
 
 async def test_calls_we_did_not_place_leave_no_trace(rig: Rig) -> None:
-    link = rig.link()
+    # One real call of ours is in progress, so tracking and the store are live...
+    ours, ours_linked = "1795340000.1", "1795340000.0"
+    await rig.place(ours)
+    rig.server.live_channels = {ours: ours_linked}
+    link = rig.link(late_row_delay=0.01)
     await rig.up(link)
-    # The busy capture ends with the tail of an older answered call; inbound and agent-down
-    # calls never got a caller ID from us.
-    for capture in ("ami-inbound", "ami-agent-down", "ami-hangup-during-agi", "ami-busy"):
-        await rig.server.play(events(capture))
-    await rig.server.wait_for(lambda: True)
+    assert rig.metric("trustline_ami_calls_tracked") == 1
+    # ...while other calls run. The busy capture ends with the tail of an older answered
+    # call; inbound and agent-down calls never got a caller ID from us.
+    captures = ("ami-inbound", "ami-agent-down", "ami-hangup-during-agi", "ami-busy")
+    foreign = [e for c in captures for e in events(c)]
+    before = link.events_seen
+    await rig.server.play(foreign)
+    await eventually(lambda: _true(link.events_seen - before == len(foreign)))
     await link.flush()
     await eventually(lambda: _true(len(rig.recordings) == 1))  # the busy call recorded
+    # Only the busy call was tracked (it set TRUSTLINE_POOL: our AGI ran on it) and ended,
+    # and no decision row is its: nothing stored. Every other channel was ignored (a tracked
+    # one would have ended at its Hangup).
+    assert link.calls_ended == 1
+    assert rig.metric("trustline_ami_calls_tracked") == 1
     rows = await rig.db.fetchall("SELECT uniqueid FROM call_audit WHERE outcome IS NOT NULL")
     assert rows == []
+    # Our call's own Hangup (a captured one, renamed) still ends it: the probe can see one.
+    hangup = next(e for e in events("ami-busy") if e.startswith(b"Event: Hangup\r\n"))
+    await rig.server.play(
+        [with_header(with_header(hangup, "Uniqueid", ours), "Linkedid", ours_linked)]
+    )
+    ended = await eventually(lambda: _outcome(rig, ours))
+    assert ended == "unknown"  # adopted on connect, no DialEnd seen, no Cdr
+    assert link.calls_ended == 2
+
+
+async def _outcome(rig: Rig, uniqueid: str) -> str | None:
+    row = await rig.db.fetchone(
+        "SELECT outcome FROM call_audit WHERE uniqueid = ? AND outcome IS NOT NULL", (uniqueid,)
+    )
+    return None if row is None else str(row[0])
 
 
 async def test_hangup_during_the_agi_is_not_dialled(rig: Rig) -> None:
@@ -201,7 +230,9 @@ async def test_spam_report_from_the_ivr_quarantines_at_the_threshold(rig: Rig) -
     await rig.server.play(captured)
     report = next(e for e in captured if b"UserEvent: SpamReport" in e)
     ours = with_header(report, "Number", "01 42 00 00 02")  # national format, one of ours
-    await rig.server.play([ours, ours])  # the pool's threshold is 2 a day
+    # Two patients, two calls (Uniqueids): the pool's threshold is 2 a day.
+    other_call = with_header(ours, "Uniqueid", "1795344999.1")
+    await rig.server.play([ours, other_call])
     state = await eventually(lambda: _quarantined(rig.outbound, "+33142000002"))
     assert state == "quarantined"
     ours_rows = await rig.db.fetchall("SELECT source FROM spam_reports WHERE ours = 1")
@@ -333,3 +364,170 @@ async def test_outcome_that_beats_its_audit_row_is_not_lost(rig: Rig) -> None:
     await rig.place(uniqueid)
     row = await eventually(lambda: rig.row(uniqueid))
     assert row["outcome"] == "busy"
+
+
+# -- gaps in the event stream: outages, the re-sync window, shared PBXs, transfers ------------
+
+
+def _at(stream: list[bytes], event: str, uniqueid: str) -> int:
+    """Index of the first ``event`` of channel ``uniqueid`` in a captured stream."""
+    head = f"Event: {event}\r\n".encode()
+    ids = (f"\r\nUniqueid: {uniqueid}\r\n".encode(), f"\r\nUniqueID: {uniqueid}\r\n".encode())
+    return next(i for i, e in enumerate(stream) if e.startswith(head) and any(m in e for m in ids))
+
+
+async def _play_all(rig: Rig, link: AmiLink, messages: list[bytes]) -> None:
+    """Play ``messages`` and wait until the link has read every one of them."""
+    before = link.events_seen
+    await rig.server.play(messages)
+    await eventually(lambda: _true(link.events_seen - before >= len(messages)))
+
+
+async def _stored(rig: Rig, uniqueid: str) -> dict[str, Any] | None:
+    found = await rig.db.fetchone(
+        "SELECT * FROM call_audit WHERE uniqueid = ? AND outcome IS NOT NULL", (uniqueid,)
+    )
+    return dict(found) if found is not None else None
+
+
+async def _outage_during(rig: Rig, capture: str, drop_before: str) -> list[bytes]:
+    """Our call is up; the link sees its events up to (not including) our ``drop_before``
+    event, Asterisk drops the link, that event is lost, the link comes back while the call is
+    still up. Returns the captured events still to come."""
+    uniqueid, linkedid = SCENARIOS[capture]
+    await rig.place(uniqueid)
+    rig.server.live_channels = {uniqueid: linkedid}
+    link = rig.link()
+    await rig.up(link)
+    stream = events(capture)
+    lost = _at(stream, drop_before, uniqueid)
+    await _play_all(rig, link, stream[:lost])
+    await rig.server.drop()
+    await rig.up(link, logins=2)
+    return stream[lost + 1 :]
+
+
+async def test_call_answered_during_an_outage_takes_its_outcome_from_the_cdr(rig: Rig) -> None:
+    uniqueid, _ = SCENARIOS["ami-answered"]
+    rest = await _outage_during(rig, "ami-answered", drop_before="DialEnd")
+    await rig.server.play(rest)  # ... Cdr ANSWERED 20 s, then our Hangup
+    row = await eventually(lambda: rig.row(uniqueid))
+    # Not "not_dialled": the DialEnd was lost, not missing; the Cdr tells how it went.
+    assert (row["outcome"], row["dial_status"], row["talk_seconds"]) == ("answered", None, 20)
+    assert rig.metric("trustline_call_outcomes_total", pool="reminders", outcome="answered") == 1
+
+
+async def test_call_unanswered_during_an_outage_is_settled_by_its_late_cdr(rig: Rig) -> None:
+    uniqueid, _ = SCENARIOS["ami-noanswer"]
+    rest = await _outage_during(rig, "ami-noanswer", drop_before="DialEnd")
+    await rig.server.play(rest)  # our Hangup, then the Cdr "NO ANSWER" (captured order)
+    row = await eventually(lambda: rig.row(uniqueid))
+    assert (row["outcome"], row["cdr_disposition"], row["talk_seconds"]) == (
+        "no_answer",
+        "NO ANSWER",
+        0,
+    )
+    assert rig.metric("trustline_call_outcomes_total", pool="reminders", outcome="no_answer") == 1
+
+
+async def test_call_ended_after_an_outage_without_a_cdr_is_unknown(rig: Rig) -> None:
+    uniqueid, _ = SCENARIOS["ami-answered"]
+    rest = await _outage_during(rig, "ami-answered", drop_before="DialEnd")
+    # Asterisk without cdr_manager: no Cdr events at all.
+    await rig.server.play([e for e in rest if not e.startswith(b"Event: Cdr\r\n")])
+    row = await eventually(lambda: _stored(rig, uniqueid))
+    assert (row["outcome"], row["talk_seconds"]) == ("unknown", None)
+
+
+async def test_call_that_ended_during_an_outage_gets_no_outage_as_talk_time(rig: Rig) -> None:
+    uniqueid, linkedid = SCENARIOS["ami-answered"]
+    await rig.place(uniqueid)
+    rig.server.live_channels = {uniqueid: linkedid}
+    link = rig.link()
+    await rig.up(link)
+    stream = events("ami-answered")
+    await _play_all(rig, link, stream[: _at(stream, "DialEnd", uniqueid) + 1])  # answered
+    # Asterisk drops us; the call ends 20 s later, its Hangup and Cdr are lost; we are back
+    # after a 30 min outage.
+    rig.server.live_channels = {}
+    await rig.server.drop()
+    rig.clock.advance(1800)
+    await rig.up(link, logins=2)
+    row = await eventually(lambda: _stored(rig, uniqueid))
+    assert row["outcome"] == "answered"  # seen before the outage
+    assert row["talk_seconds"] is None  # not known; never the 1800 s we were away
+
+
+async def test_hangup_read_while_the_channel_list_is_answered_lands(rig: Rig) -> None:
+    uniqueid, linkedid = SCENARIOS["ami-noanswer"]
+    await rig.place(uniqueid)  # decided while AMI was down
+    stream = events("ami-noanswer")
+    after_agi = stream[next(i for i, e in enumerate(stream) if b"Value: SUCCESS" in e) :]
+    # Asterisk lists the call as live, and it ends right after the snapshot: its events are
+    # read while the link is still re-syncing.
+    rig.server.live_channels = {uniqueid: linkedid}
+    rig.server.after_channel_list = after_agi
+    link = rig.link()
+    await rig.up(link)
+    row = await eventually(lambda: rig.row(uniqueid))
+    assert row["outcome"] == "no_answer"
+    assert rig.metric("trustline_ami_calls_tracked") == 0
+
+
+async def test_agents_sharing_a_pbx_count_one_report_once(rig: Rig) -> None:
+    # Two agents (one store) log in to the same PBX: each AMI session gets every UserEvent.
+    first, second = rig.link(), rig.link(registry=CollectorRegistry())
+    await rig.up(first)
+    await rig.up(second)
+    report = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    ours = with_header(report, "Number", "+33142000002")
+    await rig.server.play([ours])  # one patient pressed 9 once
+    await eventually(lambda: _report_count(rig, 1))
+    await first.flush()
+    await second.flush()
+    assert await _report_count(rig, 1)
+    assert await _quarantined(rig.outbound, "+33142000002") is None
+    # The same event again is still one report; the service says so.
+    again = await rig.outbound.report_spam("+33142000002", "ivr", event_id="1795344893.23")
+    assert again.duplicate and not again.quarantined and again.reports_today == 1
+    # A second patient's report (another call) counts, and reaches the threshold of 2.
+    await rig.server.play([with_header(ours, "Uniqueid", "1795344999.1")])
+    assert await eventually(lambda: _quarantined(rig.outbound, "+33142000002"))
+    await first.flush()
+    await second.flush()
+    assert await _report_count(rig, 2)
+    # Reports without an event (CLI, API) are never merged.
+    await rig.outbound.report_spam("+33142000002", "agent")
+    await rig.outbound.report_spam("+33142000002", "agent")
+    assert await _report_count(rig, 4)
+
+
+async def _report_count(rig: Rig, expected: int) -> bool:
+    row = await rig.db.fetchone("SELECT count(*) FROM spam_reports WHERE ours = 1")
+    return row is not None and row[0] == expected
+
+
+@pytest.mark.parametrize("hangup_first", [False, True], ids=["cdrs-then-hangup", "hangup-first"])
+async def test_transferred_call_adds_the_talk_time_of_each_cdr(
+    rig: Rig, hangup_first: bool
+) -> None:
+    uniqueid, linkedid = SCENARIOS["ami-answered"]
+    await rig.place(uniqueid)
+    rig.server.live_channels = {uniqueid: linkedid}
+    link = rig.link()
+    await rig.up(link)
+    stream = events("ami-answered")
+    cdr_at, hangup_at = _at(stream, "Cdr", uniqueid), _at(stream, "Hangup", uniqueid)
+    # The callee was transferred: one Cdr per bridge segment, 30 s then the captured 20 s.
+    first_segment = with_header(stream[cdr_at], "BillableSeconds", "30")
+    cdrs = [first_segment, stream[cdr_at]]
+    before = [e for i, e in enumerate(stream[:hangup_at]) if i != cdr_at]
+    await _play_all(rig, link, before)
+    rig.clock.advance(45)  # our own measure: 45 s from the answer to the Hangup
+    ending = [stream[hangup_at], *cdrs] if hangup_first else [*cdrs, stream[hangup_at]]
+    await _play_all(rig, link, ending)
+    await link.flush()
+    row = await rig.row(uniqueid)
+    assert row is not None
+    assert row["outcome"] == "answered"
+    assert row["talk_seconds"] == 50  # 30 + 20, counted once

@@ -58,7 +58,9 @@ def backoff_delay(attempt: int, initial: float, maximum: float, draw: float) -> 
 class OutboundPort(Protocol):
     """What the link needs from the outbound service."""
 
-    async def report_spam(self, number_text: str, source: str) -> object: ...
+    async def report_spam(
+        self, number_text: str, source: str, *, event_id: str | None = None
+    ) -> object: ...
 
     def fallbacks(self) -> dict[str, str]: ...
 
@@ -76,7 +78,9 @@ class _LinkMetrics:
             "Call/recording/report effects dropped because the work queue was full",
             registry=registry,
         )
-        # Answer rate per pool: answered / dialled outcomes over any window, in PromQL.
+        # Answer rate per pool: answered / dialled outcomes over any window, in PromQL
+        # (dialled: not cancelled, not_dialled or unknown; see agent.ami.repo). A call that
+        # ended in a gap counts "unknown", then its outcome too if a late Cdr tells it.
         self.outcomes = Counter(
             "trustline_call_outcomes",
             "Outcomes of calls we chose a caller ID for, by pool",
@@ -142,6 +146,7 @@ class AmiLink:
         self.sessions = 0  # successful logins since start
         self.resyncs = 0  # completed re-syncs (AstDB + in-flight calls) since start
         self.events_seen = 0
+        self.calls_ended = 0  # our calls seen ending (Hangup or re-sync), before the store
 
     @property
     def enabled(self) -> bool:
@@ -327,27 +332,28 @@ class AmiLink:
             raise AmiActionError(f"DBPut {family}/{key}: {answer.message or 'refused'}")
 
     async def _resync_calls(self, client: AmiClient) -> None:
+        # The store first, then the channel list: events flow while we wait on either, so a
+        # call must be tracked before we ask Asterisk, or its Hangup read meanwhile would be
+        # ignored and the call, listed live a moment before, tracked for good.
         now = self._clock.now()
+        waiting = await self._repo.awaiting_outcome(now - self._lookback, now)
+        adopted = self._tracker.adopt(waiting, now)
         answer = await client.action("CoreShowChannels")
         if not answer.ok:
+            self._tracker.release(adopted)
             log.error(
                 "ami: CoreShowChannels refused (%s): in-flight calls not re-synced", answer.message
             )
             return
         live = {e["Uniqueid"]: e.get("Linkedid", "") for e in answer.events if e.get("Uniqueid")}
-        for effect in self._tracker.resync(live, now):
+        ended = self._tracker.resync(live, self._clock.now())
+        for effect in ended:
             self._enqueue(effect)
-        waiting = await self._repo.awaiting_outcome(now - self._lookback, now)
-        tracked = self._tracker.tracked()
-        self._tracker.adopt(((u, live[u]) for u, _ in waiting if u in live), now)
-        gone = [u for u, _ in waiting if u not in live and u not in tracked]
-        if gone:
-            await self._repo.mark_unknown(gone, now)
         log.info(
             "ami: re-synced: %d channels live, %d of our calls in progress, %d ended unseen",
             len(live),
             self._tracker.calls_in_progress,
-            len(gone),
+            sum(isinstance(e, CallEnded) for e in ended),
         )
         self.resyncs += 1
 
@@ -360,6 +366,8 @@ class AmiLink:
             self._enqueue(effect)
 
     def _enqueue(self, effect: Effect, attempt: int = 0) -> None:
+        if attempt == 0 and isinstance(effect, CallEnded):
+            self.calls_ended += 1
         try:
             self._queue.put_nowait((effect, attempt))
         except asyncio.QueueFull:
@@ -406,15 +414,26 @@ class AmiLink:
                 "ami: call %s ended: %s (%s s talk)",
                 effect.uniqueid,
                 effect.outcome,
-                effect.talk_seconds,
+                "?" if effect.talk_seconds is None else effect.talk_seconds,
             )
         elif isinstance(effect, CdrSeen):
-            return await self._repo.record_cdr(effect)
+            stored = await self._repo.record_cdr(effect)
+            if stored is None:
+                return False
+            pool, outcome = stored
+            if effect.settles is not None and outcome == effect.settles:
+                # A call that ended in a gap as "unknown": its late Cdr tells how it went.
+                self._metrics.outcomes.labels(pool or "-", effect.settles).inc()
+                log.info("ami: call %s ended: %s (late Cdr)", effect.uniqueid, effect.settles)
         elif isinstance(effect, RecordingComplete):
             log.info("ami: recording of %s complete", effect.uniqueid)
             await self._on_recording(effect.uniqueid, effect.filename)
         elif isinstance(effect, SpamReported):
             self._metrics.reports.labels(effect.source).inc()
             log.info("ami: spam report from %s for %s", effect.source, phone.mask(effect.number))
-            await self._outbound.report_spam(effect.number, effect.source)
+            # Every agent logged in to this PBX gets the same UserEvent: its Uniqueid makes
+            # it one report in the shared store.
+            await self._outbound.report_spam(
+                effect.number, effect.source, event_id=effect.uniqueid or None
+            )
         return True

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.ami.calls import DIAL_OUTCOMES, OUTCOME_UNKNOWN, CallEnded, CdrSeen
+from agent.ami.calls import DIAL_OUTCOMES, OUTCOME_CANCELLED, OUTCOME_UNKNOWN, CallEnded, CdrSeen
 from agent.store.db import Database
 
 # Outcomes that say how the callee's side went: the denominator of an answer rate.
-# not_dialled (hung up before Dial) and unknown (AMI was down) say nothing about the number.
-DIALLED_OUTCOMES = (*DIAL_OUTCOMES.values(), "failed")
+# not_dialled (hung up before Dial), cancelled (our side hung up while it rang) and unknown
+# (AMI was down) say nothing about the number.
+DIALLED_OUTCOMES = (*(o for o in DIAL_OUTCOMES.values() if o != OUTCOME_CANCELLED), "failed")
 
 _LATEST = "id = (SELECT max(id) FROM call_audit WHERE uniqueid = ?)"
 
@@ -33,10 +34,14 @@ class OutcomeRepo:
         self._db = db
 
     async def record_end(self, ended: CallEnded) -> str | None:
-        """Store how a call ended. Returns the row's pool, or None when no row matched."""
+        """Store how a call ended. Returns the row's pool, or None when no row matched.
+
+        Our own measure of talk time only stands until a Cdr is stored: then the CDRs' billable
+        seconds are the talk time, whichever arrives first."""
         row = await self._db.fetchone(
             "UPDATE call_audit SET outcome = ?, dial_status = ?, hangup_cause = ?, linkedid = ?,"
-            " ended_at = ?, talk_seconds = COALESCE(talk_seconds, ?)"
+            " ended_at = ?,"
+            " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ? ELSE talk_seconds END"
             f" WHERE {_LATEST} RETURNING COALESCE(pool, '')",
             (
                 ended.outcome,
@@ -50,14 +55,29 @@ class OutcomeRepo:
         )
         return None if row is None else str(row[0])
 
-    async def record_cdr(self, cdr: CdrSeen) -> bool:
-        """The CDR's billable seconds are the talk time (they win over our own measure)."""
+    async def record_cdr(self, cdr: CdrSeen) -> tuple[str, str | None] | None:
+        """Add one Cdr's billable seconds to the talk time (a call has one Cdr per bridge
+        segment, e.g. after a transfer); the first Cdr replaces our own measure. A Cdr that
+        settles a call ended in an AMI gap replaces its unknown outcome.
+        Returns (pool, outcome) of the row, or None when no row matched."""
         row = await self._db.fetchone(
-            "UPDATE call_audit SET cdr_disposition = ?, talk_seconds = ?"
-            f" WHERE {_LATEST} RETURNING id",
-            (cdr.disposition, cdr.billable_seconds, cdr.uniqueid),
+            "UPDATE call_audit SET"
+            " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ?"
+            " ELSE COALESCE(talk_seconds, 0) + ? END,"
+            " cdr_disposition = ?,"
+            " outcome = CASE WHEN ? IS NOT NULL AND outcome = ? THEN ? ELSE outcome END"
+            f" WHERE {_LATEST} RETURNING COALESCE(pool, ''), outcome",
+            (
+                cdr.billable_seconds,
+                cdr.billable_seconds,
+                cdr.disposition,
+                cdr.settles,
+                OUTCOME_UNKNOWN,
+                cdr.settles,
+                cdr.uniqueid,
+            ),
         )
-        return row is not None
+        return None if row is None else (str(row[0]), row[1])
 
     async def awaiting_outcome(self, since: float, before: float) -> list[tuple[str, str]]:
         """(uniqueid, linkedid) of recent rows with no outcome yet: calls placed while AMI
@@ -68,12 +88,6 @@ class OutcomeRepo:
             (since, before),
         )
         return [(str(r[0]), str(r[1])) for r in rows]
-
-    async def mark_unknown(self, uniqueids: list[str], ended_at: float) -> None:
-        await self._db.executemany(
-            f"UPDATE call_audit SET outcome = ?, ended_at = ? WHERE {_LATEST} AND outcome IS NULL",
-            [(OUTCOME_UNKNOWN, ended_at, u) for u in uniqueids],
-        )
 
     async def outcomes(
         self, since: float, until: float, pool: str | None = None

@@ -2,7 +2,8 @@
 
 A day is the pool's local calendar day (as for caps). The rate's denominator is the calls
 whose callee side we know (answered, busy, no answer, congestion, ...); calls hung up before
-Dial or ended while AMI was down are counted apart, never as failures of the number.
+Dial, cancelled by our side while ringing, or ended while AMI was down are counted apart
+("unrated"), never as failures of the number.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class AnswerStats:
     answered: int = 0
     busy: int = 0
     no_answer: int = 0
-    failed: int = 0  # congestion, unavailable, cancelled, failed
-    unseen: int = 0  # not dialled or outcome unknown
+    failed: int = 0  # congestion, unavailable, failed
+    unseen: int = 0  # not in the rate: not dialled, cancelled by our side, outcome unknown
     talk_seconds: int = 0
 
     @property

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "stats",
         parents=[common_options()],
         help="answer rate per pool (or per number) per day, from call outcomes seen over AMI",
+        epilog="UNRATED (JSON: unseen) counts calls that say nothing about the number and stay"
+        " out of the answer rate: hung up before Dial, cancelled by our side while ringing, or"
+        " ended while AMI was down.",
     )
     p.add_argument(
         "--days", type=int, default=7, help="the last N days, today included (default 7)"
@@ -100,7 +103,7 @@ def _print_table(stats: list[AnswerStats], by_number: bool) -> None:
         "FAILED",
         "ANSWER RATE",
         "TALK",
-        "NO OUTCOME",
+        "UNRATED",
     ]
     table = []
     for s in stats:
