@@ -30,8 +30,10 @@ from agent.store import Database
 
 log = logging.getLogger(__name__)
 
-# How often a running agent checks whether another process (the CLI) changed the lists.
+# How often a running agent checks whether another process (the CLI) changed the lists: in
+# the background under traffic; a call after a quiet spell waits for the read.
 LISTS_REFRESH_SECONDS = 2.0
+LISTS_WAIT_SECONDS = 10.0
 DAY = 86_400.0
 
 
@@ -76,6 +78,7 @@ class ScreeningService:
         self._lists_version = -1
         self._lists_checked_at = float("-inf")
         self._lists_lock = asyncio.Lock()
+        self._lists_task: asyncio.Task[None] | None = None
         self._matchers: tuple[ListMatcher, ListMatcher] | None = None  # (allow, block)
         self._matchers_for: tuple[object, object] | None = None
         self._callees = RecentCallees(self._repo)
@@ -188,16 +191,23 @@ class ScreeningService:
         return view
 
     async def _lists(self, view: _ConfigView, now: float) -> tuple[ListMatcher, ListMatcher]:
-        if self._stored is None or now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
-            # One reader at a time: concurrent calls at start-up wait for the same load.
-            async with self._lists_lock:
+        age = now - self._lists_checked_at
+        refreshing = self._lists_lock.locked() or not (
+            self._lists_task is None or self._lists_task.done()
+        )
+        if self._stored is None:
+            async with self._lists_lock:  # one reader at a time
                 if self._stored is None:
                     await self._reload_lists(now)  # nothing to screen with until this works
-                elif now - self._lists_checked_at >= LISTS_REFRESH_SECONDS:
-                    try:
-                        await self._reload_lists(now)
-                    except Exception as exc:  # the store is down: keep the lists we have
-                        log.warning("screening: lists not refreshed (%s); using the last ones", exc)
+        elif age >= LISTS_WAIT_SECONDS and not refreshing:
+            # After a quiet spell, this call waits for a fresh read.
+            async with self._lists_lock:
+                await self._refresh_lists(now)
+        elif age >= LISTS_REFRESH_SECONDS and not refreshing:
+            # Under traffic, refresh behind the calls: none of them waits on the store.
+            self._lists_task = asyncio.get_running_loop().create_task(
+                self._refresh_in_background(now)
+            )
         stamp = (view.screening, self._stored)
         if self._matchers is None or self._matchers_for is None or any(
             a is not b for a, b in zip(self._matchers_for, stamp, strict=True)
@@ -209,6 +219,17 @@ class ScreeningService:
             )
             self._matchers_for = stamp
         return self._matchers
+
+    async def _refresh_in_background(self, now: float) -> None:
+        async with self._lists_lock:
+            await self._refresh_lists(now)
+
+    async def _refresh_lists(self, now: float) -> None:
+        try:
+            await self._reload_lists(now)
+        except Exception as exc:  # the store is down: keep the lists we have
+            self._lists_checked_at = now  # and do not ask again on every call
+            log.warning("screening: lists not refreshed (%s); using the last ones", exc)
 
     async def _reload_lists(self, now: float) -> None:
         self._lists_checked_at = now
@@ -274,6 +295,9 @@ class ScreeningService:
     async def close(self) -> None:
         """Store what is pending; call before closing the database."""
         await self._callees.close()
+        if self._lists_task is not None and not self._lists_task.done():
+            with contextlib.suppress(Exception):
+                await self._lists_task
         with contextlib.suppress(StoreError):
             await self.flush()
 
