@@ -207,7 +207,7 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
     assert summary["mixed"] + summary["both"] >= RUNS // 4, (seed, full, summary)
 
 
-REWRAP_RUNS = 40
+REWRAP_RUNS = 30
 REWRAP_CHILD = """
 import asyncio
 from agent.clock import SystemClock
@@ -274,7 +274,7 @@ def run_rewrap_child(run: Run, keyring: Path, delay: float | None) -> float:
     return elapsed
 
 
-async def check_after_rewrap_kill(run: Run, keyring: Path) -> int:
+async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
     """Right after the kill every recording verifies and decrypts; a rewrap then finishes."""
     ring = load_keyring(keyring)
     settings = load_settings(
@@ -287,7 +287,8 @@ async def check_after_rewrap_kill(run: Run, keyring: Path) -> int:
         problems = [v.problem for v in await service.verify()]
         assert problems == [None] * FILES_PER_RUN, (run.index, problems)
         rows = await service.listing(limit=1000)
-        pending = sum(r.pending_sha256 is not None for r in rows)
+        # Killed mid-rewrap: some files moved to the new key and some not, or one in flight.
+        midway = len({r.key_id for r in rows}) > 1 or any(r.pending_sha256 for r in rows)
         for row in rows:
             out = run.data / f"{row.id}.out"
             await service.decrypt(row.id, out, operator="test", reason="after a kill")
@@ -302,7 +303,7 @@ async def check_after_rewrap_kill(run: Run, keyring: Path) -> int:
         assert [v.problem for v in await service.verify()] == [None] * FILES_PER_RUN
         names = sorted(p.name for p in run.folder.iterdir() if p.name != pipeline.LOCK_NAME)
         assert names == sorted(n + fmt.SUFFIX for n in run.originals), (run.index, names)
-        return pending
+        return midway
     finally:
         await db.close()
 
@@ -323,19 +324,18 @@ async def test_sigkill_during_rewrap_never_makes_a_recording_look_tampered(
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     delays = [rng.uniform(0, full * 1.5) for _ in range(REWRAP_RUNS)]
-    pendings: list[int] = []
+    midway: list[bool] = []
     gate = asyncio.Semaphore(PARALLEL)
 
     async def one(index: int) -> None:
         async with gate:
             run, keyring = await sealed_run(tmp_path, index, template, audio)
             await asyncio.to_thread(run_rewrap_child, run, keyring, delays[index])
-            pendings.append(await check_after_rewrap_kill(run, keyring))
+            midway.append(await check_after_rewrap_kill(run, keyring))
             shutil.rmtree(run.folder.parent)
 
     await asyncio.gather(*(one(i) for i in range(REWRAP_RUNS)))
-    print("rewrap kills", seed, round(full, 3), "runs with a pending hash:",
-          sum(p > 0 for p in pendings))
-    assert len(pendings) == REWRAP_RUNS
-    # Kills did land inside re-wrap steps (a pending hash left behind), not only around them.
-    assert sum(p > 0 for p in pendings) >= REWRAP_RUNS // 8, (seed, full, pendings)
+    print("rewrap kills", seed, round(full, 3), "killed midway:", sum(midway))
+    assert len(midway) == REWRAP_RUNS
+    # The kills really did land mid-rewrap, not only before or after it.
+    assert sum(midway) >= REWRAP_RUNS // 4, (seed, full, midway)
