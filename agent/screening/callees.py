@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 SYNC_SECONDS = 1.0
 WAIT_SECONDS = 5.0
 _BATCH = 5000
+_SLACK = 3600.0
 
 
 class RecentCallees:
@@ -65,6 +66,9 @@ class RecentCallees:
             await self._sync(since, now, full=full)
 
     async def _load(self, since: float, now: float) -> None:
+        # Reach an hour further back, so that concurrent calls whose clock read a moment
+        # earlier do not each ask for a reload of their own.
+        since -= _SLACK
         last_id = await self._repo.last_audit_id()
         self._latest = await self._repo.latest_calls(since, up_to_id=last_id)
         self._last_id = last_id

@@ -7,27 +7,28 @@ hour ago costs nothing. Single event loop: no locks, no awaits inside.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 
 class BurstCounter:
     """How many calls one key made within the last ``window`` seconds."""
 
+    # A caller with more calls than this in the window is a burst under any sane limit.
+    MAX_KEPT = 256
+
     def __init__(self) -> None:
-        self._calls: OrderedDict[str, deque[float]] = OrderedDict()
+        # Times as exact tuples of floats: the garbage collector does not walk those, and a
+        # window may hold tens of thousands of callers.
+        self._calls: OrderedDict[str, tuple[float, ...]] = OrderedDict()
 
     def record(self, key: str, now: float, window: float) -> int:
         """Count this call and return the calls of ``key`` in the window, this one included."""
         self._expire(now, window)
-        times = self._calls.get(key)
-        if times is None:
-            times = self._calls[key] = deque()
-        else:
-            self._calls.move_to_end(key)
-        times.append(now)
-        while times and times[0] <= now - window:
-            times.popleft()
-        return len(times)
+        start = now - window
+        times = self._calls.pop(key, ())
+        kept = (*(t for t in times[-(self.MAX_KEPT - 1) :] if t > start), now)
+        self._calls[key] = kept  # re-inserted last: the order stays least recently seen first
+        return len(kept)
 
     def _expire(self, now: float, window: float) -> None:
         # The least recently seen key has the oldest newest call: once it is inside the window,
