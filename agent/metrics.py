@@ -69,11 +69,14 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._answer_children = {}
         self.config_loaded = Gauge(
             "trustline_config_last_reload_success",
             "1 when the last config reload succeeded",
             registry=self.registry,
         )
+
+    _answer_children: dict[tuple[str, str], tuple[Counter, Histogram]]
 
     def watch_usable(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_UsableNumbers(source))
@@ -85,8 +88,16 @@ class Metrics:
         self.alerts.labels(kind).inc()
 
     def on_answer(self, route: str, answer: AgiAnswer, seconds: float, missed: bool) -> None:
-        self.agi_sessions.labels(route, answer.outcome or "none").inc()
-        self.latency.labels(route).observe(seconds)
+        # On every call: look label children up once (labels() takes a lock and builds a key).
+        key = (route, answer.outcome or "none")
+        children = self._answer_children.get(key)
+        if children is None:
+            children = self._answer_children[key] = (
+                self.agi_sessions.labels(*key),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if missed:
             self.deadline_misses.labels(route).inc()
 

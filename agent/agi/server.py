@@ -15,7 +15,6 @@ may parse and write bytes and call routes; it must not hold policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -68,10 +67,13 @@ def parse_reply(lines: list[str]) -> Reply:
     return Reply(code, result, data, tuple(lines))
 
 
+_CONTROLS = {c: " " for c in [*range(32), 127]}
+
+
 def quote(value: str) -> str:
     """A value as one quoted AGI argument: no CR/LF/control chars (they would start a second
     command), backslash and double quote escaped, length bounded."""
-    clean = "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in value)[:MAX_VALUE]
+    clean = value[:MAX_VALUE].translate(_CONTROLS)
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -103,8 +105,8 @@ class AgiSession:
     async def command(self, line: str) -> Reply:
         if "\n" in line or "\r" in line:
             raise ValueError("an AGI command is one line")
+        # One short line, then we wait for its reply: the buffer never grows, no drain needed.
         self._writer.write(line.encode("utf-8") + b"\n")
-        await self._writer.drain()
         while True:
             first = await self._line()
             if first == "HANGUP":
@@ -214,9 +216,7 @@ class FastAgiServer:
             log.exception("%s fastagi: unexpected error; the server keeps serving", peer)
         finally:
             self._sessions.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            writer.close()  # the transport flushes what is buffered, then closes
 
     async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
         """The agi_* block up to its blank line, read in one go and bounded in size."""

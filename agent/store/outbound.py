@@ -51,6 +51,10 @@ _CLAIM_TAIL = (
 )
 
 
+# 9 columns a row; SQLite allows 32,766 bound parameters a statement.
+_AUDIT_ROWS_PER_STATEMENT = 1000
+
+
 class OutboundRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -205,31 +209,39 @@ class OutboundRepo:
     async def write_audit(
         self, records: Sequence[AuditRecord], last_used: dict[str, float]
     ) -> None:
-        async with self.db.transaction():
-            if records:
-                await self.db.executemany(
-                    "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
-                    " callee_hash, case_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.at,
-                            r.uniqueid,
-                            r.purpose,
-                            r.pool,
-                            r.number,
-                            r.status,
-                            r.reason,
-                            r.callee_hash,
-                            r.case_ref,
-                        )
-                        for r in records
-                    ],
+        """One multi-row INSERT per slice of rows, each atomic on its own: no transaction is
+        held open across round trips, so claims never queue behind an audit batch."""
+        for start in range(0, len(records), _AUDIT_ROWS_PER_STATEMENT):
+            chunk = records[start : start + _AUDIT_ROWS_PER_STATEMENT]
+            params: list[object] = []
+            for r in chunk:
+                params += (
+                    r.at,
+                    r.uniqueid,
+                    r.purpose,
+                    r.pool,
+                    r.number,
+                    r.status,
+                    r.reason,
+                    r.callee_hash,
+                    r.case_ref,
                 )
-            if last_used:
-                await self.db.executemany(
-                    "UPDATE numbers SET last_used_at = ? WHERE number = ?",
-                    [(at, number) for number, at in last_used.items()],
-                )
+            await self.db.execute(
+                "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
+                " callee_hash, case_ref) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                params,
+            )
+        # Last use only breaks ties after a restart: a hint, written in one statement.
+        if last_used:
+            cases = " ".join(["WHEN ? THEN ?"] * len(last_used))
+            marks = ",".join(["?"] * len(last_used))
+            params = [v for number, at in last_used.items() for v in (number, at)]
+            await self.db.execute(
+                f"UPDATE numbers SET last_used_at = CASE number {cases} END"
+                f" WHERE number IN ({marks})",
+                [*params, *last_used],
+            )
 
     async def audit_rows(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
