@@ -48,9 +48,14 @@ class Reply:
     lines: tuple[str, ...]
 
 
+_OK = Reply(200, "1", "", ("200 result=1",))
+
+
 def parse_reply(lines: list[str]) -> Reply:
     """``200 result=1 (data)`` and friends. Data keeps inner quotes as Asterisk sends them."""
     first = lines[0]
+    if first == "200 result=1":
+        return _OK  # every SET VARIABLE's answer
     code_text, _, rest = first.partition(" ")
     if not code_text[:3].isdigit():
         raise ProtocolError("reply does not start with a status code")
@@ -157,6 +162,7 @@ class FastAgiServer:
         self._fallback_route = fallback_route
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._peer_verdicts: dict[str, bool] = {}  # the PBX connects from one or two addresses
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -183,6 +189,14 @@ class FastAgiServer:
     def _peer_allowed(self, host: str) -> bool:
         if not self._allowed:
             return True
+        known = self._peer_verdicts.get(host)
+        if known is None:
+            if len(self._peer_verdicts) > 1024:  # a scan from many addresses: stay bounded
+                self._peer_verdicts.clear()
+            known = self._peer_verdicts[host] = self._check_peer(host)
+        return known
+
+    def _check_peer(self, host: str) -> bool:
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
