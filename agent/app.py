@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent import contract
+from agent import contract, phone
 from agent.agi.outbound import OutboundRoute
 from agent.agi.routing import Route
 from agent.agi.server import FastAgiServer
@@ -88,6 +88,7 @@ class Agent:
 
     async def start(self) -> None:
         s = self.settings
+        phone.preload_metadata()
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
         self.db = await open_store(s)

@@ -42,32 +42,6 @@ from bench.outbound import (  # noqa: E402  (the same load generator as the outb
 )
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
 
-# The agent as `trustline run` builds it; the inbound route is added here only if app.py does
-# not serve it yet, built the way app.py is meant to build it.
-AGENT = """
-import asyncio
-from agent import contract
-from agent.app import Agent, load_hash_key
-from agent.settings import load_settings
-from agent.screening.route import InboundRoute
-from agent.screening.service import ScreeningService
-
-async def main():
-    agent = Agent(load_settings())
-    await agent.start()
-    if contract.ROUTE_INBOUND not in agent.routes:
-        service = ScreeningService(config_provider=lambda: agent.config, db=agent.db,
-                                   clock=agent.clock,
-                                   hash_key=load_hash_key(agent.settings.hash_key_path))
-        agent.routes[contract.ROUTE_INBOUND] = InboundRoute(service)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await agent.stop()
-
-asyncio.run(main())
-"""
-
 OUTBOUND_CALLEE = "0142123456"
 ATTESTATIONS = [
     "A", "TN-Validation-Passed-B", "C", "", "TN-Validation-Failed", "verstat=No-TN-Validation",
@@ -269,7 +243,7 @@ async def main() -> None:
             "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
             "TRUSTLINE_LOG_LEVEL": "WARNING",
         }
-        agent = spawn([sys.executable, "-c", AGENT], env)
+        agent = spawn([sys.executable, "-m", "agent", "run"], env)  # the agent as deployed
         try:
             wait_port(bare_port)
             wait_port(agi_port)
