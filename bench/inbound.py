@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outbound import (  # noqa: E402  (the same load generator as the outbound bench)
     BARE_SERVER,
+    agent_env,
     free_port,
     load,
     pools_toml,
@@ -235,14 +236,7 @@ async def main() -> None:
         config = Path(tmp) / "pools.toml"
         config.write_text(pools_toml(20, 10_000_000))
         agi_port = free_port()
-        env = {
-            **os.environ,
-            "TRUSTLINE_CONFIG": str(config),
-            "TRUSTLINE_DATA_DIR": str(Path(tmp) / "data"),
-            "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
-            "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-            "TRUSTLINE_LOG_LEVEL": "WARNING",
-        }
+        env = agent_env(config, Path(tmp), agi_port)
         agent = spawn([sys.executable, "-m", "agent", "run"], env)  # the agent as deployed
         try:
             wait_port(bare_port)

@@ -148,6 +148,18 @@ def bench_classic(sessions: int, concurrency: int, block: bytes) -> tuple[float,
     return time.perf_counter() - start, latencies
 
 
+def agent_env(config: Path, tmp: Path, agi_port: int) -> dict[str, str]:
+    """Environment for `trustline run` on ephemeral loopback ports, quiet logs."""
+    return {
+        **os.environ,
+        "TRUSTLINE_CONFIG": str(config),
+        "TRUSTLINE_DATA_DIR": str(tmp / "data"),
+        "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
+        "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "TRUSTLINE_LOG_LEVEL": "WARNING",
+    }
+
+
 def pools_toml(numbers: int, cap: int) -> str:
     entries = ",\n".join(
         f'  {{ number = "+33{1 + i % 5}{42000000 + i:08d}", name = "Clinique StMarc" }}'
@@ -213,14 +225,7 @@ async def main() -> None:
         config = Path(tmp) / "pools.toml"
         config.write_text(pools_toml(20, 10_000_000))
         agi_port = free_port()
-        env = {
-            **os.environ,
-            "TRUSTLINE_CONFIG": str(config),
-            "TRUSTLINE_DATA_DIR": str(Path(tmp) / "data"),
-            "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
-            "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-            "TRUSTLINE_LOG_LEVEL": "WARNING",
-        }
+        env = agent_env(config, Path(tmp), agi_port)
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
         try:
             wait_port(bare_port)

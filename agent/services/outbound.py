@@ -63,6 +63,19 @@ class _CallContext:
     case_ref: str | None
     abandoned: bool = False  # the call got the fallback (deadline) while the claim was sent
 
+    def audit(self, now: float, number: str | None, status: str, reason: str) -> AuditRecord:
+        return AuditRecord(
+            now,
+            self.uniqueid,
+            self.purpose,
+            self.pool,
+            number,
+            status,
+            reason,
+            self.callee_hash,
+            self.case_ref,
+        )
+
 
 @dataclass(slots=True)
 class DecisionHooks:
@@ -429,19 +442,7 @@ class OutboundService:
                 st.last_used_at = max(st.last_used_at, now)
         if used is not None:
             if ctx.abandoned:
-                self._audit.add(
-                    AuditRecord(
-                        now,
-                        ctx.uniqueid,
-                        ctx.purpose,
-                        ctx.pool,
-                        st.number,
-                        "late",
-                        "claimed_after_deadline",
-                        ctx.callee_hash,
-                        ctx.case_ref,
-                    )
-                )
+                self._audit.add(ctx.audit(now, st.number, "late", "claimed_after_deadline"))
             if used == pool.rules.intensive_threshold:
                 task = asyncio.get_running_loop().create_task(
                     self._rest_safely(st.number, pool, now)
@@ -484,19 +485,7 @@ class OutboundService:
         )
 
     def _record(self, now: float, ctx: _CallContext, decision: Decision) -> Decision:
-        self._audit.add(
-            AuditRecord(
-                now,
-                ctx.uniqueid,
-                ctx.purpose,
-                ctx.pool,
-                decision.number,
-                decision.status,
-                decision.reason,
-                ctx.callee_hash,
-                ctx.case_ref,
-            )
-        )
+        self._audit.add(ctx.audit(now, decision.number, decision.status, decision.reason))
         return decision
 
     def record_failure(
