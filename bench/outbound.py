@@ -47,6 +47,8 @@ async def serve(reader, writer):
             writer.write(line.encode() + b"\\n")
             await writer.drain()
             await reader.readline()
+    except ConnectionError:
+        pass  # the load generator closed first (end of a run)
     finally:
         writer.close()
 async def main():
