@@ -39,8 +39,6 @@ class Settings(BaseSettings):
     agi_allow: str = "127.0.0.1/32,::1/128"
     http_listen: str = "127.0.0.1:8080"
     deadline_ms: int = Field(250, ge=10, le=10_000)
-    # Tokens for the admin API, "token:role" comma separated (roles: viewer, admin, auditor).
-    api_tokens: SecretStr | None = None
     log_level: str = "INFO"
     config_poll_seconds: float = Field(2.0, gt=0)
 
