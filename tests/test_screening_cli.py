@@ -131,9 +131,19 @@ def test_the_dialplan_subroutine_acts_on_every_verdict() -> None:
     for name in contract.INBOUND_SETS:
         assert "${" + name + "}" in text
     # The challenge reads one digit, with a retry limit; each outcome is counted on AMI.
-    assert "Read(pressed,,1," in text and "${tries} < ${max_tries}" in text
+    # The prompt is Read's own, so a digit pressed while it plays is not lost.
+    assert "Read(pressed,${prompt}&digits/${digit},1," in text
+    assert "${tries} < ${max_tries}" in text
     outcomes = set(re.findall(r"UserEvent\(TrustlineScreening,Verdict: \w+,Outcome: (\w+),", text))
     assert {"passed", "failed", "voicemail", "blocked"} <= outcomes
     # Nothing on the allow path hangs up.
     allow_path = text[agi : text.index("n(challenge)")]
     assert "Hangup" not in allow_path
+    # Asterisk's verify_result reaches the agent, not just the attestation it may contradict.
+    assert "AGI(agi://127.0.0.1:4573/inbound,${dialled},${attestation},${verify})" in text
+    assert "${STIR_SHAKEN(0,verify_result)}" in DIALPLAN.read_text()
+    # A voicemail verdict with no mailbox configured returns to the caller's voicemail step.
+    assert "Return(voicemail)" in text
+    # The caller's number is never written to the Asterisk log by the subroutine.
+    subroutine = text[text.index("[trustline-inbound]") : text.index("[trustline-example-inbound]")]
+    assert "CALLERID(num)" not in subroutine
