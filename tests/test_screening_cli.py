@@ -51,6 +51,16 @@ async def test_screen_explains_every_rule_without_a_call(tmp_path: Path) -> None
         assert db.execute("SELECT COUNT(*) FROM screening_decisions").fetchone() == (0,)
 
 
+async def test_screen_takes_the_pbx_verify_result(tmp_path: Path) -> None:
+    write_config(tmp_path / "pools.toml", SCREENING_POOLS)
+    out = await trustline(
+        "screen", "--caller", "0612345678", "--dialled", FR_LINE, "--attestation", "A",
+        "--verify-result", "Signature verification failed", *where(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "TRUSTLINE_REASONS=stir_failed" in out.stdout
+
+
 async def test_block_and_allow_lists_from_the_cli_reach_the_running_agent(
     make_agent: AgentFactory, clock: FrozenClock, tmp_path: Path
 ) -> None:

@@ -389,3 +389,76 @@ async def test_arguments_may_come_in_the_script_query_string(screening_agent: Sc
     )
     assert session.variables[contract.VAR_VERDICT] == "block"
     assert session.variables[contract.VAR_REASONS] == "own_number,stir_a"
+
+
+async def test_while_the_store_is_slow_only_the_first_call_waits(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
+    agent = await make_agent(SCREENING_POOLS, deadline_ms=200)
+    service = install_screening(agent, clock)
+    assert agent.db is not None
+    port = agi_port(agent)
+    # Warm: lists and callback copy loaded, store healthy.
+    assert (await inbound(port, "0612345678", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
+    clock.advance(6)  # a quiet spell: the next call waits for a fresh callback copy
+    got = []
+    async with agent.db.transaction():  # another writer holds the store
+        for _ in range(4):
+            answer = await inbound(port, "0142000002", FR_LINE, "A")  # spoof of our number
+            got.append((answer[contract.VAR_VERDICT], answer[contract.VAR_REASONS]))
+            clock.advance(0.5)  # traffic: no quiet spell any more
+    # The first call joined the refresh and missed its deadline; the others are screened
+    # from the copy in memory instead of queueing behind the same stuck refresh.
+    assert got[0] == ("allow", "screening_unavailable,deadline")
+    assert [verdict for verdict, _ in got[1:]] == ["block"] * 3, got
+    assert all(reasons.startswith("own_number,stir_a") for _, reasons in got[1:]), got
+    await service.close()
+
+
+async def test_a_ten_digit_us_line_is_read_against_our_numbers(
+    screening_agent: Screening,
+) -> None:
+    agent, _ = screening_agent
+    port = agi_port(agent)
+    # The trunk delivers +1 617 555 0100 as 10 digits; the default region is FR.
+    spoof = await inbound(port, "6175550100", "6175550100", "A")
+    assert (spoof[contract.VAR_VERDICT], spoof[contract.VAR_REASONS]) == (
+        "block", "own_number,stir_a"
+    )
+    patient = await inbound(port, "2125550123", "6175550100", "A")
+    assert (patient[contract.VAR_VERDICT], patient[contract.VAR_REASONS]) == ("allow", "stir_a")
+
+
+async def inbound_verified(port: int, caller: str, *args: str) -> dict[str, str]:
+    """AGI(agi://.../inbound,<dialled>,<attestation>,<verify_result>), as the lead's dialplan."""
+    session = await run_session(
+        "127.0.0.1",
+        port,
+        capture_name="fastagi-inbound.jsonl",
+        script="inbound",
+        args=list(args),
+        overrides={"agi_callerid": caller, "agi_callingpres": "0"},
+    )
+    assert session.closed_by_agent
+    return session.variables
+
+
+@pytest.mark.parametrize(
+    ("verify_result", "verdict", "reasons"),
+    [
+        ("Verification successful", "allow", "stir_a"),
+        ("Signature verification failed", "challenge", "stir_failed"),
+        ("Verification mismatch", "challenge", "stir_failed"),
+        ("Verification not present", "allow", "stir_missing"),
+    ],
+)
+async def test_a_third_argument_verify_result_gates_the_attestation(
+    screening_agent: Screening, verify_result: str, verdict: str, reasons: str
+) -> None:
+    agent, _ = screening_agent
+    port = agi_port(agent)
+    answer = await inbound_verified(port, "0612345678", FR_LINE, "A", verify_result)
+    assert (answer[contract.VAR_VERDICT], answer[contract.VAR_REASONS]) == (verdict, reasons)
+    # The 2-argument form still works.
+    two = await inbound_verified(port, "0612345679", FR_LINE, "A")
+    assert two[contract.VAR_REASONS] == "stir_a"

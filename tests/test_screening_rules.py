@@ -11,7 +11,9 @@ from agent.screening.lists import ListMatcher, normalise_entry
 from agent.screening.rules import (
     Attestation,
     CallFacts,
+    _classify_cached,
     classify_caller,
+    combine_verify_result,
     evaluate,
     parse_attestation,
     read_dialled,
@@ -206,3 +208,133 @@ def test_flood_windows_forget_quiet_lines() -> None:
         floods.record(f"line{i}", "caller", float(i), 60)
     assert len(floods) <= FloodCounter.MAX_LINES
     assert floods.record("line-new", "caller", 10_000.0, 60) == 1
+
+
+# --- review fixes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dialled", "default_region", "own", "e164", "region"),
+    [
+        # A North American line delivered as 10 digits, agent default FR: not Australia.
+        ("6175550100", "FR", {"+16175550100"}, "+16175550100", "US"),
+        ("16175550100", "FR", {"+16175550100"}, "+16175550100", "US"),
+        ("0142000001", "FR", {"+33142000001", "+16175550100"}, "+33142000001", "FR"),
+        ("0142000001", "US", {"+33142000001"}, "+33142000001", "FR"),
+        ("142000001", "FR", {"+33142000001"}, "+33142000001", "FR"),
+        # Not ours: a valid reading beats a merely possible one.
+        ("+442079460123", "FR", set(), "+442079460123", "GB"),
+        ("33144556677", "US", set(), "+33144556677", "FR"),
+    ],
+)
+def test_the_dialled_line_is_read_against_our_own_numbers_first(
+    dialled: str, default_region: str, own: set[str], e164: str, region: str
+) -> None:
+    line = read_dialled(dialled, default_region, frozenset(own))
+    assert (line.e164, line.region) == (e164, region)
+
+
+def test_callers_on_a_ten_digit_us_line_are_read_as_north_american() -> None:
+    own = frozenset({"+16175550100"})
+    line = read_dialled("6175550100", "FR", own)
+    spoof = classify_caller("6175550100", 0, line.region)
+    assert spoof.e164 == "+16175550100"
+    decision = evaluate(
+        CallFacts(caller=spoof, line=line, attestation=parse_attestation(""),
+                  own_number=spoof.e164 in own),
+        ScreeningConfig(),
+    )
+    assert decision.verdict == "block" and "own_number" in decision.reasons
+    patient = classify_caller("2125550123", 0, line.region)
+    assert (patient.e164, patient.status, patient.region) == ("+12125550123", "valid", "US")
+
+
+@pytest.mark.parametrize(
+    ("raw", "dialled", "e164"),
+    [
+        # International digits without '+' that a variable-length plan also reads nationally.
+        ("4915112345678", "+493012345678", "+4915112345678"),
+        ("390612345678", "+390612345678", "+390612345678"),
+        ("33612345678", "+390612345678", "+33612345678"),
+        # National numbers without a trunk prefix are still read nationally.
+        ("2125550123", "+16175550100", "+12125550123"),
+        ("3471234567", "+390612345678", "+393471234567"),
+        ("612345678", "+33142000001", "+33612345678"),
+    ],
+)
+def test_international_digits_without_plus_are_read_internationally(
+    raw: str, dialled: str, e164: str
+) -> None:
+    line = read_dialled(dialled, "FR")
+    caller = classify_caller(raw, 0, line.region)
+    assert (caller.e164, caller.status) == (e164, "valid")
+
+
+def test_the_carriers_verstat_is_the_last_one_in_a_header() -> None:
+    for header in (
+        '"verstat=TN-Validation-Passed-A" '
+        "<sip:+33612345678@ims.example;user=phone;verstat=TN-Validation-Failed>",
+        "<sip:verstat=TN-Validation-Passed-A@ims.example;user=phone;verstat=TN-Validation-Failed>",
+    ):
+        assert parse_attestation(header) is Attestation.FAILED
+
+
+@pytest.mark.parametrize(
+    ("entry", "number"),
+    [("+33 (0)6*", "+33612345678"), ("+44 (0)7911*", "+447911123456"),
+     ("+33 (0)6 12 34 56 78", "+33612345678")],
+)
+def test_a_trunk_zero_in_brackets_is_dropped_from_entries(entry: str, number: str) -> None:
+    assert ListMatcher.of([normalise_entry(entry)]).match(number) is not None
+
+
+def test_no_callback_credit_for_a_blocklisted_number_or_our_own() -> None:
+    blocked = evaluate(
+        facts("+33612345678", "", blocklisted="+33612345678", callback=True), ScreeningConfig()
+    )
+    assert blocked.verdict == "block" and "callback" not in blocked.reasons
+    assert next(r for r in blocked.rules if r.code == "callback").points == 0
+    spoof = evaluate(facts("+33142000001", "", own_number=True, callback=True), ScreeningConfig())
+    assert spoof.verdict == "block" and "callback" not in spoof.reasons
+    patient = evaluate(facts("0899123456", "", callback=True), ScreeningConfig())
+    assert "callback" in patient.reasons
+
+
+def test_the_caller_cache_keeps_few_plain_numbers() -> None:
+    # Each entry holds a plain caller number: the cache must stay small.
+    maxsize = _classify_cached.cache_info().maxsize
+    assert maxsize is not None and maxsize <= 1024
+    for i in range(3000):
+        classify_caller(f"06{i:08d}", 0, "FR")
+    assert _classify_cached.cache_info().currsize <= 1024
+
+
+def test_flood_lines_are_capped_even_when_every_line_is_busy() -> None:
+    floods = FloodCounter()
+    for i in range(5 * FloodCounter.MAX_LINES):
+        floods.record(f"line{i}", "caller", 100.0 + i * 0.001, 60)
+    assert len(floods._lines) == FloodCounter.MAX_LINES
+    # The newest lines are kept, the one whose newest call is oldest went first.
+    assert f"line{5 * FloodCounter.MAX_LINES - 1}" in floods._lines
+    assert "line0" not in floods._lines
+
+
+@pytest.mark.parametrize(
+    ("attestation", "verify_result", "expected"),
+    [
+        ("A", "", Attestation.A),  # the 2-argument dialplan
+        ("A", "Verification passed", Attestation.A),
+        ("B", "success", Attestation.B),
+        ("A", "Signature verification failed", Attestation.FAILED),
+        ("A", "Verification mismatch", Attestation.FAILED),
+        ("A", "Verification not present", Attestation.MISSING),
+        ("A", "internal_error", Attestation.MISSING),
+        ("", "Verification passed", Attestation.PASSED),
+        ("", "Verification failed", Attestation.FAILED),
+    ],
+)
+def test_attestation_counts_only_when_the_verification_passed(
+    attestation: str, verify_result: str, expected: Attestation
+) -> None:
+    got = combine_verify_result(parse_attestation(attestation), verify_result)
+    assert got is expected

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dialled", required=True, help="our number that was dialled")
     p.add_argument("--attestation", default="", help="A, B, C, a verstat or a verify_result")
     p.add_argument(
+        "--verify-result", default="", help="STIR_SHAKEN(0,verify_result), if the PBX verifies"
+    )
+    p.add_argument(
         "--withheld", action="store_true", help="caller presentation restricted (CLIR)"
     )
     p.set_defaults(handler=_screen)
@@ -81,6 +84,7 @@ async def _screen(args: argparse.Namespace, settings: Settings) -> int:
         caller=args.caller,
         dialled=args.dialled,
         attestation=args.attestation,
+        verify_result=args.verify_result,
         callingpres=0x20 if args.withheld else 0,
     )
     async with offline_screening(settings) as service:

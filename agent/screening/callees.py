@@ -4,7 +4,8 @@ A callback check is then a dictionary look-up instead of a store round trip on e
 call. The copy is loaded once, then followed by row id (SQLite assigns ids in commit order).
 It is refreshed in the background at most every ``SYNC_SECONDS``; a call waits for a refresh
 only after a quiet spell (copy older than ``WAIT_SECONDS``) so that an outbound call made
-just before is seen. When the store fails, the last copy keeps serving. Holds hashes only.
+just before is seen, and only if no refresh is running already (a slow store). When the store
+fails, the last copy keeps serving. Holds hashes only.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class RecentCallees:
         if self._horizon is None or since < self._horizon:
             # First use, or callback_days grew on reload: the copy must reach further back.
             await self._sync(since, now, full=True)
-        elif now - self._synced_at >= WAIT_SECONDS:
+        elif now - self._synced_at >= WAIT_SECONDS and (self._task is None or self._task.done()):
+            # Only the first call after a quiet spell waits. If a refresh is already running,
+            # the store is slow (another writer holds it): joining it would make every call
+            # miss its deadline and go unscreened, so the others answer from the copy.
             try:
                 await self._sync(since, now, full=False)
             except Exception as exc:  # the store is down: answer from the copy we have

@@ -35,7 +35,8 @@ def normalise_entry(text: str, region: str | None = None) -> str:
 
 
 def _normalise_prefix(body: str) -> str:
-    digits = body.translate(_SEPARATORS)
+    # "+33 (0)6*": the "(0)" is the trunk digit dialled only nationally, never in E.164.
+    digits = body.replace("(0)", "").translate(_SEPARATORS)
     if digits.startswith("00"):
         digits = "+" + digits[2:]
     if not digits.startswith("+") or not digits[1:].isdigit() or len(digits) > 16:

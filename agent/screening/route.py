@@ -1,4 +1,6 @@
-"""The ``inbound`` FastAGI route: AGI(agi://host:4573/inbound,<dialled>[,<attestation|verstat>]).
+"""The ``inbound`` FastAGI route.
+
+AGI(agi://host:4573/inbound,<dialled>[,<attestation|verstat>[,<verify_result>]]).
 
 Translates the request into ScreeningService.screen and the Decision into TRUSTLINE_VERDICT,
 TRUSTLINE_SCORE and TRUSTLINE_REASONS. The caller is the channel's caller ID (agi_callerid,
@@ -38,12 +40,14 @@ def inbound_call(request: AgiRequest) -> InboundCall:
     attestation = (
         request.arg(2) or request.query.get("attestation", "") or request.query.get("verstat", "")
     )
+    verify_result = request.arg(3) or request.query.get("verify_result", "")
     return InboundCall(
         caller=request.callerid,
         dialled=dialled,
         attestation=attestation,
         callingpres=request.callingpres,
         uniqueid=request.uniqueid,
+        verify_result=verify_result,
     )
 
 

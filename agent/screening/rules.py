@@ -68,9 +68,11 @@ def parse_attestation(text: str) -> Attestation:
 @lru_cache(maxsize=256)
 def _parse_attestation(text: str) -> Attestation:
     value = text.strip()
-    found = _VERSTAT.search(value)
+    found = _VERSTAT.findall(value)
     if found:
-        value = found.group(1)
+        # The LAST one: in a whole From/PAI the carrier's URI parameter comes after the user
+        # part and display name, which the caller chooses.
+        value = found[-1]
     low = value.lower()
     if low in ("a", "b", "c"):
         return Attestation(low)
@@ -90,6 +92,24 @@ def _parse_attestation(text: str) -> Attestation:
     if low in ("signature_validation", "no_raw_key"):
         return Attestation.FAILED
     return Attestation.MISSING
+
+
+def combine_verify_result(attestation: Attestation, verify_result: str) -> Attestation:
+    """The attestation as far as the PBX's own verification lets us believe it.
+
+    ``STIR_SHAKEN(0,attestation)`` is the PASSporT's claim, filled in even when the signature
+    did not verify: A/B/C count only when ``verify_result`` is a pass or absent (the 2-argument
+    dialplan). A failed or mismatched verification is ``failed``; any other result (PBX
+    trouble, verification disabled) is no signal: ``missing``.
+    """
+    if not verify_result.strip():
+        return attestation
+    result = parse_attestation(verify_result)
+    if result is Attestation.FAILED:
+        return Attestation.FAILED
+    if result is Attestation.PASSED:
+        return attestation if attestation is not Attestation.MISSING else Attestation.PASSED
+    return Attestation.MISSING if attestation is not Attestation.FAILED else attestation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +174,14 @@ def _classify(raw: str, callingpres: int, region: str) -> Caller:
     withheld = is_withheld_presentation(callingpres)
     readings = [text]
     if text.isdigit() and not text.startswith("0"):
-        readings.append("+" + text)
+        # A valid international reading comes first: carriers send "4915112345678" for
+        # +49 151..., which a variable-length plan (DE, IT, AT) also reads as a valid national
+        # number (+49 4915...), and the wrong E.164 would miss own numbers, lists and callbacks.
+        # National numbers without a trunk prefix (NANP, IT mobiles) are not valid read with a
+        # '+', so they still fall through to the national reading.
+        readings.insert(0, "+" + text)
     possible: phonenumbers.PhoneNumber | None = None
+    possible_rank = 2
     for reading in readings:
         try:
             num = phone.parse(reading, region)
@@ -174,7 +200,10 @@ def _classify(raw: str, callingpres: int, region: str) -> Caller:
                 kind,
                 e164,
             )
-        possible = possible or num
+        # Of two merely possible readings, the national one (as written) is kept.
+        rank = 0 if reading == text else 1
+        if possible is None or rank < possible_rank:
+            possible, possible_rank = num, rank
     if possible is None:
         # Not a number, but still the same caller next time: hashed as printable ASCII.
         source = text.encode("ascii", "backslashreplace").decode("ascii")
@@ -183,10 +212,16 @@ def _classify(raw: str, callingpres: int, region: str) -> Caller:
     return Caller(NumberStatus.INVALID.value, withheld, e164, None, None, e164)
 
 
-@lru_cache(maxsize=65_536)
+# Small on purpose: every entry holds a caller's plain number and E.164 for as long as it stays
+# cached, and the service keeps only keyed hashes of callers. 1024 recent callers still spare
+# phonenumbers for repeat calls (bursts, redials), without keeping a day of callers in memory.
+_CLASSIFY_CACHE = 1024
+
+
+@lru_cache(maxsize=_CLASSIFY_CACHE)
 def _classify_cached(raw: str, callingpres: int, region: str) -> tuple[Any, ...]:
     # Cached as an exact tuple of atoms, which the garbage collector stops tracking (a tuple
-    # subclass such as Caller stays tracked): a full collection then has 65k objects less to walk.
+    # subclass such as Caller stays tracked).
     return tuple(_classify(raw, callingpres, region))
 
 
@@ -198,33 +233,68 @@ class Line:
     region: str
 
 
-def read_dialled(raw: str, default_region: str) -> Line:
-    """Our dialled line: E.164 when readable, and the region its callers' national numbers use."""
+def read_dialled(
+    raw: str, default_region: str, own_numbers: frozenset[str] = frozenset()
+) -> Line:
+    """Our dialled line: E.164 when readable, and the region its callers' national numbers use.
+
+    ``own_numbers`` (E.164) are tried first: a trunk that delivers ``6175550100`` for our
+    +1 617 555 0100 is read as that number, whatever the default region.
+    """
     if len(raw) <= _CACHEABLE:
-        return _read_dialled_cached(raw, default_region)
+        return _read_dialled_cached(raw, default_region, own_numbers)
     return Line(None, default_region)
 
 
 @lru_cache(maxsize=4096)
-def _read_dialled_cached(raw: str, default_region: str) -> Line:
+def _read_dialled_cached(raw: str, default_region: str, own_numbers: frozenset[str]) -> Line:
     text = raw.strip()
+    digits = text.removeprefix("+")
+    if digits.isdigit():
+        for own in sorted(own_numbers):
+            national = _national_digits(own)
+            # E.164 digits without '+', the national significant number, or that with the
+            # trunk '0' most plans dial it with.
+            if digits == own.removeprefix("+") or (
+                national and digits in (national, "0" + national)
+            ):
+                return Line(own, _region_of(own, default_region))
     readings = [text]
     if text.isdigit() and not text.startswith("0"):
         readings.append("+" + text)
+    possible: Line | None = None
     for reading in readings:
         try:
             num = phone.parse(reading, default_region)
         except phone.InvalidNumber:
             continue
         e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-        region = phonenumbers.region_code_for_number(num)
-        if region is None and num.country_code:
-            # An invalid number of ours (test ranges): its country still says how to read.
-            region = phonenumbers.region_code_for_country_code(num.country_code)
-        if region in phonenumbers.SUPPORTED_REGIONS:
-            return Line(e164, region)
-        return Line(e164, default_region)
-    return Line(None, default_region)
+        if phonenumbers.is_valid_number(num):
+            return Line(e164, _region_of(e164, default_region))
+        # A merely possible reading (test ranges): kept unless a later reading is valid.
+        possible = possible or Line(e164, _region_of(e164, default_region))
+    return possible or Line(None, default_region)
+
+
+@lru_cache(maxsize=256)
+def _national_digits(e164: str) -> str | None:
+    try:
+        num = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.national_significant_number(num)
+
+
+def _region_of(e164: str, default_region: str) -> str:
+    try:
+        num = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return default_region
+    region = phonenumbers.region_code_for_number(num)
+    if region is None and num.country_code:
+        # An invalid number of ours (test ranges): its country still says how to read.
+        region = phonenumbers.region_code_for_country_code(num.country_code)
+    return region if region in phonenumbers.SUPPORTED_REGIONS else default_region
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +394,13 @@ def evaluate(facts: CallFacts, config: ScreeningConfig, *, explain: bool = True)
             w.flood,
             facts.flood_callers is not None and facts.flood_callers >= win.flood_callers,
         ),
-        ("callback", w.callback, bool(facts.callback)),
+        # A callback vouches for a number we called, not for one that is block-listed or
+        # ours: no credit then, or -40 would pull a block down to voicemail or challenge.
+        (
+            "callback",
+            w.callback,
+            bool(facts.callback) and facts.blocklisted is None and not facts.own_number,
+        ),
     )
     total = 0
     reasons = []
@@ -358,6 +434,8 @@ def _details(facts: CallFacts, config: ScreeningConfig) -> dict[str, str]:
         callback = "not looked up"
     elif facts.callback:
         callback = f"we called this number in the last {config.callback_days:g} days"
+        if facts.blocklisted is not None or facts.own_number:
+            callback += " (no credit: block-listed or one of ours)"
     else:
         callback = "no recent call to this number"
     kind = (

@@ -44,6 +44,8 @@ class InboundCall:
     attestation: str = ""  # A/B/C, verstat or verify_result text from the dialplan
     callingpres: int = 0
     uniqueid: str = ""
+    # STIR_SHAKEN(0,verify_result) as a separate argument; "" when the dialplan passes none.
+    verify_result: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +116,11 @@ class ScreeningService:
         view = self._current_view()
         cfg = view.screening
         now = self._clock.now()
-        line = rules.read_dialled(call.dialled, view.default_region)
+        line = rules.read_dialled(call.dialled, view.default_region, view.own_numbers)
         caller = rules.classify_caller(call.caller, call.callingpres, line.region)
-        attestation = rules.parse_attestation(call.attestation)
+        attestation = rules.combine_verify_result(
+            rules.parse_attestation(call.attestation), call.verify_result
+        )
         caller_hash = (
             phone.keyed_hash(self._hash_key, caller.hash_source) if caller.hash_source else None
         )

@@ -58,6 +58,10 @@ class FloodCounter:
         if seen is None:
             if len(self._lines) >= self.MAX_LINES:
                 self._forget_quiet_lines(now, window)
+            if len(self._lines) >= self.MAX_LINES:
+                # Every line is busy: forget the one whose newest call is oldest, so that
+                # MAX_LINES is a cap whatever the dialplan passes as the line.
+                del self._lines[min(self._lines, key=lambda k: _newest(self._lines[k]))]
             seen = self._lines[line] = OrderedDict()
         seen[caller] = now
         seen.move_to_end(caller)
@@ -73,6 +77,10 @@ class FloodCounter:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._lines.values())
+
+
+def _newest(seen: OrderedDict[str, float]) -> float:
+    return next(reversed(seen.values())) if seen else float("-inf")
 
 
 def _expire(seen: OrderedDict[str, float], now: float, window: float) -> None:
