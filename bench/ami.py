@@ -32,18 +32,9 @@ from agent.ami.protocol import Framer  # noqa: E402
 from agent.clock import SystemClock  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from agent.store.db import open_database  # noqa: E402
-from tests.ami_replay import ReplayAmiServer, events  # noqa: E402  (the captured bytes)
+from tests.ami_replay import EVENT_CAPTURES, ReplayAmiServer, events  # noqa: E402  (the captured bytes)
 
-CAPTURES = (
-    "ami-answered",
-    "ami-busy",
-    "ami-noanswer",
-    "ami-congestion",
-    "ami-inbound",
-    "ami-agent-down",
-    "ami-hangup-during-agi",
-    "ami-userevent",
-)
+CAPTURES = EVENT_CAPTURES
 TARGET = 30_000
 
 

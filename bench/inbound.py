@@ -41,6 +41,7 @@ from bench.outbound import (  # noqa: E402  (the same load generator as the outb
     pools_toml,
     wait_port,
 )
+from bench.outbound import one_session as outbound_session  # noqa: E402
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
 
 OUTBOUND_CALLEE = "0142123456"
@@ -95,20 +96,13 @@ def inbound_blocks(n: int, offset: int = 0) -> list[bytes]:
 
 
 async def one_session(port: int, block: bytes, verdicts: Counter[str]) -> float:
-    start = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(block)
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
+    def count(line: bytes) -> None:
         if line.startswith(b"SET VARIABLE TRUSTLINE_REASONS"):
             verdicts["failure-policy" if b"screening_unavailable" in line else "decided"] += 1
         elif line.startswith(b"SET VARIABLE TRUSTLINE_VERDICT"):
             verdicts[line.split(b'"')[1].decode()] += 1
-        writer.write(b"200 result=1\n")
-    writer.close()
-    return time.perf_counter() - start
+
+    return await outbound_session(port, block, count)
 
 
 async def load_many(

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def one_session(port: int, block: bytes) -> float:
+async def one_session(
+    port: int, block: bytes, on_line: Callable[[bytes], None] | None = None
+) -> float:
+    """One FastAGI session as Asterisk runs it; ``on_line`` sees each command the agent sent."""
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(block)
@@ -81,6 +85,8 @@ async def one_session(port: int, block: bytes) -> float:
         line = await reader.readline()
         if not line:
             break
+        if on_line is not None:
+            on_line(line)
         writer.write(b"200 result=1\n")
     writer.close()
     return time.perf_counter() - start

@@ -32,6 +32,18 @@ CAPTURES = Path(
     )
 )
 
+# Every captured AMI scenario with call traffic (not the login or action-only ones).
+EVENT_CAPTURES = (
+    "ami-answered",
+    "ami-busy",
+    "ami-noanswer",
+    "ami-congestion",
+    "ami-inbound",
+    "ami-agent-down",
+    "ami-hangup-during-agi",
+    "ami-userevent",
+)
+
 
 @dataclass(frozen=True)
 class Record:

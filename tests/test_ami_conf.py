@@ -20,19 +20,10 @@ from agent.ami.calls import (
 )
 from agent.ami.link import LOGIN_EVENTS
 from agent.ami.protocol import parse_message
-from tests.ami_replay import events
+from tests.ami_replay import EVENT_CAPTURES, events
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = (
-    "ami-answered",
-    "ami-busy",
-    "ami-noanswer",
-    "ami-congestion",
-    "ami-inbound",
-    "ami-agent-down",
-    "ami-hangup-during-agi",
-    "ami-userevent",
-)
+CAPTURES = EVENT_CAPTURES
 
 
 def manager_user() -> dict[str, list[str]]:

@@ -25,6 +25,7 @@ from agent.recordings import format as fmt
 from agent.recordings.keyring import init_keyring, rotate_keyring
 from agent.settings import Settings, load_settings
 from agent.store import Database, open_database
+from tests.fake_proc import proc_view
 
 CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
     "mixmonitor-answered-call.wav"
@@ -149,16 +150,6 @@ def hold_open(started: list[FakeMixMonitor], path: Path) -> FakeMixMonitor:
     m = FakeMixMonitor(path)
     started.append(m)
     return m
-
-
-def proc_view(base: Path, *pids: int) -> Path:
-    """A process table showing only ``pids`` (entries link to the real /proc/<pid>): what a
-    container sees in its own PID namespace, or in Asterisk's with ``--pid=container:...``."""
-    view = base / f"proc-{'-'.join(map(str, pids))}"
-    view.mkdir()
-    for pid in pids:
-        (view / str(pid)).symlink_to(f"/proc/{pid}")
-    return view
 
 
 def keyring(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from agent.recordings import RecordingsService, pipeline
 from agent.recordings.keyring import init_keyring
 from agent.settings import Settings, load_settings
 from agent.store import Database, open_database
+from tests.fake_proc import proc_view
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "1795344922.29"
@@ -85,14 +86,6 @@ def hold(started: list[FakeAsterisk], path: Path) -> FakeAsterisk:
     a = FakeAsterisk(path)
     started.append(a)
     return a
-
-
-def proc_view(base: Path, *pids: int) -> Path:
-    view = base / f"proc-{'-'.join(map(str, pids))}"
-    view.mkdir()
-    for pid in pids:
-        (view / str(pid)).symlink_to(f"/proc/{pid}")
-    return view
 
 
 def recent(path: Path, seconds_ago: float) -> None:
