@@ -40,7 +40,3 @@ class KeyringError(TrustlineError):
 
 class RecordingError(TrustlineError):
     """A recording file is damaged, truncated, tampered with or cannot be decrypted."""
-
-
-class AccessDenied(TrustlineError):
-    """The caller lacks the role an action needs."""

@@ -8,7 +8,7 @@ when the handler raises or misses the deadline. The server never hangs up a call
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -52,7 +52,6 @@ class AgiAnswer:
     variables: tuple[tuple[str, str], ...] = ()
     # Short label for logs and metrics ("ok", "fallback", "block", ...).
     outcome: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 class Route(Protocol):

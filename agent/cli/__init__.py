@@ -21,7 +21,6 @@ EXIT_CODES: tuple[tuple[type[errors.TrustlineError], int], ...] = (
     (errors.BadRequest, 64),  # EX_USAGE
     (errors.UnknownNumber, 65),  # EX_DATAERR
     (errors.RecordingError, 65),
-    (errors.AccessDenied, 77),  # EX_NOPERM
     (errors.StoreError, 74),  # EX_IOERR
 )
 

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from agent.store.db import Database
 
@@ -192,12 +191,6 @@ class OutboundRepo:
             (at, kind, pool, message),
         )
 
-    async def alerts(self, limit: int = 50) -> list[tuple[float, str, str | None, str]]:
-        rows = await self.db.fetchall(
-            "SELECT at, kind, pool, message FROM alerts ORDER BY id DESC LIMIT ?", (limit,)
-        )
-        return [(float(r[0]), r[1], r[2], r[3]) for r in rows]
-
     async def state_version(self) -> int:
         row = await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
         return int(row[0]) if row else 0
@@ -242,14 +235,6 @@ class OutboundRepo:
                 f" WHERE number IN ({marks})",
                 [*params, *last_used],
             )
-
-    async def audit_rows(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.db.fetchall(
-            "SELECT at, uniqueid, purpose, pool, number, status, reason, callee_hash, case_ref "
-            "FROM call_audit ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [dict(r) for r in rows]
 
 
 class ClaimBatcher:
