@@ -46,7 +46,12 @@ from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
 
 OUTBOUND_CALLEE = "0142123456"
 ATTESTATIONS = [
-    "A", "TN-Validation-Passed-B", "C", "", "TN-Validation-Failed", "verstat=No-TN-Validation",
+    "A",
+    "TN-Validation-Passed-B",
+    "C",
+    "",
+    "TN-Validation-Failed",
+    "verstat=No-TN-Validation",
 ]
 
 
@@ -144,7 +149,9 @@ async def decision_cost(decisions: int) -> list[str]:
         )
         rules.evaluate(facts, cfg)
     pure = (time.perf_counter() - start) / decisions * 1e6
-    out = [f"rules      {pure:7.1f} us/decision (pure scoring incl. phonenumbers; 60% unseen numbers)"]
+    out = [
+        f"rules      {pure:7.1f} us/decision (pure scoring incl. phonenumbers; 60% unseen numbers)"
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config(pools_toml(20, 1000))
         db = await open_database(Path(tmp) / "s.db")
@@ -245,7 +252,9 @@ async def main() -> None:
                     got = {
                         "bare": await load(bare_port, n, concurrency, out_block),
                         "outbound": await load(agi_port, n, concurrency, out_block),
-                        "out-dist": await load_many(agi_port, out_blocks[k], concurrency, Counter()),
+                        "out-dist": await load_many(
+                            agi_port, out_blocks[k], concurrency, Counter()
+                        ),
                         "inbound": await load_many(agi_port, in_blocks[k], concurrency, verdicts),
                     }
                     for label, (elapsed, lat) in got.items():

@@ -37,9 +37,10 @@ from agent.recordings.keyring import init_keyring, load_keyring
 from agent.settings import load_settings
 from agent.store import open_database
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
-    "mixmonitor-answered-call.wav"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.captures import MIXMONITOR_WAV
+
+CAPTURE = MIXMONITOR_WAV
 MB = 1e6
 BYTES_PER_SECOND = 16000  # 8 kHz, 16-bit, mono
 
@@ -98,8 +99,9 @@ def make_recordings(folder: Path, count: int) -> int:
 
 def age_files(age: str, recipient: str, files: list[Path], out: Path) -> None:
     for f in files:
-        subprocess.run([age, "-r", recipient, "-o", str(out / (f.name + ".age")), str(f)],
-                       check=True)
+        subprocess.run(
+            [age, "-r", recipient, "-o", str(out / (f.name + ".age")), str(f)], check=True
+        )
 
 
 def seal_format(files: list[Path], out: Path, key: fmt.SealingKey) -> None:
@@ -126,7 +128,9 @@ async def pipeline_sweep(work: Path, folder: Path, keyring: Path) -> float:
     # The files are complete (written before the timing starts): no quiet period to wait out,
     # whether or not this machine lets us see other processes' open files.
     settings = load_settings(
-        data_dir=str(data), recordings_dir=str(folder), keyring=str(keyring),
+        data_dir=str(data),
+        recordings_dir=str(folder),
+        keyring=str(keyring),
         recordings_quiet_seconds=0.001,
     )
     db = await open_database(settings.database_path)
@@ -162,21 +166,26 @@ def main() -> None:
         ring = load_keyring(keyring)
         identity = keys / "age.key"
         subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
-        recipient = subprocess.run(["age-keygen", "-y", str(identity)], check=True,
-                                   capture_output=True, text=True).stdout.strip()
-        print(f"bench/recordings.py: {os.cpu_count()} cores, work dir {work}, age {version},"
-              f" Python {sys.version.split()[0]}")
+        recipient = subprocess.run(
+            ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        print(
+            f"bench/recordings.py: {os.cpu_count()} cores, work dir {work}, age {version},"
+            f" Python {sys.version.split()[0]}"
+        )
 
         big = work / "big.bin"
         size = int(args.gib * 2**30)
         make_big_file(big, size)
         out = work / "out"
         label = f"{args.gib:g} GiB file"
-        t_age = best_of(args.repeat, lambda: age_files(age, recipient, [big], out),
-                        lambda: clear(out))
+        t_age = best_of(
+            args.repeat, lambda: age_files(age, recipient, [big], out), lambda: clear(out)
+        )
         r_age = line(f"{label}: age -r (X25519)", size, t_age, None)
-        t_fmt = best_of(args.repeat, lambda: seal_format([big], out, ring.active),
-                        lambda: clear(out))
+        t_fmt = best_of(
+            args.repeat, lambda: seal_format([big], out, ring.active), lambda: clear(out)
+        )
         line(f"{label}: trustline encrypt (format)", size, t_fmt, r_age)
 
         def plain_copy() -> None:
@@ -198,8 +207,13 @@ def main() -> None:
             pipeline.remove_plaintext(plain)
 
         t_pipe = best_of(args.repeat, seal_pipe, reset_pipe)
-        line(f"{label}: trustline pipeline (seal+verify)", size, t_pipe, r_age,
-             "sha256, fsync, verify by decrypting, unlink")
+        line(
+            f"{label}: trustline pipeline (seal+verify)",
+            size,
+            t_pipe,
+            r_age,
+            "sha256, fsync, verify by decrypting, unlink",
+        )
         big.unlink()
         clear(out)
 
@@ -209,16 +223,20 @@ def main() -> None:
         label = f"{args.recordings} recordings ({total / 1e9:.2f} GB)"
         began = time.perf_counter()
         age_files(age, recipient, files, out)
-        r_age = line(f"{label}: age, one process each", total, time.perf_counter() - began,
-                     None)
+        r_age = line(f"{label}: age, one process each", total, time.perf_counter() - began, None)
         clear(out)
         began = time.perf_counter()
         seal_format(files, out, ring.active)
         line(f"{label}: trustline encrypt (format)", total, time.perf_counter() - began, r_age)
         clear(out)
         elapsed = asyncio.run(pipeline_sweep(work, folder, keyring))
-        line(f"{label}: trustline agent sweep", total, elapsed, r_age,
-             "pipeline + SQLite metadata, one file at a time")
+        line(
+            f"{label}: trustline agent sweep",
+            total,
+            elapsed,
+            r_age,
+            "pipeline + SQLite metadata, one file at a time",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""A replay AMI server over real TCP, built from the bytes in ../shared/asterisk-captures.
+"""A replay AMI server over real TCP, built from the bytes in tests/fixtures/asterisk-captures.
 
 It speaks what those captures show Asterisk saying, byte for byte: the banner, the Login /
 Challenge / Ping / DBPut / DBGet / DBDel / CoreShowChannels / Logoff responses (ActionIDs
@@ -21,16 +21,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-CAPTURES = Path(
-    os.environ.get(
-        "TRUSTLINE_CAPTURES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures"
-    )
-)
+from tests.captures import capture_path
 
 # Every captured AMI scenario with call traffic (not the login or action-only ones).
 EVENT_CAPTURES = (
@@ -54,7 +48,7 @@ class Record:
 
 def load(name: str) -> list[Record]:
     """One capture file (``ami-answered`` or ``ami-answered.jsonl``) as raw byte records."""
-    path = CAPTURES / (name if name.endswith(".jsonl") else f"{name}.jsonl")
+    path = capture_path(name if name.endswith(".jsonl") else f"{name}.jsonl")
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():

@@ -1,7 +1,7 @@
 """A fake Asterisk for FastAGI tests, speaking the wire protocol from the real captures.
 
 It opens a TCP connection to the agent, sends the header block recorded from a real Asterisk
-(../shared/asterisk-captures/fastagi-*.jsonl), with the script path and arguments of the test,
+(tests/fixtures/asterisk-captures/fastagi-*.jsonl), with the script path and arguments of the test,
 then answers every command the way Asterisk did in the capture: ``200 result=1`` for SET
 VARIABLE, ``200 result=1 (value)`` for GET VARIABLE of what was set, 510 for unknown commands.
 """
@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-# The repository is checked out with shared/ beside it (on developer machines and in CI).
-CAPTURES = Path(
-    os.environ.get(
-        "TRUSTLINE_CAPTURES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures"
-    )
-)
+from tests.captures import capture_path
 
 
 def capture(name: str) -> list[dict[str, object]]:
-    with open(CAPTURES / name, encoding="latin-1") as fh:
+    with open(capture_path(name), encoding="latin-1") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 

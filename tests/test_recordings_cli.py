@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from tests.captures import MIXMONITOR_WAV
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
-    "mixmonitor-answered-call.wav"
-)
+CAPTURE = MIXMONITOR_WAV
 UID = "1795344922.29"
 
 
@@ -47,8 +46,9 @@ def test_keyring_and_recordings_end_to_end(env: Path, capsys: pytest.CaptureFixt
     assert run(capsys, "keys", "init", "--data-dir", data)[0] == 78
 
     (env / "monitor" / f"{UID}.wav").write_bytes(CAPTURE.read_bytes())
-    code, out, _ = run(capsys, "recordings", "seal", f"{UID}.wav", "--uniqueid", UID,
-                       "--data-dir", data)
+    code, out, _ = run(
+        capsys, "recordings", "seal", f"{UID}.wav", "--uniqueid", UID, "--data-dir", data
+    )
     assert code == 0 and "sealed as recording 1" in out
     assert not (env / "monitor" / f"{UID}.wav").exists()
 
@@ -66,12 +66,35 @@ def test_keyring_and_recordings_end_to_end(env: Path, capsys: pytest.CaptureFixt
         main(["recordings", "decrypt", rec_id, "--out", str(listen), "--data-dir", data])
     assert usage.value.code == 2
     assert "--operator" in capsys.readouterr().err
-    code, _, err = run(capsys, "recordings", "decrypt", rec_id, "--out", str(listen),
-                       "--operator", "dr.who", "--reason", "  ", "--data-dir", data)
+    code, _, err = run(
+        capsys,
+        "recordings",
+        "decrypt",
+        rec_id,
+        "--out",
+        str(listen),
+        "--operator",
+        "dr.who",
+        "--reason",
+        "  ",
+        "--data-dir",
+        data,
+    )
     assert code == 64 and "reason" in err and not listen.exists()
-    code, out, _ = run(capsys, "recordings", "decrypt", rec_id, "--out", str(listen),
-                       "--operator", "dr.who", "--reason", "patient complaint 42",
-                       "--data-dir", data)
+    code, out, _ = run(
+        capsys,
+        "recordings",
+        "decrypt",
+        rec_id,
+        "--out",
+        str(listen),
+        "--operator",
+        "dr.who",
+        "--reason",
+        "patient complaint 42",
+        "--data-dir",
+        data,
+    )
     assert code == 0 and "audited" in out
     assert listen.read_bytes() == CAPTURE.read_bytes()
     assert stat.S_IMODE(listen.stat().st_mode) == 0o600
@@ -113,8 +136,20 @@ def test_damaged_recording_and_unsafe_keyring_exit_codes(
     code, out, err = run(capsys, "recordings", "verify", "--data-dir", data)
     assert code == 65
     assert "FAIL" in out and "truncated" in out and "1 of 1 recordings failed" in err
-    code, _, err = run(capsys, "recordings", "decrypt", "1", "--out", str(env / "o.wav"),
-                       "--operator", "a", "--reason", "b", "--data-dir", data)
+    code, _, err = run(
+        capsys,
+        "recordings",
+        "decrypt",
+        "1",
+        "--out",
+        str(env / "o.wav"),
+        "--operator",
+        "a",
+        "--reason",
+        "b",
+        "--data-dir",
+        data,
+    )
     assert code == 65 and "truncated" in err and not (env / "o.wav").exists()
 
     (env / "data" / "keyring").chmod(0o644)
@@ -122,9 +157,7 @@ def test_damaged_recording_and_unsafe_keyring_exit_codes(
     assert code == 78 and "mode 0644" in err and "chmod 600" in err
 
 
-def test_purge_deletes_and_audits(
-    env: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_purge_deletes_and_audits(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = str(env / "data")
     assert run(capsys, "keys", "init", "--data-dir", data)[0] == 0
     old = env / "monitor" / "1700000000.1.wav"

@@ -32,12 +32,24 @@ def write_random(path: Path, size: int) -> None:
 
 def start_cli_rewrap(settings: Settings) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
-    env.update(PYTHONPATH=str(ROOT), TRUSTLINE_RECORDINGS_DIR=str(settings.recordings_dir),
-               TRUSTLINE_KEYRING=str(settings.keyring_path))
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TRUSTLINE_RECORDINGS_DIR=str(settings.recordings_dir),
+        TRUSTLINE_KEYRING=str(settings.keyring_path),
+    )
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from agent.cli import main;"
-         " sys.exit(main(sys.argv[1:]))", "recordings", "rewrap", "--data-dir",
-         str(settings.data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+            "recordings",
+            "rewrap",
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -46,8 +58,10 @@ async def test_retention_in_the_agent_and_rewrap_in_the_cli_never_resurrect_a_fi
 ) -> None:
     (tmp_path / "monitor").mkdir()
     settings = load_settings(
-        data_dir=str(tmp_path / "data"), recordings_dir=str(tmp_path / "monitor"),
-        keyring=str(tmp_path / "data" / "keyring"), retention_days=30,
+        data_dir=str(tmp_path / "data"),
+        recordings_dir=str(tmp_path / "monitor"),
+        keyring=str(tmp_path / "data" / "keyring"),
+        retention_days=30,
         recordings_quiet_seconds=0.001,
     )
     init_keyring(settings.keyring_path, time.time())
@@ -55,8 +69,9 @@ async def test_retention_in_the_agent_and_rewrap_in_the_cli_never_resurrect_a_fi
     await asyncio.to_thread(write_random, plain, 96 * 2**20)  # a long call: rewrap takes a while
     db = await open_database(settings.database_path)
     try:
-        agent = RecordingsService(settings, db, FrozenClock(time.time() + 31 * 86400),
-                                  settle_seconds=0)
+        agent = RecordingsService(
+            settings, db, FrozenClock(time.time() + 31 * 86400), settle_seconds=0
+        )
         await agent.sweep()
         [row] = await agent.listing()
         rotate_keyring(settings.keyring_path, time.time())
@@ -71,9 +86,12 @@ async def test_retention_in_the_agent_and_rewrap_in_the_cli_never_resurrect_a_fi
         out, err = await asyncio.to_thread(cli.communicate, timeout=120)
         assert cli.returncode == 0, err
         assert [r.id for r in purged] == [row.id]
-        assert not await asyncio.to_thread(os.path.exists, row.path), "re-wrap brought a purged recording back"
-        assert [p.name for p in settings.recordings_dir.iterdir()
-                if not p.name.startswith(".")] == []
+        assert not await asyncio.to_thread(os.path.exists, row.path), (
+            "re-wrap brought a purged recording back"
+        )
+        assert [
+            p.name for p in settings.recordings_dir.iterdir() if not p.name.startswith(".")
+        ] == []
         report = await agent.sweep(at_startup=False)
         assert report.adopted == 0 and await agent.listing() == []
         [audit] = await agent.audit(row.id)

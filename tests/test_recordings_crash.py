@@ -27,10 +27,9 @@ from agent.recordings import format as fmt
 from agent.recordings.keyring import Keyring, init_keyring, load_keyring, rotate_keyring
 from agent.settings import load_settings
 from agent.store import open_database
+from tests.captures import MIXMONITOR_WAV
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
-    "mixmonitor-answered-call.wav"
-)
+CAPTURE = MIXMONITOR_WAV
 RUNS = 120
 PARALLEL = 2
 FILES_PER_RUN = 5
@@ -96,7 +95,9 @@ def child_env(run: Run, keyring: Path) -> dict[str, str]:
 def run_child(run: Run, keyring: Path, delay: float | None) -> float:
     """Start the agent's sweep in a child; SIGKILL it ``delay`` s after it is ready."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD], env=child_env(run, keyring), stdout=subprocess.PIPE,
+        [sys.executable, "-c", CHILD],
+        env=child_env(run, keyring),
+        stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
@@ -139,7 +140,9 @@ def check_nothing_lost(run: Run, ring: Keyring) -> str:
 
 async def restart_and_check(run: Run, keyring: Path, ring: Keyring) -> None:
     settings = load_settings(
-        data_dir=str(run.data), recordings_dir=str(run.folder), keyring=str(keyring),
+        data_dir=str(run.data),
+        recordings_dir=str(run.folder),
+        keyring=str(keyring),
         recordings_quiet_seconds=0.001,
     )
     db = await open_database(settings.database_path)
@@ -236,7 +239,9 @@ async def sealed_run(base: Path, index: int, template_db: Path, audio: bytes) ->
     keyring = keys / "keyring"
     init_keyring(keyring, time.time())
     settings = load_settings(
-        data_dir=str(run.data), recordings_dir=str(run.folder), keyring=str(keyring),
+        data_dir=str(run.data),
+        recordings_dir=str(run.folder),
+        keyring=str(keyring),
         recordings_quiet_seconds=0.001,
     )
     db = await open_database(settings.database_path)
@@ -256,8 +261,10 @@ def sha256_of(path: str) -> str:
 
 def run_rewrap_child(run: Run, keyring: Path, delay: float | None) -> float:
     proc = subprocess.Popen(
-        [sys.executable, "-c", REWRAP_CHILD], env=child_env(run, keyring),
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", REWRAP_CHILD],
+        env=child_env(run, keyring),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -278,7 +285,9 @@ async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
     """Right after the kill every recording verifies and decrypts; a rewrap then finishes."""
     ring = load_keyring(keyring)
     settings = load_settings(
-        data_dir=str(run.data), recordings_dir=str(run.folder), keyring=str(keyring),
+        data_dir=str(run.data),
+        recordings_dir=str(run.folder),
+        keyring=str(keyring),
         recordings_quiet_seconds=0.001,
     )
     db = await open_database(settings.database_path)

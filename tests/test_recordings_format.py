@@ -12,10 +12,9 @@ import pytest
 
 from agent.errors import RecordingError
 from agent.recordings import format as fmt
+from tests.captures import MIXMONITOR_WAV
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
-    "mixmonitor-answered-call.wav"
-)
+CAPTURE = MIXMONITOR_WAV
 SMALL_CHUNK = 4096
 
 

@@ -176,23 +176,33 @@ def test_a_rotation_waits_for_the_lock_then_keeps_keys_written_meanwhile(ring_pa
     init_keyring(ring_path, NOW)
     lock = ring_path.with_name(".keyring.lock")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR);"
-         " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
-         str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     rotation = subprocess.Popen(
-        [sys.executable, "-c", _ROTATE, str(ring_path), "1"], env=env, stderr=subprocess.PIPE,
+        [sys.executable, "-c", _ROTATE, str(ring_path), "1"],
+        env=env,
+        stderr=subprocess.PIPE,
         text=True,
     )
     time.sleep(0.5)
     assert rotation.poll() is None  # waits for the lock: nothing read yet
     # The hand edit (a key added by another tool that ignores the lock)...
     doc = json.loads(ring_path.read_text())
-    doc["keys"].append({"id": "khand-added", "created": NOW,
-                        "key": base64.b64encode(os.urandom(32)).decode()})
+    doc["keys"].append(
+        {"id": "khand-added", "created": NOW, "key": base64.b64encode(os.urandom(32)).decode()}
+    )
     ring_path.write_text(json.dumps(doc))
     holder.stdin.close()
     holder.wait(timeout=10)
@@ -232,10 +242,18 @@ def test_a_fifo_at_the_keyring_path_is_refused_without_hanging(tmp_path: Path) -
         "asyncio.run(main())\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
-    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]),
-               TRUSTLINE_DATA_DIR=str(folder), TRUSTLINE_RECORDINGS_DIR=str(tmp_path / "monitor"))
-    out = subprocess.run([sys.executable, "-c", code, str(folder / "keyring")], env=env,
-                         capture_output=True, text=True, timeout=30)
+    env.update(
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        TRUSTLINE_DATA_DIR=str(folder),
+        TRUSTLINE_RECORDINGS_DIR=str(tmp_path / "monitor"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder / "keyring")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 2, out
     assert all("is not a regular file" in line for line in lines)

@@ -25,11 +25,10 @@ from agent.recordings import format as fmt
 from agent.recordings.keyring import init_keyring, rotate_keyring
 from agent.settings import Settings, load_settings
 from agent.store import Database, open_database
+from tests.captures import MIXMONITOR_WAV
 from tests.fake_proc import proc_view
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures" / (
-    "mixmonitor-answered-call.wav"
-)
+CAPTURE = MIXMONITOR_WAV
 UID = "1795344922.29"
 
 
@@ -60,7 +59,11 @@ def clock() -> FrozenClock:
 
 
 def service(
-    settings: Settings, db: Database, clock: FrozenClock, *, proc: Path = Path("/proc"),
+    settings: Settings,
+    db: Database,
+    clock: FrozenClock,
+    *,
+    proc: Path = Path("/proc"),
     **kw: float,
 ) -> RecordingsService:
     kw.setdefault("settle_seconds", 0.0)
@@ -119,8 +122,10 @@ class FakeMixMonitor:
     def __init__(self, path: Path) -> None:
         assert os.geteuid() == 0, "needs root to run the fake Asterisk as another user"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", _HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         assert self.proc.stdout.readline().strip() == "open"
@@ -181,7 +186,10 @@ async def test_recording_complete_seals_then_removes_the_plaintext(
 
 
 async def test_absolute_filename_inside_the_folder_and_one_outside(
-    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    settings: Settings,
+    db: Database,
+    clock: FrozenClock,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     keyring(settings)
@@ -199,7 +207,10 @@ async def test_absolute_filename_inside_the_folder_and_one_outside(
 
 
 async def test_file_held_open_by_mixmonitor_is_left_until_closed(
-    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    settings: Settings,
+    db: Database,
+    clock: FrozenClock,
+    tmp_path: Path,
     mixmonitor: list[FakeMixMonitor],
 ) -> None:
     keyring(settings)
@@ -257,7 +268,8 @@ async def test_missing_folder_is_a_warning_not_a_failure(
     tmp_path: Path, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = load_settings(
-        data_dir=str(tmp_path / "data"), recordings_dir=str(tmp_path / "nowhere"),
+        data_dir=str(tmp_path / "data"),
+        recordings_dir=str(tmp_path / "nowhere"),
         keyring=str(tmp_path / "data" / "keyring"),
     )
     init_keyring(s.keyring_path, time.time())
@@ -289,9 +301,7 @@ async def test_startup_sweep_seals_what_was_recorded_while_down(
     assert (report.sealed, report.failed, report.temps_removed) == (3, 0, 1)
     assert not leftover.exists() and notes.exists()
     rows = await svc.listing()
-    assert sorted(r.uniqueid or "" for r in rows) == sorted(
-        [UID, "1795344999.3", "1795345000.1"]
-    )
+    assert sorted(r.uniqueid or "" for r in rows) == sorted([UID, "1795344999.3", "1795345000.1"])
     for name in names:
         assert not (settings.recordings_dir / name).exists()
     for r in rows:
@@ -357,9 +367,7 @@ async def test_retention_deletes_old_recordings_and_records_what_it_deleted(
     with pytest.raises(RecordingError, match="deleted by retention"):
         await svc.decrypt(purged[0].id, settings.data_dir / "x", operator="a", reason="b")
     clock.advance(31 * 86400)
-    assert [r.uniqueid for r in await svc.purge_expired(operator="cli:root")] == [
-        "1795000000.2"
-    ]
+    assert [r.uniqueid for r in await svc.purge_expired(operator="cli:root")] == ["1795000000.2"]
     assert (await svc.audit())[-1].operator == "cli:root"
 
 
@@ -384,7 +392,10 @@ async def test_decrypt_needs_operator_and_reason_and_is_audited(
     await svc.decrypt(row.id, out, operator="alice", reason="complaint 42")
     [audit] = await svc.audit(row.id)
     assert (audit.action, audit.operator, audit.reason, audit.outcome) == (
-        "decrypt", "alice", "complaint 42", "ok",
+        "decrypt",
+        "alice",
+        "complaint 42",
+        "ok",
     )
     assert audit.at == clock.now() and audit.detail["out"] == str(out)
     with pytest.raises(RecordingError, match="already exists"):
@@ -511,7 +522,10 @@ async def test_keys_and_audio_never_reach_logs_or_the_database(
 
 
 async def test_sweep_waits_for_a_recording_still_being_written_at_startup(
-    settings: Settings, db: Database, clock: FrozenClock, tmp_path: Path,
+    settings: Settings,
+    db: Database,
+    clock: FrozenClock,
+    tmp_path: Path,
     mixmonitor: list[FakeMixMonitor],
 ) -> None:
     keyring(settings)
@@ -586,7 +600,8 @@ async def test_set_aside_files_get_unique_names_are_listed_and_aged_out_by_reten
     put(settings, f"{UID}.wav", b"third call")
     await svc.sweep()
     asides = sorted(
-        p.read_bytes() for p in settings.recordings_dir.iterdir()
+        p.read_bytes()
+        for p in settings.recordings_dir.iterdir()
         if p.name.endswith(".tlrec-rejected")
     )
     assert asides == [b"\x89TLREC\r\n\x01 damaged one", b"\x89TLREC\r\n\x01 damaged two"]
@@ -660,13 +675,15 @@ async def test_decrypt_names_the_real_problem_with_out_or_the_file(
     await svc.sweep()
     [row] = await svc.listing()
     with pytest.raises(BadRequest, match="cannot write"):
-        await svc.decrypt(row.id, settings.data_dir / "no" / "such" / "o.wav", operator="a",
-                          reason="b")
+        await svc.decrypt(
+            row.id, settings.data_dir / "no" / "such" / "o.wav", operator="a", reason="b"
+        )
     os.unlink(row.path)
     with pytest.raises(RecordingError, match="file is missing"):
         await svc.decrypt(row.id, settings.data_dir / "o.wav", operator="a", reason="b")
     assert [a.outcome for a in await svc.audit(row.id)] == [
-        "failed: FileNotFoundError", "failed: FileNotFoundError",
+        "failed: FileNotFoundError",
+        "failed: FileNotFoundError",
     ]
 
 
@@ -706,8 +723,8 @@ async def test_a_crash_between_rewrap_and_its_row_update_is_not_tampering(
     # The state a SIGKILL right after the file's replace leaves: the row still describes
     # the old header, and holds the new file's SHA-256 as pending.
     await db.execute(
-        "UPDATE recordings SET key_id = ?, sha256 = ?, size = ?, pending_sha256 = ?"
-        " WHERE id = ?", (before.key_id, before.sha256, before.size, after.sha256, after.id),
+        "UPDATE recordings SET key_id = ?, sha256 = ?, size = ?, pending_sha256 = ? WHERE id = ?",
+        (before.key_id, before.sha256, before.size, after.sha256, after.id),
     )
     assert [v.problem for v in await svc.verify()] == [None]
     out = settings.data_dir / "o.wav"
@@ -717,7 +734,9 @@ async def test_a_crash_between_rewrap_and_its_row_update_is_not_tampering(
     assert (report.rewrapped, report.failures) == (1, [])
     [healed] = await svc.listing()
     assert (healed.key_id, healed.sha256, healed.pending_sha256) == (
-        after.key_id, after.sha256, None,
+        after.key_id,
+        after.sha256,
+        None,
     )
 
 

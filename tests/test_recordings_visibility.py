@@ -51,8 +51,10 @@ class FakeAsterisk:
 
     def __init__(self, path: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", _HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         assert self.proc.stdout.readline().strip() == "open"
@@ -97,7 +99,8 @@ def recent(path: Path, seconds_ago: float) -> None:
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "monitor").mkdir()
     s = load_settings(
-        data_dir=str(tmp_path / "data"), recordings_dir=str(tmp_path / "monitor"),
+        data_dir=str(tmp_path / "data"),
+        recordings_dir=str(tmp_path / "monitor"),
         keyring=str(tmp_path / "data" / "keyring"),
     )
     assert s.recordings_quiet_seconds == 600  # the default under test
@@ -158,8 +161,12 @@ def test_open_paths_is_unknown_when_a_descriptor_link_is_refused() -> None:
             d.chmod(0o755)
         fds.chmod(0o444)  # listable, links unreadable
         out = subprocess.run(
-            [sys.executable, "-c", _OBSERVER, str(folder), str(view)], capture_output=True,
-            text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+            [sys.executable, "-c", _OBSERVER, str(folder), str(view)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
         )
         assert out.stdout.strip() == "None", out
     finally:
@@ -179,8 +186,9 @@ async def test_unseen_writer_pausing_is_not_sealed_by_the_sweep_but_hangup_seals
     old.write_bytes(b"B" * 1000)
     recent(old, 700)  # untouched for longer than the quiet period: finished long ago
     alone = proc_view(tmp_path, os.getpid())  # Asterisk invisible
-    svc = RecordingsService(settings, db, FrozenClock(time.time()), settle_seconds=2.0,
-                            poll_seconds=0.02, proc=alone)
+    svc = RecordingsService(
+        settings, db, FrozenClock(time.time()), settle_seconds=2.0, poll_seconds=0.02, proc=alone
+    )
     report = await svc.sweep(at_startup=False)
     assert (report.sealed, report.busy) == (1, 1)
     assert plain.read_bytes() == b"A" * 16000 and not pipeline.sealed_path(plain).exists()
@@ -209,8 +217,9 @@ async def test_seen_writer_is_waited_for_and_a_seen_idle_folder_needs_no_quiet_p
     recent(done, 5)
     main = hold(asterisk, tmp_path / "asterisk.ctl")  # Asterisk itself, running on
     view = proc_view(tmp_path, os.getpid(), writer.pid, main.pid)
-    svc = RecordingsService(settings, db, FrozenClock(time.time()), settle_seconds=2.0,
-                            poll_seconds=0.02, proc=view)
+    svc = RecordingsService(
+        settings, db, FrozenClock(time.time()), settle_seconds=2.0, poll_seconds=0.02, proc=view
+    )
     recent(plain, 30)
     report = await svc.sweep(at_startup=False)
     assert (report.sealed, report.busy) == (1, 1)  # seen open: busy, however quiet
@@ -261,12 +270,19 @@ def test_agent_in_its_own_pid_namespace_does_not_seal_a_recording_being_written(
     recent(plain, 6)  # unbridged for six seconds: longer than the 2 s settle time
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
     env.update(
-        PYTHONPATH=str(ROOT), TRUSTLINE_DATA_DIR=str(settings.data_dir),
+        PYTHONPATH=str(ROOT),
+        TRUSTLINE_DATA_DIR=str(settings.data_dir),
         TRUSTLINE_RECORDINGS_DIR=str(settings.recordings_dir),
         TRUSTLINE_KEYRING=str(settings.keyring_path),
     )
-    out = subprocess.run([*cmd, sys.executable, "-c", _SWEEP_IN_OWN_NAMESPACE], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [*cmd, sys.executable, "-c", _SWEEP_IN_OWN_NAMESPACE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.split() == ["0", "1"], out
     assert plain.read_bytes() == b"A" * 16000
     assert not pipeline.sealed_path(plain).exists()

@@ -28,14 +28,29 @@ def where(tmp_path: Path) -> list[str]:
 async def test_screen_explains_every_rule_without_a_call(tmp_path: Path) -> None:
     write_config(tmp_path / "pools.toml", SCREENING_POOLS)
     out = await trustline(
-        "screen", "--caller", "0899123456", "--dialled", FR_LINE, "--attestation",
-        "TN-Validation-Passed-C", *where(tmp_path),
+        "screen",
+        "--caller",
+        "0899123456",
+        "--dialled",
+        FR_LINE,
+        "--attestation",
+        "TN-Validation-Passed-C",
+        *where(tmp_path),
     )
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split()[1:4] for line in out.stdout.splitlines()[1:12]}
     assert list(rows) == [
-        "blocklist", "withheld", "invalid_number", "own_number", "premium_rate", "toll_free",
-        "international", "stir_c", "burst", "flood", "callback",
+        "blocklist",
+        "withheld",
+        "invalid_number",
+        "own_number",
+        "premium_rate",
+        "toll_free",
+        "international",
+        "stir_c",
+        "burst",
+        "flood",
+        "callback",
     ]
     assert rows["premium_rate"] == ["+60", "yes", "+60"]
     assert rows["stir_c"] == ["+15", "yes", "+15"]
@@ -54,8 +69,16 @@ async def test_screen_explains_every_rule_without_a_call(tmp_path: Path) -> None
 async def test_screen_takes_the_pbx_verify_result(tmp_path: Path) -> None:
     write_config(tmp_path / "pools.toml", SCREENING_POOLS)
     out = await trustline(
-        "screen", "--caller", "0612345678", "--dialled", FR_LINE, "--attestation", "A",
-        "--verify-result", "Signature verification failed", *where(tmp_path),
+        "screen",
+        "--caller",
+        "0612345678",
+        "--dialled",
+        FR_LINE,
+        "--attestation",
+        "A",
+        "--verify-result",
+        "Signature verification failed",
+        *where(tmp_path),
     )
     assert out.returncode == 0, out.stderr
     assert "TRUSTLINE_REASONS=stir_failed" in out.stdout
@@ -86,7 +109,8 @@ async def test_block_and_allow_lists_from_the_cli_reach_the_running_agent(
     clock.advance(11)
     blocked = await inbound(port, "+33612345678", FR_LINE, "A")
     assert (blocked[contract.VAR_VERDICT], blocked[contract.VAR_REASONS]) == (
-        "block", "blocklist,stir_a"
+        "block",
+        "blocklist,stir_a",
     )
     uk = await inbound(port, "+447700900123", FR_LINE, "A")
     assert uk[contract.VAR_REASONS] == "allowlist"
@@ -110,12 +134,16 @@ async def test_screening_weights_reload_with_the_config(
     service = install_screening(agent, clock)
     port = agi_port(agent)
     assert (await inbound(port, "", FR_LINE, "A"))[contract.VAR_VERDICT] == "challenge"
-    write_config(tmp_path / "pools.toml", SCREENING_POOLS + """
+    write_config(
+        tmp_path / "pools.toml",
+        SCREENING_POOLS
+        + """
 [screening]
 own_numbers = ["+33 1 42 00 00 50"]
 [screening.weights]
 withheld = 80
-""")
+""",
+    )
     assert await agent.reload_config()
     clock.advance(400)
     assert (await inbound(port, "", FR_LINE, "A"))[contract.VAR_VERDICT] == "block"

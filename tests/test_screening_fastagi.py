@@ -64,9 +64,7 @@ Screening = tuple[Agent, ScreeningService]
 
 
 @pytest.fixture
-async def screening_agent(
-    make_agent: AgentFactory, clock: FrozenClock
-) -> AsyncIterator[Screening]:
+async def screening_agent(make_agent: AgentFactory, clock: FrozenClock) -> AsyncIterator[Screening]:
     agent = await make_agent(SCREENING_POOLS)
     service = install_screening(agent, clock)
     yield agent, service
@@ -128,8 +126,7 @@ CASES = [
     ("+882123456789", FR_LINE, None, 0, "voicemail", "invalid_number,stir_missing"),
     # international callers
     ("+447911123456", FR_LINE, None, 0, "allow", "international,stir_missing"),
-    ("+4930901820", FR_LINE, "TN-Validation-Failed-A", 0, "challenge",
-     "international,stir_failed"),
+    ("+4930901820", FR_LINE, "TN-Validation-Failed-A", 0, "challenge", "international,stir_failed"),
     ("+212612345678", FR_LINE, "C", 0, "allow", "international,stir_c"),
     ("+18765550123", FR_LINE, None, 0, "allow", "international,stir_missing"),
     # North American line
@@ -148,7 +145,9 @@ CASES = [
 ]
 
 
-async def test_real_world_caller_ids_get_the_expected_verdicts(screening_agent: Screening, clock: FrozenClock) -> None:
+async def test_real_world_caller_ids_get_the_expected_verdicts(
+    screening_agent: Screening, clock: FrozenClock
+) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     got = []
@@ -175,7 +174,10 @@ async def test_the_captured_session_is_screened_and_every_decision_stored_withou
     agent, service = screening_agent
     # The captured call: "Totally Legit" <18005550100> to 15550001111 (not one of our lines).
     session = await run_session(
-        "127.0.0.1", agi_port(agent), capture_name="fastagi-inbound.jsonl", script="inbound",
+        "127.0.0.1",
+        agi_port(agent),
+        capture_name="fastagi-inbound.jsonl",
+        script="inbound",
     )
     assert session.variables[contract.VAR_VERDICT] == "allow"
     assert session.variables[contract.VAR_REASONS] == "toll_free,stir_missing"
@@ -204,7 +206,9 @@ async def test_allow_list_skips_every_rule(screening_agent: Screening, clock: Fr
     await service.add_entry("allow", "+44*")
     after = await inbound(port, "+33899123456", FR_LINE, "TN-Validation-Failed")
     assert after == {
-        contract.VAR_VERDICT: "allow", contract.VAR_SCORE: "0", contract.VAR_REASONS: "allowlist"
+        contract.VAR_VERDICT: "allow",
+        contract.VAR_SCORE: "0",
+        contract.VAR_REASONS: "allowlist",
     }
     # A prefix entry, even for a caller that would trip the burst window.
     for _ in range(6):
@@ -216,7 +220,9 @@ async def test_allow_list_skips_every_rule(screening_agent: Screening, clock: Fr
     assert other[contract.VAR_REASONS] == "blocklist,premium_rate,stir_a"
 
 
-async def test_burst_from_one_caller_within_the_window(screening_agent: Screening, clock: FrozenClock) -> None:
+async def test_burst_from_one_caller_within_the_window(
+    screening_agent: Screening, clock: FrozenClock
+) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     verdicts = []
@@ -232,7 +238,9 @@ async def test_burst_from_one_caller_within_the_window(screening_agent: Screenin
     assert (await inbound(port, "0611111111", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
 
 
-async def test_flood_of_distinct_callers_to_one_line(screening_agent: Screening, clock: FrozenClock) -> None:
+async def test_flood_of_distinct_callers_to_one_line(
+    screening_agent: Screening, clock: FrozenClock
+) -> None:
     agent, _ = screening_agent
     port = agi_port(agent)
     answers = []
@@ -260,7 +268,8 @@ async def test_a_patient_calling_back_after_an_outbound_call_gets_through(
     # A carrier that failed verification: challenged, until we have called this patient.
     first = await inbound(port, "+33611223344", FR_LINE, "TN-Validation-Failed")
     assert (first[contract.VAR_VERDICT], first[contract.VAR_REASONS]) == (
-        "challenge", "stir_failed"
+        "challenge",
+        "stir_failed",
     )
     out = await run_session("127.0.0.1", port, args=["reminder", "06 11 22 33 44"])
     assert out.variables[contract.VAR_STATUS] == "ok"
@@ -274,9 +283,7 @@ async def test_a_patient_calling_back_after_an_outbound_call_gets_through(
         contract.VAR_REASONS: "stir_failed,callback",
     }
     # Another patient is not recognised; and the memory lasts callback_days (14) only.
-    assert "callback" not in (await inbound(port, "0611223345", FR_LINE, "A"))[
-        contract.VAR_REASONS
-    ]
+    assert "callback" not in (await inbound(port, "0611223345", FR_LINE, "A"))[contract.VAR_REASONS]
     clock.advance(12 * 86_400)
     late = await inbound(port, "0611223344", FR_LINE, "TN-Validation-Failed")
     assert late[contract.VAR_VERDICT] == "challenge"
@@ -286,8 +293,11 @@ async def test_bad_input_keeps_the_server_serving(screening_agent: Screening) ->
     agent, _ = screening_agent
     port = agi_port(agent)
     # Not FastAGI at all, an oversized header line, a session closed before its blank line.
-    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"agi_callerid: " + b"9" * 20_000 + b"\n",
-                 b"agi_network: yes\nagi_network_script: inbound\n"):
+    for junk in (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"agi_callerid: " + b"9" * 20_000 + b"\n",
+        b"agi_network: yes\nagi_network_script: inbound\n",
+    ):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(junk)
         await writer.drain()
@@ -314,7 +324,9 @@ async def test_bad_input_keeps_the_server_serving(screening_agent: Screening) ->
     assert (await inbound(port, "0698765432", FR_LINE, "A"))[contract.VAR_VERDICT] == "allow"
 
 
-async def test_a_stalled_store_answers_allow_within_the_deadline(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_a_stalled_store_answers_allow_within_the_deadline(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(SCREENING_POOLS, deadline_ms=200)
     service = install_screening(agent, clock)
     assert agent.db is not None
@@ -369,7 +381,8 @@ async def test_a_store_that_fails_degrades_gracefully(tmp_path: Path, clock: Fro
         clock.advance(60)  # past every refresh interval: the refreshes fail
         spoof = await inbound(port, "0142000002", FR_LINE, "A")
         assert (spoof[contract.VAR_VERDICT], spoof[contract.VAR_REASONS]) == (
-            "block", "own_number,stir_a"
+            "block",
+            "own_number,stir_a",
         )
         assert (await inbound(port, "0612345679", FR_LINE, "C"))[contract.VAR_VERDICT] == "allow"
     finally:
@@ -377,7 +390,9 @@ async def test_a_store_that_fails_degrades_gracefully(tmp_path: Path, clock: Fro
         await service.close()  # the decisions it could not store are logged, not raised
 
 
-async def test_arguments_may_come_in_the_script_query_string(screening_agent: Screening, clock: FrozenClock) -> None:
+async def test_arguments_may_come_in_the_script_query_string(
+    screening_agent: Screening, clock: FrozenClock
+) -> None:
     agent, _ = screening_agent
     session = await run_session(
         "127.0.0.1",
@@ -423,7 +438,8 @@ async def test_a_ten_digit_us_line_is_read_against_our_numbers(
     # The trunk delivers +1 617 555 0100 as 10 digits; the default region is FR.
     spoof = await inbound(port, "6175550100", "6175550100", "A")
     assert (spoof[contract.VAR_VERDICT], spoof[contract.VAR_REASONS]) == (
-        "block", "own_number,stir_a"
+        "block",
+        "own_number,stir_a",
     )
     patient = await inbound(port, "2125550123", "6175550100", "A")
     assert (patient[contract.VAR_VERDICT], patient[contract.VAR_REASONS]) == ("allow", "stir_a")

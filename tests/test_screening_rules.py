@@ -114,8 +114,17 @@ def test_every_rule_is_explained_fired_or_not() -> None:
     decision = evaluate(facts("0899123456", "C"), ScreeningConfig())
     codes = [r.code for r in decision.rules]
     assert codes == [
-        "blocklist", "withheld", "invalid_number", "own_number", "premium_rate", "toll_free",
-        "international", "stir_c", "burst", "flood", "callback",
+        "blocklist",
+        "withheld",
+        "invalid_number",
+        "own_number",
+        "premium_rate",
+        "toll_free",
+        "international",
+        "stir_c",
+        "burst",
+        "flood",
+        "callback",
     ]
     assert decision.reasons == ("premium_rate", "stir_c")
     assert decision.score == sum(r.points for r in decision.rules) == 75
@@ -138,8 +147,9 @@ def test_weights_and_thresholds_come_from_the_config() -> None:
 
 
 def test_the_score_is_clamped_to_0_100() -> None:
-    everything = facts("0899123456", "failed", blocklisted="+33899*", burst_calls=9,
-                       flood_callers=99)
+    everything = facts(
+        "0899123456", "failed", blocklisted="+33899*", burst_calls=9, flood_callers=99
+    )
     assert evaluate(everything, ScreeningConfig()).score == 100
     vouched = ScreeningConfig.model_validate({"weights": {"callback": -100}})
     assert evaluate(facts("0612345678", "A", callback=True), vouched).score == 0
@@ -158,7 +168,9 @@ def test_disabled_screening_allows_with_a_reason() -> None:
 
 
 def test_screening_section_is_validated_with_located_errors() -> None:
-    bad = BASE + """
+    bad = (
+        BASE
+        + """
 [screening]
 allow = ["06*"]
 [screening.weights]
@@ -167,6 +179,7 @@ withhled = 40
 challenge = 70
 voicemail = 60
 """
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(bad)
     text = "\n".join(err.value.problems)
@@ -177,14 +190,17 @@ voicemail = 60
 
 def test_screening_section_is_optional_and_normalised() -> None:
     assert parse_config(BASE).raw.screening == ScreeningConfig()
-    config = parse_config(BASE + """
+    config = parse_config(
+        BASE
+        + """
 [screening]
 default_region = "us"
 allow = ["0033 6 12 34 56 78", "+44*"]
 own_numbers = ["+33 1 42 00 00 99"]
 [screening.windows]
 burst_calls = 3
-""")
+"""
+    )
     screening = config.raw.screening
     assert screening.allow == ("+33612345678", "+44*")
     assert screening.own_numbers == ("+33142000099",)
@@ -240,8 +256,9 @@ def test_callers_on_a_ten_digit_us_line_are_read_as_north_american() -> None:
     spoof = classify_caller("6175550100", 0, line.region)
     assert spoof.e164 == "+16175550100"
     decision = evaluate(
-        CallFacts(caller=spoof, line=line, attestation=parse_attestation(""),
-                  own_number=spoof.e164 in own),
+        CallFacts(
+            caller=spoof, line=line, attestation=parse_attestation(""), own_number=spoof.e164 in own
+        ),
         ScreeningConfig(),
     )
     assert decision.verdict == "block" and "own_number" in decision.reasons
@@ -281,8 +298,11 @@ def test_the_carriers_verstat_is_the_last_one_in_a_header() -> None:
 
 @pytest.mark.parametrize(
     ("entry", "number"),
-    [("+33 (0)6*", "+33612345678"), ("+44 (0)7911*", "+447911123456"),
-     ("+33 (0)6 12 34 56 78", "+33612345678")],
+    [
+        ("+33 (0)6*", "+33612345678"),
+        ("+44 (0)7911*", "+447911123456"),
+        ("+33 (0)6 12 34 56 78", "+33612345678"),
+    ],
 )
 def test_a_trunk_zero_in_brackets_is_dropped_from_entries(entry: str, number: str) -> None:
     assert ListMatcher.of([normalise_entry(entry)]).match(number) is not None
