@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.cli import common_options
 from agent.clock import SystemClock, utc
 from agent.errors import RecordingError
-from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
-from agent.recordings.service import RecordingsService
-from agent.settings import Settings
-from agent.store import open_database
+
+if TYPE_CHECKING:  # imported by the handlers: `trustline --help` must not load cryptography
+    from agent.recordings.service import RecordingsService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,6 +91,9 @@ def _absolute(value: str) -> Path:
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
+    from agent.recordings.service import RecordingsService
+    from agent.store import open_database
+
     db = await open_database(settings.database_path)
     try:
         yield RecordingsService(settings, db, SystemClock())
@@ -103,6 +106,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, init_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = init_keyring(settings.keyring_path, time.time())
     print(f"created keyring {ring.path} (mode 0600) with active key {ring.active_id}")
@@ -111,6 +116,8 @@ async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, rotate_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = rotate_keyring(settings.keyring_path, time.time())
     async with _service(settings) as service:
@@ -123,6 +130,8 @@ async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import load_keyring
+
     ring = load_keyring(settings.keyring_path)
     async with _service(settings) as service:
         in_use = await service.keys_in_use()
@@ -183,20 +192,11 @@ async def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if tty:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\rrewrap [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"rewrap {done}/{total}\n")
-        sys.stderr.flush()
+    from agent.cli.progress import reporter
 
     async with _service(settings) as service:
-        report = await service.rewrap(progress)
+        with reporter("rewrap") as progress:
+            report = await service.rewrap(progress)
     for failure in report.failures:
         print(f"FAIL  {failure}")
     print(f"re-wrapped {report.rewrapped} of {report.total} recordings under the active key")
