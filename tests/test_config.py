@@ -262,3 +262,21 @@ def test_a_fallback_may_be_a_declared_own_number() -> None:
     config = parse_config(text + '[screening]\nown_numbers = ["+33142000000"]\n')
     assert config.pools["reminders"].fallback == "+33142000000"
     assert config.pools["reminders"].rules.rest_hours == 48.0  # an integer is a fine float
+
+
+def test_the_readme_check_config_example_is_what_the_command_prints(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Files a PBX admin edits")[1]
+    example = section.split("```toml\n")[1].split("```")[0]
+    printed = section.split("$ trustline check-config pools.toml\n")[1].split("```")[0]
+    # The README's example file with the three mistakes its output shows.
+    (tmp_path / "pools.toml").write_text(
+        example.replace("timezone =", "timezon =", 1)
+        .replace("daily_cap = 80", 'daily_cap = "80"')
+        .replace('name = "Clinique StMarc", daily_cap', 'name = "Clinique Saint-Marc", daily_cap')
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config", "pools.toml"]) == 78
+    assert capsys.readouterr().err == printed
