@@ -241,7 +241,22 @@ class _Positions:
         self.text = text
         self.values: dict[int, tuple[object, int]] = {}
         self.headers: dict[Loc, int] = {}
-        self.doc = _Recording(text).parse()  # raises tomlkit's ParseError (it has the line)
+        self.parser = _Recording(text)
+        self.doc: Any = None
+
+    def parse(self) -> dict[str, Any]:
+        """The file's data as plain Python; raises tomlkit's TOMLKitError on bad syntax."""
+        self.doc = self.parser.parse()
+        data: dict[str, Any] = self.doc.unwrap()
+        return data
+
+    def syntax_line(self, exc: Exception) -> int:
+        """Line of a syntax error: tomlkit's own, or where the parser stopped (a repeated key)."""
+        line = getattr(exc, "line", None)
+        if isinstance(line, int):
+            return line
+        # The parser stands past the repeated key, often at the start of the next line.
+        return self.text.count("\n", 0, max(self.parser._idx - 1, 0)) + 1
 
     def line(self, loc: Loc) -> int | None:
         """Line of the deepest part of ``loc`` present in the file (a missing key: its table)."""
@@ -349,14 +364,15 @@ _TOP_LEVEL = ("defaults", "pools", "screening")
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
     """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
-    from tomlkit.exceptions import ParseError
+    from tomlkit.exceptions import TOMLKitError
 
+    positions = _Positions(text)
     try:
-        positions = _Positions(text)
-    except ParseError as exc:
+        data = positions.parse()
+    except TOMLKitError as exc:
         message = str(exc).rsplit(" at line ", 1)[0]
-        raise ConfigError(source, [f"{source}:{exc.line}: TOML syntax: {message}"]) from None
-    data: dict[str, Any] = positions.doc.unwrap()
+        line = positions.syntax_line(exc)
+        raise ConfigError(source, [f"{source}:{line}: TOML syntax: {message}"]) from None
     problems = _Problems(source, positions)
     for key in data:
         if key not in _TOP_LEVEL:

@@ -80,6 +80,10 @@ def test_national_numbers_are_stored_as_e164_with_pool_defaults() -> None:
         ),
         (("[pools.reminders]", "[pools.reminders\n"), "pools.toml:6: TOML syntax: "),
         (
+            ('region = "FR"', 'region = "FR"\nregion = "DE"'),
+            'pools.toml:5: TOML syntax: Key "region" already exists.',
+        ),
+        (
             ('purposes = ["reminder"]', 'purposes = ["reminder"]\non_exhausted = "panic"'),
             "pools.toml:8: pools.reminders.on_exhausted: Input should be 'fallback', 'borrow_reserve' or 'refuse'",
         ),
