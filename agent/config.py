@@ -297,7 +297,7 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, str):
-        return f'the text "{value}" (numbers are written without quotes)'
+        return f'the text "{value}"'
     if isinstance(value, int | float):
         return repr(value)
     return f"a {type(value).__name__}"
@@ -309,14 +309,15 @@ def _pydantic_message(err: Any) -> str:
         return "unknown key (check the spelling)"
     if kind == "missing":
         return "required key is missing"
+    unquote = " (numbers are written without quotes)" if isinstance(err["input"], str) else ""
     if kind == "int_type":
-        return f"expected a whole number, got {_describe(err['input'])}"
+        return f"expected a whole number, got {_describe(err['input'])}{unquote}"
     if kind == "float_type":
-        return f"expected a number, got {_describe(err['input'])}"
+        return f"expected a number, got {_describe(err['input'])}{unquote}"
     if kind == "finite_number":
         return f"expected a finite number, got {err['input']!r}"
     if kind == "bool_type":
-        return f"expected true or false, got {_describe(err['input'])}"
+        return f"expected true or false (without quotes), got {_describe(err['input'])}"
     if kind == "string_type":
         return f"expected text in quotes, got {_describe(err['input'])}"
     return str(err["msg"]).removeprefix("Value error, ")

@@ -230,7 +230,7 @@ def test_every_problem_once_at_its_own_line_in_file_line_form(tmp_path: Path, ca
         ),
         (
             ('purposes = ["reminder"]', 'purposes = ["reminder"]\nreserve = "no"'),
-            "pools.reminders.reserve: expected true or false",
+            'pools.reminders.reserve: expected true or false (without quotes), got the text "no"',
         ),
         (
             ('name = "Clinique StMarc" }', "name = 42 }"),
