@@ -25,7 +25,7 @@ def missing_store_message(settings: Settings) -> str:
     return (
         f"no store at {settings.database_path}; admin commands never create one. The agent "
         "creates it on its first `trustline run`: point at the agent's data folder with "
-        "--data-dir DIR or TRUSTLINE_DATA_DIR (see `trustline --help` for the default)"
+        "--data-dir DIR or TRUSTLINE_DATA_DIR"
     )
 
 
