@@ -7,6 +7,7 @@ Settings say where things are and how the process listens; pool policy lives in 
 from __future__ import annotations
 
 import ipaddress
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +22,24 @@ def example_config_path() -> Path:
     return Path(str(resources.files("agent") / "examples" / "pools.toml"))
 
 
+SYSTEM_DATA_DIR = Path("/var/lib/trustline")
+
+
+def default_data_dir() -> Path:
+    """Where the store lives when neither TRUSTLINE_DATA_DIR nor --data-dir says.
+
+    The same for ``run`` and every admin command, whatever the current folder:
+    /var/lib/trustline when that folder exists (a system install creates it, for the agent's
+    user), else the user's state folder ($XDG_STATE_HOME/trustline, by default
+    ~/.local/state/trustline), which ``trustline run`` creates on a fresh machine.
+    """
+    if SYSTEM_DATA_DIR.is_dir():
+        return SYSTEM_DATA_DIR
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "trustline"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` to a (host, port) pair."""
     host, sep, port = value.rpartition(":")
@@ -33,7 +52,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRUSTLINE_", frozen=True, extra="ignore")
 
     config: Path = Field(default_factory=example_config_path)
-    data_dir: Path = Path("trustline-data")
+    data_dir: Path = Field(default_factory=default_data_dir)
     agi_listen: str = "127.0.0.1:4573"
     # Peers allowed to open FastAGI sessions (addresses or networks, comma separated).
     agi_allow: str = "127.0.0.1/32,::1/128"
@@ -53,6 +72,12 @@ class Settings(BaseSettings):
     keyring: Path | None = None
     retention_days: int = Field(365, ge=1)
     recordings_quiet_seconds: float = Field(600.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, v: Path) -> Path:
+        # Messages name the folder in full; a relative one is read once, here.
+        return Path(os.path.abspath(v.expanduser()))
 
     @field_validator("agi_listen", "http_listen")
     @classmethod

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.cli import common_options
+from agent.cli import add_json_flag, common_options
 from agent.clock import SystemClock, utc
 from agent.errors import RecordingError
-from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
-from agent.recordings.service import RecordingsService
-from agent.settings import Settings
-from agent.store import open_database
+
+if TYPE_CHECKING:  # imported by the handlers: `trustline --help` must not load cryptography
+    from agent.recordings.service import RecordingsService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _leaf(keys_sub, "init", "create the keyring (mode 0600) with one active key", _keys_init)
     _leaf(keys_sub, "rotate", "add a new active key (older keys stay to open old files)",
           _keys_rotate)
-    _leaf(keys_sub, "list", "key ids, creation time, the active key, recordings per key",
-          _keys_list)
+    add_json_flag(_leaf(keys_sub, "list",
+                        "key ids, creation time, the active key, recordings per key", _keys_list))
 
     rec = sub.add_parser(
         "recordings", parents=[common_options()],
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     rec_sub = rec.add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
     p = _leaf(rec_sub, "list", "recordings with their IDs, newest first", _list)
+    add_json_flag(p)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--all", action="store_true", help="include recordings purged by retention")
 
@@ -91,6 +93,9 @@ def _absolute(value: str) -> Path:
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
+    from agent.recordings.service import RecordingsService
+    from agent.store import open_database
+
     db = await open_database(settings.database_path)
     try:
         yield RecordingsService(settings, db, SystemClock())
@@ -103,6 +108,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, init_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = init_keyring(settings.keyring_path, time.time())
     print(f"created keyring {ring.path} (mode 0600) with active key {ring.active_id}")
@@ -111,6 +118,8 @@ async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, rotate_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = rotate_keyring(settings.keyring_path, time.time())
     async with _service(settings) as service:
@@ -123,9 +132,17 @@ async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import load_keyring
+
     ring = load_keyring(settings.keyring_path)
     async with _service(settings) as service:
         in_use = await service.keys_in_use()
+    if args.json:
+        for key in sorted(ring.keys.values(), key=lambda k: k.created):
+            print(json.dumps({"key_id": key.key_id, "created": key.created,
+                              "active": key.key_id == ring.active_id,
+                              "recordings": in_use.get(key.key_id, 0)}))
+        return 0
     print(f"{'KEY ID':<22} {'CREATED':<21} {'ACTIVE':<6} RECORDINGS")
     for key in sorted(ring.keys.values(), key=lambda k: k.created):
         active = "yes" if key.key_id == ring.active_id else ""
@@ -136,6 +153,12 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
         rows = await service.listing(limit=args.limit, include_purged=args.all)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"id": r.id, "uniqueid": r.uniqueid, "recorded_at": r.recorded_at,
+                              "bytes": r.plain_size, "key_id": r.key_id, "state": r.state,
+                              "path": r.path, "purged_at": r.purged_at}))
+        return 0
     print(f"{'ID':>6} {'UNIQUEID':<20} {'RECORDED':<21} {'BYTES':>10} {'KEY':<22} STATE")
     for r in rows:
         state = r.state
@@ -183,20 +206,11 @@ async def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if tty:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\rrewrap [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"rewrap {done}/{total}\n")
-        sys.stderr.flush()
+    from agent.cli.progress import reporter
 
     async with _service(settings) as service:
-        report = await service.rewrap(progress)
+        with reporter("rewrap") as progress:
+            report = await service.rewrap(progress)
     for failure in report.failures:
         print(f"FAIL  {failure}")
     print(f"re-wrapped {report.rewrapped} of {report.total} recordings under the active key")
