@@ -185,6 +185,8 @@ class Script:
             raise AgentSilent(
                 f"agent at {host}:{port} unreachable ({exc.strerror or exc})"
             ) from None
+        # One short line each way per command: no Nagle wait for the agent's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with sock, sock.makefile("rb") as agent:
             try:
                 sock.sendall(fastagi_headers(self.agi.env, route, args, host, port))
