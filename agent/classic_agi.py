@@ -209,9 +209,11 @@ class Script:
                     sock.sendall(b"".join(reply))
                     if command.startswith(marker) and reply[-1].startswith(b"200"):
                         self.answered = True
-            except TimeoutError:
-                raise AgentSilent(f"agent at {host}:{port} did not answer in time") from None
             except OSError as exc:
+                if self.answered:
+                    return  # caller ID (or verdict) already set: keep the agent's answer
+                if isinstance(exc, TimeoutError):
+                    raise AgentSilent(f"agent at {host}:{port} did not answer in time") from None
                 raise AgentSilent(
                     f"agent at {host}:{port} failed ({exc.strerror or exc})"
                 ) from None
@@ -219,8 +221,10 @@ class Script:
             raise AgentSilent(f"agent at {host}:{port} closed without an answer")
 
     def _set(self, name: str, value: str) -> None:
-        # Values are filtered to a caller ID's characters, a constant, or the channel's own name.
-        clean = value.replace("\\", "\\\\").replace('"', '\\"')
+        # Values are filtered to a caller ID's characters, a constant, or the channel's own name;
+        # quoted as one AGI argument (no control character can start a second command).
+        clean = "".join(c if c >= " " else " " for c in value)
+        clean = clean.replace("\\", "\\\\").replace('"', '\\"')
         self.agi.execute("SET VARIABLE", name, f'"{clean}"')
 
     def fallback(self, route: str, args: list[str]) -> None:

@@ -249,3 +249,55 @@ async def test_garbage_on_stdin_is_refused_clearly() -> None:
 
     cut = await FakeAsterisk().call(["outbound", "reminder"], stdin=b"agi_request: trustline-agi\n")
     assert cut.returncode == 1 and "closed before the end" in cut.stderr
+
+
+async def scripted_agent(commands: list[str]) -> tuple[asyncio.Server, list[bytes]]:
+    """An agent that sends these commands, reads each reply, then hangs (never closes)."""
+    replies: list[bytes] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.readuntil(b"\n\n")
+        for command in commands:
+            writer.write(command.encode() + b"\n")
+            replies.append(await reader.readline())
+        await reader.read()  # silent until the script gives up and closes
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), replies
+
+
+async def test_an_answer_cut_short_is_undone_by_the_fallback() -> None:
+    server, replies = await scripted_agent(
+        ['SET VARIABLE CALLERID(num) "+33142000002"', 'SET VARIABLE CALLERID(name) "Half"']
+    )
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        call = await FakeAsterisk(astdb={"trustline/fallback/reminder": "+33142000005"}).call(
+            ["outbound", "reminder", CALLEE], env={"TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{port}"}
+        )
+    assert replies == [b"200 result=1\n", b"200 result=1\n"]  # Asterisk's replies reached it
+    assert call.variables["CALLERID(num)"] == "+33142000005"
+    assert call.variables["CALLERID(name)"] == "Placeholder"  # the channel's own, from the env
+    assert call.variables["TRUSTLINE_STATUS"] == "fallback"
+
+
+async def test_an_answer_complete_but_for_the_close_is_kept() -> None:
+    server, _ = await scripted_agent(
+        [
+            'SET VARIABLE CALLERID(num) "+33142000002"',
+            'SET VARIABLE TRUSTLINE_STATUS "ok"',
+            'SET VARIABLE TRUSTLINE_POOL "reminders"',
+        ]
+    )
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        call = await FakeAsterisk(astdb={"trustline/fallback/reminder": "+33142000005"}).call(
+            ["outbound", "reminder", CALLEE], env={"TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{port}"}
+        )
+    assert call.returncode == 0
+    assert call.variables == {
+        "CALLERID(num)": "+33142000002",
+        "TRUSTLINE_STATUS": "ok",
+        "TRUSTLINE_POOL": "reminders",
+    }
