@@ -32,6 +32,7 @@ from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
+from agent.sdnotify import Notifier
 from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
 from agent.store.db import Database, open_database
@@ -281,17 +282,29 @@ async def run_agent(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environ()  # systemd Type=notify; a no-op elsewhere
     try:
         await agent.start()
     except BaseException:
+        notifier.notify("STATUS=start-up failed")
         await agent.stop()
+        notifier.close()
         raise
     # What start-up built (config, number view, phonenumbers metadata) lives until the end:
     # keep it out of the collector's scans, so a full collection does not pause calls.
     gc.collect()
     gc.freeze()
+    agi = ", ".join(f"{h}:{p}" for h, p in agent.agi.sockets) if agent.agi else "-"
+    http = ":".join(map(str, agent.http_address)) if agent.http_address else "-"
+    notifier.notify("READY=1", f"STATUS=serving: FastAGI {agi}, HTTP {http}")
+    watchdog = asyncio.create_task(notifier.watchdog(), name="sd-watchdog")
     try:
         await stop.wait()
     finally:
+        notifier.notify("STOPPING=1", "STATUS=stopping: finishing sessions")
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
         await agent.stop()
+        notifier.close()
     return 0
