@@ -37,7 +37,19 @@ VERDICTS = (VERDICT_ALLOW, VERDICT_CHALLENGE, VERDICT_VOICEMAIL, VERDICT_BLOCK)
 
 # Variables the dialplan owns and the agent only documents (set by the dialplan itself).
 DIALPLAN_GLOBAL_FALLBACK_CID = "TRUSTLINE_FALLBACK_CID"
-DIALPLAN_OWNED = frozenset({DIALPLAN_GLOBAL_FALLBACK_CID})
+# [globals] the admin may set; each subroutine has the documented default.
+DIALPLAN_GLOBAL_AGI_URL = "TRUSTLINE_AGI_URL"  # agi://127.0.0.1:4573
+DIALPLAN_GLOBAL_BIN = "TRUSTLINE_BIN"  # /usr/bin/trustline
+DIALPLAN_GLOBAL_DATA_DIR = "TRUSTLINE_DATA_DIR"  # /var/lib/trustline
+DIALPLAN_DEFAULT_AGI_URL = "agi://127.0.0.1:4573"
+DIALPLAN_OWNED = frozenset(
+    {
+        DIALPLAN_GLOBAL_FALLBACK_CID,
+        DIALPLAN_GLOBAL_AGI_URL,
+        DIALPLAN_GLOBAL_BIN,
+        DIALPLAN_GLOBAL_DATA_DIR,
+    }
+)
 
 ROUTES = frozenset({ROUTE_OUTBOUND, ROUTE_INBOUND})
 

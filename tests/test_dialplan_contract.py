@@ -29,9 +29,51 @@ def test_dialplan_reads_only_variables_the_agent_sets_or_it_owns() -> None:
 
 
 def test_dialplan_calls_only_routes_the_agent_serves() -> None:
-    routes = set(re.findall(r"AGI\(agi://[^/,)]+/([A-Za-z0-9_-]+)", _text()))
-    assert contract.ROUTE_OUTBOUND in routes
+    routes = set(re.findall(r"AGI\(\$\{agi\}/([A-Za-z0-9_-]+)", _text()))
+    assert {contract.ROUTE_OUTBOUND, contract.ROUTE_INBOUND} <= routes
     assert routes <= contract.ROUTES, routes - contract.ROUTES
+
+
+def test_the_agent_address_is_one_global_with_the_loopback_default() -> None:
+    for f in sorted(DIALPLAN.glob("*.conf")):
+        code = "\n".join(line.split(";", 1)[0] for line in f.read_text().splitlines())
+        if "AGI(" not in code:
+            continue
+        assert "AGI(agi://" not in code, f"{f.name} hard-codes the agent's address"
+        assert "Set(LOCAL(agi)=${TRUSTLINE_AGI_URL})" in code, f.name
+        default = f'ExecIf($["${{agi}}" = ""]?Set(LOCAL(agi)={contract.DIALPLAN_DEFAULT_AGI_URL}))'
+        assert default in code, f.name
+
+
+def test_inbound_screens_the_filtered_caller_number_passed_as_fourth_argument() -> None:
+    code = (DIALPLAN / "trustline-inbound.conf").read_text()
+    assert "Set(LOCAL(caller)=${FILTER(0-9+,${CALLERID(num)})})" in code
+    assert "AGI(${agi}/inbound,${dialled},${attestation},${verify},${caller})" in code
+    # The Gosub's own arguments are unchanged: callers change nothing.
+    assert "Gosub(trustline-inbound,s,1(${EXTEN},${STIR_SHAKEN(0,attestation)}," in code
+
+
+def test_recordings_paths_are_globals_with_documented_defaults() -> None:
+    text = (DIALPLAN / "recordings.conf").read_text()
+    code = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    assert "${bin} recordings seal" in code and "--data-dir ${data}" in code
+    assert "Set(LOCAL(bin)=${TRUSTLINE_BIN})" in code
+    assert "Set(LOCAL(data)=${TRUSTLINE_DATA_DIR})" in code
+    assert ";   TRUSTLINE_BIN=        [/usr/bin/trustline]" in text
+    assert ";   TRUSTLINE_DATA_DIR=   [/var/lib/trustline]" in text
+
+
+def test_the_admin_readme_includes_every_dialplan_file_and_covers_freepbx() -> None:
+    readme = (DIALPLAN.parent / "asterisk-conf" / "README.md").read_text()
+    for f in sorted(DIALPLAN.glob("*.conf")):
+        assert f'#include "{f.name}"' in readme, f.name
+    for name in ("extensions_custom.conf", "manager_custom.conf", "TRUSTLINE_AGI_URL"):
+        assert name in readme, name
+
+
+def test_the_spam_dialplan_mentions_no_api_the_agent_lacks() -> None:
+    text = (DIALPLAN / "trustline-spam.conf").read_text()
+    assert "HTTP API" not in text and "http api" not in text.lower()
 
 
 def test_outbound_subroutine_reads_every_status_variable_the_agent_sets() -> None:

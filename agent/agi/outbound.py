@@ -1,8 +1,10 @@
 """The ``outbound`` FastAGI route: AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>]).
 
 Translates the request into OutboundService.decide and the Decision into channel variables.
-Failure policy: answer with the pool's fallback caller ID (status ``fallback``), or with
-``error`` and no caller ID when the purpose is unknown; never hang up the call.
+The callee is the second argument only (filtered to digits and '+' by the subroutine), never a
+header. Failure policy: answer with the pool's fallback caller ID (status ``fallback``), or
+with ``error`` and no caller ID when the purpose is unknown; never hang up the call. A call shed
+under overload is answered without store work (not audited; counted in /metrics).
 """
 
 from __future__ import annotations
@@ -62,5 +64,6 @@ class OutboundRoute:
             decision = Decision(contract.STATUS_ERROR, "unknown_route")
         else:
             decision = self._service.fallback_decision(purpose, reason)
-        self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
+        if reason != "overload":
+            self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
         return answer_for(decision)
