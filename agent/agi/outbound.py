@@ -12,11 +12,18 @@ from __future__ import annotations
 import re
 
 from agent import contract
-from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.errors import BadRequest
 from agent.services.outbound import Decision, OutboundService
 
 _CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+
+
+def _reply(request: AgiRequest, decision: Decision) -> AgiAnswer:
+    answer = answer_for(decision)
+    if wants_one_variable(request):
+        return answer.packed(contract.OUTBOUND_ANSWER_FIELDS)
+    return answer
 
 
 def answer_for(decision: Decision) -> AgiAnswer:
@@ -56,7 +63,7 @@ class OutboundRoute:
         except BadRequest as exc:
             decision = Decision(contract.STATUS_ERROR, str(exc))
             self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
-        return answer_for(decision)
+        return _reply(request, decision)
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
         purpose, callee, case_ref = self._args(request)
@@ -66,4 +73,4 @@ class OutboundRoute:
             decision = self._service.fallback_decision(purpose, reason)
         if reason != "overload":
             self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
-        return answer_for(decision)
+        return _reply(request, decision)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from agent import contract
-from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.screening.rules import REASON_FAILURE, Decision
 from agent.screening.service import InboundCall, ScreeningService
 
@@ -63,13 +63,13 @@ class InboundRoute:
         self._service = service
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        return answer_for(await self._service.screen(inbound_call(request)))
+        return _reply(request, answer_for(await self._service.screen(inbound_call(request))))
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
         # Screening is a filter in front of patients: when it cannot decide, the call goes
         # through, and the reasons say why nobody screened it.
         code = _REASON_CODE.sub("_", reason.lower())[:32] or "unknown"
-        return AgiAnswer(
+        answer = AgiAnswer(
             (
                 (contract.VAR_VERDICT, contract.VERDICT_ALLOW),
                 (contract.VAR_SCORE, "0"),
@@ -77,3 +77,10 @@ class InboundRoute:
             ),
             outcome=f"{contract.VERDICT_ALLOW}:{REASON_FAILURE}",
         )
+        return _reply(request, answer)
+
+
+def _reply(request: AgiRequest, answer: AgiAnswer) -> AgiAnswer:
+    if wants_one_variable(request):
+        return answer.packed(contract.INBOUND_ANSWER_FIELDS)
+    return answer
