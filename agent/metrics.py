@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,6 +22,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # run long enough to be a phone number.
 _LABEL = re.compile(r"(?!.*[0-9]{4})[a-z][a-z0-9_:]{0,39}")
 MAX_LABEL_VALUES = 64
+PAGE_SECONDS = 1.0
 
 
 class _UsableNumbers(Collector):
@@ -89,6 +91,7 @@ class Metrics:
         self._label_values = {}
         self._usable = []
         self._rendering = None
+        self._page = None
         self.config_loaded = Gauge(
             "trustline_config_last_reload_success",
             "1 when the last config reload succeeded",
@@ -99,6 +102,7 @@ class Metrics:
     _label_values: dict[str, set[str]]
     _usable: list[_UsableNumbers]
     _rendering: asyncio.Future[bytes] | None
+    _page: tuple[float, bytes] | None
 
     def watch_usable(self, source: Callable[[], dict[str, int]]) -> None:
         self._usable.append(_UsableNumbers(source))
@@ -149,7 +153,11 @@ class Metrics:
 
     async def render_async(self) -> bytes:
         """The page, built on a thread so a large page never holds up a call. Requests that
-        arrive while one is being built share it (one build at a time, whatever the load)."""
+        arrive while one is being built share it, and a page is reused for ``PAGE_SECONDS``
+        (scrapes come every 15 s or so; a flood of requests costs one build a second)."""
+        now = time.monotonic()
+        if self._page is not None and now - self._page[0] < PAGE_SECONDS:
+            return self._page[1]
         if self._rendering is None:
             self._snapshot()  # on the loop: the services' state is not thread-safe
             self._rendering = asyncio.ensure_future(
@@ -158,8 +166,10 @@ class Metrics:
             self._rendering.add_done_callback(self._rendered)
         return await asyncio.shield(self._rendering)
 
-    def _rendered(self, _: object) -> None:
+    def _rendered(self, future: asyncio.Future[bytes]) -> None:
         self._rendering = None
+        if not future.cancelled() and future.exception() is None:
+            self._page = (time.monotonic(), future.result())
 
     def _snapshot(self) -> None:
         for collector in self._usable:

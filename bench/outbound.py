@@ -4,6 +4,7 @@ Run by hand:
     .venv/bin/python bench/outbound.py [--sessions 1000] [--rounds 3]
     .venv/bin/python bench/outbound.py --open-loop 500 [--duration 5]
     .venv/bin/python bench/outbound.py --selection    # decision cost at 100..100,000 numbers
+    .venv/bin/python bench/outbound.py --http-load 200 # c=50 calls with and without HTTP load
 
 Closed loop: sessions/s and p50/p99 at 1 and 50 concurrent sessions for
   (a) bare    - an asyncio FastAGI server sending the same answer (one SET VARIABLE, as the
@@ -274,11 +275,9 @@ class Servers:
         )
         config = tmp / "pools.toml"
         config.write_text(pools_toml(20, 10_000_000))
-        self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
-            env=agent_env(config, tmp, self.agi_port),
-            cwd=ROOT,
-        )
+        env = agent_env(config, tmp, self.agi_port)
+        self.http = "http://" + env["TRUSTLINE_HTTP_LISTEN"]
+        self.agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
         wait_port(self.bare_port)
         wait_port(self.agi_port)
 
@@ -335,6 +334,61 @@ async def closed_loop(servers: Servers, n: int, rounds: int, classic: int) -> No
     )
 
 
+async def http_load(base: str, rate: float, stop: asyncio.Event) -> int:
+    """``rate`` requests/s spread over every endpoint until ``stop``; returns how many."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    start, done = loop.time(), 0
+    paths = ["/metrics", "/readyz", "/healthz", "/nosuch"]
+    async with aiohttp.ClientSession() as http:
+
+        async def get(path: str) -> None:
+            async with http.get(base + path) as resp:
+                await resp.read()
+
+        pending: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            task = asyncio.create_task(get(paths[done % len(paths)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            done += 1
+            await asyncio.sleep(max(0.0, start + done / rate - loop.time()))
+        await asyncio.gather(*pending, return_exceptions=True)
+    return done
+
+
+async def http_load_run(servers: Servers, rate: float, n: int, rounds: int) -> None:
+    """Issue 16.4: call p99 at c=50 with ``rate`` HTTP requests/s vs without, interleaved."""
+    offset = 9_000_000
+    p99s: dict[str, list[float]] = {}
+    outcomes: Counter[str] = Counter()
+    await load(servers.agi_port, callee_blocks(200, offset), 50)  # warm-up
+    for _ in range(rounds):
+        for label in ("quiet", "http"):
+            offset += n
+            stop = asyncio.Event()
+            loader = (
+                asyncio.create_task(http_load(servers.http, rate, stop))
+                if label == "http"
+                else None
+            )
+            _, lat = await load(servers.agi_port, callee_blocks(n, offset), 50, outcomes)
+            stop.set()
+            requests = await loader if loader else 0
+            p99s.setdefault(label, []).append(quantiles(lat)[1])
+            print(
+                f"agent c=50 {label:<5} p99 {quantiles(lat)[1]:6.1f} ms ({requests} HTTP requests)",
+                flush=True,
+            )
+    print(f"agent answers: {dict(outcomes)}", flush=True)
+    quiet, loud = statistics.median(p99s["quiet"]), statistics.median(p99s["http"])
+    print(
+        f"outbound-under-http-{rate:.0f}: p99 {loud:.1f} ms = {loud / quiet:.2f} of the quiet run's"
+        " [goal <= 1.5]"
+    )
+
+
 async def open_loop_run(servers: Servers, rate: float, duration: float, rounds: int) -> None:
     n = int(rate * duration)
     offset = 5_000_000
@@ -372,6 +426,7 @@ async def main() -> None:
     parser.add_argument("--open-loop", type=float, metavar="RATE", help="arrivals per second")
     parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
     parser.add_argument("--selection", action="store_true", help="decision cost by pool size")
+    parser.add_argument("--http-load", type=float, metavar="RATE", help="HTTP requests/s")
     parser.add_argument("--decisions", type=int, default=2000)
     args = parser.parse_args()
     if args.selection:
@@ -385,7 +440,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         servers = Servers(Path(tmp))
         try:
-            if args.open_loop:
+            if args.http_load:
+                await http_load_run(servers, args.http_load, args.sessions, args.rounds)
+            elif args.open_loop:
                 await open_loop_run(servers, args.open_loop, args.duration, args.rounds)
             else:
                 await closed_loop(servers, args.sessions, args.rounds, args.classic_sessions)
