@@ -28,7 +28,7 @@ from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
 from agent.errors import ConfigError
-from agent.http.app import build_http_app, make_runner
+from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
 from agent.screening.route import InboundRoute
@@ -149,7 +149,12 @@ class Agent:
         self._http = make_runner(
             build_http_app(
                 self.metrics,
-                [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings],
+                [
+                    self._ready_config,
+                    cached(self._ready_store),  # a store query at most once a second
+                    self._ready_ami,
+                    self._ready_recordings,
+                ],
             )
         )
         await self._http.setup()

@@ -1,8 +1,8 @@
 """Routes: /healthz (process up), /readyz (every component ready, with details), /metrics.
 
 The HTTP side shares the event loop with calls, so it must never hold it: /metrics is built on
-a thread (agent.metrics), /readyz runs read-only checks at most once a second whatever the
-request rate (concurrent requests share one run), and probes are not access-logged at INFO.
+a thread (agent.metrics), /readyz checks are read-only and those doing I/O run at most once a
+second whatever the request rate (``cached``), and probes are not access-logged at INFO.
 """
 
 from __future__ import annotations
@@ -51,63 +51,52 @@ def make_runner(app: web.Application) -> web.AppRunner:
     return web.AppRunner(app, access_log_class=AccessLogger, access_log=access_log)
 
 
-Readiness = tuple[bool, dict[str, dict[str, object]]]
+def cached(check: ReadinessCheck, ttl: float = READY_CACHE_SECONDS) -> ReadinessCheck:
+    """``check`` run at most once per ``ttl`` seconds, whatever the request rate; requests that
+    arrive while it runs share its answer. For checks that do I/O (the store)."""
+    answer: tuple[float, tuple[str, bool, str]] | None = None
+    running: asyncio.Future[tuple[str, bool, str]] | None = None
 
-
-class _ReadyCache:
-    """The checks' answer, reused for ``ttl`` seconds; one run at a time."""
-
-    def __init__(self, checks: Sequence[ReadinessCheck], timeout: float, ttl: float) -> None:
-        self._checks = checks
-        self._timeout = timeout
-        self._ttl = ttl
-        self._answer: Readiness | None = None
-        self._at = 0.0
-        self._running: asyncio.Future[Readiness] | None = None
-
-    async def get(self) -> Readiness:
-        if self._answer is not None and time.monotonic() - self._at < self._ttl:
-            return self._answer
-        if self._running is None:
-            self._running = asyncio.ensure_future(self._run())
-            self._running.add_done_callback(self._done)
-        return await asyncio.shield(self._running)
-
-    def _done(self, future: asyncio.Future[Readiness]) -> None:
-        self._running = None
+    def done(future: asyncio.Future[tuple[str, bool, str]]) -> None:
+        nonlocal answer, running
+        running = None
         if not future.cancelled() and future.exception() is None:
-            self._answer, self._at = future.result(), time.monotonic()
+            answer = (time.monotonic(), future.result())
 
-    async def _run(self) -> Readiness:
+    async def run() -> tuple[str, bool, str]:
+        nonlocal running
+        if answer is not None and time.monotonic() - answer[0] < ttl:
+            return answer[1]
+        if running is None:
+            running = asyncio.ensure_future(check())
+            running.add_done_callback(done)
+        return await asyncio.shield(running)
+
+    run.__name__ = getattr(check, "__name__", "check")
+    return run
+
+
+def build_http_app(
+    metrics: Metrics, checks: Sequence[ReadinessCheck], *, check_timeout: float = 2.0
+) -> web.Application:
+    """``checks`` run on every /readyz request: wrap those that do I/O in ``cached``."""
+    app = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "up"})
+
+    async def readyz(_: web.Request) -> web.Response:
         details: dict[str, dict[str, object]] = {}
         ready = True
-        for check in self._checks:
+        for check in checks:
             try:
-                name, ok, detail = await asyncio.wait_for(check(), self._timeout)
+                name, ok, detail = await asyncio.wait_for(check(), check_timeout)
             except TimeoutError:
                 name, ok, detail = getattr(check, "__name__", "check"), False, "timed out"
             except Exception as exc:  # a failing check is a not-ready answer, not a 500
                 name, ok, detail = getattr(check, "__name__", "check"), False, f"failed: {exc}"
             details[name] = {"ok": ok, "detail": detail}
             ready = ready and ok
-        return ready, details
-
-
-def build_http_app(
-    metrics: Metrics,
-    checks: Sequence[ReadinessCheck],
-    *,
-    check_timeout: float = 2.0,
-    cache_seconds: float = READY_CACHE_SECONDS,
-) -> web.Application:
-    app = web.Application()
-    ready_cache = _ReadyCache(checks, check_timeout, cache_seconds)
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "up"})
-
-    async def readyz(_: web.Request) -> web.Response:
-        ready, details = await ready_cache.get()
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": details},
             status=200 if ready else 503,
