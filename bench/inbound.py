@@ -331,9 +331,13 @@ async def open_loop_main(rate: float, duration: float, rounds: int) -> None:
                 for label, port in (("bare", bare_port), ("agent", agi_port)):
                     answers: Counter[str] = Counter()
                     blocks = inbound_blocks(n, (2 * r + 1) * n + (n if label == "agent" else 0))
-                    _, lat = await open_loop(port, blocks, rate, 5.0, answers, verdict_counter)
-                    # Served: screened in time (a verdict, not the failure policy's allow).
-                    served = answers["decided"]
+                    if label == "agent":
+                        counter = verdict_counter
+                        _, lat = await open_loop(port, blocks, rate, 5.0, answers, counter)
+                        # Served: screened in time (a verdict, not the failure policy's allow).
+                        served = answers["decided"]
+                    else:  # the bare server's fixed answer
+                        served, lat = await open_loop(port, blocks, rate, 5.0, answers)
                     p99 = quantiles(lat)[1] if len(lat) > 2 else float("inf")
                     figures.setdefault(label, []).append((served / n, p99))
                     print(

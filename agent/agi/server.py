@@ -245,26 +245,31 @@ class FastAgiServer:
     async def _read_headers(self, reader: asyncio.StreamReader, peer: str) -> HeaderBlock:
         """The agi_* block up to its blank line, bounded in size; stray lines are tolerated."""
         block = HeaderBlock()
-        size = lines = 0
-        while True:
+        size = count = 0
+        done = False
+        while not done:
+            # Up to the next blank line in one read: usually the whole block. A blank line
+            # inside a caller name ends a chunk early; the parser then asks for more.
             try:
-                raw = await reader.readuntil(b"\n")
+                chunk = await reader.readuntil(b"\n\n")
             except asyncio.LimitOverrunError:
-                raise ProtocolError(f"header line longer than {MAX_HEADER_BLOCK} bytes") from None
-            size += len(raw)
-            lines += 1
-            if size > MAX_HEADER_BLOCK or lines > MAX_HEADERS:
+                raise ProtocolError(f"no end of headers within {MAX_HEADER_BLOCK} bytes") from None
+            size += len(chunk)
+            lines = chunk.decode("utf-8", "replace").split("\n")[:-1]
+            count += len(lines)
+            if size > MAX_HEADER_BLOCK or count > MAX_HEADERS:
                 raise ProtocolError(
                     f"header block over {MAX_HEADER_BLOCK} bytes or {MAX_HEADERS} lines"
                 )
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(line) > MAX_LINE:
-                raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
-            try:
-                if block.feed(line):
-                    break
-            except HeaderError as exc:
-                raise ProtocolError(str(exc)) from None
+            for line in lines:
+                if len(line) > MAX_LINE:
+                    raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
+                try:
+                    done = block.feed(line.rstrip("\r"))
+                except HeaderError as exc:
+                    raise ProtocolError(str(exc)) from None
+                if done:
+                    break  # a blank line ends a chunk, so nothing of this chunk is left
         if block.stray:
             # Never the lines themselves: they are pieces of a caller name or number.
             log.info(
