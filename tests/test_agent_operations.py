@@ -369,3 +369,43 @@ async def test_a_session_already_late_is_answered_at_once_without_store_work(
     assert rows == []
     page = agent.metrics.render().decode()
     assert 'trustline_agi_overload_total{route="outbound"} 1.0' in page
+
+
+async def test_trustline_run_logs_json_lines_with_the_next_steps(tmp_path) -> None:
+    """As an admin runs it: TRUSTLINE_LOG_FORMAT=json, first start, then SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import POOLS, write_config
+
+    env = {
+        **os.environ,
+        "TRUSTLINE_LOG_FORMAT": "json",
+        "TRUSTLINE_CONFIG": str(write_config(tmp_path / "pools.toml", POOLS)),
+        "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
+        "TRUSTLINE_AGI_LISTEN": "127.0.0.1:0",
+        "TRUSTLINE_HTTP_LISTEN": "127.0.0.1:0",
+        "TRUSTLINE_RECORDINGS_DIR": str(tmp_path / "monitor"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "run", stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("first start" in line for line in lines):
+                raw = await proc.stderr.readline()
+                assert raw, "".join(lines)
+                lines.append(raw.decode())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(proc.communicate(), 30)
+    lines += rest.decode().splitlines()  # the stop as well
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    steps = next(r["msg"] for r in records if "first start" in r["msg"])
+    assert "dialplan" in steps and "/readyz" in steps
+    assert proc.returncode == 0
