@@ -15,6 +15,12 @@ foreign value can only add lines *after* its own header, never before. So:
 
 Still the dialplan passes what the agent decides on (callee, caller number) as arguments,
 filtered there, so a header is never the source of a number.
+
+Known limit: a name that forges the whole rest of the block (every header through
+``agi_threadid``, arguments, then a blank line) ends the block early and its arguments win;
+the real lines then arrive as replies and end the session. Bytes alone cannot tell the two
+apart (Asterisk writes each line with its own write()); only a dialplan that strips line
+breaks from the name before AGI() closes that.
 """
 
 from __future__ import annotations
