@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import secrets
@@ -27,7 +28,7 @@ from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
 from agent.errors import ConfigError
-from agent.http.app import build_http_app
+from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
 from agent.screening.route import InboundRoute
@@ -92,6 +93,8 @@ class Agent:
         phone.preload_metadata()
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
+        self.metrics.config_loaded.set(1)
+        first_start = not s.database_path.exists()
         self.db = await open_store(s)
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
@@ -138,14 +141,21 @@ class Agent:
             allowed=s.agi_allowed_networks,
             on_answer=self.metrics.on_answer,
             fallback_route=outbound_route,
+            max_in_flight=s.agi_max_in_flight,
         )
         await self.agi.start(*s.agi_address)
+        warn_if_exposed(s)
         self._stoppers.append(self.agi.stop)
 
-        self._http = web.AppRunner(
+        self._http = make_runner(
             build_http_app(
                 self.metrics,
-                [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings],
+                [
+                    self._ready_config,
+                    cached(self._ready_store),  # a store query at most once a second
+                    self._ready_ami,
+                    self._ready_recordings,
+                ],
             )
         )
         await self._http.setup()
@@ -161,6 +171,8 @@ class Agent:
         log.info(
             "trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers)
         )
+        if first_start:
+            log_next_steps(s, self.http_address)
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -207,9 +219,9 @@ class Agent:
             config = load_config(self.settings.config)
         except ConfigError as exc:
             log.error(
-                "config: %s rejected, keeping the running config:\n  %s",
+                "config: %s rejected, keeping the running config: %s",
                 exc.source,
-                "\n  ".join(exc.problems),
+                "; ".join(exc.problems),
             )
             self.metrics.config_reloads.labels("rejected").inc()
             self.metrics.config_loaded.set(0)
@@ -260,9 +272,45 @@ class Agent:
 
     async def _ready_store(self) -> tuple[str, bool, str]:
         assert self.db is not None
-        # A real write, so a full disk or a read-only file shows here.
-        await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
-        return "store", True, str(self.db.path)
+        # Read-only: a probe must never queue a write in front of calls. A read-only file or
+        # folder shows through access(); a full disk shows in the writes calls make.
+        await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
+        path = self.db.path
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            return "store", False, f"{path} is not writable"
+        return "store", True, str(path)
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """FastAGI on a non-loopback address is reachable from the network: say who may connect."""
+    host, _ = settings.agi_address
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "fastagi: listening on %s, reachable from the network; "
+            "TRUSTLINE_AGI_ALLOW in force: %s",
+            settings.agi_listen,
+            ", ".join(str(n) for n in settings.agi_allowed_networks),
+        )
+
+
+def log_next_steps(settings: Settings, http: tuple[str, int] | None) -> None:
+    host, port = settings.agi_address
+    ready = f"http://{http[0]}:{http[1]}/readyz" if http else "/readyz"
+    log.info(
+        "trustline: first start, new store in %s. Next: "
+        "(1) copy dialplan/*.conf to /etc/asterisk/ and include them (asterisk-conf/README.md), "
+        "with TRUSTLINE_AGI_URL=agi://%s:%d in [globals] if Asterisk is not on this host; "
+        "(2) check %s says ready; "
+        "(3) place a test call and look for TRUSTLINE_STATUS=ok in the Asterisk log",
+        settings.data_dir,
+        host,
+        port,
+        ready,
+    )
 
 
 def _mtime(path: Path) -> float | None:

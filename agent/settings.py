@@ -10,6 +10,7 @@ import ipaddress
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,10 @@ class Settings(BaseSettings):
     agi_allow: str = "127.0.0.1/32,::1/128"
     http_listen: str = "127.0.0.1:8080"
     deadline_ms: int = Field(250, ge=10, le=10_000)
+    # FastAGI sessions being decided at once; beyond, the route's fallback answers at once.
+    agi_max_in_flight: int = Field(256, ge=1, le=100_000)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     config_poll_seconds: float = Field(2.0, gt=0)
 
     ami_host: str = "127.0.0.1"
@@ -88,9 +92,17 @@ class Settings(BaseSettings):
     @field_validator("agi_allow")
     @classmethod
     def _check_allow(cls, v: str) -> str:
-        for part in v.split(","):
-            if part.strip():
-                ipaddress.ip_network(part.strip(), strict=False)
+        parts = [part.strip() for part in v.split(",") if part.strip()]
+        if not parts:
+            # Empty must not mean "everybody": the PBX's address has to be named.
+            raise ValueError(
+                "empty: name the PBX addresses allowed to connect, e.g. 127.0.0.1/32,::1/128"
+            )
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or network") from None
         return v
 
     @property

@@ -180,7 +180,7 @@ withheld = 80
 def test_the_dialplan_subroutine_acts_on_every_verdict() -> None:
     text = "\n".join(line.split(";", 1)[0] for line in DIALPLAN.read_text().splitlines())
     assert "[trustline-inbound]" in text
-    agi = text.index(f"AGI(agi://127.0.0.1:4573/{contract.ROUTE_INBOUND},${{dialled}},")
+    agi = text.index(f"AGI(${{agi}}/{contract.ROUTE_INBOUND}?answer=one,${{dialled}},")
     # Allow is preset before the agent is asked: an agent that is down lets the call through.
     assert text.index(f"Set({contract.VAR_VERDICT}={contract.VERDICT_ALLOW})") < agi
     for verdict in (contract.VERDICT_BLOCK, contract.VERDICT_VOICEMAIL, contract.VERDICT_CHALLENGE):
@@ -197,10 +197,13 @@ def test_the_dialplan_subroutine_acts_on_every_verdict() -> None:
     allow_path = text[agi : text.index("n(challenge)")]
     assert "Hangup" not in allow_path
     # Asterisk's verify_result reaches the agent, not just the attestation it may contradict.
-    assert "AGI(agi://127.0.0.1:4573/inbound,${dialled},${attestation},${verify})" in text
+    assert "AGI(${agi}/inbound?answer=one,${dialled},${attestation},${verify}," in text
     assert "${STIR_SHAKEN(0,verify_result)}" in DIALPLAN.read_text()
     # A voicemail verdict with no mailbox configured returns to the caller's voicemail step.
     assert "Return(voicemail)" in text
-    # The caller's number is never written to the Asterisk log by the subroutine.
+    # The caller's number is never written to the Asterisk log by the subroutine: it only
+    # reaches the agent, filtered, as the AGI's last argument (issue 16: never a header).
     subroutine = text[text.index("[trustline-inbound]") : text.index("[trustline-example-inbound]")]
-    assert "CALLERID(num)" not in subroutine
+    uses = [ln for ln in subroutine.splitlines() if "CALLERID(num)" in ln]
+    assert [ln.split(",", 1)[1].startswith("AGI(") for ln in uses] == [True]
+    assert uses[0].endswith(",${FILTER(0-9+,${CALLERID(num)})})")

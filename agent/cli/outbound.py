@@ -58,7 +58,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from agent.app import run_agent
     from agent.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format)
     return await run_agent(settings)
 
 
