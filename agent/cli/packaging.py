@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import BadRequest, TrustlineError
-from agent.settings import Settings
+
+if TYPE_CHECKING:  # the settings model loads pydantic: not on the --help path
+    from agent.settings import Settings
 
 
 def shared_dir(name: str) -> Path:
