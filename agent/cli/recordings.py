@@ -8,9 +8,12 @@ agent.cli maps them to exit codes), or decide anything the service decides.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _leaf(rec_sub, "decrypt", "write one recording's audio to a file (audited)", _decrypt)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--out", required=True, type=_absolute, metavar="FILE",
-                   help="new file for the audio (never overwritten)")
+                   help="new file for the audio (never overwritten), or - to stream it to"
+                   " stdout (for a player)")
     p.add_argument("--operator", required=True, help="who is listening (recorded in the audit)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit)")
 
@@ -85,15 +89,19 @@ def _leaf(
     return parser
 
 
-def _absolute(value: str) -> Path:
-    return Path(os.path.abspath(value))
+def _absolute(value: str) -> Path | None:
+    """A path made absolute; None for ``-`` (standard output)."""
+    return None if value == "-" else Path(os.path.abspath(value))
 
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
     db = await open_database(settings.database_path)
     try:
-        yield RecordingsService(settings, db, SystemClock())
+        service = RecordingsService(settings, db, SystemClock())
+        # A decryption killed earlier (SIGKILL) left an audit row open, maybe a partial file.
+        await service.recover_interrupted()
+        yield service
     finally:
         await db.close()
 
@@ -165,9 +173,27 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _decrypt(args: argparse.Namespace, settings: Settings) -> int:
-    async with _service(settings) as service:
-        row = await service.decrypt(args.id, args.out, operator=args.operator, reason=args.reason)
-    print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes); access audited")
+    # SIGTERM, SIGINT, SIGHUP: stop after the current chunk, leave nothing, audit it.
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with _service(settings) as service:
+            out = args.out if args.out is not None else sys.stdout.buffer
+            row = await service.decrypt(args.id, out, operator=args.operator,
+                                        reason=args.reason, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if args.out is None:
+        sys.stdout.buffer.flush()
+        print(f"recording {row.id} streamed ({row.plain_size} bytes); access audited",
+              file=sys.stderr)
+    else:
+        print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes);"
+              " access audited")
     return 0
 
 

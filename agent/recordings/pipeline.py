@@ -19,8 +19,10 @@ import os
 import re
 import secrets
 import stat
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +39,7 @@ AUDIO_SUFFIXES = frozenset(
 TEMP_MARK = ".tlrec-tmp"
 REWRAP_MARK = ".tlrec-rewrap"
 REJECTED_MARK = ".tlrec-rejected"
+PART_MARK = ".tlrec-part"  # a decryption in progress, where unnamed files are not supported
 # One flock per recordings folder, taken by every process (agent, CLI, post-command) around
 # each file step that creates, replaces or deletes a sealed file. Hidden: scans ignore it.
 LOCK_NAME = ".trustline-recordings.lock"
@@ -447,34 +450,122 @@ def _check_recorded(path: Path, actual: str, expected: str, pending: str | None)
         )
 
 
+class Interrupted(RecordingError):
+    """A decryption was stopped (SIGTERM, SIGINT) before its end; nothing was left behind."""
+
+
+class _Guard:
+    """A decrypt sink that checks ``stop`` before each chunk: a signal ends the copy."""
+
+    def __init__(self, dst: fmt.Sink, stop: threading.Event | None) -> None:
+        self._dst = dst
+        self._stop = stop
+
+    def write(self, data: bytes) -> object:
+        if self._stop is not None and self._stop.is_set():
+            raise Interrupted("decryption interrupted; no audio was left behind")
+        return self._dst.write(data)
+
+
+def open_unnamed(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (Linux O_TMPFILE): it vanishes with the process unless
+    linked, so a SIGKILL leaves no partial audio. None where the file system lacks it."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
 def decrypt_to(
     path: Path, out: Path, keyring: Keyring, *, expected_sha256: str,
-    pending_sha256: str | None = None,
+    pending_sha256: str | None = None, stop: threading.Event | None = None,
+    register_part: Callable[[Path], None] | None = None,
 ) -> int:
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
 
-    The plaintext goes to a temp file beside ``out`` and takes its name only once every chunk
-    authenticated and the file matched its recorded SHA-256: no partial audio is left behind.
+    The audio goes to an unnamed file in ``out``'s folder and gets its name only once every
+    chunk authenticated and the file matched its recorded SHA-256: a killed process leaves
+    nothing. Where unnamed files are not supported, a named ``.part`` file is used instead,
+    handed to ``register_part`` first (so the next run can remove it after a SIGKILL) and
+    removed here on any error or ``stop``.
     """
     if out.exists() or out.is_symlink():
         raise RecordingError(f"{out} already exists; choose another --out")
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
+    fd = open_unnamed(out.parent)
+    tmp: Path | None = None
+    if fd is None:
+        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}{PART_MARK}")
+        if register_part is not None:
+            register_part(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     digest = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(path, "rb", opener=_nofollow) as src, os.fdopen(fd, "wb") as dst:
-            header = fmt.decrypt_stream(src, dst, dict(keyring.keys), name=str(path),
-                                        hasher=digest)
+            header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys),
+                                        name=str(path), hasher=digest)
             _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
-        try:
-            os.link(tmp, out)
-        except FileExistsError:
-            raise RecordingError(f"{out} already exists; choose another --out") from None
+            try:
+                if tmp is None:
+                    _link_unnamed(dst.fileno(), out)
+                else:
+                    os.link(tmp, out)
+            except FileExistsError:
+                raise RecordingError(f"{out} already exists; choose another --out") from None
     finally:
-        _unlink_quietly(tmp)
+        if tmp is not None:
+            _unlink_quietly(tmp)
     return header.plain_length
+
+
+def _link_unnamed(fd: int, out: Path) -> None:
+    """Give an O_TMPFILE file its name: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (a
+    directory descriptor makes Python use linkat with that flag instead of plain link)."""
+    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), out, src_dir_fd=fds, follow_symlinks=True)
+    finally:
+        os.close(fds)
+
+
+def decrypt_stream_to(
+    path: Path, dst: fmt.Sink, keyring: Keyring, *, expected_sha256: str,
+    pending_sha256: str | None = None, stop: threading.Event | None = None,
+) -> int:
+    """Stream the authenticated plaintext of ``path`` to ``dst`` (a pipe to a player).
+
+    The file is first hashed (from the same descriptor) against its recorded SHA-256, so no
+    audio of a substituted file is ever released; then each chunk is written once it
+    authenticates. Nothing is stored on disk.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb", opener=_nofollow) as src:
+        while block := src.read(_COPY_CHUNK):
+            digest.update(block)
+        _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
+        src.seek(0)
+        header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys), name=str(path))
+    return header.plain_length
+
+
+def remove_parts(parts: list[Path]) -> list[Path]:
+    """Delete named ``.part`` files a killed decryption left (only names we would write)."""
+    removed = []
+    for part in parts:
+        if not (part.name.startswith(".") and part.name.endswith(PART_MARK)):
+            continue
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            continue
+        removed.append(part)
+    return removed
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ import asyncio
 import getpass
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from agent.clock import Clock
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 RETENTION_OPERATOR = "retention"
+INCOMPLETE = "incomplete"  # audit outcome of a decryption stopped before its end
+# Under the data folder: one note per named partial file of a decryption in progress.
+PARTS_DIR = "decrypting"
 
 
 @dataclass
@@ -82,6 +86,7 @@ class RecordingsService:
         proc: Path = Path("/proc"),
     ) -> None:
         self._folder = settings.recordings_dir
+        self._data_dir = settings.data_dir
         self._keyring_path = settings.keyring_path
         self._retention_days = settings.retention_days
         self._repo = RecordingsRepo(db)
@@ -121,6 +126,11 @@ class RecordingsService:
             await self._ring()
         except KeyringError as exc:
             self._report_keyring(str(exc))
+        try:
+            await self.recover_interrupted()
+        except (TrustlineError, OSError) as exc:
+            log.warning("recordings: could not check for interrupted decryptions: %s",
+                        _describe(exc))
         self._spawn(self._maintenance_loop())
 
     async def stop(self) -> None:
@@ -353,9 +363,12 @@ class RecordingsService:
         return results
 
     async def decrypt(
-        self, recording_id: int, out: Path, *, operator: str, reason: str
+        self, recording_id: int, out: Path | BinaryIO, *, operator: str, reason: str,
+        stop: threading.Event | None = None,
     ) -> RecordingRow:
-        """Write one recording's audio to ``out``, after recording who, when, which and why."""
+        """Write one recording's audio to ``out`` (a new file, or a stream such as stdout),
+        after recording who, when, which and why. ``stop`` (set by a signal handler) ends it
+        early: nothing is left behind and the audit row says ``incomplete``."""
         operator, reason = operator.strip(), reason.strip()
         if not operator:
             raise BadRequest("decrypting needs an operator identity (--operator)")
@@ -366,34 +379,94 @@ class RecordingsService:
             raise RecordingError(f"recording {recording_id} was deleted by retention")
         if row.rejected_at is not None:
             raise RecordingError(f"recording {recording_id} was set aside: its file does not open")
-        if not out.is_absolute():
-            raise BadRequest(f"--out {out} must be an absolute path")
-        if self._resolve(str(out)) is not None:
-            raise BadRequest(
-                f"--out {out} is inside the recordings folder; plaintext there would be sealed"
-                " again"
-            )
+        if isinstance(out, Path):
+            if not out.is_absolute():
+                raise BadRequest(f"--out {out} must be an absolute path")
+            if self._resolve(str(out)) is not None:
+                raise BadRequest(
+                    f"--out {out} is inside the recordings folder; plaintext there would be"
+                    " sealed again"
+                )
         ring = await self._ring()
+        where = str(out) if isinstance(out, Path) else "-"
         audit_id = await self._repo.audit_started(
             at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
-            reason=reason, detail={"out": str(out), "uniqueid": row.uniqueid, **_os_identity()},
+            reason=reason, detail={"out": where, "uniqueid": row.uniqueid, **_os_identity()},
         )
         try:
-            await asyncio.to_thread(
-                pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
-                pending_sha256=row.pending_sha256,
-            )
+            if isinstance(out, Path):
+                await asyncio.to_thread(
+                    pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
+                    pending_sha256=row.pending_sha256, stop=stop,
+                    register_part=self._register_part,
+                )
+            else:
+                await asyncio.to_thread(
+                    pipeline.decrypt_stream_to, Path(row.path), out, ring,
+                    expected_sha256=row.sha256, pending_sha256=row.pending_sha256, stop=stop,
+                )
         except BaseException as exc:
-            await self._repo.audit_outcome(audit_id, f"failed: {type(exc).__name__}")
+            interrupted = isinstance(
+                exc, (pipeline.Interrupted, asyncio.CancelledError, BrokenPipeError)
+            )
+            await asyncio.shield(self._repo.audit_outcome(
+                audit_id, INCOMPLETE if interrupted else f"failed: {type(exc).__name__}"
+            ))
             if isinstance(exc, FileNotFoundError) and exc.filename == row.path:
                 raise RecordingError(f"{row.path}: file is missing") from None
             if isinstance(exc, OSError):
-                raise BadRequest(f"cannot write {out}: {_describe(exc)}") from None
+                raise BadRequest(f"cannot write {where}: {_describe(exc)}") from None
             raise
+        finally:
+            await asyncio.to_thread(self._forget_parts)
         await self._repo.audit_outcome(audit_id, "ok")
         log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
                  audit_id)
         return row
+
+    async def recover_interrupted(self) -> int:
+        """Clean up after decryptions whose process died (SIGKILL): remove any partial audio
+        they left and mark their audit rows ``incomplete``. Every recordings command and the
+        agent's start run this; returns how many audit rows it closed."""
+        await asyncio.to_thread(self._remove_dead_parts)
+        closed = 0
+        for audit_id, detail in await self._repo.started_audits("decrypt"):
+            pid = detail.get("pid")
+            if isinstance(pid, int) and not _alive(pid):
+                await self._repo.audit_outcome(audit_id, INCOMPLETE)
+                closed += 1
+        return closed
+
+    def _parts_dir(self) -> Path:
+        return self._data_dir / PARTS_DIR
+
+    def _register_part(self, part: Path) -> None:
+        """Note a named partial file before it exists, under this process's id."""
+        folder = self._parts_dir()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        note = folder / f"{os.getpid()}.{part.name}"
+        fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(part))
+
+    def _forget_parts(self) -> None:
+        folder = self._parts_dir()
+        for note in folder.glob(f"{os.getpid()}.*") if folder.is_dir() else ():
+            pipeline.remove_parts([Path(note.read_text())])
+            note.unlink(missing_ok=True)
+
+    def _remove_dead_parts(self) -> None:
+        folder = self._parts_dir()
+        if not folder.is_dir():
+            return
+        for note in folder.iterdir():
+            pid = note.name.split(".", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            for part in pipeline.remove_parts([Path(note.read_text())]):
+                log.warning("recordings: removed partial audio %s left by a killed decryption",
+                            part)
+            note.unlink(missing_ok=True)
 
     async def rewrap(self, progress: Progress | None = None) -> RewrapReport:
         """Re-wrap every data key not under the active key; the audio is never re-encrypted."""
@@ -626,7 +699,19 @@ def _os_identity() -> dict[str, object]:
         login: str | None = getpass.getuser()
     except (OSError, KeyError):
         login = None
-    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid()}
+    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid(),
+            "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (then its decryption may still be running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe(exc: BaseException) -> str:
