@@ -21,7 +21,8 @@ from pathlib import Path
 
 from agent.cli import common_options
 from agent.clock import SystemClock, utc
-from agent.errors import RecordingError
+from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
+from agent.recordings import handoff
 from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
 from agent.recordings.service import RecordingsService
 from agent.settings import Settings
@@ -231,8 +232,23 @@ async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_HANDOFF_ERRORS: dict[str, type[TrustlineError]] = {
+    "usage": BadRequest, "recording": RecordingError, "keyring": KeyringError,
+}
+
+
 async def _seal(args: argparse.Namespace, settings: Settings) -> int:
-    async with _service(settings) as service:
-        row = await service.seal_file(args.file, args.uniqueid)
-    print(f"sealed as recording {row.id}")
+    # The running agent seals it (keyring, store and threads already warm); else we do.
+    sock = settings.data_dir / handoff.SOCKET_NAME
+    try:
+        answer = await asyncio.to_thread(handoff.request_seal, sock, args.file, args.uniqueid)
+    except handoff.AgentDown:
+        async with _service(settings) as service:
+            row = await service.seal_file(args.file, args.uniqueid)
+        print(f"sealed as recording {row.id}")
+        return 0
+    if not answer.get("ok"):
+        error = _HANDOFF_ERRORS.get(str(answer.get("kind")), TrustlineError)
+        raise error(f"the agent could not seal {args.file}: {answer.get('error')}")
+    print(f"sealed as recording {answer.get('id')} (by the running agent)")
     return 0

@@ -1,7 +1,8 @@
 """Blocking, crash-safe file steps on the recordings folder; the service runs them in a thread.
 
 May: read plaintext recordings, write sealed files through a temp file beside the target
-(fsync, link, fsync the folder), verify by decrypting, delete plaintext that is proven sealed,
+(fsync, link, fsync the folder), check what was written (FORMAT.md, "Sealing"), verify by
+decrypting, delete plaintext that is proven sealed,
 delete its own temp files, move aside (under a fresh name) a sealed file that fails to open,
 read /proc to see which files another process holds open, take the folder's flock.
 Must not: delete a plaintext whose sealed copy has not been verified, delete a sealed file
@@ -270,11 +271,12 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
     """Seal ``plain`` beside itself and verify it; the plaintext is not removed here.
 
     Order: temp file beside the target, fsync, link to the final name (never overwriting),
-    fsync the folder, verify by decrypting. A file already under the final name is checked
-    against the plaintext: the same recording (a crash after linking) is adopted; one that
-    does not open is moved aside under a fresh name and the name reused; a valid one holding
-    another recording (MixMonitor reused a name) keeps its name, and this recording is sealed
-    under the next free one, ``X.wav.2.tlrec``: audio is never left in plaintext for a name.
+    fsync the folder, spot-check the file on disk (FORMAT.md, "Sealing"). A file already
+    under the final name is checked against the plaintext: the same recording (a crash after
+    linking) is adopted; one that does not open is moved aside under a fresh name and the name
+    reused; a valid one holding another recording (MixMonitor reused a name) keeps its name,
+    and this recording is sealed under the next free one, ``X.wav.2.tlrec``: audio is never
+    left in plaintext for a name.
     """
     aside: Path | None = None
     displaced: Path | None = None
@@ -330,9 +332,11 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         finally:
             _unlink_quietly(tmp)
         sha256 = digest.hexdigest()
-    # Every chunk's tag and the wrapped key authenticate what is on disk against what we
-    # sealed, so the SHA-256 taken while writing is the file's; no second hash pass.
-    verify(target, keyring, hash_file=False)
+    # No second full pass (FORMAT.md, "Sealing"): the SHA-256 was taken over the very bytes
+    # written, fsync returned, and the spot check proves the keyring opens the file as it
+    # lies on disk. Every later reader still authenticates every chunk.
+    with open(target, "rb", opener=_nofollow) as sealed_file:
+        fmt.spot_check(sealed_file, dict(keyring.keys), name=str(target))
     return Sealed(
         target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime
     )

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, TypeVar
 from agent.clock import Clock
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
 from agent.recordings import format as fmt
-from agent.recordings import pipeline
+from agent.recordings import handoff, pipeline
 from agent.recordings.keyring import Keyring, check_location, load_keyring
 from agent.recordings.repo import AuditRow, RecordingRow, RecordingsRepo
 from agent.settings import Settings
@@ -210,6 +210,18 @@ class RecordingsService:
         await self._wait_settled(path, reported=True)
         ring = await self._ring()
         return await self._seal(path, uniqueid or pipeline.uniqueid_from_name(path.name), ring)
+
+    def handoff_server(self) -> handoff.HandoffServer:
+        """The socket the MixMonitor post-command hands finished recordings to (not started)."""
+        return handoff.HandoffServer(
+            self._data_dir / handoff.SOCKET_NAME, self._seal_handed_off, handoff_kind
+        )
+
+    async def _seal_handed_off(self, filename: str, uniqueid: str | None) -> int:
+        row = await self.seal_file(filename, uniqueid)
+        log.info("recordings: post-command handed over %s (recording %d)", Path(row.path).name,
+                 row.id)
+        return row.id
 
     # -- sweep and retention ---------------------------------------------------------------
 
@@ -701,6 +713,16 @@ def _os_identity() -> dict[str, object]:
         login = None
     return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid(),
             "pid": os.getpid()}
+
+
+def handoff_kind(exc: BaseException) -> str | None:
+    """How a hand-off failure is reported to the post-command (its exit code follows)."""
+    for kind, name in ((BadRequest, "usage"), (KeyringError, "keyring"),
+                       (RecordingError, "recording"), (TrustlineError, "error"),
+                       (OSError, "io")):
+        if isinstance(exc, kind):
+            return name
+    return None
 
 
 def _alive(pid: int) -> bool:
