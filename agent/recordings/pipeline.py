@@ -315,10 +315,10 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as dst:
-                info = fmt.encrypt_stream(
-                    src, dst, keyring.active, before.st_size, chunk_size=chunk_size, hasher=digest
+                info = fmt.encrypt_file(
+                    src.fileno(), dst.fileno(), keyring.active, before.st_size,
+                    chunk_size=chunk_size, hasher=digest,
                 )
-                dst.flush()
                 os.fsync(dst.fileno())
             after = os.stat(plain)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
