@@ -10,21 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from agent.cli import common_options
 from agent.clock import SystemClock, utc
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
 from agent.recordings import handoff
 from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
-from agent.recordings.service import RecordingsService
+from agent.recordings.service import Progress, RecordingsService
 from agent.settings import Settings
 from agent.store import open_database
 
@@ -37,8 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _leaf(keys_sub, "init", "create the keyring (mode 0600) with one active key", _keys_init)
     _leaf(keys_sub, "rotate", "add a new active key (older keys stay to open old files)",
           _keys_rotate)
-    _leaf(keys_sub, "list", "key ids, creation time, the active key, recordings per key",
-          _keys_list)
+    p = _leaf(keys_sub, "list", "key ids, creation time, the active key, recordings per key",
+              _keys_list)
+    p.add_argument("--json", action="store_true", help="one JSON array, for scripts")
 
     rec = sub.add_parser(
         "recordings", parents=[common_options()],
@@ -48,6 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _leaf(rec_sub, "list", "recordings with their IDs, newest first", _list)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--all", action="store_true", help="include recordings purged by retention")
+    p.add_argument("--json", action="store_true", help="one JSON array, for scripts")
 
     p = _leaf(rec_sub, "verify", "authenticate sealed files against their metadata", _verify)
     p.add_argument("ids", nargs="*", type=int, metavar="ID", help="default: every recording")
@@ -111,6 +115,32 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else utc(ts).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else utc(ts).isoformat().replace("+00:00", "Z")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Progress]:
+    """A progress bar on stderr for a long command: drawn only on a terminal, silent in logs
+    and pipes. The one place the progress library is called (tqdm: TTY-aware, well kept)."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="rec", file=sys.stderr,
+                       disable=not sys.stderr.isatty(), leave=True)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = init_keyring(settings.keyring_path, time.time())
@@ -135,8 +165,16 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     ring = load_keyring(settings.keyring_path)
     async with _service(settings) as service:
         in_use = await service.keys_in_use()
+    keys = sorted(ring.keys.values(), key=lambda k: k.created)
+    if args.json:
+        print(json.dumps([
+            {"key_id": k.key_id, "created": _iso(k.created), "active": k.key_id == ring.active_id,
+             "recordings": in_use.get(k.key_id, 0)}
+            for k in keys
+        ], indent=2))
+        return 0
     print(f"{'KEY ID':<22} {'CREATED':<21} {'ACTIVE':<6} RECORDINGS")
-    for key in sorted(ring.keys.values(), key=lambda k: k.created):
+    for key in keys:
         active = "yes" if key.key_id == ring.active_id else ""
         print(f"{key.key_id:<22} {_when(key.created):<21} {active:<6} {in_use.get(key.key_id, 0)}")
     return 0
@@ -145,6 +183,15 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
         rows = await service.listing(limit=args.limit, include_purged=args.all)
+    if args.json:
+        print(json.dumps([
+            {"id": r.id, "uniqueid": r.uniqueid, "recorded_at": _iso(r.recorded_at),
+             "sealed_at": _iso(r.sealed_at), "plain_size": r.plain_size, "size": r.size,
+             "key_id": r.key_id, "state": r.state, "path": r.path, "source_name": r.source_name,
+             "purged_at": _iso(r.purged_at), "rejected_at": _iso(r.rejected_at)}
+            for r in rows
+        ], indent=2))
+        return 0
     print(f"{'ID':>6} {'UNIQUEID':<20} {'RECORDED':<21} {'BYTES':>10} {'KEY':<22} STATE")
     for r in rows:
         state = r.state
@@ -159,7 +206,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
-        results = await service.verify(args.ids or None)
+        with _progress("verify") as progress:
+            results = await service.verify(args.ids or None, progress)
     bad = 0
     for res in results:
         if res.problem is None:
@@ -201,7 +249,9 @@ async def _decrypt(args: argparse.Namespace, settings: Settings) -> int:
 async def _purge(args: argparse.Namespace, settings: Settings) -> int:
     operator = args.operator or f"cli:{getpass.getuser()}"
     async with _service(settings) as service:
-        rows = await service.purge_expired(operator=operator, dry_run=args.dry_run)
+        with _progress("purge") as progress:
+            rows = await service.purge_expired(operator=operator, dry_run=args.dry_run,
+                                               progress=progress)
     verb = "would delete" if args.dry_run else "deleted"
     for r in rows:
         print(f"{verb} {r.id:>6} {r.uniqueid or '-':<20} recorded {_when(r.recorded_at)}")
@@ -210,20 +260,9 @@ async def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if tty:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\rrewrap [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"rewrap {done}/{total}\n")
-        sys.stderr.flush()
-
     async with _service(settings) as service:
-        report = await service.rewrap(progress)
+        with _progress("rewrap") as progress:
+            report = await service.rewrap(progress)
     for failure in report.failures:
         print(f"FAIL  {failure}")
     print(f"re-wrapped {report.rewrapped} of {report.total} recordings under the active key")

@@ -125,7 +125,7 @@ class RecordingsService:
         try:
             await self._ring()
         except KeyringError as exc:
-            self._report_keyring(str(exc))
+            await self._keyring_problem(exc)
         try:
             await self.recover_interrupted()
         except (TrustlineError, OSError) as exc:
@@ -234,7 +234,7 @@ class RecordingsService:
         try:
             ring = await self._ring()
         except KeyringError as exc:
-            self._report_keyring(str(exc))
+            await self._keyring_problem(exc)
             report.problem = str(exc)
             return report
         async with self._folder_locked():
@@ -304,7 +304,8 @@ class RecordingsService:
         return report
 
     async def purge_expired(
-        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False
+        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> list[RecordingRow]:
         """Delete sealed recordings older than ``retention_days``; audit each deletion."""
         cutoff = self._clock.now() - self._retention_days * DAY
@@ -313,9 +314,11 @@ class RecordingsService:
             return rows
         reason = f"retention: older than {self._retention_days} days"
         purged = []
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             if await self._shielded(self._locked(self._purge_one(row.id, operator, reason))):
                 purged.append(row)
+            if progress is not None:
+                progress(n, len(rows))
         return purged
 
     async def _purge_one(self, recording_id: int, operator: str, reason: str) -> bool:
@@ -350,11 +353,15 @@ class RecordingsService:
     async def keys_in_use(self) -> dict[str, int]:
         return await self._repo.count_by_key()
 
-    async def verify(self, ids: list[int] | None = None) -> list[VerifyResult]:
+    async def verify(
+        self, ids: list[int] | None = None, progress: Progress | None = None
+    ) -> list[VerifyResult]:
         ring = await self._ring()
         rows = [await self.get(i) for i in ids] if ids else await self._repo.live()
-        results = []
+        results: list[VerifyResult] = []
         for row in rows:
+            if progress is not None and results:
+                progress(len(results), len(rows))
             if row.purged_at is not None:
                 results.append(VerifyResult(row, "purged"))
                 continue
@@ -372,6 +379,8 @@ class RecordingsService:
                 results.append(VerifyResult(row, _describe(exc)))
             else:
                 results.append(VerifyResult(row, None))
+        if progress is not None and rows:
+            progress(len(rows), len(rows))
         return results
 
     async def decrypt(
@@ -560,10 +569,36 @@ class RecordingsService:
         finally:
             coro.close()  # never started (cancelled while waiting): no "never awaited" warning
 
-    def _report_keyring(self, message: str) -> None:
+    async def _keyring_problem(self, exc: KeyringError) -> None:
+        """No usable keyring: an error if there are recordings to protect, else a hint.
+
+        A keyring that was never created, with no recording in the folder, means recordings
+        are simply not in use: a warning says how to enable them, not an ERROR on every start.
+        """
+        missing = not await asyncio.to_thread(os.path.lexists, self._keyring_path)
+        if missing and not await asyncio.to_thread(self._has_recordings):
+            self._report_keyring(
+                f"not in use: no keyring at {self._keyring_path} and no recording in"
+                f" {self._folder}; to encrypt MixMonitor recordings at rest, run `trustline"
+                " keys init` (and set TRUSTLINE_RECORDINGS_DIR to MixMonitor's folder)",
+                in_use=False,
+            )
+            return
+        self._report_keyring(str(exc))
+
+    def _has_recordings(self) -> bool:
+        if not self._folder.is_dir():
+            return False
+        found = pipeline.scan(self._folder)
+        return bool(found.plaintexts or found.sealed or found.rejected)
+
+    def _report_keyring(self, message: str, *, in_use: bool = True) -> None:
         # Once per distinct problem: an hourly sweep must not fill the log with the same line.
         if message != self._keyring_reported:
             self._keyring_reported = message
+            if not in_use:
+                log.warning("recordings: %s", message)
+                return
             log.error("recordings: %s; recordings stay in plaintext until this is fixed",
                       message)
 
