@@ -141,3 +141,24 @@ async def test_a_second_agent_leaves_the_first_ones_socket_alone(
         assert handoff._answers(settings.data_dir / handoff.SOCKET_NAME)
     finally:
         await db.close()
+
+
+async def test_garbage_on_the_socket_gets_an_answer_or_a_close_and_serving_goes_on(
+    settings: Settings, agent: RecordingsService
+) -> None:
+    path = str(settings.data_dir / handoff.SOCKET_NAME)
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"not json\n")
+    assert b"malformed hand-off request" in await reader.readline()
+    writer.close()
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"x" * 200_000)  # no end of line, past the limit
+    await writer.drain()
+    assert await reader.read() == b""
+    writer.close()
+    plain = settings.recordings_dir / f"{UID}.wav"
+    plain.write_bytes(MIXMONITOR_WAV.read_bytes())
+    answer = await asyncio.to_thread(
+        handoff.request_seal, settings.data_dir / handoff.SOCKET_NAME, plain.name, UID
+    )
+    assert answer == {"ok": True, "id": 1}

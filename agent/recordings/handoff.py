@@ -17,7 +17,6 @@ Must not: seal or decrypt anything itself, serve another user, or read recording
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -28,7 +27,10 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when serving only: the post-command never needs asyncio
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class HandoffServer:
 
     async def start(self) -> bool:
         """Listen; False (and a warning) when another live agent already listens there."""
+        import asyncio
+
         if await asyncio.to_thread(_answers, self.path):
             log.warning(
                 "recordings: another agent listens on %s; post-commands go to it", self.path
@@ -132,7 +136,7 @@ class HandoffServer:
             answer = await self._answer(line)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (ConnectionError, ValueError):  # readline: ValueError past the limit
             pass  # the post-command went away, or sent garbage: nothing to answer
         finally:
             writer.close()
