@@ -19,16 +19,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cli import common_options
 from agent.clock import SystemClock, utc
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
 from agent.recordings import handoff
-from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
-from agent.recordings.service import Progress, RecordingsService
-from agent.settings import Settings
-from agent.store import open_database
+
+if TYPE_CHECKING:  # the heavy modules load in the handlers: `recordings seal` starts fast
+    from agent.recordings.service import Progress, RecordingsService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,6 +101,9 @@ def _absolute(value: str) -> Path | None:
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
+    from agent.recordings.service import RecordingsService
+    from agent.store import open_database
+
     db = await open_database(settings.database_path)
     try:
         service = RecordingsService(settings, db, SystemClock())
@@ -142,6 +145,8 @@ def _progress(label: str) -> Iterator[Progress]:
 
 
 async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, init_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = init_keyring(settings.keyring_path, time.time())
     print(f"created keyring {ring.path} (mode 0600) with active key {ring.active_id}")
@@ -150,6 +155,8 @@ async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, rotate_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = rotate_keyring(settings.keyring_path, time.time())
     async with _service(settings) as service:
@@ -162,6 +169,8 @@ async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import load_keyring
+
     ring = load_keyring(settings.keyring_path)
     async with _service(settings) as service:
         in_use = await service.keys_in_use()
