@@ -162,3 +162,21 @@ async def test_garbage_on_the_socket_gets_an_answer_or_a_close_and_serving_goes_
         handoff.request_seal, settings.data_dir / handoff.SOCKET_NAME, plain.name, UID
     )
     assert answer == {"ok": True, "id": 1}
+
+
+async def test_a_data_folder_too_long_for_a_socket_only_disables_the_hand_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    s = load_settings(data_dir=str(deep), recordings_dir=str(tmp_path))
+    db = await open_database(s.database_path)
+    try:
+        server = RecordingsService(s, db, SystemClock()).handoff_server()
+        assert not await server.start()
+        await server.close()
+    finally:
+        await db.close()
+    assert "post-commands will seal by themselves" in caplog.text
+    with pytest.raises(handoff.AgentDown):
+        handoff.request_seal(deep / handoff.SOCKET_NAME, "x.wav", None)

@@ -58,7 +58,7 @@ def request_seal(
         sock.settimeout(_CONNECT_SECONDS)
         try:
             sock.connect(str(sock_path))
-        except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
+        except OSError as exc:  # none there, refused, stale, or a path too long for AF_UNIX
             raise AgentDown(str(exc)) from None
         request = json.dumps({"seal": file, "uniqueid": uniqueid}) + "\n"
         sock.settimeout(reply_seconds)
@@ -109,11 +109,17 @@ class HandoffServer:
             os.chmod(tmp, 0o600)
             sock.listen(64)
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+            if not isinstance(exc, OSError):
+                raise
+            # A data folder path too long for a Unix socket, a read-only folder: the agent
+            # runs on, post-commands seal by themselves.
+            log.warning("recordings: no hand-off socket at %s (%s); post-commands will seal"
+                        " by themselves", self.path, exc)
+            return False
         self._inode = os.stat(self.path).st_ino
         self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=_MAX_LINE)
         return True

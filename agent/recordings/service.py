@@ -414,12 +414,13 @@ class RecordingsService:
             at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
             reason=reason, detail={"out": where, "uniqueid": row.uniqueid, **_os_identity()},
         )
+        notes: list[Path] = []
         try:
             if isinstance(out, Path):
                 await asyncio.to_thread(
                     pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
                     pending_sha256=row.pending_sha256, stop=stop,
-                    register_part=self._register_part,
+                    register_part=lambda part: notes.append(self._register_part(part)),
                 )
             else:
                 await asyncio.to_thread(
@@ -439,7 +440,7 @@ class RecordingsService:
                 raise BadRequest(f"cannot write {where}: {_describe(exc)}") from None
             raise
         finally:
-            await asyncio.to_thread(self._forget_parts)
+            await asyncio.to_thread(_forget_parts, notes)
         await self._repo.audit_outcome(audit_id, "ok")
         log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
                  audit_id)
@@ -461,7 +462,7 @@ class RecordingsService:
     def _parts_dir(self) -> Path:
         return self._data_dir / PARTS_DIR
 
-    def _register_part(self, part: Path) -> None:
+    def _register_part(self, part: Path) -> Path:
         """Note a named partial file before it exists, under this process's id."""
         folder = self._parts_dir()
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -469,12 +470,7 @@ class RecordingsService:
         fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(str(part))
-
-    def _forget_parts(self) -> None:
-        folder = self._parts_dir()
-        for note in folder.glob(f"{os.getpid()}.*") if folder.is_dir() else ():
-            pipeline.remove_parts([Path(note.read_text())])
-            note.unlink(missing_ok=True)
+        return note
 
     def _remove_dead_parts(self) -> None:
         folder = self._parts_dir()
@@ -748,6 +744,13 @@ def _os_identity() -> dict[str, object]:
         login = None
     return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid(),
             "pid": os.getpid()}
+
+
+def _forget_parts(notes: list[Path]) -> None:
+    """A decryption ended: its partial file (if any) and the note about it go."""
+    for note in notes:
+        pipeline.remove_parts([Path(note.read_text())])
+        note.unlink(missing_ok=True)
 
 
 def handoff_kind(exc: BaseException) -> str | None:
