@@ -658,11 +658,12 @@ def delete_sealed(path: Path) -> bool:
 class _BackgroundSha256:
     """SHA-256 on a helper thread: hashlib releases the GIL, so hashing overlaps sealing.
 
-    At most two chunks wait for the hasher, so memory stays constant; order is kept because
-    one worker takes the updates first in, first out.
+    At most one pool window of chunks (``2 * fmt.WORKERS``) waits for the hasher, so memory
+    stays bounded and the encrypting workers rarely wait on it; order is kept because one
+    worker takes the updates first in, first out.
     """
 
-    _BACKLOG = 2
+    _BACKLOG = 2 * fmt.WORKERS
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()

@@ -3,8 +3,9 @@
 May: schedule sealing when AMI reports a recording complete, sweep the recordings folder,
 enforce retention, verify, decrypt for a named operator with a reason (audited; a decryption
 cut short leaves no audio and an ``incomplete`` audit row), re-wrap data keys after a
-rotation, seal what the post-command hands over its socket (``handoff``). Blocking file and crypto work runs in a worker thread, one file at a
-time, so the event loop (and the FastAGI deadline) never waits on a disk or a cipher. Every
+rotation, seal what the post-command hands over its socket (``handoff``). Blocking file and
+crypto work runs in a worker thread, one file at a time, so the event loop (and the FastAGI
+deadline) never waits on a disk or a cipher. Every
 step that creates, replaces or deletes a sealed file holds the recordings folder's flock, so
 the agent, the CLI and the post-command never act on one file at once.
 Must not: create a keyring (``trustline keys init`` does, on purpose), touch a file outside
