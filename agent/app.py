@@ -116,6 +116,10 @@ class Agent:
         self.recordings = RecordingsService(s, self.db, self.clock)
         await self.recordings.start()
         self._stoppers.append(self.recordings.stop)
+        # The MixMonitor post-command hands finished files over this socket.
+        handoff = self.recordings.handoff_server()
+        if await handoff.start():
+            self._stoppers.append(handoff.close)
 
         if s.ami_user:
             self.ami = AmiLink(

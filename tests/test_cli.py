@@ -18,7 +18,6 @@ import pytest
 
 from agent.cli import main
 from agent.settings import SYSTEM_DATA_DIR
-from tests.captures import MIXMONITOR_WAV
 from tests.conftest import POOLS, agi_port, write_config
 from tests.fake_asterisk import run_session
 
@@ -245,24 +244,3 @@ async def test_an_os_error_is_one_clear_line_and_exit_74(tmp_path: Path) -> None
     assert result.returncode == 74, result.stderr
     assert "Traceback" not in result.stderr
     assert "notadir" in result.stderr
-
-
-def test_recordings_and_keys_listings_as_json(tmp_path: Path, monkeypatch, capsys) -> None:
-    for name in list(os.environ):
-        if name.startswith("TRUSTLINE_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "monitor").mkdir()
-    monkeypatch.setenv("TRUSTLINE_RECORDINGS_DIR", str(tmp_path / "monitor"))
-    monkeypatch.setenv("TRUSTLINE_DATA_DIR", str(tmp_path / "data"))
-    assert main(["keys", "init"]) == 0
-    (tmp_path / "monitor" / "1795344922.29.wav").write_bytes(MIXMONITOR_WAV.read_bytes())
-    assert main(["recordings", "seal", "1795344922.29.wav", "--uniqueid", "1795344922.29"]) == 0
-    capsys.readouterr()
-
-    assert main(["recordings", "list", "--json"]) == 0
-    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert row["id"] == 1 and row["uniqueid"] == "1795344922.29" and row["state"] == "sealed"
-    assert row["bytes"] == len(MIXMONITOR_WAV.read_bytes())
-    assert main(["keys", "list", "--json"]) == 0
-    [key] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert key["active"] is True and key["recordings"] == 1 and key["key_id"] == row["key_id"]
