@@ -34,7 +34,7 @@ from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
-from agent.store.db import Database, open_database
+from agent.store import Database, open_database
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,11 @@ def load_hash_key(path: Path) -> bytes:
     return key
 
 
-async def open_store(settings: Settings) -> Database:
+async def open_store(settings: Settings, *, wait: bool = True) -> Database:
+    """The store TRUSTLINE_DATABASE_URL names; ``wait=False`` lets the agent start while a
+    PostgreSQL server is still unreachable (calls get the fallback until it connects)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return await open_database(settings.database_path)
+    return await open_database(settings.database, pool_size=settings.database_pool_size, wait=wait)
 
 
 class Agent:
@@ -261,7 +263,7 @@ class Agent:
         assert self.db is not None
         # A real write, so a full disk or a read-only file shows here.
         await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
-        return "store", True, str(self.db.path)
+        return "store", True, self.db.description
 
 
 def _mtime(path: Path) -> float | None:

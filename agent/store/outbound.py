@@ -227,7 +227,8 @@ class OutboundRepo:
             )
         # Last use only breaks ties after a restart: a hint, written in one statement.
         if last_used:
-            cases = " ".join(["WHEN ? THEN ?"] * len(last_used))
+            # The cast types the bare parameters for PostgreSQL (a CASE of them is text there).
+            cases = " ".join(["WHEN ? THEN CAST(? AS DOUBLE PRECISION)"] * len(last_used))
             marks = ",".join(["?"] * len(last_used))
             params = [v for number, at in last_used.items() for v in (number, at)]
             await self.db.execute(
