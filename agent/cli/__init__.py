@@ -35,14 +35,14 @@ def common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
-    from agent.cli import outbound, recordings, screening, stats
+    from agent.cli import db, outbound, recordings, screening, stats
 
     parser = argparse.ArgumentParser(
         prog="trustline",
         description="Trustline agent: caller-ID pools, inbound screening, encrypted recordings.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings):
+    for feature in (outbound, stats, screening, recordings, db):
         feature.register(sub)
     return parser
 
