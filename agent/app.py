@@ -26,7 +26,7 @@ from agent.agi.server import FastAgiServer
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app
 from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
@@ -93,7 +93,7 @@ class Agent:
         phone.preload_metadata()
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
-        self.db = await open_store(s)
+        self.db = await open_store(s, wait=False)
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
 
@@ -101,7 +101,14 @@ class Agent:
             on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert]
         )
         self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
-        await self.outbound.start()
+        try:
+            await self.outbound.start()
+        except StoreError as exc:
+            # PostgreSQL not there yet: serve (every call gets its pool's fallback) and retry.
+            log.error("outbound: %s; calls get the fallback until the store answers", exc)
+            self._tasks.append(
+                asyncio.create_task(self._start_outbound_later(), name="outbound-start")
+            )
         self._stoppers.append(self.outbound.stop)
         self.metrics.watch_usable(self.outbound.usable_by_pool)
 
@@ -179,6 +186,20 @@ class Agent:
             except Exception:
                 log.exception("trustline: a component did not stop cleanly")
         log.info("trustline: stopped")
+
+    async def _start_outbound_later(self, initial: float = 0.5, maximum: float = 5.0) -> None:
+        assert self.outbound is not None
+        delay = initial
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.outbound.start()
+            except StoreError as exc:
+                delay = min(maximum, delay * 2)
+                log.warning("outbound: %s; retrying in %.1f s", exc, delay)
+                continue
+            log.info("outbound: store reached, serving from the store")
+            return
 
     # -- config reload ---------------------------------------------------------------------
     def _on_sighup(self) -> None:
@@ -262,7 +283,10 @@ class Agent:
     async def _ready_store(self) -> tuple[str, bool, str]:
         assert self.db is not None
         # A real write, so a full disk or a read-only file shows here.
-        await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
+        try:
+            await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
+        except StoreError as exc:  # e.g. PostgreSQL unreachable: say why (URL redacted)
+            return "store", False, str(exc)
         return "store", True, self.db.description
 
 

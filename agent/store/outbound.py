@@ -104,7 +104,8 @@ class OutboundRepo:
         if len({number for number, _, _ in claims}) != len(claims):
             raise ValueError("a claim batch names each number once")
         params: list[object] = []
-        for number, day, cap in claims:
+        # Sorted: two agents' batches lock rows in one order on PostgreSQL (no deadlock).
+        for number, day, cap in sorted(claims):
             params += (number, day, cap)
         sql = _CLAIM_HEAD + ",".join(["(?, ?, 1, ?)"] * len(claims)) + _CLAIM_TAIL
         return {row[0]: int(row[1]) for row in await self.db.fetchall(sql, params)}

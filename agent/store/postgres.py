@@ -132,7 +132,7 @@ class PostgresDatabase(Database):
         self.connected.set()
         log.info("store: connected to %s", self.description)
 
-    def connect_in_background(self, *, initial: float = 0.5, maximum: float = 30.0) -> None:
+    def connect_in_background(self, *, initial: float = 0.5, maximum: float = 5.0) -> None:
         """Keep trying ``connect`` with exponential backoff until it succeeds; meanwhile every
         statement fails at once with a StoreError that says why (callers fall back)."""
 
