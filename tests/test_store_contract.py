@@ -300,3 +300,20 @@ async def test_a_bad_url_is_a_config_error_naming_the_setting(url: str) -> None:
         await open_database(url)
     assert "TRUSTLINE_DATABASE_URL" in str(caught.value)
     assert "pw" not in str(caught.value)
+
+
+async def test_an_error_of_the_caller_rolls_back_and_passes_through(db: Database) -> None:
+    with pytest.raises(OSError, match="disk full"):
+        async with db.transaction():
+            await db.execute("INSERT INTO alerts (at, kind, message) VALUES (1, 'k', 'x')")
+            raise OSError("disk full")
+    row = await db.fetchone("SELECT COUNT(*) FROM alerts")
+    assert row is not None and row[0] == 0
+
+
+async def test_question_marks_in_quoted_text_are_not_placeholders(db: Database) -> None:
+    await db.execute(
+        "INSERT INTO alerts (at, kind, message) VALUES (?, 'why?', ?) -- what? \n", (1.0, "ok?")
+    )
+    row = await db.fetchone("SELECT kind, message FROM alerts WHERE message = ?", ("ok?",))
+    assert row is not None and (row["kind"], row[1]) == ("why?", "ok?")

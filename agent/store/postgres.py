@@ -239,6 +239,7 @@ class PostgresDatabase(Database):
         pool = self._pool
         if pool is None:
             raise StoreError(f"store unavailable: {self._problem}")
+        in_body = False
         try:
             async with pool.acquire(timeout=self._statement_timeout) as conn:
                 tx = conn.transaction()
@@ -246,7 +247,9 @@ class PostgresDatabase(Database):
                 token = self._held.set((asyncio.current_task(), conn))
                 try:
                     await conn.execute(f"SELECT pg_advisory_xact_lock({_TX_LOCK}, {_SCHEMA_KEY})")
+                    in_body = True
                     yield self
+                    in_body = False
                 except BaseException:
                     # Whatever failed or was cancelled; releasing a connection inside a
                     # transaction also rolls back, this just does it first and in order.
@@ -258,6 +261,8 @@ class PostgresDatabase(Database):
                 finally:
                     self._held.reset(token)
         except _FAILURES as exc:
+            if in_body:
+                raise  # the caller's own error (a file, a socket), not the store's
             raise StoreError(f"store transaction failed: {_reason(exc)}") from exc
 
 
