@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,39 +51,43 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def running_agent(env: dict[str, str]) -> AsyncIterator[tuple[int, int]]:
-    """A ``trustline run`` subprocess; yields (FastAGI port, HTTP port) once it has started."""
+    """A ``trustline run`` subprocess; yields (FastAGI port, HTTP port) once it has started.
+
+    Its log goes to a file, not a pipe: a pipe nobody reads fills up and stalls the agent."""
     agi, http = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "run",
-        env={
-            **os.environ,
-            **env,
-            "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi}",
-            "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{http}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(300):
-                try:
-                    async with client.get(f"http://127.0.0.1:{http}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the agent did not start")
-        yield agi, http
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, out.decode()[-2000:]
+    with tempfile.TemporaryFile() as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            env={
+                **os.environ,
+                **env,
+                "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi}",
+                "TRUSTLINE_HTTP_LISTEN": f"127.0.0.1:{http}",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with aiohttp.ClientSession() as client:
+                for _ in range(300):
+                    try:
+                        async with client.get(f"http://127.0.0.1:{http}/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("the agent did not start")
+            yield agi, http
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+            log.seek(0)
+            assert proc.returncode == 0, log.read()[-3000:].decode(errors="replace")
 
 
 async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> None:
