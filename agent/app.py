@@ -27,7 +27,7 @@ from agent.agi.server import FastAgiServer
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
@@ -36,7 +36,7 @@ from agent.screening.service import ScreeningService
 from agent.sdnotify import Notifier
 from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
-from agent.store.db import Database, open_database
+from agent.store import Database, open_database
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,11 @@ def load_hash_key(path: Path) -> bytes:
     return key
 
 
-async def open_store(settings: Settings) -> Database:
+async def open_store(settings: Settings, *, wait: bool = True) -> Database:
+    """The store TRUSTLINE_DATABASE_URL names; ``wait=False`` lets the agent start while a
+    PostgreSQL server is still unreachable (calls get the fallback until it connects)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # store and keys: agent only
-    return await open_database(settings.database_path)
+    return await open_database(settings.database, pool_size=settings.database_pool_size, wait=wait)
 
 
 class Agent:
@@ -94,8 +96,8 @@ class Agent:
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
         self.metrics.config_loaded.set(1)
-        first_start = not s.database_path.exists()
-        self.db = await open_store(s)
+        first_start = s.database_url is None and not s.database_path.exists()
+        self.db = await open_store(s, wait=False)
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
 
@@ -103,7 +105,14 @@ class Agent:
             on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert]
         )
         self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
-        await self.outbound.start()
+        try:
+            await self.outbound.start()
+        except StoreError as exc:
+            # PostgreSQL not there yet: serve (every call gets its pool's fallback) and retry.
+            log.error("outbound: %s; calls get the fallback until the store answers", exc)
+            self._tasks.append(
+                asyncio.create_task(self._start_outbound_later(), name="outbound-start")
+            )
         self._stoppers.append(self.outbound.stop)
         self.metrics.watch_usable(self.outbound.usable_by_pool)
 
@@ -195,6 +204,20 @@ class Agent:
                 log.exception("trustline: a component did not stop cleanly")
         log.info("trustline: stopped")
 
+    async def _start_outbound_later(self, initial: float = 0.5, maximum: float = 5.0) -> None:
+        assert self.outbound is not None
+        delay = initial
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.outbound.start()
+            except StoreError as exc:
+                delay = min(maximum, delay * 2)
+                log.warning("outbound: %s; retrying in %.1f s", exc, delay)
+                continue
+            log.info("outbound: store reached, serving from the store")
+            return
+
     # -- config reload ---------------------------------------------------------------------
     def _on_sighup(self) -> None:
         log.info("config: SIGHUP received, reloading %s", self.settings.config)
@@ -278,11 +301,16 @@ class Agent:
         assert self.db is not None
         # Read-only: a probe must never queue a write in front of calls. A read-only file or
         # folder shows through access(); a full disk shows in the writes calls make.
-        await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
-        path = self.db.path
-        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        try:
+            await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
+        except StoreError as exc:  # e.g. PostgreSQL unreachable: say why (URL redacted)
+            return "store", False, str(exc)
+        path = getattr(self.db, "path", None)  # SQLite: a read-only file or folder shows here
+        if isinstance(path, Path) and not (
+            os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+        ):
             return "store", False, f"{path} is not writable"
-        return "store", True, str(path)
+        return "store", True, self.db.description
 
 
 def warn_if_exposed(settings: Settings) -> None:

@@ -65,7 +65,9 @@ class OutcomeRepo:
             " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ?"
             " ELSE COALESCE(talk_seconds, 0) + ? END,"
             " cdr_disposition = ?,"
-            " outcome = CASE WHEN ? IS NOT NULL AND outcome = ? THEN ? ELSE outcome END"
+            # CAST: PostgreSQL must know a bare parameter's type.
+            " outcome = CASE WHEN CAST(? AS TEXT) IS NOT NULL AND outcome = ? THEN ? ELSE outcome"
+            " END"
             f" WHERE {_LATEST} RETURNING COALESCE(pool, ''), outcome",
             (
                 cdr.billable_seconds,
