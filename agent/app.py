@@ -21,7 +21,6 @@ from pathlib import Path
 from aiohttp import web
 
 from agent import contract, phone
-from agent.agi.outbound import OutboundRoute
 from agent.agi.routing import Route
 from agent.agi.server import FastAgiServer
 from agent.ami.link import AmiLink
@@ -30,11 +29,12 @@ from agent.config import Config, load_config
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
+from agent.outbound.route import OutboundRoute
+from agent.outbound.service import DecisionHooks, OutboundService
 from agent.recordings.service import RecordingsService
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.sdnotify import Notifier
-from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
 from agent.store import Database, open_database
 

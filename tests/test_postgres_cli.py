@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.ami.calls import CallEnded
-from agent.ami.repo import OutcomeRepo
 from agent.app import load_hash_key
-from agent.policy.outbound import local_day
+from agent.outbound.policy import local_day
+from agent.outbound.repo import AuditRecord, OutboundRepo
+from agent.outcomes.calls import CallEnded
+from agent.outcomes.repo import OutcomeRepo
 from agent.store import open_database
-from agent.store.outbound import AuditRecord, OutboundRepo
 from tests.conftest import PARIS, POOLS, write_config
 from tests.postgres_schema import fresh_schema
 from tests.test_cli import trustline

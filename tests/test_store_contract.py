@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.ami.calls import CallEnded, CdrSeen
-from agent.ami.repo import OutcomeRepo
 from agent.errors import ConfigError, StoreError
+from agent.outbound.repo import AuditRecord, OutboundRepo
+from agent.outcomes.calls import CallEnded, CdrSeen
+from agent.outcomes.repo import OutcomeRepo
 from agent.recordings.repo import RecordingsRepo
 from agent.screening.repo import DecisionRow, ScreeningRepo
 from agent.store import Database, SchemaTooNew, open_database
 from agent.store.base import migrations
-from agent.store.outbound import AuditRecord, OutboundRepo
 from tests.postgres_schema import fresh_schema
 
 DAY = "2026-11-17"

@@ -20,13 +20,20 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent import phone
-from agent.ami.calls import CallEnded, CallTracker, CdrSeen, Effect, RecordingComplete, SpamReported
 from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError, AmiLinkDead
 from agent.ami.protocol import Message
-from agent.ami.repo import OutcomeRepo
 from agent.clock import Clock
 from agent.contract import ASTDB_FALLBACK_PREFIX, ASTDB_FAMILY
 from agent.errors import ConfigError
+from agent.outcomes.calls import (
+    CallEnded,
+    CallTracker,
+    CdrSeen,
+    Effect,
+    RecordingComplete,
+    SpamReported,
+)
+from agent.outcomes.repo import OutcomeRepo
 from agent.settings import Settings
 from agent.store.db import Database
 
@@ -79,7 +86,7 @@ class _LinkMetrics:
             registry=registry,
         )
         # Answer rate per pool: answered / dialled outcomes over any window, in PromQL
-        # (dialled: not cancelled, not_dialled or unknown; see agent.ami.repo). A call that
+        # (dialled: not cancelled, not_dialled or unknown; see agent.outcomes.repo). A call that
         # ended in a gap counts "unknown", then its outcome too if a late Cdr tells it.
         self.outcomes = Counter(
             "trustline_call_outcomes",

@@ -1,7 +1,7 @@
 """Storage: one Database interface (``base.py``), SQLite (``db.py``, the embedded default) and
 PostgreSQL (``postgres.py``, several agents on one database) behind it, chosen by URL.
 
-Feature modules keep their SQL in their own repository classes (agent/store/outbound.py, ...)
+Feature modules keep their SQL in their own repository classes (agent/outbound/repo.py, ...)
 and talk to the database only through ``Database``. Placeholders are ``?`` everywhere, and the
 SQL is portable: what only one backend understands lives in that backend's module or in its
 migrations (``migrations/*.sql`` for SQLite, ``migrations/postgres/*.sql``, same numbers).

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.ami.calls import DIAL_OUTCOMES, OUTCOME_CANCELLED, OUTCOME_UNKNOWN, CallEnded, CdrSeen
+from agent.outcomes.calls import (
+    DIAL_OUTCOMES,
+    OUTCOME_CANCELLED,
+    OUTCOME_UNKNOWN,
+    CallEnded,
+    CdrSeen,
+)
 from agent.store.db import Database
 
 # Outcomes that say how the callee's side went: the denominator of an answer rate.
