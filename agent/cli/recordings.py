@@ -31,13 +31,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     _leaf(keys_sub, "init", "create the keyring (mode 0600) with one active key", _keys_init)
-    _leaf(keys_sub, "rotate", "add a new active key (older keys stay to open old files)",
-          _keys_rotate)
-    _leaf(keys_sub, "list", "key ids, creation time, the active key, recordings per key",
-          _keys_list)
+    _leaf(
+        keys_sub, "rotate", "add a new active key (older keys stay to open old files)", _keys_rotate
+    )
+    _leaf(
+        keys_sub, "list", "key ids, creation time, the active key, recordings per key", _keys_list
+    )
 
     rec = sub.add_parser(
-        "recordings", parents=[common_options()],
+        "recordings",
+        parents=[common_options()],
         help="sealed call recordings: list, verify, decrypt, purge, rewrap",
     )
     rec_sub = rec.add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
@@ -50,8 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = _leaf(rec_sub, "decrypt", "write one recording's audio to a file (audited)", _decrypt)
     p.add_argument("id", type=int, metavar="ID")
-    p.add_argument("--out", required=True, type=_absolute, metavar="FILE",
-                   help="new file for the audio (never overwritten)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_absolute,
+        metavar="FILE",
+        help="new file for the audio (never overwritten)",
+    )
     p.add_argument("--operator", required=True, help="who is listening (recorded in the audit)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit)")
 
@@ -61,8 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     _leaf(rec_sub, "rewrap", "re-wrap data keys under the active key (audio untouched)", _rewrap)
 
-    p = _leaf(rec_sub, "seal", "seal one finished recording now (MixMonitor post-command)",
-              _seal)
+    p = _leaf(rec_sub, "seal", "seal one finished recording now (MixMonitor post-command)", _seal)
     p.add_argument("file", help="path, absolute or relative to the recordings folder")
     p.add_argument("--uniqueid", help="the channel's UNIQUEID")
 
@@ -77,10 +84,12 @@ def _leaf(
     # The common options again, after the action, but without defaults: argparse copies a
     # sub-parser's defaults over its parent's values, so `trustline keys --data-dir X init`
     # would otherwise lose X.
-    parser.add_argument("--data-dir", default=argparse.SUPPRESS,
-                        help="data folder (env TRUSTLINE_DATA_DIR)")
-    parser.add_argument("--config", default=argparse.SUPPRESS,
-                        help="pools.toml path (env TRUSTLINE_CONFIG)")
+    parser.add_argument(
+        "--data-dir", default=argparse.SUPPRESS, help="data folder (env TRUSTLINE_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--config", default=argparse.SUPPRESS, help="pools.toml path (env TRUSTLINE_CONFIG)"
+    )
     parser.set_defaults(handler=handler)
     return parser
 
@@ -143,8 +152,10 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
             state += " " + _when(r.purged_at)
         elif r.rejected_at is not None:
             state += f" (does not open; kept as {r.path} until retention)"
-        print(f"{r.id:>6} {r.uniqueid or '-':<20} {_when(r.recorded_at):<21} {r.plain_size:>10}"
-              f" {r.key_id:<22} {state}")
+        print(
+            f"{r.id:>6} {r.uniqueid or '-':<20} {_when(r.recorded_at):<21} {r.plain_size:>10}"
+            f" {r.key_id:<22} {state}"
+        )
     return 0
 
 

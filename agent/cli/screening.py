@@ -36,9 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--verify-result", default="", help="STIR_SHAKEN(0,verify_result), if the PBX verifies"
     )
-    p.add_argument(
-        "--withheld", action="store_true", help="caller presentation restricted (CLIR)"
-    )
+    p.add_argument("--withheld", action="store_true", help="caller presentation restricted (CLIR)")
     p.set_defaults(handler=_screen)
 
     for kind in ("block", "allow"):

@@ -31,8 +31,26 @@ from agent.recordings.keyring import Keyring, fsync_dir
 
 # What MixMonitor (and Monitor) can write, by format name; anything else in the folder is left.
 AUDIO_SUFFIXES = frozenset(
-    {".wav", ".wav49", ".gsm", ".ulaw", ".alaw", ".ul", ".al", ".sln", ".sln16", ".raw",
-     ".g722", ".g729", ".mp3", ".ogg", ".opus", ".au", ".siren7", ".siren14"}
+    {
+        ".wav",
+        ".wav49",
+        ".gsm",
+        ".ulaw",
+        ".alaw",
+        ".ul",
+        ".al",
+        ".sln",
+        ".sln16",
+        ".raw",
+        ".g722",
+        ".g729",
+        ".mp3",
+        ".ogg",
+        ".opus",
+        ".au",
+        ".siren7",
+        ".siren14",
+    }
 )
 TEMP_MARK = ".tlrec-tmp"
 REWRAP_MARK = ".tlrec-rewrap"
@@ -142,7 +160,10 @@ class Survey:
 
 
 def survey(
-    folder: Path, settle_seconds: float, quiet_seconds: float, temps_older_than: float | None,
+    folder: Path,
+    settle_seconds: float,
+    quiet_seconds: float,
+    temps_older_than: float | None,
     proc: Path = Path("/proc"),
 ) -> Survey:
     """One pass for a sweep: scan, drop our stale temp files, split ready from busy.
@@ -230,7 +251,11 @@ def settled(path: Path, held_open: set[str] | None, settle_seconds: float) -> bo
 
 
 def settle_state(
-    path: Path, settle_seconds: float, *, quiet_seconds: float, reported: bool,
+    path: Path,
+    settle_seconds: float,
+    *,
+    quiet_seconds: float,
+    reported: bool,
     proc: Path = Path("/proc"),
 ) -> str:
     """``ready`` to seal, ``busy`` (open or recently written), ``missing`` or ``sealed``.
@@ -248,8 +273,7 @@ def settle_state(
 
 def open_folder_lock(folder: Path) -> int:
     """A descriptor on the folder's lock file (created 0600 if needed), for ``try_lock``."""
-    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   0o600)
+    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def try_lock(fd: int) -> bool:
@@ -330,9 +354,7 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
     # Every chunk's tag and the wrapped key authenticate what is on disk against what we
     # sealed, so the SHA-256 taken while writing is the file's; no second hash pass.
     verify(target, keyring, hash_file=False)
-    return Sealed(
-        target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime
-    )
+    return Sealed(target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime)
 
 
 def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None:
@@ -344,13 +366,16 @@ def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None
     before = os.stat(plain)
     with open(target, "rb", opener=_nofollow) as src, open(plain, "rb") as ref:
         sink = _CompareSink(ref)
-        header = fmt.decrypt_stream(src, sink, dict(keyring.keys), name=str(target),
-                                    hasher=digest)
+        header = fmt.decrypt_stream(src, sink, dict(keyring.keys), name=str(target), hasher=digest)
         same = sink.same and not ref.read(1)
     if not same:
         return None
     return Sealed(
-        target, header.plain_length, target.stat().st_size, header.key_id, digest.hexdigest(),
+        target,
+        header.plain_length,
+        target.stat().st_size,
+        header.key_id,
+        digest.hexdigest(),
         before.st_mtime,
     )
 
@@ -374,8 +399,9 @@ def set_aside(target: Path) -> Path:
     return aside
 
 
-_REJECTED_RE = re.compile(r"^\.(.+" + re.escape(fmt.SUFFIX) + r")\.\d+\.[0-9a-f]+"
-                          + re.escape(REJECTED_MARK) + "$")
+_REJECTED_RE = re.compile(
+    r"^\.(.+" + re.escape(fmt.SUFFIX) + r")\.\d+\.[0-9a-f]+" + re.escape(REJECTED_MARK) + "$"
+)
 
 
 def rejected_origin(aside: Path) -> Path:
@@ -418,8 +444,12 @@ def remove_temps(temps: list[Path], older_than: float | None) -> list[Path]:
 
 
 def verify(
-    path: Path, keyring: Keyring, *, expected_sha256: str | None = None,
-    pending_sha256: str | None = None, hash_file: bool = True,
+    path: Path,
+    keyring: Keyring,
+    *,
+    expected_sha256: str | None = None,
+    pending_sha256: str | None = None,
+    hash_file: bool = True,
 ) -> Sealed:
     """Authenticate every byte of a sealed file; optionally check it is the recorded file.
 
@@ -448,7 +478,11 @@ def _check_recorded(path: Path, actual: str, expected: str, pending: str | None)
 
 
 def decrypt_to(
-    path: Path, out: Path, keyring: Keyring, *, expected_sha256: str,
+    path: Path,
+    out: Path,
+    keyring: Keyring,
+    *,
+    expected_sha256: str,
     pending_sha256: str | None = None,
 ) -> int:
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
@@ -463,8 +497,7 @@ def decrypt_to(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(path, "rb", opener=_nofollow) as src, os.fdopen(fd, "wb") as dst:
-            header = fmt.decrypt_stream(src, dst, dict(keyring.keys), name=str(path),
-                                        hasher=digest)
+            header = fmt.decrypt_stream(src, dst, dict(keyring.keys), name=str(path), hasher=digest)
             _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
@@ -502,8 +535,7 @@ def prepare_rewrap(
         src.seek(0)
         header = fmt.read_header(src, size, str(path))
     if header.key_id == keyring.active_id:
-        done = verify(path, keyring, expected_sha256=expected_sha256,
-                      pending_sha256=pending_sha256)
+        done = verify(path, keyring, expected_sha256=expected_sha256, pending_sha256=pending_sha256)
         return PreparedRewrap(path, None, done)
     new_header = fmt.rewrap_header(header, keys, keyring.active, str(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{REWRAP_MARK}")
@@ -614,4 +646,3 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-

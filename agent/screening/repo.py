@@ -98,9 +98,7 @@ class ScreeningRepo:
         )
         return {r[0]: float(r[1]) for r in rows}
 
-    async def audit_after(
-        self, last_id: int, limit: int
-    ) -> list[tuple[int, str | None, float]]:
+    async def audit_after(self, last_id: int, limit: int) -> list[tuple[int, str | None, float]]:
         """Outbound calls recorded after row ``last_id``: (id, callee hash or None, time)."""
         rows = await self._db.fetchall(
             "SELECT id, callee_hash, at FROM call_audit WHERE id > ? ORDER BY id LIMIT ?",
@@ -116,8 +114,15 @@ class ScreeningRepo:
             params: list[object] = []
             for r in chunk:
                 params += (
-                    r.at, r.uniqueid, r.dialled, r.caller_hash, r.caller_masked,
-                    r.attestation, r.score, r.verdict, r.reasons,
+                    r.at,
+                    r.uniqueid,
+                    r.dialled,
+                    r.caller_hash,
+                    r.caller_masked,
+                    r.attestation,
+                    r.score,
+                    r.verdict,
+                    r.reasons,
                 )
             await self._db.execute(
                 "INSERT INTO screening_decisions (at, uniqueid, dialled, caller_hash,"
