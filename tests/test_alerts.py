@@ -23,7 +23,7 @@ from agent.alerts.deliver import (
     Deliverer,
     verify,
 )
-from agent.alerts.service import AlertService
+from agent.alerts.service import KINDS, AlertService
 from agent.clock import FrozenClock
 from agent.errors import ConfigError
 from agent.store.db import Database, open_database
@@ -262,3 +262,10 @@ def test_an_unreadable_or_short_secret_file_is_a_config_error(tmp_path: Path) ->
     hooks = load_webhooks(config.model_copy(update={"webhooks": config.webhooks[:1]}))
     assert hooks == [Webhook("https://ops.example/hook", SECRET)]
     assert SECRET.decode() not in repr(hooks)
+
+
+def test_the_prometheus_rules_cover_every_alert_kind() -> None:
+    rules = (Path(REPO) / "agent" / "examples" / "trustline-alerts.rules.yml").read_text()
+    missing = [kind for kind in KINDS if kind not in rules]
+    assert missing == []
+    assert "\t" not in rules  # YAML forbids tabs for indentation

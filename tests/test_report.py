@@ -16,15 +16,22 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent import phone
+from agent.alerts.config import Webhook
+from agent.alerts.deliver import Deliverer
 from agent.alerts.service import AlertService
 from agent.ami.calls import CallEnded
 from agent.ami.repo import OutcomeRepo
 from agent.cli import reputation, stats
 from agent.clock import FrozenClock
+from agent.config import load_config
 from agent.outcomes.report import next_report_at, parse_week
+from agent.outcomes.weekly import WeeklyReporter
 from agent.settings import Settings, load_settings
 from agent.store.db import open_database
 from agent.store.outbound import AuditRecord, OutboundRepo
+from tests.test_alerts import SECRET, Receiver, receiver
+
+__all__ = ["receiver"]  # the webhook receiver fixture
 
 PARIS = ZoneInfo("Europe/Paris")
 POOLS = """
@@ -183,3 +190,35 @@ def test_week_parsing_and_the_monday_schedule() -> None:
     monday_7 = datetime(2026, 11, 23, 7, 0, tzinfo=PARIS).timestamp()
     assert next_report_at(sunday, PARIS) == monday_7
     assert next_report_at(monday_7, PARIS) == monday_7 + 7 * 86400
+
+
+async def test_monday_7am_writes_last_weeks_report_and_posts_it_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = settings_for(tmp_path)
+    await fill_week(settings)
+    config = load_config(settings.config)
+    clock = FrozenClock(datetime(2026, 11, 23, 6, 59, tzinfo=PARIS))
+    db = await open_database(settings.database_path)
+    hooks = [Webhook(receiver.url, SECRET)]
+    alerts = AlertService(db, clock, hooks)
+    deliverer = Deliverer(db, clock, lambda: hooks)
+    reporter = WeeklyReporter(db, clock, alerts, lambda: config, tmp_path / "reports")
+    try:
+        assert await reporter.run_due() is None  # 06:59: not yet
+        clock.advance(60)
+        written = await reporter.run_due()
+        assert written is not None and written.name == "trustline-2026-W47.html"
+        assert await reporter.run_due() is None  # once a week
+        # An agent restarted later that Monday does not make (or post) it again either.
+        clock.advance(3 * 3600)
+        again = WeeklyReporter(db, clock, alerts, lambda: config, tmp_path / "reports")
+        assert await again.run_due() is None
+        await deliverer.run_once()
+    finally:
+        await deliverer.stop()
+        await db.close()
+    ((key, body),) = receiver.acked
+    assert key == "report-2026-W47"
+    assert body["report"]["calls"] == 263  # type: ignore[index]
+    assert receiver.bad_signatures == 0

@@ -94,12 +94,11 @@ class AlertRepo:
         assert row is not None
         return int(row[0])
 
-    async def touch_incident(
-        self, incident_id: int, now: float, severity: str, payload: str
-    ) -> None:
+    async def touch_incident(self, incident_id: int, now: float, payload: str) -> None:
+        """Seen again: newer evidence, same incident (its severity stays what it opened with)."""
         await self.db.execute(
-            "UPDATE alert_incidents SET last_seen = ?, severity = ?, payload = ? WHERE id = ?",
-            (now, severity, payload, incident_id),
+            "UPDATE alert_incidents SET last_seen = ?, payload = ? WHERE id = ?",
+            (now, payload, incident_id),
         )
 
     async def resolve_incident(self, incident_id: int, now: float) -> None:

@@ -77,7 +77,7 @@ class AlertService:
         async with self._repo.db.transaction():
             found = await self._repo.open_incident(kind, subject)
             if found is not None:
-                await self._repo.touch_incident(found.id, now, sev, payload)
+                await self._repo.touch_incident(found.id, now, payload)
                 incident = await self._repo.open_incident(kind, subject)
                 assert incident is not None
                 return incident, False
