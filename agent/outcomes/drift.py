@@ -191,8 +191,11 @@ class DriftDetector:
             number = pool.numbers[outcome.number] = _NumberState()
         short = outcome.answered and outcome.talk_seconds < SHORT_ANSWER_SECONDS
         signals: list[Signal] = []
+        counts = self._hour_counts(pool, outcome.at, tun)
         self._number_test(pool, number, outcome, short, tun, signals)
         self._pool_test(pool, outcome, short, tun, signals)
+        counts[0] += 1
+        counts[1] += outcome.answered
         pool.window.append((outcome.at, outcome.number, outcome.answered, short))
         pool.win_calls += 1
         pool.win_answered += outcome.answered
@@ -244,9 +247,15 @@ class DriftDetector:
                 peer_calls -= other.win_calls
                 peer_answered -= other.win_answered
                 peer_short -= other.win_short
-        if peer_calls < tun.min_calls:
+        # Few peer calls yet (the first minutes of the day): lean on the pool's usual rate at
+        # this hour, worth ``min_calls`` calls, rather than skip the call or trust a handful.
+        prior = pool.baseline
+        if prior is not None:
+            peer_rate = (peer_answered + tun.min_calls * prior) / (peer_calls + tun.min_calls)
+        elif peer_calls >= tun.min_calls:
+            peer_rate = peer_answered / peer_calls
+        else:
             return
-        peer_rate = peer_answered / peer_calls
         cusum = number.drift
         cusum.step(o.at, o.answered, short, peer_rate)
         if o.answered:
@@ -277,10 +286,9 @@ class DriftDetector:
             number.short_asked = number.short_asked or number.short >= NUMBER_THRESHOLD / 2
             out.append(_signal("lookup", o, o.number, tun, cusum))
 
-    def _pool_test(
-        self, pool: _PoolState, o: Outcome, short: bool, tun: DriftTunables, out: list[Signal]
-    ) -> None:
-        day, hour = self._local_hour(o.at, tun.timezone)
+    def _hour_counts(self, pool: _PoolState, at: float, tun: DriftTunables) -> list[int]:
+        """This local hour's [calls, answered] of the pool; refreshes the pool's baseline."""
+        day, hour = self._local_hour(at, tun.timezone)
         counts = pool.hours.get((day, hour))
         if counts is None:
             counts = pool.hours[(day, hour)] = [0, 0]
@@ -288,6 +296,11 @@ class DriftDetector:
         if pool.baseline_key != (day, hour):
             pool.baseline_key = (day, hour)
             pool.baseline = self._baseline(pool, day, hour, tun.min_calls)
+        return counts
+
+    def _pool_test(
+        self, pool: _PoolState, o: Outcome, short: bool, tun: DriftTunables, out: list[Signal]
+    ) -> None:
         if pool.baseline is not None:
             cusum = pool.drift
             cusum.step(o.at, o.answered, short, pool.baseline)
@@ -298,8 +311,6 @@ class DriftDetector:
             elif cusum.stat >= cusum.threshold:
                 cusum.alert()
                 out.append(_signal("pool_drift", o, None, tun, cusum))
-        counts[0] += 1
-        counts[1] += o.answered
 
     @staticmethod
     def _baseline(pool: _PoolState, day: int, hour: int, min_calls: int) -> float | None:
