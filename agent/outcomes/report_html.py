@@ -103,6 +103,8 @@ def _totals(stats: list[AnswerStats], key: str) -> dict[str, tuple[int, int, int
 
 
 def render(report: WeekReport) -> str:
+    """The page. Over 60 lines because most of it is the one HTML template: split, the page's
+    order would be scattered over several functions."""
     from agent.outcomes.report import SPAM_GOAL, detect_minutes
 
     days = _days(report)
