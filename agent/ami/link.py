@@ -35,7 +35,7 @@ from agent.outcomes.calls import (
 )
 from agent.outcomes.repo import OutcomeRepo
 from agent.settings import Settings
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from agent.errors import ConfigError, StoreNotFound
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.settings import Settings
-    from agent.store.db import Database
+    from agent.store import Database
 
 WITHOUT_POOLS = "block list, allow list, reinstate +E164, keys and recordings"
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 

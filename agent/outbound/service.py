@@ -29,7 +29,7 @@ from agent.outbound.policy import (
     quarantine_due,
 )
 from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from agent.outcomes.calls import (
     CallEnded,
     CdrSeen,
 )
-from agent.store.db import Database
+from agent.store import Database
 
 # Outcomes that say how the callee's side went: the denominator of an answer rate.
 # not_dialled (hung up before Dial), cancelled (our side hung up while it rang) and unknown
