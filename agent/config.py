@@ -368,7 +368,7 @@ def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | No
         return None
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening")
+_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation")
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
@@ -388,6 +388,8 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
             problems.add((key,), "unknown key (check the spelling)")
     defaults = _section(DefaultsSection, data.get("defaults", {}), ("defaults",), problems)
     screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
+    alerts = _section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
+    reputation = _section(ReputationConfig, data.get("reputation", {}), ("reputation",), problems)
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
     raw_pools = data.get("pools")
@@ -410,6 +412,8 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         problems,
         source,
         partial,
+        alerts=alerts or AlertsConfig(),
+        reputation=reputation or ReputationConfig(),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -465,6 +469,9 @@ def _resolve(
     problems: _Problems,
     source: str,
     partial: set[str],
+    *,
+    alerts: AlertsConfig,
+    reputation: ReputationConfig,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -529,7 +536,13 @@ def _resolve(
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
         return None
-    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening)
+    raw = ConfigFile(
+        defaults=defaults,
+        pools=sections,
+        screening=screening,
+        alerts=alerts,
+        reputation=reputation,
+    )
     return Config(
         source=source,
         pools=MappingProxyType(pools),

@@ -207,7 +207,7 @@ async def test_call_outcomes(db: Database) -> None:
     outcomes = OutcomeRepo(db)
     assert await outcomes.awaiting_outcome(0.0, 200.0) == [("1700.7", "")]
     ended = CallEnded("1700.7", "1700.6", "unknown", None, None, None, 130.0)
-    assert await outcomes.record_end(ended) == "A"
+    assert await outcomes.record_end(ended) == ("A", "+33142000001", 100.0)
     assert await outcomes.record_cdr(CdrSeen("1700.7", "ANSWERED", 25, "answered")) == (
         "A",
         "answered",
