@@ -233,12 +233,33 @@ async def test_quarantine_ends_after_quarantine_days(make_agent, clock) -> None:
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_report_for_a_number_not_ours_is_recorded_and_ignored(make_agent) -> None:
+async def test_report_for_a_number_not_ours_is_recorded_and_ignored(make_agent, tmp_path) -> None:
+    from agent import phone
+
     agent = await make_agent(pools())
-    result = await agent.outbound.report_spam("+12125550100", "ivr")
-    assert not result.ours and not result.quarantined
-    row = await agent.db.fetchone("SELECT ours FROM spam_reports")
-    assert row[0] == 0
+    result = await agent.outbound.report_spam("+1 212 555 0100", "ivr")
+    assert not result.ours and not result.quarantined and result.state == "unknown"
+    assert "2125550100" not in result.number
+    rows = await agent.db.fetchall("SELECT * FROM spam_reports")
+    assert len(rows) == 1 and rows[0]["ours"] == 0
+    # A stranger's number is stored as the keyed hash callees get, never in clear.
+    key = (tmp_path / "data" / "callee-hash.key").read_bytes()
+    assert rows[0]["number"] == phone.keyed_hash(key, "+12125550100")
+    assert "2125550100" not in str(tuple(rows[0]))
+
+
+async def test_a_report_says_the_numbers_real_state(make_agent) -> None:
+    agent = await make_agent(pools(numbers=2, reports=2))
+    first = await agent.outbound.report_spam("+33142000001", "ivr")
+    assert (first.quarantined, first.state) == (False, "in_pool")
+    second = await agent.outbound.report_spam("+33142000001", "ivr")
+    assert (second.quarantined, second.state) == (True, "quarantined")
+    # A third report does not quarantine again, but the number is still out of its pool.
+    third = await agent.outbound.report_spam("+33142000001", "ivr")
+    assert (third.quarantined, third.state, third.reports_today) == (False, "quarantined", 3)
+    junk = await agent.outbound.report_spam("abc", "cli")
+    assert (junk.ours, junk.state) == (False, "invalid")
+    assert (await agent.db.fetchone("SELECT COUNT(*) FROM spam_reports"))[0] == 3
 
 
 async def test_deadline_holds_when_the_store_stalls(make_agent, tmp_path) -> None:

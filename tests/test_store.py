@@ -103,3 +103,34 @@ async def test_a_transaction_cancelled_while_waiting_for_the_lock_is_undone(tmp_
     rows = await db.fetchall("SELECT message FROM alerts")
     await db.close()
     assert [r[0] for r in rows] == ["next"]
+
+
+async def test_migration_masks_spam_reports_of_numbers_not_ours(tmp_path: Path) -> None:
+    import sqlite3
+
+    from agent.store.db import _migrations
+
+    # A store as it was before 0007: a stranger's number in clear, and one of ours.
+    db = await open_database(tmp_path / "t.db", migrate=False)
+    await db.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for version, name, sql in _migrations():
+        if version >= 7:
+            break
+        conn = sqlite3.connect(tmp_path / "t.db")
+        conn.executescript(sql)
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+        conn.commit()
+        conn.close()
+    await db.execute(
+        "INSERT INTO spam_reports (number, reported_at, day, source, ours)"
+        " VALUES ('+12125550100', 1, '2026-11-17', 'ivr', 0),"
+        " ('+33142000001', 1, '2026-11-17', 'ivr', 1)"
+    )
+    await db.close()
+    db = await open_database(tmp_path / "t.db")
+    rows = await db.fetchall("SELECT number, ours FROM spam_reports ORDER BY id")
+    await db.close()
+    assert [tuple(r) for r in rows] == [("***0100", 0), ("+33142000001", 1)]

@@ -43,13 +43,21 @@ class Decision:
     name: str | None = None  # caller name (CNAM)
 
 
+# The state of a reported number after its report (ReportResult.state).
+REPORT_QUARANTINED = "quarantined"  # out of its pool (by this report or an earlier one)
+REPORT_IN_POOL = "in_pool"  # one of ours, still handed out from its pool
+REPORT_UNKNOWN = "unknown"  # a valid number that is not one of ours: recorded as a keyed hash
+REPORT_INVALID = "invalid"  # not a phone number: nothing recorded
+
+
 @dataclass(frozen=True, slots=True)
 class ReportResult:
-    number: str  # E.164 (or the raw text when it could not be parsed)
+    number: str  # E.164 of ours; masked when not ours or unparseable (never a stranger's number)
     ours: bool
     reports_today: int
-    quarantined: bool
+    quarantined: bool  # this report quarantined the number
     duplicate: bool = False  # the same AMI event was already recorded (another agent)
+    state: str = REPORT_UNKNOWN  # the number's real state now: one of REPORT_*
 
 
 @dataclass(slots=True)
@@ -531,19 +539,25 @@ class OutboundService:
                 source,
                 phone.mask(number_text),
             )
-            return ReportResult(phone.mask(number_text), False, 0, False)
+            return ReportResult(phone.mask(number_text), False, 0, False, state=REPORT_INVALID)
         cfg = self._config.numbers.get(number)
         if cfg is None:
             day = local_day(now, self._config.pools[next(iter(self._config.pools))].rules.timezone)
+            # A stranger's number (often a patient's) is stored as a keyed hash, like callees.
             await self._repo.add_report(
-                number, now, day.isoformat(), source, ours=False, event_id=event_id
+                phone.keyed_hash(self._hash_key, number),
+                now,
+                day.isoformat(),
+                source,
+                ours=False,
+                event_id=event_id,
             )
             log.info(
                 "spam report from %s for %s: not one of ours, recorded and ignored",
                 source,
                 phone.mask(number),
             )
-            return ReportResult(number, False, 0, False)
+            return ReportResult(phone.mask(number), False, 0, False, state=REPORT_UNKNOWN)
         st = self._states.get(number)
         pool = self._pool_of(st) if st else self._config.pools[cfg.pool]
         rules = pool.rules
@@ -557,7 +571,9 @@ class OutboundService:
         )
         if not added:
             log.info("spam report from %s for %s: already recorded", source, phone.mask(number))
-            return ReportResult(number, True, count, False, duplicate=True)
+            return ReportResult(
+                number, True, count, False, duplicate=True, state=self._report_state(number, now)
+            )
         quarantined = False
         if quarantine_due(count, rules) and not (st and st.quarantined(now)):
             until = now + rules.quarantine_days * 86400.0
@@ -575,7 +591,11 @@ class OutboundService:
             await self._reconcile()
         await self._repo.bump_state_version()
         log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)
-        return ReportResult(number, True, count, quarantined)
+        return ReportResult(number, True, count, quarantined, state=self._report_state(number, now))
+
+    def _report_state(self, number: str, now: float) -> str:
+        st = self._states.get(number)
+        return REPORT_QUARANTINED if st is not None and st.quarantined(now) else REPORT_IN_POOL
 
     async def reinstate(self, number_text: str) -> bool:
         number = self.resolve_number(number_text)
