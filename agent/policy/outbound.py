@@ -71,6 +71,9 @@ def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
     return reports_today >= rules.reports_to_quarantine
 
 
+LEASE_UNITS = 4  # at most this many units of a number's cap held ahead of demand
+
+
 @dataclass(slots=True)
 class NumberState:
     """What the policy knows of one number right now."""
@@ -84,6 +87,7 @@ class NumberState:
     day: date | None = None  # the day ``used`` counts for
     used: int = 0
     reserved: int = 0  # claims sent to the store and not yet confirmed
+    held: int = 0  # units of today's cap counted in the store, held here for the next calls
     last_used_at: float = 0.0
     rest_windows: list[tuple[float, float]] = field(default_factory=list)
     quarantined_until: float | None = None
@@ -101,6 +105,19 @@ class NumberState:
 
     def quarantined(self, now: float) -> bool:
         return self.quarantined_until is not None and now < self.quarantined_until
+
+    def committed(self) -> int:
+        """Calls counted or on their way to be counted today (the lease held here aside)."""
+        return self.used - self.held + self.reserved
+
+    def may_claim(self, cap: int) -> bool:
+        """A call can get this number now: from the lease, or the store may still have room."""
+        return self.held > 0 or self.used + self.reserved < cap
+
+    def lease_target(self, cap: int) -> int:
+        """How many units to hold ahead of demand: a few, never from the last eighth of the
+        cap, so a unit idle here rarely stands between another agent and its last calls."""
+        return max(0, min(LEASE_UNITS, (cap - self.used - self.reserved) // 8))
 
     def healthy(self, now: float) -> bool:
         """Usable in principle: active, not resting, not quarantined (cap aside)."""

@@ -33,6 +33,8 @@ from agent.store.outbound import AuditRecord, AuditWriter, ClaimBatcher, Outboun
 
 log = logging.getLogger(__name__)
 
+LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -69,7 +71,6 @@ class _CallContext:
     pool: str
     callee_hash: str | None
     case_ref: str | None
-    abandoned: bool = False  # the call got the fallback (deadline) while the claim was sent
 
     def audit(self, now: float, number: str | None, status: str, reason: str) -> AuditRecord:
         return AuditRecord(
@@ -114,7 +115,12 @@ class OutboundService:
         self._wakeups: list[tuple[float, str]] = []
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
-        self._claims = ClaimBatcher(self._repo)
+        self._claims = ClaimBatcher(self._repo, self._on_spare)
+        # Numbers holding a lease -> when it was last used (the loop's monotonic time).
+        self._holding: dict[str, float] = {}
+        # Numbers with a lease refill on its way, with the state it was asked for and its size.
+        self._refilling: dict[str, tuple[NumberState, int]] = {}
+        self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
         self._claims_in_flight: dict[str, int] = {}  # per pool
         self._claim_settled_event = asyncio.Event()  # set (and replaced) at every settled claim
         self._background: set[asyncio.Task[None]] = set()
@@ -142,6 +148,7 @@ class OutboundService:
     async def stop(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.return_leases()
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -162,11 +169,19 @@ class OutboundService:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._audit.flush()
 
+    async def return_leases(self) -> None:
+        """Uncount every unit held here and not handed out (at stop; before reading counts)."""
+        for number in list(self._holding):
+            self._release(number)
+        await self._give_back_now()
+
     async def _watch(self, interval: float) -> None:
         """Pick up changes other processes made (CLI reports, reinstatements) and timed ones."""
         while True:
             await asyncio.sleep(interval)
             try:
+                self._release_idle(LEASE_IDLE_SECONDS)
+                await self._give_back_now()
                 if await self._repo.state_version() != self._state_version:
                     await self.reload_state()
                 else:
@@ -229,6 +244,16 @@ class OutboundService:
                 if serving and row and row.promoted_at:
                     st.promoted_day = local_day(row.promoted_at, pool.rules.timezone)
                 states[cfg.number] = st
+            for number, old in self._states.items():
+                new = states.get(number)
+                if not old.held:
+                    continue
+                if new is not None and new.day == old.day:
+                    new.held = old.held  # counted in the rows just read: still ours to hand out
+                    new.used = max(new.used, old.used)
+                else:
+                    self._uncount(number, old.day, old.held)
+                    self._holding.pop(number, None)
             self._config = config
             self._states = states
             self._state_version = version
@@ -251,15 +276,16 @@ class OutboundService:
         pool = self._pool_of(st)
         today = local_day(now, pool.rules.timezone)
         if st.day != today:
-            st.day, st.used = today, 0
+            if st.held:  # yesterday's lease: uncounted, so yesterday's count stays exact
+                self._uncount(st.number, st.day, st.held)
+                self._holding.pop(st.number, None)
+            st.day, st.used, st.held = today, 0, 0
         wake = st.next_change(now)
         if wake is not None:
             heapq.heappush(self._wakeups, (wake, st.number))
-        if not st.healthy(now) or st.used + st.reserved >= st.cap_on(today, pool.rules.warmup_days):
+        if not st.healthy(now) or not st.may_claim(st.cap_on(today, pool.rules.warmup_days)):
             return
-        self._selector.put(
-            st.number, pool.name, st.presence, st.used + st.reserved, st.last_used_at
-        )
+        self._selector.put(st.number, pool.name, st.presence, st.committed(), st.last_used_at)
 
     def _roll_days(self, now: float) -> None:
         """At a pool's local midnight every count restarts at zero: re-rank that pool."""
@@ -387,7 +413,7 @@ class OutboundService:
     async def _claim_from(
         self, pool: PoolConfig, presence: str | None, now: float, ctx: _CallContext
     ) -> NumberState | None:
-        """Reserve the best candidate and claim it in the store; try the next when one is full.
+        """Take the best candidate: from its lease at once, else by a claim in the store.
 
         The reservation re-ranks the number at once, so concurrent calls spread over the pool
         while the store confirms. The store has the last word on the cap. A pool is exhausted
@@ -404,24 +430,98 @@ class OutboundService:
                 continue
             st = self._states[number]
             cap = st.cap_on(day, pool.rules.warmup_days)
+            if st.held and st.day == day:
+                # Counted in the store already: no round trip on the call's path.
+                st.held -= 1
+                self._holding[number] = asyncio.get_running_loop().time()
+                if not st.held:
+                    self._holding.pop(number, None)
+                self._handed(st, pool, st.used - st.held, now)
+                self._refill(st, cap, day)
+                self._place(st, now)
+                return st
             st.reserved += 1
             self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._place(st, now)
             future = self._claims.claim(number, day.isoformat(), cap)
+            self._refill(st, cap, day)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
             future.add_done_callback(
-                functools.partial(self._claim_settled, st, pool, cap, day, now, ctx)
+                functools.partial(self._claim_settled, st, pool, cap, day, now)
             )
             try:
                 used = await asyncio.shield(future)
             except asyncio.CancelledError:
-                # Not sent yet: withdrawn, nothing counted. Already sent: the count is spent
-                # (caps stay safe) and the audit will say the call did not use it.
+                # Not sent yet: withdrawn, nothing counted. Already sent: a unit it gets comes
+                # back through on_spare and serves the next call (or is uncounted): the call
+                # that got the fallback spends nothing.
                 if not self._claims.withdraw(future):
-                    ctx.abandoned = True
+                    future.cancel()  # the batch sees a call gone: its unit becomes a spare
                 raise
             if used is not None:
                 return st
+
+    def _refill(self, st: NumberState, cap: int, day: date) -> None:
+        """Keep a small lease on a number in use, asked in the same batch as the calls."""
+        want = st.lease_target(cap) - st.held
+        if want > 0 and st.number not in self._refilling:
+            self._refilling[st.number] = (st, want)
+            st.reserved += want
+            self._claims.refill(st.number, day.isoformat(), cap, want)
+
+    def _on_spare(self, number: str, day: str, asked: int, units: int, used: int) -> None:
+        """Units the store counted beyond the calls served: hold them for the next calls."""
+        if asked:
+            refill = self._refilling.pop(number, None)
+            if refill is not None:
+                refill[0].reserved -= refill[1]
+        if not units:
+            return
+        st = self._states.get(number)
+        if st is None or st.day is None or st.day.isoformat() != day:
+            self._uncount(number, day, units)
+            return
+        st.held += units
+        st.used = max(st.used, used)
+        self._holding.setdefault(number, asyncio.get_running_loop().time())
+        self._place(st, self._clock.now())
+
+    def _release_idle(self, idle: float) -> None:
+        """Give back leases unused for ``idle`` seconds, so other agents may use the units."""
+        cutoff = asyncio.get_running_loop().time() - idle
+        for number, last in list(self._holding.items()):
+            if last <= cutoff:
+                self._release(number)
+
+    def _release(self, number: str) -> None:
+        self._holding.pop(number, None)
+        st = self._states.get(number)
+        if st is None or not st.held or st.day is None:
+            return
+        self._uncount(number, st.day, st.held)
+        st.used -= st.held
+        st.held = 0
+        self._place(st, self._clock.now())
+
+    def _uncount(self, number: str, day: date | str | None, units: int) -> None:
+        if day is None or units <= 0:
+            return
+        key = (number, day if isinstance(day, str) else day.isoformat())
+        self._give_backs[key] = self._give_backs.get(key, 0) + units
+
+    async def _give_back_now(self) -> None:
+        while self._give_backs:
+            (number, day), units = next(iter(self._give_backs.items()))
+            await self._repo.give_back(number, day, units)
+            del self._give_backs[(number, day)]
+
+    def _handed(self, st: NumberState, pool: PoolConfig, ordinal: int, now: float) -> None:
+        """A call got this number as the ``ordinal``-th of its day."""
+        st.last_used_at = max(st.last_used_at, now)
+        if ordinal == pool.rules.intensive_threshold:
+            task = asyncio.get_running_loop().create_task(self._rest_safely(st.number, pool, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _claim_settled(
         self,
@@ -430,7 +530,6 @@ class OutboundService:
         cap: int,
         day: date,
         now: float,
-        ctx: _CallContext,
         future: asyncio.Future[int | None],
     ) -> None:
         st.reserved -= 1
@@ -447,16 +546,8 @@ class OutboundService:
                 st.used = max(st.used, cap)  # full in the store (another agent filled it)
             else:
                 st.used = max(st.used, used)
-                st.last_used_at = max(st.last_used_at, now)
         if used is not None:
-            if ctx.abandoned:
-                self._audit.add(ctx.audit(now, st.number, "late", "claimed_after_deadline"))
-            if used == pool.rules.intensive_threshold:
-                task = asyncio.get_running_loop().create_task(
-                    self._rest_safely(st.number, pool, now)
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self._handed(st, pool, used, now)
         if current:
             self._place(st, self._clock.now())
 
