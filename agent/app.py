@@ -93,6 +93,7 @@ class Agent:
         self._config_mtime = _mtime(s.config)
         self.db = await open_store(s)
         self._stoppers.append(self.db.close)
+        await self.db.start_checkpoints()  # own connection and timer, never inside a claim
         hash_key = load_hash_key(s.hash_key_path)
 
         hooks = DecisionHooks(

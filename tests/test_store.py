@@ -134,3 +134,23 @@ async def test_migration_masks_spam_reports_of_numbers_not_ours(tmp_path: Path) 
     rows = await db.fetchall("SELECT number, ours FROM spam_reports ORDER BY id")
     await db.close()
     assert [tuple(r) for r in rows] == [("***0100", 0), ("+33142000001", 1)]
+
+
+async def test_checkpoints_run_on_their_own_connection_not_inside_writes(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "t.db")
+    try:
+        await db.start_checkpoints(interval=3600)  # the timer never fires during this test
+        for i in range(600):  # 4 KiB rows: past the 1,000-page auto-checkpoint of a default store
+            await db.execute(
+                "INSERT INTO alerts (at, kind, message) VALUES (?, 'k', ?)", (i, "x" * 4000)
+            )
+        # No commit copied the WAL back: writes only append while the checkpointer is in charge
+        # (SQLite's default would have copied it back and restarted it past 1,000 frames).
+        frames, copied = await db.reads.checkpoint()
+        assert frames > 1000 and copied == frames
+        # Background reads see every committed write, on their own connection.
+        assert (await db.reads.fetchone("SELECT COUNT(*) FROM alerts"))[0] == 600
+        with pytest.raises(StoreError):
+            await db.reads.execute("DELETE FROM alerts")  # the reads connection cannot write
+    finally:
+        await db.close()

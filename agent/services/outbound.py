@@ -104,6 +104,7 @@ class OutboundService:
         hooks: DecisionHooks | None = None,
     ) -> None:
         self._repo = OutboundRepo(db)
+        self._reads = OutboundRepo(db.reads)  # background reads: never queued behind claims
         self._clock = clock
         self._config = config
         self._hash_key = hash_key
@@ -182,7 +183,7 @@ class OutboundService:
             try:
                 self._release_idle(LEASE_IDLE_SECONDS)
                 await self._give_back_now()
-                if await self._repo.state_version() != self._state_version:
+                if await self._reads.state_version() != self._state_version:
                     await self.reload_state()
                 else:
                     await self._reconcile()
@@ -208,19 +209,19 @@ class OutboundService:
         config = config or self._config
         async with self._lock:
             now = self._clock.now()
-            version = await self._repo.state_version()
-            rows = {r.number: r for r in await self._repo.numbers()}
+            version = await self._reads.state_version()
+            rows = {r.number: r for r in await self._reads.numbers()}
             oldest = min(local_day(now, p.rules.timezone) for p in config.pools.values())
             usage: dict[tuple[str, str], int] = {
                 (n, d): u
-                for n, d, u in await self._repo.usage_since(
+                for n, d, u in await self._reads.usage_since(
                     (oldest - timedelta(days=1)).isoformat()
                 )
             }
             rests: dict[str, list[tuple[float, float]]] = {}
-            for number, start, end in await self._repo.rests_after(now):
+            for number, start, end in await self._reads.rests_after(now):
                 rests.setdefault(number, []).append((start, end))
-            quarantined = dict(await self._repo.quarantines_after(now))
+            quarantined = dict(await self._reads.quarantines_after(now))
             states: dict[str, NumberState] = {}
             for cfg in config.numbers.values():
                 row = rows.get(cfg.number)
@@ -565,7 +566,7 @@ class OutboundService:
             (today - timedelta(days=i)).isoformat()
             for i in range(1, rules.intensive_days_before_rest)
         ]
-        history = await self._repo.usage_for(number, days)
+        history = await self._reads.usage_for(number, days)
         previous = [history.get(d, 0) for d in days]
         window = intensive_rest(rules.intensive_threshold, previous, rules, now)
         if window is None:
