@@ -146,6 +146,7 @@ class Selector:
         self._where: dict[str, tuple[str, str | None]] = {}
         self._order = itertools.count()
         self._pushes = 0  # since the last compaction
+        self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
 
     def __len__(self) -> int:
         return len(self._where)
@@ -156,9 +157,11 @@ class Selector:
     def put(
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
     ) -> None:
+        self.discard(number)
         gen = self._generation.get(number, 0) + 1
         self._generation[number] = gen
         self._where[number] = (pool, presence)
+        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
         entry = (used, last_used_at, next(self._order), number, gen)
         heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
@@ -180,8 +183,10 @@ class Selector:
         return {key: len(heap) for key, heap in self._heaps.items()}
 
     def discard(self, number: str) -> None:
-        if self._where.pop(number, None) is not None:
+        where = self._where.pop(number, None)
+        if where is not None:
             self._generation[number] = self._generation.get(number, 0) + 1
+            self._per_pool[where[0]] -= 1
 
     def discard_pool(self, pool: str) -> None:
         for number, (p, _) in list(self._where.items()):
@@ -205,7 +210,7 @@ class Selector:
         return None
 
     def count(self, pool: str) -> int:
-        return sum(1 for p, _ in self._where.values() if p == pool)
+        return self._per_pool.get(pool, 0)
 
 
 def plan_promotions(

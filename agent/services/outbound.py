@@ -14,7 +14,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from agent import contract, phone
 from agent.clock import Clock
@@ -25,6 +25,7 @@ from agent.policy.outbound import (
     Selector,
     intensive_rest,
     local_day,
+    next_midnight,
     plan_promotions,
     quarantine_due,
 )
@@ -114,6 +115,12 @@ class OutboundService:
         self._selector = Selector()
         self._pool_day: dict[str, str] = {}
         self._wakeups: list[tuple[float, str]] = []
+        self._wake_at: dict[str, float] = {}  # the wake-up queued for each number
+        self._day_memo: dict[str, tuple[float, float, date]] = {}  # pool -> [start, end), day
+        self._members: dict[str, list[NumberState]] = {}  # numbers by home pool
+        # Pools whose health (usable numbers) may have changed since promotions were planned:
+        # health is re-planned for these only, when an event changes it, never on a timer.
+        self._dirty_pools: set[str] = set()
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
         self._claims = ClaimBatcher(self._repo, self._on_spare)
@@ -222,16 +229,23 @@ class OutboundService:
             for number, start, end in await self._reads.rests_after(now):
                 rests.setdefault(number, []).append((start, end))
             quarantined = dict(await self._reads.quarantines_after(now))
+            self._day_memo = {}  # a pool's time zone may have changed
             states: dict[str, NumberState] = {}
+            computed: list[tuple[str, str]] = []  # presence keys new to the store
             for cfg in config.numbers.values():
                 row = rows.get(cfg.number)
                 serving = row.serving_pool if row and row.serving_pool in config.pools else None
+                if row is not None and row.presence is not None:
+                    presence = row.presence or None
+                else:  # parsing is the costly part of a start: once per number, then stored
+                    presence = phone.presence_key(cfg.number)
+                    computed.append((cfg.number, presence or ""))
                 st = NumberState(
                     number=cfg.number,
                     home_pool=cfg.pool,
                     name=cfg.name,
                     full_cap=cfg.daily_cap,
-                    presence=phone.presence_key(cfg.number),
+                    presence=presence,
                     active=cfg.active,
                     last_used_at=(row.last_used_at or 0.0) if row else 0.0,
                     rest_windows=rests.get(cfg.number, []),
@@ -239,7 +253,7 @@ class OutboundService:
                     serving_pool=serving,
                 )
                 pool = config.pools[serving or cfg.pool]
-                today = local_day(now, pool.rules.timezone)
+                today = self._today(pool, now)
                 st.day = today
                 st.used = usage.get((cfg.number, today.isoformat()), 0)
                 if serving and row and row.promoted_at:
@@ -259,11 +273,18 @@ class OutboundService:
             self._states = states
             self._state_version = version
             self._rebuild_selector(now)
+        if computed and not self._read_only:
+            await self._repo.set_presences(computed)
         await self._reconcile()
 
     def _rebuild_selector(self, now: float) -> None:
         self._selector = Selector()
         self._wakeups = []
+        self._wake_at = {}
+        self._members = {}
+        for st in self._states.values():
+            self._members.setdefault(st.home_pool, []).append(st)
+        self._dirty_pools = set(self._config.pools)
         self._pool_day = {
             name: local_day(now, p.rules.timezone).isoformat()
             for name, p in self._config.pools.items()
@@ -271,18 +292,30 @@ class OutboundService:
         for st in self._states.values():
             self._place(st, now)
 
+    def _today(self, pool: PoolConfig, now: float) -> date:
+        """``local_day`` for a pool, remembered until its next midnight (a hot path)."""
+        memo = self._day_memo.get(pool.name)
+        if memo is not None and memo[0] <= now < memo[1]:
+            return memo[2]
+        tz = pool.rules.timezone
+        today = local_day(now, tz)
+        start = datetime.combine(today, time(0), tz).timestamp()
+        self._day_memo[pool.name] = (start, next_midnight(now, tz), today)
+        return today
+
     def _place(self, st: NumberState, now: float) -> None:
         """Put a number in the selector if it may be handed out now, else note when to look."""
         self._selector.discard(st.number)
         pool = self._pool_of(st)
-        today = local_day(now, pool.rules.timezone)
+        today = self._today(pool, now)
         if st.day != today:
             if st.held:  # yesterday's lease: uncounted, so yesterday's count stays exact
                 self._uncount(st.number, st.day, st.held)
                 self._holding.pop(st.number, None)
             st.day, st.used, st.held = today, 0, 0
         wake = st.next_change(now)
-        if wake is not None:
+        if wake is not None and self._wake_at.get(st.number) != wake:
+            self._wake_at[st.number] = wake
             heapq.heappush(self._wakeups, (wake, st.number))
         if not st.healthy(now) or not st.may_claim(st.cap_on(today, pool.rules.warmup_days)):
             return
@@ -295,23 +328,35 @@ class OutboundService:
             if self._pool_day.get(name) != today:
                 self._pool_day[name] = today
                 self._selector.discard_pool(name)
+                self._dirty_pools.add(name)
                 for st in self._states.values():
                     if self._pool_of(st).name == name:
                         self._place(st, now)
         while self._wakeups and self._wakeups[0][0] <= now:
-            _, number = heapq.heappop(self._wakeups)
+            wake, number = heapq.heappop(self._wakeups)
+            if self._wake_at.get(number) == wake:
+                del self._wake_at[number]
             woken = self._states.get(number)
             if woken is not None:
+                self._dirty_pools.add(self._pool_of(woken).name)  # a rest or quarantine ends
                 self._place(woken, now)
 
     async def _reconcile(self) -> None:
         """Promote reserve numbers into pools that fell below min_active, or send them back."""
         now = self._clock.now()
         self._roll_days(now)
-        if self._read_only:
+        if self._read_only or not self._dirty_pools:
             return
-        pools = {name: (p.reserve, p.rules.min_active) for name, p in self._config.pools.items()}
-        moves = plan_promotions(pools, list(self._states.values()), now)
+        dirty, self._dirty_pools = self._dirty_pools, set()
+        if any(self._config.pools[name].reserve for name in dirty if name in self._config.pools):
+            dirty = set(self._config.pools)  # reserve numbers came back: every pool may want one
+        pools = {
+            name: (p.reserve, p.rules.min_active)
+            for name, p in self._config.pools.items()
+            if name in dirty or p.reserve
+        }
+        states = [st for name in pools for st in self._members.get(name, ())]
+        moves = plan_promotions(pools, states, now)
         for number, target in moves:
             st = self._states[number]
             await self._repo.set_serving_pool(number, target, now)
@@ -680,6 +725,7 @@ class OutboundService:
             if st is not None:
                 st.quarantined_until = until
                 self._place(st, now)
+            self._dirty_pools.add(pool.name)
             await self._reconcile()
         await self._repo.bump_state_version()
         log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)

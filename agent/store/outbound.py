@@ -26,6 +26,7 @@ class NumberRow:
     promoted_at: float | None
     active: bool
     last_used_at: float | None
+    presence: str | None = None  # '' = no area; None = not computed yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,16 @@ class OutboundRepo:
 
     async def numbers(self) -> list[NumberRow]:
         rows = await self.db.fetchall(
-            "SELECT number, home_pool, serving_pool, promoted_at, active, last_used_at FROM numbers"
+            "SELECT number, home_pool, serving_pool, promoted_at, active, last_used_at, presence"
+            " FROM numbers"
         )
-        return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+        return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+
+    async def set_presences(self, presences: Iterable[tuple[str, str]]) -> None:
+        await self.db.executemany(
+            "UPDATE numbers SET presence = ? WHERE number = ?",
+            [(presence, number) for number, presence in presences],
+        )
 
     async def set_serving_pool(self, number: str, pool: str | None, at: float | None) -> None:
         await self.db.execute(
