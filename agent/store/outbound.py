@@ -67,16 +67,32 @@ class OutboundRepo:
 
     # -- numbers ---------------------------------------------------------------------------
     async def sync_numbers(self, numbers: Iterable[tuple[str, str, bool]]) -> None:
-        """Make the numbers table match the config: (E.164, home pool, active)."""
+        """Make the numbers table match the config: (E.164, home pool, active).
+
+        Only rows that differ are written, so a restart with 100,000 unchanged numbers reads
+        the table once and writes nothing."""
         rows = list(numbers)
         async with self.db.transaction():
-            await self.db.execute("UPDATE numbers SET active = 0")
-            await self.db.executemany(
-                "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
-                "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
-                "active = excluded.active",
-                [(number, pool, int(active)) for number, pool, active in rows],
-            )
+            stored = {
+                r[0]: (r[1], bool(r[2]))
+                for r in await self.db.fetchall("SELECT number, home_pool, active FROM numbers")
+            }
+            wanted = {number for number, _, _ in rows}
+            gone = [(n,) for n, (_, active) in stored.items() if active and n not in wanted]
+            if gone:
+                await self.db.executemany("UPDATE numbers SET active = 0 WHERE number = ?", gone)
+            changed = [
+                (number, pool, int(active))
+                for number, pool, active in rows
+                if stored.get(number) != (pool, active)
+            ]
+            if changed:
+                await self.db.executemany(
+                    "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
+                    "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
+                    "active = excluded.active",
+                    changed,
+                )
             # A promotion into a pool that no longer exists ends with the config change.
             pools = {pool for _, pool, _ in rows}
             for row in await self.db.fetchall(
