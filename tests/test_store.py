@@ -154,3 +154,34 @@ async def test_checkpoints_run_on_their_own_connection_not_inside_writes(tmp_pat
             await db.reads.execute("DELETE FROM alerts")  # the reads connection cannot write
     finally:
         await db.close()
+
+
+async def test_a_rest_decided_twice_is_stored_once(tmp_path: Path) -> None:
+    # Two agents may both see a number reach its intensive threshold (units come in grants).
+    db = await open_database(tmp_path / "t.db")
+    repo = OutboundRepo(db)
+    try:
+        await repo.add_rest("+33142000001", 100.0, 200.0, "intensive_days")
+        await repo.add_rest("+33142000001", 100.0, 200.0, "intensive_days")
+        await repo.add_rest("+33142000002", 100.0, 200.0, "intensive_days")
+        assert len(await repo.rests_after(0.0)) == 2
+    finally:
+        await db.close()
+
+
+async def test_grants_take_what_is_left_and_say_how_much(tmp_path: Path) -> None:
+    first = await open_database(tmp_path / "t.db")
+    second = await open_database(tmp_path / "t.db")  # another agent
+    try:
+        a, b = OutboundRepo(first), OutboundRepo(second)
+        assert await a.grant_many([("+1", "d", 10, 4), ("+2", "d", 3, 5)]) == {
+            "+1": (4, 4),
+            "+2": (3, 3),
+        }
+        assert await b.grant_many([("+1", "d", 10, 5), ("+2", "d", 3, 1)]) == {"+1": (9, 5)}
+        assert await a.grant_many([("+1", "d", 10, 5)]) == {"+1": (10, 1)}
+        await b.give_back("+1", "d", 2)  # units no call used
+        assert await a.claim("+1", "d", 10) == 9
+    finally:
+        await first.close()
+        await second.close()

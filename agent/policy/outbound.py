@@ -88,6 +88,7 @@ class NumberState:
     used: int = 0
     reserved: int = 0  # claims sent to the store and not yet confirmed
     held: int = 0  # units of today's cap counted in the store, held here for the next calls
+    rest_checked: date | None = None  # the day whose intensive threshold was already seen
     last_used_at: float = 0.0
     rest_windows: list[tuple[float, float]] = field(default_factory=list)
     quarantined_until: float | None = None

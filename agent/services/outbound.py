@@ -564,7 +564,10 @@ class OutboundService:
     def _handed(self, st: NumberState, pool: PoolConfig, ordinal: int, now: float) -> None:
         """A call got this number as the ``ordinal``-th of its day."""
         st.last_used_at = max(st.last_used_at, now)
-        if ordinal == pool.rules.intensive_threshold:
+        # Units come in grants shared with other agents, so "reached" rather than "equal":
+        # once a day per agent; the store keeps one rest per window whoever decides it.
+        if ordinal >= pool.rules.intensive_threshold and st.rest_checked != st.day:
+            st.rest_checked = st.day
             task = asyncio.get_running_loop().create_task(self._rest_safely(st.number, pool, now))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -178,8 +178,9 @@ class OutboundRepo:
     # -- rests and quarantine --------------------------------------------------------------
     async def add_rest(self, number: str, start: float, end: float, reason: str) -> None:
         await self.db.execute(
-            "INSERT INTO rests (number, starts_at, ends_at, reason) VALUES (?, ?, ?, ?)",
-            (number, start, end, reason),
+            "INSERT INTO rests (number, starts_at, ends_at, reason) SELECT ?, ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM rests WHERE number = ? AND starts_at = ?)",
+            (number, start, end, reason, number, start),
         )
 
     async def rests_after(self, now: float) -> list[tuple[str, float, float]]:
