@@ -156,7 +156,10 @@ class OutboundService:
     async def stop(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        await self.return_leases()
+        try:
+            await self.return_leases()
+        except Exception:  # the units stay counted (caps safe); the audit must still be written
+            log.exception("outbound: could not give back the units held here")
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
