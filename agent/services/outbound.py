@@ -4,6 +4,14 @@ Holds the in-memory view of every number (for O(log n) ranking) and keeps it in 
 store, which stays the source of truth: the cap is enforced by the store's atomic claim, and
 changes made by other processes (CLI, another agent) are picked up through the store's state
 version. Policy comes from agent.policy.outbound; this module sequences I/O around it.
+
+Cap units: a call takes a unit from its number's lease when one is held (no store round trip),
+else waits for a batched claim. A lease is a few units counted in the store ahead of demand,
+or units claimed for a call that meanwhile got its fallback: they serve the next calls, and go
+back to the store when idle for LEASE_IDLE_SECONDS, at the pool's midnight and at stop, so the
+store ends up counting exactly the calls that were handed a number. Health (promotions) is
+re-planned only for pools where an event (rest or quarantine starting or ending, a new day,
+a report, a reload) changed it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """SQL of the outbound engine: numbers, daily usage, rests, reports, quarantine, audit, alerts.
 
-The only place the cap is enforced for good: ``claim`` increments a number's count for a day
-in one statement that refuses to pass the cap, so concurrent calls and several agents can
-never hand out more than the cap. Nothing here decides policy.
+The only place the cap is enforced for good: ``grant_many`` (and ``claim``) add to numbers'
+counts for a day in one statement that never passes a cap and says how many units each took,
+so concurrent calls and several agents can never hand out more than the cap; ``give_back``
+uncounts units no call used. Nothing here decides policy. Portable SQL only (upsert with
+ON CONFLICT, RETURNING, CASE): the same statements run on PostgreSQL.
 """
 
 from __future__ import annotations
