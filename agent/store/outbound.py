@@ -180,9 +180,9 @@ class OutboundRepo:
     # -- rests and quarantine --------------------------------------------------------------
     async def add_rest(self, number: str, start: float, end: float, reason: str) -> None:
         await self.db.execute(
-            "INSERT INTO rests (number, starts_at, ends_at, reason) SELECT ?, ?, ?, ?"
-            " WHERE NOT EXISTS (SELECT 1 FROM rests WHERE number = ? AND starts_at = ?)",
-            (number, start, end, reason, number, start),
+            "INSERT INTO rests (number, starts_at, ends_at, reason) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (number, starts_at) DO NOTHING",
+            (number, start, end, reason),
         )
 
     async def rests_after(self, now: float) -> list[tuple[str, float, float]]:
