@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 OPTOUT_USEREVENT = "OptOut"
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_PENDING_SECONDS = 30.0  # a granted call's audit row is written well within this
+_PENDING_SECONDS = 60.0  # a granted call's audit row is written well within this
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,14 @@ class ComplianceService:
         self.chain = AuditChain(self._repo)
         self._optouts: set[tuple[str, str]] = set()
         self._version = -1
-        self._pending: dict[tuple[str, str], list[float]] = {}
+        # Calls let out whose audit rows may not be in the store yet: (clock time, monotonic).
+        self._pending: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.apply_config(config, region=region, timezone=timezone)
+
+    @property
+    def repo(self) -> ComplianceRepo:
+        return self._repo
 
     def apply_config(self, config: ComplianceConfig, *, region: str, timezone: str) -> None:
         self._config = config
@@ -107,6 +113,9 @@ class ComplianceService:
 
     async def refresh(self) -> None:
         """Reload the opt-out set when another process (CLI, another agent) changed it."""
+        horizon = time.monotonic() - _PENDING_SECONDS
+        for key in [k for k, v in self._pending.items() if v[-1][1] < horizon]:
+            del self._pending[key]  # written long ago: the store counts them now
         version = await self._repo.optout_version()
         if version != self._version:
             self._optouts = await self._repo.optouts()
@@ -197,8 +206,9 @@ class ComplianceService:
         count, latest = await self._repo.attempts(hashes, purpose, now - period)
         pending = self._pending.get((hashes[0], purpose))
         if pending:
-            pending[:] = [t for t in pending if t > now - _PENDING_SECONDS]
-            count += sum(1 for t in pending if t > latest)
+            # Still pending: newer than the newest row in the store, and within the period.
+            pending[:] = [(t, m) for t, m in pending if t > latest and t >= now - period]
+            count += len(pending)
         return count
 
     def note_attempt(self, purpose: str, callee: str) -> None:
@@ -207,7 +217,8 @@ class ComplianceService:
             return
         found = self._callee(callee, self._region)
         if found is not None:
-            self._pending.setdefault((found[2][0], purpose), []).append(self._clock.now())
+            key = (found[2][0], purpose)
+            self._pending.setdefault(key, []).append((self._clock.now(), time.monotonic()))
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
