@@ -196,26 +196,26 @@ def cli(tmp_path: Path, *argv: str) -> int:
 async def test_the_running_agent_honours_a_cli_opt_out_within_seconds(
     compliant, clock: FrozenClock, tmp_path: Path
 ) -> None:
-    agent, _ = compliant
+    agent, _ = compliant  # reminder: a purpose with no attempt limit
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
-    assert (await call(agent, "survey"))["TRUSTLINE_STATUS"] == "ok"
+    assert (await call(agent, "reminder"))["TRUSTLINE_STATUS"] == "ok"
     # The CLI is another process with its own connection to the store.
     code = await asyncio.to_thread(
-        cli, tmp_path, "optout", "add", "+262 692 12 34 56", "--purpose", "survey"
+        cli, tmp_path, "optout", "add", "+262 692 12 34 56", "--purpose", "reminder"
     )
     assert code == 0
     for _ in range(200):  # the agent polls the store's opt-out version
-        status = (await call(agent, "survey"))["TRUSTLINE_STATUS"]
+        status = (await call(agent, "reminder"))["TRUSTLINE_STATUS"]
         if status == "opted_out":
             break
         await asyncio.sleep(0.02)
     assert status == "opted_out"
     assert (
-        await asyncio.to_thread(cli, tmp_path, "optout", "remove", PATIENT, "--purpose", "survey")
+        await asyncio.to_thread(cli, tmp_path, "optout", "remove", PATIENT, "--purpose", "reminder")
         == 0
     )
     for _ in range(200):
-        status = (await call(agent, "survey"))["TRUSTLINE_STATUS"]
+        status = (await call(agent, "reminder"))["TRUSTLINE_STATUS"]
         if status != "opted_out":
             break
         await asyncio.sleep(0.02)

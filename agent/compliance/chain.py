@@ -14,6 +14,7 @@ hour passed). This module hashes and compares; SQL lives in repo.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -129,7 +130,9 @@ class AuditChain:
         expected: dict[tuple[str, int], ChainEntry] = {}
         purges: list[tuple[int, str, float]] = []  # (seq, table, cutoff)
         hashes: dict[int, str] = {}
-        prev, after = GENESIS, 0
+        # prev: each entry's hash as stored (names the broken link); whole: the chain's hash
+        # recomputed from the start (what a daily anchor witnessed).
+        prev, whole, after = GENESIS, GENESIS, 0
         while batch := await self._repo.chain_entries(after, 5000):
             for e in batch:
                 report.entries += 1
@@ -146,7 +149,8 @@ class AuditChain:
                 else:
                     expected[(e.tbl, e.row_id)] = e
                 prev = entry_hash(e)
-                hashes[e.seq] = prev
+                whole = entry_hash(dataclasses.replace(e, prev_hash=whole))
+                hashes[e.seq] = whole
             after = batch[-1].seq
         for day, seq, head in await self._repo.anchors():
             if hashes.get(seq) != head:
