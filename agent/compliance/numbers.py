@@ -21,15 +21,22 @@ SHARED_PLANS: dict[str, tuple[str, ...]] = {"FR": ("RE", "YT", "GP", "MQ", "GF")
 def to_e164(text: str, region: str) -> str:
     """E.164 of a callee; raises phone.InvalidNumber. Like the outbound service, a number that
     is possible but not valid anywhere is kept as parsed (an unknown new range still counts)."""
+    return resolve(text, region)[0]
+
+
+def resolve(text: str, region: str) -> tuple[str, str]:
+    """(E.164 as this module reads it, E.164 as phone.to_e164 reads it without validation)."""
     num = phone.parse(text, region)
+    plain = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     international = text.strip().startswith(("+", "00"))
-    if not phonenumbers.is_valid_number(num) and not international:
+    if not international and not phonenumbers.is_valid_number(num):
         for other in SHARED_PLANS.get(region.upper(), ()):
             try:
                 candidate = phone.parse(text, other)
             except phone.InvalidNumber:
                 continue
             if phonenumbers.is_valid_number(candidate):
-                num = candidate
-                break
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+                return phonenumbers.format_number(
+                    candidate, phonenumbers.PhoneNumberFormat.E164
+                ), plain
+    return plain, plain

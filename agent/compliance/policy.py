@@ -160,7 +160,7 @@ def holiday(calendar: str, day: date) -> str | None:
 
 
 # -- the callee's time zone -----------------------------------------------------------------
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def callee_zone(e164: str, fallback: str) -> str:
     """The IANA zone of a number (see the module docstring for the rule when several)."""
     try:

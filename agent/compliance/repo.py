@@ -117,22 +117,23 @@ class ComplianceRepo:
         return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
 
     # -- attempts --------------------------------------------------------------------------
-    async def attempts(
-        self, callee_hashes: Sequence[str], purpose: str, since: float
-    ) -> tuple[int, float]:
-        """Calls let out to this callee (any of its hashes) for this purpose since ``since``:
-        (count, latest at)."""
-        marks = ",".join("?" for _ in ATTEMPT_STATUSES)
-        who = ",".join("?" for _ in callee_hashes)
-        row = await self.db.fetchone(
-            f"SELECT COUNT(*), MAX(at) FROM call_audit WHERE callee_hash IN ({who}) AND at >= ?"
-            f" AND purpose = ? AND status IN ({marks})"
-            " AND (outcome IS NULL OR outcome <> 'not_dialled')",
-            (*callee_hashes, since, purpose, *ATTEMPT_STATUSES),
-        )
-        if row is None:
-            return 0, 0.0
-        return int(row[0]), float(row[1] or 0.0)
+    async def attempt_rows(
+        self, after_id: int, since: float, purposes: Sequence[str]
+    ) -> tuple[list[tuple[str, str, float]], int]:
+        """Calls let out for ``purposes`` ("*": all) in rows after ``after_id`` (0: every row
+        since ``since``): ([(callee hash, purpose, at)], the highest id read). Filtered here,
+        so a tail reads by primary key and the first load by time, each with its index."""
+        head = "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE "
+        where, start = ("id > ?", after_id) if after_id else ("at >= ?", since)
+        wanted = set(purposes)
+        out: list[tuple[str, str, float]] = []
+        top = after_id
+        for r in await self.db.fetchall(head + where, (start,)):
+            top = max(top, int(r[0]))
+            counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
+            if counted and ("*" in wanted or r[2] in wanted):
+                out.append((str(r[1]), str(r[2]), float(r[3])))
+        return out, top
 
     # -- admin audit -----------------------------------------------------------------------
     async def add_admin(self, at: float, actor: str, action: str, target: str, detail: str) -> None:

@@ -4,8 +4,9 @@ the periodic work of the audit chain.
 Policy comes from agent.compliance.policy; this module sequences I/O around it. Opt-outs are
 held in memory as keyed hashes and reloaded when the store's opt-out version moves (checked
 every ``refresh_seconds``), so an opt-out added from the CLI stops calls within seconds.
-Attempts are counted in the store (call_audit), plus the calls this process let out whose audit
-rows are still in the write-behind queue. Never logs a full number (phone.mask).
+Attempts are counted from the store's call_audit through an index tailed at the same pace
+(attempts.py), plus the calls this process let out whose rows are not in it yet. Never logs
+a full number (phone.mask).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import getpass
 import json
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from agent import phone
 from agent.clock import Clock
 from agent.compliance import numbers, policy
+from agent.compliance.attempts import AttemptIndex
 from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
 from agent.compliance.repo import ComplianceRepo
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 OPTOUT_USEREVENT = "OptOut"
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_PENDING_SECONDS = 60.0  # a granted call's audit row is written well within this
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,7 @@ class ComplianceService:
         self.chain = AuditChain(self._repo)
         self._optouts: set[tuple[str, str]] = set()
         self._version = -1
-        # Calls let out whose audit rows may not be in the store yet: (clock time, monotonic).
-        self._pending: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self._attempts = AttemptIndex()
         self._tasks: list[asyncio.Task[None]] = []
         self.apply_config(config, region=region, timezone=timezone)
 
@@ -76,6 +75,13 @@ class ComplianceService:
         self._region = region
         self._timezone = timezone
         self._rules = functools.lru_cache(maxsize=256)(config.rules_for)
+        limits = config.limits.root
+        limited = [p for p in limits if p != "default"]
+        if "default" in limits:
+            limited.append("*")  # every purpose: the index reads them all
+        self._attempts.configure(
+            limited, max((x.days for x in limits.values()), default=0) * 86400.0
+        )
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(
@@ -86,7 +92,7 @@ class ComplianceService:
         purge_seconds: float = 3600.0,
     ) -> None:
         await self.refresh()
-        if refresh_seconds:
+        if refresh_seconds:  # opt-outs and attempts made by other processes
             self._tasks += [
                 asyncio.create_task(self._every(refresh_seconds, self.refresh), name="optouts"),
                 asyncio.create_task(self._every(chain_seconds, self.chain_work), name="chain"),
@@ -113,9 +119,7 @@ class ComplianceService:
 
     async def refresh(self) -> None:
         """Reload the opt-out set when another process (CLI, another agent) changed it."""
-        horizon = time.monotonic() - _PENDING_SECONDS
-        for key in [k for k, v in self._pending.items() if v[-1][1] < horizon]:
-            del self._pending[key]  # written long ago: the store counts them now
+        await self._attempts.refresh(self._repo, self._clock.now())
         version = await self._repo.optout_version()
         if version != self._version:
             self._optouts = await self._repo.optouts()
@@ -138,19 +142,19 @@ class ComplianceService:
                 )
 
     # -- numbers ---------------------------------------------------------------------------
-    @functools.lru_cache(maxsize=4096)  # noqa: B019  (bounded; lives as long as the service)
-    def _callee(self, callee: str, region: str) -> tuple[str, str, tuple[str, ...]] | None:
-        """(E.164, keyed hash, hashes its call_audit rows may carry) of a callee, or None for
-        an extension or junk. call_audit rows hash the number as the outbound service reads
-        it, which may differ for an overseas number dialled nationally (numbers.py)."""
+    @functools.lru_cache(maxsize=65536)  # noqa: B019  (bounded; lives as long as the service)
+    def _callee(self, callee: str, region: str) -> tuple[str, str, tuple[str, ...], str] | None:
+        """(E.164, keyed hash, hashes its call_audit rows may carry, the hash the outbound
+        service writes now) of a callee, or None for an extension or junk. call_audit rows
+        hash the number as the outbound service reads it, which may differ for an overseas
+        number dialled nationally (numbers.py)."""
         try:
-            e164 = numbers.to_e164(callee, region)
-            plain = phone.to_e164(callee, region, require_valid=False)
+            e164, plain = numbers.resolve(callee, region)
         except phone.InvalidNumber:
             return None
         hashed = phone.keyed_hash(self._hash_key, e164)
-        audit = {hashed, phone.keyed_hash(self._hash_key, plain)}
-        return e164, hashed, tuple(sorted(audit))
+        written = phone.keyed_hash(self._hash_key, plain)
+        return e164, hashed, tuple(sorted({hashed, written})), written
 
     def _resolve(self, number: str) -> tuple[str, str]:
         found = self._callee(number, self._region)
@@ -193,23 +197,15 @@ class ComplianceService:
         limit = self._rules(purpose).limit
         if not verdict.allowed or limit is None or not hashes:
             return verdict
-        attempts = await self._attempts(hashes, purpose, now, limit.seconds)
+        attempts = self._count(hashes, purpose, now - limit.seconds)
         if attempts < limit.attempts:
             return verdict
         return policy.decide(
             self._rules(purpose), now=now, zone=verdict.zone, opted_out=False, attempts=attempts
         )
 
-    async def _attempts(
-        self, hashes: tuple[str, ...], purpose: str, now: float, period: float
-    ) -> int:
-        count, latest = await self._repo.attempts(hashes, purpose, now - period)
-        pending = self._pending.get((hashes[0], purpose))
-        if pending:
-            # Still pending: newer than the newest row in the store, and within the period.
-            pending[:] = [(t, m) for t, m in pending if t > latest and t >= now - period]
-            count += len(pending)
-        return count
+    def _count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
+        return self._attempts.count([(h, purpose) for h in hashes], since)
 
     def note_attempt(self, purpose: str, callee: str) -> None:
         """A call was let out: count it before its audit row reaches the store."""
@@ -217,8 +213,7 @@ class ComplianceService:
             return
         found = self._callee(callee, self._region)
         if found is not None:
-            key = (found[2][0], purpose)
-            self._pending.setdefault(key, []).append((self._clock.now(), time.monotonic()))
+            self._attempts.note((found[3], purpose), self._clock.now())
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
@@ -234,7 +229,7 @@ class ComplianceService:
         if rules.limit is None:
             out.append(("attempt limit", "not set", ""))
         else:
-            n = await self._attempts(found[2], purpose, now, rules.limit.seconds)
+            n = self._count(found[2], purpose, now - rules.limit.seconds)
             stop = n >= rules.limit.attempts
             text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
             out.append(("attempt limit", "stops" if stop else "passes", text))
