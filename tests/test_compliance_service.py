@@ -15,6 +15,7 @@ import pytest
 
 from agent import contract
 from agent.agi.outbound import OutboundRoute
+from agent.agi.routing import AgiRequest
 from agent.app import Agent, load_hash_key
 from agent.cli import compliance as compliance_cli
 from agent.clock import FrozenClock
@@ -22,6 +23,8 @@ from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService
 from agent.settings import Settings
+from agent.store.db import open_database
+from agent.store.outbound import AuditRecord, OutboundRepo
 from tests.conftest import AgentFactory, agi_port, write_config
 from tests.fake_asterisk import run_session
 
@@ -53,13 +56,10 @@ survey = { attempts = 3, days = 7 }
 """
 
 
-def install_compliance(
-    agent: Agent, clock: FrozenClock, text: str = COMPLIANCE
-) -> ComplianceService:
-    """The compliance service and route, built as app.py builds them once merged."""
-    assert agent.db is not None and agent.outbound is not None
-    loaded = parse_compliance(text)
-    service = ComplianceService(
+def build_compliance(agent: Agent, clock: FrozenClock) -> ComplianceService:
+    assert agent.db is not None
+    loaded = parse_compliance(COMPLIANCE)
+    return ComplianceService(
         agent.db,
         clock,
         load_hash_key(agent.settings.hash_key_path),
@@ -67,6 +67,12 @@ def install_compliance(
         region=loaded.region,
         timezone=loaded.timezone,
     )
+
+
+def install_compliance(agent: Agent, clock: FrozenClock) -> ComplianceService:
+    """The compliance service and route, built as app.py builds them once merged."""
+    assert agent.outbound is not None
+    service = build_compliance(agent, clock)
     inner = agent.routes[contract.ROUTE_OUTBOUND]
     assert isinstance(inner, OutboundRoute)
     agent.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(inner, service, agent.outbound)
@@ -266,3 +272,72 @@ async def test_the_explain_call_command_prints_the_rules_without_the_number(
     assert out.splitlines()[0].split() == ["RULE", "RESULT", "WHY"]
     assert "Indian/Reunion" in out and "attempt limit" in out
     assert "692123456" not in out
+
+
+async def test_attempts_already_in_the_store_and_by_another_agent_count(
+    compliant, clock: FrozenClock, tmp_path: Path
+) -> None:
+    agent, service = compliant
+    clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
+    assert agent.outbound is not None
+    hashed = agent.outbound.callee_hash(PATIENT)  # as the outbound service stores it
+    # Two survey calls made by another agent on the same store (its own connection).
+    other = await open_database(tmp_path / "data" / "trustline.sqlite3")
+    try:
+        now = clock.now()
+        await OutboundRepo(other).write_audit(
+            [
+                AuditRecord(
+                    now - 3600 * h,
+                    f"x{h}",
+                    "survey",
+                    "clinic",
+                    "+33142000001",
+                    "ok",
+                    "least_used",
+                    hashed,
+                    None,
+                )
+                for h in (1, 2)
+            ],
+            {},
+        )
+    finally:
+        await other.close()
+    for _ in range(200):  # picked up at the next refresh of the attempt index
+        limit = dict((rule, why) for rule, _, why in await service.explain("survey", PATIENT))
+        if limit["attempt limit"].startswith("2 of 3"):
+            break
+        await asyncio.sleep(0.02)
+    assert (await call(agent, "survey"))["TRUSTLINE_STATUS"] == "ok"  # the third
+    assert (await call(agent, "survey"))["TRUSTLINE_STATUS"] == "attempts_exceeded"
+    # A service started later reads them all from the store.
+    await agent.outbound.flush()
+    fresh = build_compliance(agent, clock)
+    await fresh.start(refresh_seconds=None)
+    verdict = await fresh.check("survey", "+262692123456")
+    assert verdict.status == "attempts_exceeded"
+
+
+async def test_on_a_deadline_the_window_and_opt_outs_still_hold(
+    compliant, clock: FrozenClock
+) -> None:
+    agent, service = compliant
+    route = agent.routes[contract.ROUTE_OUTBOUND]
+    assert isinstance(route, ComplianceRoute)
+
+    def request(purpose: str) -> AgiRequest:
+        return AgiRequest("outbound", {}, (purpose, PATIENT, "CASE-7"), {"agi_uniqueid": "1.2"}, "")
+
+    clock.set(datetime(2026, 11, 17, 7, 0, tzinfo=REUNION))
+    early = dict(route.on_failure(request("survey"), "deadline").variables)
+    assert early["TRUSTLINE_STATUS"] == "outside_window"
+    assert early["TRUSTLINE_NEXT_WINDOW"] == "2026-11-17T09:00:00+04:00"
+    clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
+    await service.add_optout(PATIENT, "survey", "ivr")
+    assert (
+        dict(route.on_failure(request("survey"), "deadline").variables)["TRUSTLINE_STATUS"]
+        == "opted_out"
+    )
+    fallback = dict(route.on_failure(request("results"), "deadline").variables)
+    assert (fallback["TRUSTLINE_STATUS"], fallback["CALLERID(num)"]) == ("fallback", "+33142000001")

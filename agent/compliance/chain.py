@@ -4,8 +4,9 @@ Off the call path: ``AuditChain.extend`` appends one chain entry per new row, ta
 id order, each entry carrying the hash of the entry before it; the agent runs it every few
 seconds. ``verify`` recomputes everything and names each row edited, deleted (and not covered
 by a recorded retention purge) or inserted between chained rows, and each daily anchor that no
-longer matches. An anchor (the chain's head hash at the end of a UTC day) is logged, so a copy
-outside the database can prove the chain was not rebuilt wholesale.
+longer matches. A daily anchor (the chain's head hash at the first chain run of each UTC day,
+sealing everything chained before) is stored and logged, so a copy of the log outside the
+database proves the chain was not rebuilt wholesale.
 
 A call_audit row is chained once it is ``settle_seconds`` old (audit rows land behind the
 answers, in batches); a recording_audit row once its outcome is no longer ``started`` (or an
@@ -113,8 +114,8 @@ class AuditChain:
         raise RuntimeError("could not record a purge in the audit chain: the chain keeps moving")
 
     async def anchor(self, now: float) -> tuple[str, int, str] | None:
-        """Store (once per UTC day) and return (day, seq, head hash), or None if the chain is
-        empty or today is anchored already."""
+        """At the first run of a UTC day, store and log (day, seq, head hash); None when the
+        chain is empty or today is anchored already."""
         head = await self._repo.chain_head()
         if head is None:
             return None

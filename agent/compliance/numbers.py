@@ -40,3 +40,18 @@ def resolve(text: str, region: str) -> tuple[str, str]:
                     candidate, phonenumbers.PhoneNumberFormat.E164
                 ), plain
     return plain, plain
+
+
+def audit_forms(e164: str, region: str) -> tuple[str, ...]:
+    """The E.164 forms the outbound service may have stored this callee under: the number
+    itself and, for an overseas number, how region ``region`` reads its national form
+    (``+262692123456`` dialled as ``0692123456`` in FR is stored as ``+33692123456``)."""
+    forms = {e164}
+    num = phonenumbers.parse(e164, None)
+    if phonenumbers.region_code_for_number(num) in SHARED_PLANS.get(region.upper(), ()):
+        national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+        try:
+            forms.add(phone.to_e164(national, region, require_valid=False))
+        except phone.InvalidNumber:
+            pass
+    return tuple(sorted(forms))

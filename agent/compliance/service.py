@@ -154,7 +154,8 @@ class ComplianceService:
             return None
         hashed = phone.keyed_hash(self._hash_key, e164)
         written = phone.keyed_hash(self._hash_key, plain)
-        return e164, hashed, tuple(sorted({hashed, written})), written
+        forms = {phone.keyed_hash(self._hash_key, f) for f in numbers.audit_forms(e164, region)}
+        return e164, hashed, tuple(sorted(forms | {written})), written
 
     def _resolve(self, number: str) -> tuple[str, str]:
         found = self._callee(number, self._region)

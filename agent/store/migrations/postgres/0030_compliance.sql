@@ -54,7 +54,7 @@ CREATE TABLE audit_chain (
 );
 CREATE UNIQUE INDEX audit_chain_row ON audit_chain (tbl, row_id) WHERE tbl <> 'purge';
 
--- The daily anchor: the chain's head hash at the end of a day, also written to the log.
+-- The daily anchor: the chain's head at the first chain run of each UTC day, also logged.
 CREATE TABLE audit_anchors (
     day       TEXT PRIMARY KEY,              -- UTC date
     seq       BIGINT NOT NULL,
