@@ -193,6 +193,27 @@ def _line(text: str, section: str, needle_text: str) -> int | None:
     return None
 
 
+def problem(text: str, data: Any, err: Any) -> str:
+    """One pydantic error in these sections as ``line N: path: message`` (for check-config)."""
+    loc = tuple(err["loc"])
+    line = _line(text, str(loc[0]), needle(data, loc))
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling)"
+    path = ".".join(str(p) for p in loc)
+    return f"line {line}: {path}: {message}" if line else f"{path}: {message}"
+
+
+def from_sections(raw: Any) -> ComplianceConfig:
+    """The compliance part of a parsed pools.toml (agent.config.ConfigFile) once it carries
+    these sections; defaults before."""
+    return ComplianceConfig(
+        windows=getattr(raw, "windows", WindowsSection()),
+        limits=getattr(raw, "limits", LimitsSection()),
+        retention=getattr(raw, "retention", RetentionSection()),
+    )
+
+
 def parse_compliance(text: str, source: str = "pools.toml") -> Loaded:
     """These sections of pools.toml text, each problem with its line and key path."""
     try:
@@ -202,16 +223,7 @@ def parse_compliance(text: str, source: str = "pools.toml") -> Loaded:
     try:
         compliance = ComplianceConfig.model_validate({k: data[k] for k in SECTIONS if k in data})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line = _line(text, str(loc[0]), needle(data, loc))
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling)"
-            path = ".".join(str(p) for p in loc)
-            problems.append(f"line {line}: {path}: {message}" if line else f"{path}: {message}")
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, [problem(text, data, err) for err in exc.errors()]) from None
     defaults = data.get("defaults", {})
     return Loaded(
         compliance,
