@@ -22,6 +22,7 @@ from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService
+from agent.config import ConfigFile
 from agent.settings import Settings
 from agent.store.db import open_database
 from agent.store.outbound import AuditRecord, OutboundRepo
@@ -69,28 +70,35 @@ def build_compliance(agent: Agent, clock: FrozenClock) -> ComplianceService:
     )
 
 
-def install_compliance(agent: Agent, clock: FrozenClock) -> ComplianceService:
-    """The compliance service and route, built as app.py builds them once merged."""
-    assert agent.outbound is not None
+def install_compliance(agent: Agent, clock: FrozenClock) -> tuple[ComplianceService, bool]:
+    """The agent's compliance service and route; built here, as app.py builds them, if app.py
+    does not yet (then the second value is True: the caller starts and stops it)."""
+    wired = getattr(agent, "compliance", None)
+    route = agent.routes[contract.ROUTE_OUTBOUND]
+    if isinstance(wired, ComplianceService) and isinstance(route, ComplianceRoute):
+        assert agent.clock is clock
+        return wired, False
+    assert agent.outbound is not None and isinstance(route, OutboundRoute)
     service = build_compliance(agent, clock)
-    inner = agent.routes[contract.ROUTE_OUTBOUND]
-    assert isinstance(inner, OutboundRoute)
-    agent.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(inner, service, agent.outbound)
-    return service
+    agent.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(route, service, agent.outbound)
+    return service, True
 
 
 @pytest.fixture
 async def compliant(
     make_agent: AgentFactory, clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[tuple[Agent, ComplianceService]]:
-    agent = await make_agent(POOLS)
-    service = install_compliance(agent, clock)
-    await service.start(refresh_seconds=0.05, chain_seconds=3600)
-    # For the CLI commands (the agent's own file stays without these sections until app.py
-    # reads them).
+    # Until agent/config.py reads these sections, the agent's file goes without them.
+    integrated = "windows" in ConfigFile.model_fields
+    agent = await make_agent(POOLS + COMPLIANCE if integrated else POOLS)
+    service, ours = install_compliance(agent, clock)
+    if ours:
+        await service.start(refresh_seconds=0.05, chain_seconds=3600)
+    # For the CLI commands, which read the sections themselves.
     write_config(tmp_path / "cli-pools.toml", POOLS + COMPLIANCE)
     yield agent, service
-    await service.stop()
+    if ours:
+        await service.stop()
 
 
 async def call(agent: Agent, purpose: str, callee: str = PATIENT) -> dict[str, str]:
