@@ -60,6 +60,7 @@ class AuditChain:
     def __init__(self, repo: ComplianceRepo, *, settle_seconds: float = 5.0) -> None:
         self._repo = repo
         self._settle = settle_seconds
+        self._anchored = ""  # the last UTC day seen anchored
 
     def _settled(self, tbl: str, values: Sequence[Any], now: float) -> bool:
         at = float(values[1])
@@ -116,12 +117,16 @@ class AuditChain:
     async def anchor(self, now: float) -> tuple[str, int, str] | None:
         """At the first run of a UTC day, store and log (day, seq, head hash); None when the
         chain is empty or today is anchored already."""
+        day = datetime.fromtimestamp(now, UTC).date().isoformat()
+        if day == self._anchored:
+            return None
         head = await self._repo.chain_head()
         if head is None:
             return None
-        day = datetime.fromtimestamp(now, UTC).date().isoformat()
         digest = entry_hash(head)
-        if not await self._repo.add_anchor(day, head.seq, digest, now):
+        added = await self._repo.add_anchor(day, head.seq, digest, now)
+        self._anchored = day  # stored by this process or by another agent on this store
+        if not added:
             return None
         log.info("audit: daily anchor %s seq %d head %s", day, head.seq, digest)
         return day, head.seq, digest
