@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from agent import contract
@@ -349,3 +351,25 @@ async def test_on_a_deadline_the_window_and_opt_outs_still_hold(
     )
     fallback = dict(route.on_failure(request("results"), "deadline").variables)
     assert (fallback["TRUSTLINE_STATUS"], fallback["CALLERID(num)"]) == ("fallback", "+33142000001")
+
+
+async def test_no_full_number_in_logs_or_metrics(
+    compliant, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, service = compliant
+    with caplog.at_level(logging.DEBUG, logger="agent"):
+        clock.set(datetime(2026, 11, 17, 7, 0, tzinfo=REUNION))
+        await call(agent, "survey")  # outside_window
+        clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
+        await call(agent, "survey")  # ok
+        await service.on_user_event({"UserEvent": "OptOut", "Number": PATIENT, "Purpose": "survey"})
+        await service.on_user_event({"UserEvent": "OptOut", "Number": PATIENT, "Purpose": "a b"})
+        await call(agent, "survey")  # opted_out
+    assert agent.http_address is not None
+    async with aiohttp.ClientSession() as http:
+        host, port = agent.http_address
+        async with http.get(f"http://{host}:{port}/metrics") as response:
+            metrics = await response.text()
+    assert "opted_out" in metrics  # the refusal is counted, by status and reason only
+    for text in (caplog.text, metrics):
+        assert "692123456" not in text and "692 12 34 56" not in text
