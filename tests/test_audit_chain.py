@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent import phone
 from agent.cli import compliance as compliance_cli
 from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance
@@ -224,7 +225,7 @@ async def test_retention_deletes_exactly_the_rows_past_their_period(store) -> No
 async def test_the_export_has_every_call_admin_action_and_access_and_no_number(store) -> None:
     db, service, _ = store
     patient = "+33612345678"
-    await add_calls(db, [2, 1], callee=service._callee(patient, "FR")[1])  # type: ignore[index]
+    await add_calls(db, [2, 1], callee=phone.keyed_hash(KEY, patient))
     await add_recording_access(db, NOW - DAY)
     await service.add_optout(patient, "survey", "cli", actor="alice")
     await db.execute(

@@ -10,48 +10,54 @@ a plan). No I/O, no logging.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import phonenumbers
 
 from agent import phone
+from agent.compliance import policy
 
 # Regions dialled with the same national numbers as the key region (ARCEP's plan for FR).
 SHARED_PLANS: dict[str, tuple[str, ...]] = {"FR": ("RE", "YT", "GP", "MQ", "GF")}
 
 
-def to_e164(text: str, region: str) -> str:
-    """E.164 of a callee; raises phone.InvalidNumber. Like the outbound service, a number that
-    is possible but not valid anywhere is kept as parsed (an unknown new range still counts)."""
-    return resolve(text, region)[0]
+@dataclass(frozen=True, slots=True)
+class Callee:
+    e164: str  # as compliance reads it (an overseas number dialled nationally: its own code)
+    plain: str  # as phone.to_e164(text, region, require_valid=False) reads it (call_audit's)
+    zone: str  # IANA time zone (policy.zone_of), else the fallback zone
+    audit_forms: tuple[str, ...]  # every E.164 form call_audit may hold this callee under
 
 
-def resolve(text: str, region: str) -> tuple[str, str]:
-    """(E.164 as this module reads it, E.164 as phone.to_e164 reads it without validation)."""
+def read(text: str, region: str, fallback_zone: str) -> Callee:
+    """Parse a callee once (phonenumbers' dearest step). Raises phone.InvalidNumber.
+
+    A number whose time zone phonenumbers cannot tell is not valid in ``region``; read in
+    national format, it is tried in the regions sharing ``region``'s plan."""
     num = phone.parse(text, region)
     plain = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-    international = text.strip().startswith(("+", "00"))
-    if not international and not phonenumbers.is_valid_number(num):
-        for other in SHARED_PLANS.get(region.upper(), ()):
+    zone = policy.zone_of(num)
+    shared = SHARED_PLANS.get(region.upper(), ())
+    if zone is None and shared and not text.strip().startswith(("+", "00")):
+        for other in shared:
             try:
                 candidate = phone.parse(text, other)
             except phone.InvalidNumber:
                 continue
             if phonenumbers.is_valid_number(candidate):
-                return phonenumbers.format_number(
-                    candidate, phonenumbers.PhoneNumberFormat.E164
-                ), plain
-    return plain, plain
-
-
-def audit_forms(e164: str, region: str) -> tuple[str, ...]:
-    """The E.164 forms the outbound service may have stored this callee under: the number
-    itself and, for an overseas number, how region ``region`` reads its national form
-    (``+262692123456`` dialled as ``0692123456`` in FR is stored as ``+33692123456``)."""
-    forms = {e164}
-    num = phonenumbers.parse(e164, None)
-    if phonenumbers.region_code_for_number(num) in SHARED_PLANS.get(region.upper(), ()):
+                num, zone = candidate, policy.zone_of(candidate)
+                break
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    forms = {e164, plain}
+    if phonenumbers.region_code_for_number(num) in shared:
+        # Written in E.164 now, it may have been dialled nationally before.
         national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
-        try:
+        with contextlib.suppress(phone.InvalidNumber):
             forms.add(phone.to_e164(national, region, require_valid=False))
-        except phone.InvalidNumber:
-            pass
-    return tuple(sorted(forms))
+    return Callee(e164, plain, zone or fallback_zone, tuple(sorted(forms)))
+
+
+def to_e164(text: str, region: str) -> str:
+    """E.164 of a callee as compliance reads it; raises phone.InvalidNumber."""
+    return read(text, region, "UTC").e164

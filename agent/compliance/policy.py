@@ -160,22 +160,19 @@ def holiday(calendar: str, day: date) -> str | None:
 
 
 # -- the callee's time zone -----------------------------------------------------------------
-@lru_cache(maxsize=65536)
-def callee_zone(e164: str, fallback: str) -> str:
-    """The IANA zone of a number (see the module docstring for the rule when several)."""
-    try:
-        num = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return fallback
+@lru_cache(maxsize=512)
+def _main_zones(region: str) -> frozenset[str]:
+    example = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE)
+    return frozenset(pn_timezone.time_zones_for_number(example)) if example else frozenset()
+
+
+def zone_of(num: phonenumbers.PhoneNumber) -> str | None:
+    """The IANA zone of a parsed number (see the module docstring for the rule when several),
+    or None when phonenumbers cannot place it (an invalid or unknown number)."""
     zones = [z for z in pn_timezone.time_zones_for_number(num) if z != "Etc/Unknown"]
     if len(zones) > 1:
         region = phonenumbers.region_code_for_number(num)
-        example = (
-            phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE)
-            if region
-            else None
-        )
-        main = set(pn_timezone.time_zones_for_number(example)) if example else set()
+        main = _main_zones(region) if region else frozenset()
         zones = sorted(set(zones) & main) or sorted(zones)
     for zone in zones:
         try:
@@ -183,7 +180,16 @@ def callee_zone(e164: str, fallback: str) -> str:
         except (ZoneInfoNotFoundError, ValueError):
             continue
         return zone
-    return fallback
+    return None
+
+
+def callee_zone(e164: str, fallback: str) -> str:
+    """The IANA zone of an E.164 number, else ``fallback``."""
+    try:
+        num = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return fallback
+    return zone_of(num) or fallback
 
 
 # -- windows --------------------------------------------------------------------------------

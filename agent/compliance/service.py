@@ -38,6 +38,15 @@ _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 
 
 @dataclass(frozen=True, slots=True)
+class _Callee:
+    e164: str
+    hashed: str  # keys opt-outs
+    audit_hashes: tuple[str, ...]  # every hash its call_audit rows may carry
+    written: str  # the hash the outbound service writes for this text now
+    zone: str
+
+
+@dataclass(frozen=True, slots=True)
 class PurgePlan:
     table: str  # call_audit | outcomes | screening_decisions | spam_reports | optout_events
     days: int
@@ -143,25 +152,25 @@ class ComplianceService:
 
     # -- numbers ---------------------------------------------------------------------------
     @functools.lru_cache(maxsize=65536)  # noqa: B019  (bounded; lives as long as the service)
-    def _callee(self, callee: str, region: str) -> tuple[str, str, tuple[str, ...], str] | None:
-        """(E.164, keyed hash, hashes its call_audit rows may carry, the hash the outbound
-        service writes now) of a callee, or None for an extension or junk. call_audit rows
-        hash the number as the outbound service reads it, which may differ for an overseas
-        number dialled nationally (numbers.py)."""
+    def _callee(self, callee: str, region: str) -> _Callee | None:
+        """A callee read once: its numbers, hashes and zone; None for an extension or junk."""
         try:
-            e164, plain = numbers.resolve(callee, region)
+            read = numbers.read(callee, region, self._timezone)
         except phone.InvalidNumber:
             return None
-        hashed = phone.keyed_hash(self._hash_key, e164)
-        written = phone.keyed_hash(self._hash_key, plain)
-        forms = {phone.keyed_hash(self._hash_key, f) for f in numbers.audit_forms(e164, region)}
-        return e164, hashed, tuple(sorted(forms | {written})), written
+        return _Callee(
+            read.e164,
+            phone.keyed_hash(self._hash_key, read.e164),
+            tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in read.audit_forms})),
+            phone.keyed_hash(self._hash_key, read.plain),
+            read.zone,
+        )
 
     def _resolve(self, number: str) -> tuple[str, str]:
         found = self._callee(number, self._region)
         if found is None:
             raise BadRequest(f"not a phone number: {phone.mask(number)}")
-        return found[0], found[1]
+        return found.e164, found.hashed
 
     @staticmethod
     def _check_purpose(purpose: str) -> str:
@@ -177,15 +186,13 @@ class ComplianceService:
         hashes the callee's call_audit rows may carry."""
         rules = self._rules(purpose)
         found = self._callee(callee, self._region)
-        if found is None:
-            verdict = policy.decide(
-                rules, now=now, zone=self._timezone, opted_out=False, attempts=0
-            )
-            return verdict, ()
-        zone = policy.callee_zone(found[0], self._timezone)
-        opted = (found[1], purpose) in self._optouts
-        verdict = policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0)
-        return verdict, found[2]
+        hashes: tuple[str, ...] = ()
+        if found is None:  # an extension or junk: the window in the centre's zone still holds
+            zone, opted = self._timezone, False
+        else:
+            zone = found.zone
+            opted, hashes = (found.hashed, purpose) in self._optouts, found.audit_hashes
+        return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), hashes
 
     def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
         """The verdict without I/O (a deadline path): windows and opt-outs, not attempts."""
@@ -214,23 +221,23 @@ class ComplianceService:
             return
         found = self._callee(callee, self._region)
         if found is not None:
-            self._attempts.note((found[3], purpose), self._clock.now())
+            self._attempts.note((found.written, purpose), self._clock.now())
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
         now = self._clock.now()
         rules = self._rules(self._check_purpose(purpose))
-        e164, hashed = self._resolve(callee)
+        _, hashed = self._resolve(callee)
         found = self._callee(callee, self._region)
         assert found is not None
-        zone = policy.callee_zone(e164, self._timezone)
+        zone = found.zone
         out = [("time zone", "info", zone)]
         opted = (hashed, purpose) in self._optouts
         out.append(("opt-out", "stops" if opted else "passes", "opted out" if opted else ""))
         if rules.limit is None:
             out.append(("attempt limit", "not set", ""))
         else:
-            n = self._count(found[2], purpose, now - rules.limit.seconds)
+            n = self._count(found.audit_hashes, purpose, now - rules.limit.seconds)
             stop = n >= rules.limit.attempts
             text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
             out.append(("attempt limit", "stops" if stop else "passes", text))
