@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import secrets
@@ -27,11 +28,12 @@ from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
 from agent.errors import ConfigError
-from agent.http.app import build_http_app
+from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
 from agent.recordings.service import RecordingsService
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
+from agent.sdnotify import Notifier
 from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
 from agent.store.db import Database, open_database
@@ -44,7 +46,7 @@ def load_hash_key(path: Path) -> bytes:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -58,7 +60,7 @@ def load_hash_key(path: Path) -> bytes:
 
 
 async def open_store(settings: Settings) -> Database:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # store and keys: agent only
     return await open_database(settings.database_path)
 
 
@@ -91,6 +93,8 @@ class Agent:
         phone.preload_metadata()
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
+        self.metrics.config_loaded.set(1)
+        first_start = not s.database_path.exists()
         self.db = await open_store(s)
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
@@ -112,6 +116,10 @@ class Agent:
         self.recordings = RecordingsService(s, self.db, self.clock)
         await self.recordings.start()
         self._stoppers.append(self.recordings.stop)
+        # The MixMonitor post-command hands finished files over this socket.
+        handoff = self.recordings.handoff_server()
+        if await handoff.start():
+            self._stoppers.append(handoff.close)
 
         if s.ami_user:
             self.ami = AmiLink(
@@ -137,14 +145,21 @@ class Agent:
             allowed=s.agi_allowed_networks,
             on_answer=self.metrics.on_answer,
             fallback_route=outbound_route,
+            max_in_flight=s.agi_max_in_flight,
         )
         await self.agi.start(*s.agi_address)
+        warn_if_exposed(s)
         self._stoppers.append(self.agi.stop)
 
-        self._http = web.AppRunner(
+        self._http = make_runner(
             build_http_app(
                 self.metrics,
-                [self._ready_config, self._ready_store, self._ready_ami, self._ready_recordings],
+                [
+                    self._ready_config,
+                    cached(self._ready_store),  # a store query at most once a second
+                    self._ready_ami,
+                    self._ready_recordings,
+                ],
             )
         )
         await self._http.setup()
@@ -160,6 +175,8 @@ class Agent:
         log.info(
             "trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers)
         )
+        if first_start:
+            log_next_steps(s, self.http_address)
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -206,9 +223,9 @@ class Agent:
             config = load_config(self.settings.config)
         except ConfigError as exc:
             log.error(
-                "config: %s rejected, keeping the running config:\n  %s",
+                "config: %s rejected, keeping the running config: %s",
                 exc.source,
-                "\n  ".join(exc.problems),
+                "; ".join(exc.problems),
             )
             self.metrics.config_reloads.labels("rejected").inc()
             self.metrics.config_loaded.set(0)
@@ -259,9 +276,45 @@ class Agent:
 
     async def _ready_store(self) -> tuple[str, bool, str]:
         assert self.db is not None
-        # A real write, so a full disk or a read-only file shows here.
-        await self.db.execute("UPDATE state_version SET version = version WHERE id = 1")
-        return "store", True, str(self.db.path)
+        # Read-only: a probe must never queue a write in front of calls. A read-only file or
+        # folder shows through access(); a full disk shows in the writes calls make.
+        await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
+        path = self.db.path
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            return "store", False, f"{path} is not writable"
+        return "store", True, str(path)
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """FastAGI on a non-loopback address is reachable from the network: say who may connect."""
+    host, _ = settings.agi_address
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "fastagi: listening on %s, reachable from the network; "
+            "TRUSTLINE_AGI_ALLOW in force: %s",
+            settings.agi_listen,
+            ", ".join(str(n) for n in settings.agi_allowed_networks),
+        )
+
+
+def log_next_steps(settings: Settings, http: tuple[str, int] | None) -> None:
+    host, port = settings.agi_address
+    ready = f"http://{http[0]}:{http[1]}/readyz" if http else "/readyz"
+    log.info(
+        "trustline: first start, new store in %s. Next: "
+        "(1) copy dialplan/*.conf to /etc/asterisk/ and include them (asterisk-conf/README.md), "
+        "with TRUSTLINE_AGI_URL=agi://%s:%d in [globals] if Asterisk is not on this host; "
+        "(2) check %s says ready; "
+        "(3) place a test call and look for TRUSTLINE_STATUS=ok in the Asterisk log",
+        settings.data_dir,
+        host,
+        port,
+        ready,
+    )
 
 
 def _mtime(path: Path) -> float | None:
@@ -281,17 +334,29 @@ async def run_agent(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environ()  # systemd Type=notify; a no-op elsewhere
     try:
         await agent.start()
     except BaseException:
+        notifier.notify("STATUS=start-up failed")
         await agent.stop()
+        notifier.close()
         raise
     # What start-up built (config, number view, phonenumbers metadata) lives until the end:
     # keep it out of the collector's scans, so a full collection does not pause calls.
     gc.collect()
     gc.freeze()
+    agi = ", ".join(f"{h}:{p}" for h, p in agent.agi.sockets) if agent.agi else "-"
+    http = ":".join(map(str, agent.http_address)) if agent.http_address else "-"
+    notifier.notify("READY=1", f"STATUS=serving: FastAGI {agi}, HTTP {http}")
+    watchdog = asyncio.create_task(notifier.watchdog(), name="sd-watchdog")
     try:
         await stop.wait()
     finally:
+        notifier.notify("STOPPING=1", "STATUS=stopping: finishing sessions")
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
         await agent.stop()
+        notifier.close()
     return 0

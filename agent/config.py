@@ -1,7 +1,10 @@
 """pools.toml: the PBX admin's file, parsed, validated and resolved into an immutable Config.
 
-Every problem is reported with its location: the TOML line where one is known, and the key
-path (``pools.reminders.numbers[3].number``). Loading never half-succeeds: it returns a whole
+Every problem is reported once, as ``pools.toml:40: pools.reminders.numbers[3].name: ...``
+(the ``file:line:`` form editors jump to). Lines come from the parser (tomlkit keeps each
+value's position), never from searching the text. A section with a schema error does not hide
+the problems of the others. Types are strict: ``daily_cap = "80"`` or ``= true`` is an error,
+not a cap, and numbers are finite and bounded. Loading never half-succeeds: it returns a whole
 new Config or raises ConfigError listing every problem. This module does no other I/O than
 reading the file, and holds no live state.
 """
@@ -9,15 +12,23 @@ reading the file, and holds no live state.
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from agent import phone
 from agent.errors import ConfigError
@@ -31,11 +42,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Bounds: wide enough for any real centre, narrow enough that a typo cannot park a number
+# forever (rest_hours = inf) or make a cap meaningless.
+MAX_CAP = 100_000
+MAX_DAYS = 366
+
+
+def _count(default: int | None, low: int = 1, high: int = MAX_CAP) -> Any:
+    return Field(default, ge=low, le=high)
+
+
+def _span(default: float | None, high: float) -> Any:
+    return Field(default, gt=0, le=high, allow_inf_nan=False)
+
+
 class NumberEntry(_Strict):
     number: str
     name: str
-    daily_cap: int | None = Field(None, gt=0)
-    active: bool = True
+    daily_cap: StrictInt | None = _count(None)
+    active: StrictBool = True
 
     @field_validator("name")
     @classmethod
@@ -54,36 +79,37 @@ class PoolRulesFields(_Strict):
 
     timezone: str | None = None
     region: str | None = None
-    daily_cap: int | None = Field(None, gt=0)
-    intensive_threshold: int | None = Field(None, gt=0)
-    intensive_days_before_rest: int | None = Field(None, gt=0)
-    rest_hours: float | None = Field(None, gt=0)
-    reports_to_quarantine: int | None = Field(None, gt=0)
-    quarantine_days: float | None = Field(None, gt=0)
+    daily_cap: StrictInt | None = _count(None)
+    intensive_threshold: StrictInt | None = _count(None)
+    intensive_days_before_rest: StrictInt | None = _count(None, high=MAX_DAYS)
+    rest_hours: StrictFloat | None = _span(None, 24 * MAX_DAYS)
+    reports_to_quarantine: StrictInt | None = _count(None)
+    quarantine_days: StrictFloat | None = _span(None, MAX_DAYS)
     on_exhausted: OnExhausted | None = None
-    min_active: int | None = Field(None, ge=0)
-    warmup_days: int | None = Field(None, ge=0)
+    min_active: StrictInt | None = _count(None, low=0)
+    warmup_days: StrictInt | None = _count(None, low=0, high=MAX_DAYS)
 
 
 class DefaultsSection(_Strict):
     timezone: str = "Europe/Paris"
     region: str = "FR"
-    daily_cap: int = Field(80, gt=0)
-    intensive_threshold: int = Field(60, gt=0)
-    intensive_days_before_rest: int = Field(3, gt=0)
-    rest_hours: float = Field(48, gt=0)
-    reports_to_quarantine: int = Field(2, gt=0)
-    quarantine_days: float = Field(7, gt=0)
+    daily_cap: StrictInt = _count(80)
+    intensive_threshold: StrictInt = _count(60)
+    intensive_days_before_rest: StrictInt = _count(3, high=MAX_DAYS)
+    rest_hours: StrictFloat = _span(48, 24 * MAX_DAYS)
+    reports_to_quarantine: StrictInt = _count(2)
+    quarantine_days: StrictFloat = _span(7, MAX_DAYS)
     on_exhausted: OnExhausted = "fallback"
-    min_active: int = Field(0, ge=0)
+    min_active: StrictInt = _count(0, low=0)
     # A reserve number promoted into a pool ramps its cap up over this many days.
-    warmup_days: int = Field(3, ge=0)
+    warmup_days: StrictInt = _count(3, low=0, high=MAX_DAYS)
 
 
 class PoolSection(PoolRulesFields):
     purposes: list[str] = []
+    # One of this pool's numbers, or a number declared in [screening] own_numbers.
     fallback: str | None = None
-    reserve: bool = False
+    reserve: StrictBool = False
     numbers: list[NumberEntry] = Field(min_length=1)
 
     @field_validator("purposes")
@@ -170,7 +196,10 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+Loc = tuple[int | str, ...]
+
+
+def _path(loc: Loc) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -180,57 +209,98 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _line_of(text: str, needle: str, nth: int = 1) -> int | None:
-    """Best-effort line of the nth occurrence of a value or key in the TOML text."""
-    if not needle:
-        return None
-    for pattern in (f'"{needle}"', f"'{needle}'", f"[{needle}]", f"{needle} =", f"{needle}="):
-        idx = -1
-        for _ in range(nth):
-            idx = text.find(pattern, idx + 1)
-            if idx < 0:
+class _Positions:
+    """Where each value and table header starts in the text, as the parser saw it."""
+
+    def __init__(self, text: str) -> None:
+        from tomlkit.items import Item
+        from tomlkit.parser import Parser
+
+        positions = self
+
+        class _Recording(Parser):
+            _header_at: int | None = None
+
+            def _parse_value(self) -> Item:
+                start = self._idx
+                item = super()._parse_value()
+                positions.values[id(item)] = (item, start)  # the item is kept: ids stay unique
+                return item
+
+            def _parse_table(self, *args: Any, **kwargs: Any) -> Any:
+                self._header_at = self._idx
+                return super()._parse_table(*args, **kwargs)
+
+            def _parse_key(self) -> Any:
+                key = super()._parse_key()
+                if self._header_at is not None:
+                    positions.headers[tuple(part.key for part in key)] = self._header_at
+                    self._header_at = None
+                return key
+
+        self.text = text
+        self.values: dict[int, tuple[object, int]] = {}
+        self.headers: dict[Loc, int] = {}
+        self.parser = _Recording(text)
+        self.doc: Any = None
+
+    def parse(self) -> dict[str, Any]:
+        """The file's data as plain Python; raises tomlkit's TOMLKitError on bad syntax."""
+        self.doc = self.parser.parse()
+        data: dict[str, Any] = self.doc.unwrap()
+        return data
+
+    def syntax_line(self, exc: Exception) -> int:
+        """Line of a syntax error: tomlkit's own, or where the parser stopped (a repeated key)."""
+        line = getattr(exc, "line", None)
+        if isinstance(line, int):
+            return line
+        # The parser stands past the repeated key, often at the start of the next line.
+        return self.text.count("\n", 0, max(self.parser._idx - 1, 0)) + 1
+
+    def line(self, loc: Loc) -> int | None:
+        """Line of the deepest part of ``loc`` present in the file (a missing key: its table)."""
+        best: int | None = None
+        node: Any = self.doc
+        for depth, part in enumerate(loc, 1):
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
                 break
-        if idx >= 0:
-            return text.count("\n", 0, idx) + 1
-    return None
-
-
-def _needle(data: Any, loc: tuple[int | str, ...], err_type: str) -> str:
-    """What to look for in the text to find the line of the problem at ``loc``."""
-    if err_type == "extra_forbidden" and loc:
-        # An unknown key inside a numbers entry: find the entry by its number.
-        entry = _entry(data, loc)
-        return str(entry.get("number", loc[-1])) if entry else str(loc[-1])
-    entry = _entry(data, loc)
-    if entry is not None and "number" in entry:
-        return str(entry["number"])
-    if len(loc) >= 3 and loc[0] == "pools":
-        return f"{loc[2]}"
-    if len(loc) >= 2 and loc[0] in ("pools", "defaults"):
-        return f"pools.{loc[1]}" if loc[0] == "pools" else str(loc[1])
-    return str(loc[0]) if loc else ""
-
-
-def _entry(data: Any, loc: tuple[int | str, ...]) -> dict[str, Any] | None:
-    if len(loc) >= 4 and loc[0] == "pools" and loc[2] == "numbers" and isinstance(loc[3], int):
-        try:
-            entry = data["pools"][loc[1]]["numbers"][loc[3]]
-        except (KeyError, IndexError, TypeError):
-            return None
-        return entry if isinstance(entry, dict) else None
-    return None
+            found = self.values.get(id(node))
+            start = found[1] if found else self.headers.get(loc[:depth])
+            if start is not None:
+                best = start
+        return None if best is None else self.text.count("\n", 0, best) + 1
 
 
 class _Problems:
-    def __init__(self, source: str, text: str) -> None:
+    def __init__(self, source: str, positions: _Positions) -> None:
         self.source = source
-        self.text = text
-        self.items: list[str] = []
+        self.positions = positions
+        self.found: dict[tuple[str, str], int | None] = {}
 
-    def add(self, path: str, message: str, needle: str = "", nth: int = 1) -> None:
-        line = _line_of(self.text, needle, nth)
-        where = f"line {line}: " if line else ""
-        self.items.append(f"{where}{path}: {message}")
+    def add(self, loc: Loc, message: str) -> None:
+        # One problem, one line: a bad defaults.timezone shared by four pools is said once.
+        self.found.setdefault((_path(loc), message), self.positions.line(loc))
+
+    @property
+    def items(self) -> list[str]:
+        ordered = sorted(self.found.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
+        return [
+            f"{self.source}:{line}: {path}: {msg}" if line else f"{self.source}: {path}: {msg}"
+            for (path, msg), line in ordered
+        ]
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return f'the text "{value}"'
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _pydantic_message(err: Any) -> str:
@@ -239,27 +309,102 @@ def _pydantic_message(err: Any) -> str:
         return "unknown key (check the spelling)"
     if kind == "missing":
         return "required key is missing"
+    unquote = " (numbers are written without quotes)" if isinstance(err["input"], str) else ""
+    if kind == "int_type":
+        return f"expected a whole number, got {_describe(err['input'])}{unquote}"
+    if kind == "float_type":
+        return f"expected a number, got {_describe(err['input'])}{unquote}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {err['input']!r}"
+    if kind == "bool_type":
+        return f"expected true or false (without quotes), got {_describe(err['input'])}"
+    if kind == "string_type":
+        return f"expected text in quotes, got {_describe(err['input'])}"
     return str(err["msg"]).removeprefix("Value error, ")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | None:
+    """Validate one section, report its problems, and return what is sound in it.
+
+    On errors the offending keys (or list entries) are left out and the rest validated again,
+    so the cross-checks (numbers, duplicates, fallbacks) still run on the sound part; the
+    second pass reports nothing.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+    for err in errors:
+        problems.add(loc + tuple(err["loc"]), _pydantic_message(err))
+    if not isinstance(data, dict):
+        return None
+    sound: dict[str, Any] = dict(data)
+    dropped: dict[str, set[int]] = {}
+    for err in errors:
+        sub = tuple(err["loc"])
+        if not sub or not isinstance(sub[0], str):
+            return None
+        if len(sub) >= 2 and isinstance(sub[1], int) and isinstance(data.get(sub[0]), list):
+            dropped.setdefault(sub[0], set()).add(sub[1])
+        else:
+            sound.pop(sub[0], None)
+    for key, indexes in dropped.items():
+        if key in sound:
+            sound[key] = [v for i, v in enumerate(data[key]) if i not in indexes]
+    try:
+        return model.model_validate(sound)
+    except ValidationError:
+        return None
+
+
+_TOP_LEVEL = ("defaults", "pools", "screening")
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
     """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
+    from tomlkit.exceptions import TOMLKitError
+
+    positions = _Positions(text)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
-    problems = _Problems(source, text)
-    try:
-        parsed = ConfigFile.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            problems.add(_path(loc), _pydantic_message(err), _needle(data, loc, err["type"]))
-        raise ConfigError(source, problems.items) from None
-    config = _resolve(parsed, problems, source)
-    if problems.items:
+        data = positions.parse()
+    except TOMLKitError as exc:
+        message = str(exc).rsplit(" at line ", 1)[0]
+        line = positions.syntax_line(exc)
+        raise ConfigError(source, [f"{source}:{line}: TOML syntax: {message}"]) from None
+    problems = _Problems(source, positions)
+    for key in data:
+        if key not in _TOP_LEVEL:
+            problems.add((key,), "unknown key (check the spelling)")
+    defaults = _section(DefaultsSection, data.get("defaults", {}), ("defaults",), problems)
+    screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
+    sections: dict[str, PoolSection] = {}
+    partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
+    raw_pools = data.get("pools")
+    if raw_pools is None:
+        problems.add((), "no [pools.NAME] table: at least one pool is required")
+    elif not isinstance(raw_pools, dict) or not raw_pools:
+        problems.add(("pools",), "expected [pools.NAME] tables, at least one")
+    else:
+        for name, raw in raw_pools.items():
+            before = len(problems.found)
+            section = _section(PoolSection, raw, ("pools", name), problems)
+            if section is not None:
+                sections[name] = section
+            if len(problems.found) != before:
+                partial.add(name)
+    config = _resolve(
+        defaults or DefaultsSection(),
+        sections,
+        screening or ScreeningConfig(),
+        problems,
+        source,
+        partial,
+    )
+    if problems.found or config is None:
         raise ConfigError(source, problems.items)
-    assert config is not None
     return config
 
 
@@ -267,84 +412,102 @@ def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+        raise ConfigError(str(path), [f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+        raise ConfigError(str(path), [f"{path}: file is not UTF-8 text"]) from None
     return parse_config(text, str(path))
 
 
 def _rules(
-    defaults: DefaultsSection, pool: PoolSection, where: str, problems: _Problems
-) -> PoolRules | None:
+    defaults: DefaultsSection, pool: PoolSection, where: Loc, problems: _Problems
+) -> tuple[PoolRules | None, str | None]:
+    """The pool's rules, and the region to read its numbers in (None: unknown region).
+
+    A bad time zone still lets the numbers be checked; each problem is reported where it is
+    written (the pool's key, or [defaults] once for every pool that inherits it)."""
+    import phonenumbers
+
     merged = defaults.model_dump()
     for key, value in pool.model_dump(include=set(PoolRulesFields.model_fields)).items():
         if value is not None:
             merged[key] = value
+    tz: ZoneInfo | None
     try:
         tz = ZoneInfo(merged["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
-        src = "timezone" if pool.timezone else "defaults.timezone"
-        path = f"{where}.timezone" if pool.timezone else src
-        problems.add(path, f"unknown time zone {merged['timezone']!r}", merged["timezone"])
-        return None
-    region = str(merged["region"]).upper()
-    import phonenumbers
-
+        loc = (*where, "timezone") if pool.timezone else ("defaults", "timezone")
+        problems.add(loc, f"unknown time zone {merged['timezone']!r}")
+        tz = None
+    region: str | None = str(merged["region"]).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
-        path = f"{where}.region" if pool.region else "defaults.region"
-        problems.add(
-            path,
-            f"unknown region {merged['region']!r} (use an ISO code such as FR, US)",
-            merged["region"],
-        )
-        return None
+        loc = (*where, "region") if pool.region else ("defaults", "region")
+        problems.add(loc, f"unknown region {merged['region']!r} (use an ISO code such as FR, US)")
+        region = None
+    if tz is None or region is None:
+        return None, region
     merged["timezone"] = tz
     merged["region"] = region
-    return PoolRules(**merged)
+    return PoolRules(**merged), region
 
 
-def _resolve(parsed: ConfigFile, problems: _Problems, source: str) -> Config | None:
+def _resolve(
+    defaults: DefaultsSection,
+    sections: dict[str, PoolSection],
+    screening: ScreeningConfig,
+    problems: _Problems,
+    source: str,
+    partial: set[str],
+) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
     numbers: dict[str, NumberConfig] = {}
     seen_at: dict[str, str] = {}
-    for pool_name, section in parsed.pools.items():
-        where = f"pools.{pool_name}"
+    for pool_name, section in sections.items():
+        where: Loc = ("pools", pool_name)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", pool_name):
-            problems.add(where, "pool names use letters, digits, '-' or '_' (at most 32)", where)
-        rules = _rules(parsed.defaults, section, where, problems)
-        if rules is None:
-            continue
+            problems.add(where, "pool names use letters, digits, '-' or '_' (at most 32)")
+        rules, region = _rules(defaults, section, where, problems)
         if section.reserve and section.purposes:
-            problems.add(f"{where}.purposes", "a reserve pool serves no purposes directly", where)
+            problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
         pool_numbers: list[NumberConfig] = []
         for i, entry in enumerate(section.numbers):
-            npath = f"{where}.numbers[{i}].number"
+            nloc: Loc = (*where, "numbers", i, "number")
+            if region is None:
+                continue
             try:
-                e164 = phone.to_e164(entry.number, rules.region)
+                e164 = phone.to_e164(entry.number, region)
             except phone.InvalidNumber as exc:
-                problems.add(npath, f"{entry.number!r} is not a valid number ({exc})", entry.number)
+                problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
                 continue
             if e164 in seen_at:
-                problems.add(
-                    npath, f"{e164} is already listed at {seen_at[e164]}", entry.number, nth=2
-                )
+                problems.add(nloc, f"{e164} is already listed at {seen_at[e164]}")
                 continue
-            seen_at[e164] = npath
-            cfg = NumberConfig(
-                e164, entry.name, entry.daily_cap or rules.daily_cap, entry.active, pool_name
-            )
+            seen_at[e164] = _path(nloc)
+            cap = entry.daily_cap or (rules.daily_cap if rules else defaults.daily_cap)
+            cfg = NumberConfig(e164, entry.name, cap, entry.active, pool_name)
             pool_numbers.append(cfg)
             numbers[e164] = cfg
-        for purpose in section.purposes:
+        for i, purpose in enumerate(section.purposes):
             if purpose in purposes:
                 problems.add(
-                    f"{where}.purposes",
+                    (*where, "purposes", i),
                     f"purpose {purpose!r} is already served by pool {purposes[purpose]!r}",
-                    purpose,
                 )
             purposes[purpose] = pool_name
-        fallback, fallback_name = _fallback(section, pool_numbers, rules, where, problems, numbers)
+        if region is None:
+            continue
+        # An entry left out for a schema error may be the fallback: then it is not judged.
+        fallback, fallback_name = _fallback(
+            section,
+            pool_numbers,
+            region,
+            where,
+            problems,
+            screening.own_numbers,
+            judge=pool_name not in partial,
+        )
+        if rules is None:
+            continue
         pools[pool_name] = PoolConfig(
             name=pool_name,
             purposes=tuple(section.purposes),
@@ -354,38 +517,46 @@ def _resolve(parsed: ConfigFile, problems: _Problems, source: str) -> Config | N
             rules=rules,
             numbers=tuple(pool_numbers),
         )
-    if not problems.items and not any(not p.reserve for p in pools.values()):
-        problems.add("pools", "at least one pool must not be a reserve pool")
-    if problems.items:
+    if not problems.found and not any(not p.reserve for p in pools.values()):
+        problems.add(("pools",), "at least one pool must not be a reserve pool")
+    if problems.found:
         return None
+    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening)
     return Config(
         source=source,
         pools=MappingProxyType(pools),
         purposes=MappingProxyType(purposes),
         numbers=MappingProxyType(numbers),
-        raw=parsed,
+        raw=raw,
     )
 
 
 def _fallback(
     section: PoolSection,
     pool_numbers: list[NumberConfig],
-    rules: PoolRules,
-    where: str,
+    region: str,
+    where: Loc,
     problems: _Problems,
-    numbers: dict[str, NumberConfig],
+    own_numbers: tuple[str, ...],
+    *,
+    judge: bool = True,
 ) -> tuple[str, str]:
+    """The caller ID of an exhausted pool: one of its numbers, or a declared own number (a
+    switchboard), never a number the centre has not said is its own."""
     default_name = pool_numbers[0].name if pool_numbers else ""
     if section.fallback is None:
         return (pool_numbers[0].number, default_name) if pool_numbers else ("", "")
+    loc = (*where, "fallback")
     try:
-        e164 = phone.to_e164(section.fallback, rules.region)
+        e164 = phone.to_e164(section.fallback, region)
     except phone.InvalidNumber as exc:
-        problems.add(
-            f"{where}.fallback",
-            f"{section.fallback!r} is not a valid number ({exc})",
-            section.fallback,
-        )
+        problems.add(loc, f"{section.fallback!r} is not a valid number ({exc})")
         return "", ""
-    own = numbers.get(e164)
+    own = next((n for n in pool_numbers if n.number == e164), None)
+    if judge and own is None and e164 not in own_numbers:
+        problems.add(
+            loc,
+            f"{e164} is not one of this pool's numbers; to present another number of the "
+            "centre (a switchboard), declare it in [screening] own_numbers",
+        )
     return e164, own.name if own else default_name

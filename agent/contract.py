@@ -35,9 +35,33 @@ VERDICT_VOICEMAIL = "voicemail"
 VERDICT_BLOCK = "block"
 VERDICTS = (VERDICT_ALLOW, VERDICT_CHALLENGE, VERDICT_VOICEMAIL, VERDICT_BLOCK)
 
+# One round trip instead of five: when the script path asks ``?answer=one``, the agent sets
+# only TRUSTLINE_ANSWER, these fields joined by ANSWER_SEPARATOR, and the subroutine splits
+# it with ${CUT(TRUSTLINE_ANSWER,|,N)}. The caller name is last (read as field "5-"), so a
+# '|' in it is kept; the other fields are code words, E.164 numbers or pool names (no '|').
+# One SET VARIABLE with a quoted value is parsed by Asterisk like every other (res_agi.c
+# parse_args): no comma or quote in a value is read as syntax, unlike EXEC MSet's arguments.
+VAR_ANSWER = "TRUSTLINE_ANSWER"
+ANSWER_SEPARATOR = "|"
+QUERY_ANSWER, QUERY_ANSWER_ONE = "answer", "one"
+OUTBOUND_ANSWER_FIELDS = (VAR_STATUS, VAR_POOL, VAR_REASON, CALLERID_NUM, CALLERID_NAME)
+INBOUND_ANSWER_FIELDS = (VAR_VERDICT, VAR_SCORE, VAR_REASONS)
+
 # Variables the dialplan owns and the agent only documents (set by the dialplan itself).
 DIALPLAN_GLOBAL_FALLBACK_CID = "TRUSTLINE_FALLBACK_CID"
-DIALPLAN_OWNED = frozenset({DIALPLAN_GLOBAL_FALLBACK_CID})
+# [globals] the admin may set; each subroutine has the documented default.
+DIALPLAN_GLOBAL_AGI_URL = "TRUSTLINE_AGI_URL"  # agi://127.0.0.1:4573
+DIALPLAN_GLOBAL_BIN = "TRUSTLINE_BIN"  # /usr/bin/trustline
+DIALPLAN_GLOBAL_DATA_DIR = "TRUSTLINE_DATA_DIR"  # /var/lib/trustline
+DIALPLAN_DEFAULT_AGI_URL = "agi://127.0.0.1:4573"
+DIALPLAN_OWNED = frozenset(
+    {
+        DIALPLAN_GLOBAL_FALLBACK_CID,
+        DIALPLAN_GLOBAL_AGI_URL,
+        DIALPLAN_GLOBAL_BIN,
+        DIALPLAN_GLOBAL_DATA_DIR,
+    }
+)
 
 ROUTES = frozenset({ROUTE_OUTBOUND, ROUTE_INBOUND})
 
@@ -51,6 +75,7 @@ OUTBOUND_SETS = (CALLERID_NUM, CALLERID_NAME, VAR_STATUS, VAR_POOL, VAR_REASON)
 INBOUND_SETS = (VAR_VERDICT, VAR_SCORE, VAR_REASONS)
 AGENT_SET_VARIABLES = frozenset(
     {
+        VAR_ANSWER,
         CALLERID_NUM,
         CALLERID_NAME,
         VAR_STATUS,

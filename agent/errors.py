@@ -16,14 +16,20 @@ class ConfigError(TrustlineError):
     ``problems`` holds one human-readable line per problem, each naming its location.
     """
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], hint: str = "") -> None:
         self.source = source
         self.problems = problems
+        self.hint = hint  # what the admin can do meanwhile (shown after the problems)
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
 class BadRequest(TrustlineError):
     """A caller (dialplan, CLI, API) passed arguments that cannot be served."""
+
+
+class BadData(TrustlineError):
+    """An argument is well-formed for the command but its value is not valid data (a phone
+    number that is not a number)."""
 
 
 class UnknownNumber(TrustlineError):
@@ -32,6 +38,10 @@ class UnknownNumber(TrustlineError):
 
 class StoreError(TrustlineError):
     """The store failed or is unreachable."""
+
+
+class StoreNotFound(StoreError):
+    """No store where one was expected: admin commands never create one."""
 
 
 class KeyringError(TrustlineError):

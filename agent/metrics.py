@@ -5,6 +5,9 @@ Feature modules define their own metrics on ``Metrics.registry``.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,11 +18,20 @@ from agent.agi.routing import AgiAnswer
 from agent.services.outbound import Decision
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Label values are code words (statuses, reasons, route names): lower-case, short, no digits
+# run long enough to be a phone number.
+_LABEL = re.compile(r"(?!.*[0-9]{4})[a-z][a-z0-9_:]{0,39}")
+MAX_LABEL_VALUES = 64
+PAGE_SECONDS = 1.0
 
 
 class _UsableNumbers(Collector):
+    """Reads a snapshot taken on the event loop: the page itself is built on a thread, and the
+    service's state must only be read from the loop."""
+
     def __init__(self, source: Callable[[], dict[str, int]]) -> None:
-        self._source = source
+        self.source = source
+        self.snapshot: dict[str, int] = {}
 
     def collect(self):  # type: ignore[no-untyped-def]
         family = GaugeMetricFamily(
@@ -27,7 +39,7 @@ class _UsableNumbers(Collector):
             "Numbers that can be handed out now, per pool",
             labels=["pool"],
         )
-        for pool, count in sorted(self._source().items()):
+        for pool, count in sorted(self.snapshot.items()):
             family.add_metric([pool], count)
         yield family
 
@@ -45,6 +57,12 @@ class Metrics:
             "trustline_agi_sessions",
             "FastAGI sessions answered, by route and outcome",
             ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "trustline_agi_overload",
+            "FastAGI requests answered with the fallback at once: too many in flight, or late",
+            ["route"],
             registry=self.registry,
         )
         self.deadline_misses = Counter(
@@ -70,6 +88,10 @@ class Metrics:
             registry=self.registry,
         )
         self._answer_children = {}
+        self._label_values = {}
+        self._usable = []
+        self._rendering = None
+        self._page = None
         self.config_loaded = Gauge(
             "trustline_config_last_reload_success",
             "1 when the last config reload succeeded",
@@ -77,19 +99,40 @@ class Metrics:
         )
 
     _answer_children: dict[tuple[str, str], tuple[Counter, Histogram]]
+    _label_values: dict[str, set[str]]
+    _usable: list[_UsableNumbers]
+    _rendering: asyncio.Future[bytes] | None
+    _page: tuple[float, bytes] | None
 
     def watch_usable(self, source: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_UsableNumbers(source))
+        self._usable.append(_UsableNumbers(source))
+        self.registry.register(self._usable[-1])
 
     def on_decision(self, decision: Decision) -> None:
-        self.decisions.labels(decision.status, decision.reason).inc()
+        self.decisions.labels(
+            self._bounded("status", decision.status), self._bounded("reason", decision.reason)
+        ).inc()
+
+    def _bounded(self, kind: str, value: str) -> str:
+        """A label value from a small fixed vocabulary: anything else is ``other``, and at
+        most ``MAX_LABEL_VALUES`` distinct values per kind ever make a series."""
+        if not _LABEL.fullmatch(value):
+            return "other"
+        seen = self._label_values.setdefault(kind, set())
+        if value not in seen:
+            if len(seen) >= MAX_LABEL_VALUES:
+                return "other"
+            seen.add(value)
+        return value
 
     def on_alert(self, kind: str, pool: str | None, message: str) -> None:
         self.alerts.labels(kind).inc()
 
-    def on_answer(self, route: str, answer: AgiAnswer, seconds: float, missed: bool) -> None:
+    def on_answer(self, route: str, answer: AgiAnswer, seconds: float, failure: str) -> None:
+        """``route`` is a served route's name or ``unknown`` (never a name as the peer sent it)."""
         # On every call: look label children up once (labels() takes a lock and builds a key).
-        key = (route, answer.outcome or "none")
+        route = self._bounded("route", route)
+        key = (route, self._bounded("outcome", answer.outcome or "none"))
         children = self._answer_children.get(key)
         if children is None:
             children = self._answer_children[key] = (
@@ -98,8 +141,36 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
-        if missed:
+        if failure == "deadline":
             self.deadline_misses.labels(route).inc()
+        elif failure == "overload":
+            self.shed.labels(route).inc()
 
     def render(self) -> bytes:
+        """The page, built here (tests, CLI). The HTTP view uses ``render_async``."""
+        self._snapshot()
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """The page, built on a thread so a large page never holds up a call. Requests that
+        arrive while one is being built share it, and a page is reused for ``PAGE_SECONDS``
+        (scrapes come every 15 s or so; a flood of requests costs one build a second)."""
+        now = time.monotonic()
+        if self._page is not None and now - self._page[0] < PAGE_SECONDS:
+            return self._page[1]
+        if self._rendering is None:
+            self._snapshot()  # on the loop: the services' state is not thread-safe
+            self._rendering = asyncio.ensure_future(
+                asyncio.to_thread(generate_latest, self.registry)
+            )
+            self._rendering.add_done_callback(self._rendered)
+        return await asyncio.shield(self._rendering)
+
+    def _rendered(self, future: asyncio.Future[bytes]) -> None:
+        self._rendering = None
+        if not future.cancelled() and future.exception() is None:
+            self._page = (time.monotonic(), future.result())
+
+    def _snapshot(self) -> None:
+        for collector in self._usable:
+            collector.snapshot = collector.source()

@@ -7,8 +7,10 @@ Settings say where things are and how the process listens; pool policy lives in 
 from __future__ import annotations
 
 import ipaddress
+import os
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +21,24 @@ from agent.errors import ConfigError
 def example_config_path() -> Path:
     """The pools.toml shipped with the package: the embedded default."""
     return Path(str(resources.files("agent") / "examples" / "pools.toml"))
+
+
+SYSTEM_DATA_DIR = Path("/var/lib/trustline")
+
+
+def default_data_dir() -> Path:
+    """Where the store lives when neither TRUSTLINE_DATA_DIR nor --data-dir says.
+
+    The same for ``run`` and every admin command, whatever the current folder:
+    /var/lib/trustline when that folder exists (a system install creates it, for the agent's
+    user), else the user's state folder ($XDG_STATE_HOME/trustline, by default
+    ~/.local/state/trustline), which ``trustline run`` creates on a fresh machine.
+    """
+    if SYSTEM_DATA_DIR.is_dir():
+        return SYSTEM_DATA_DIR
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "trustline"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -33,13 +53,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRUSTLINE_", frozen=True, extra="ignore")
 
     config: Path = Field(default_factory=example_config_path)
-    data_dir: Path = Path("trustline-data")
+    data_dir: Path = Field(default_factory=default_data_dir)
     agi_listen: str = "127.0.0.1:4573"
     # Peers allowed to open FastAGI sessions (addresses or networks, comma separated).
     agi_allow: str = "127.0.0.1/32,::1/128"
     http_listen: str = "127.0.0.1:8080"
     deadline_ms: int = Field(250, ge=10, le=10_000)
+    # FastAGI sessions being decided at once; beyond, the route's fallback answers at once.
+    agi_max_in_flight: int = Field(256, ge=1, le=100_000)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     config_poll_seconds: float = Field(2.0, gt=0)
 
     ami_host: str = "127.0.0.1"
@@ -54,6 +77,12 @@ class Settings(BaseSettings):
     retention_days: int = Field(365, ge=1)
     recordings_quiet_seconds: float = Field(600.0, gt=0)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, v: Path) -> Path:
+        # Messages name the folder in full; a relative one is read once, here.
+        return Path(os.path.abspath(v.expanduser()))
+
     @field_validator("agi_listen", "http_listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
@@ -63,9 +92,17 @@ class Settings(BaseSettings):
     @field_validator("agi_allow")
     @classmethod
     def _check_allow(cls, v: str) -> str:
-        for part in v.split(","):
-            if part.strip():
-                ipaddress.ip_network(part.strip(), strict=False)
+        parts = [part.strip() for part in v.split(",") if part.strip()]
+        if not parts:
+            # Empty must not mean "everybody": the PBX's address has to be named.
+            raise ValueError(
+                "empty: name the PBX addresses allowed to connect, e.g. 127.0.0.1/32,::1/128"
+            )
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or network") from None
         return v
 
     @property

@@ -1,6 +1,7 @@
 """Inbound screening speed, against outbound decisions and a bare FastAGI exchange, same run.
 
-Run by hand:  .venv/bin/python bench/inbound.py [--sessions 4000]
+Run by hand:  .venv/bin/python bench/inbound.py [--sessions 1000] [--rounds 3]
+              .venv/bin/python bench/inbound.py --open-loop 500 [--duration 4]
 
 Prints sessions/s and p50/p99 latency for
   (a) bare     - an asyncio FastAGI server answering fixed commands, no policy, no store
@@ -14,7 +15,11 @@ at 1 and 50 concurrent sessions, then the in-process cost of one decision (pure 
 whole service with its store). The four loads run in interleaved rounds (default 3), each round
 with numbers never seen before, and medians are printed: on a shared 2-core machine one run
 alone swings by a third. The agent runs in its own process; the load generator speaks
-the captured Asterisk bytes (fastagi-inbound.jsonl).
+the captured Asterisk bytes (fastagi-inbound.jsonl), as the shipped subroutine calls the
+agent (caller number as fourth argument, one TRUSTLINE_ANSWER variable); the bare server sends
+one SET VARIABLE too. ``--open-loop RATE`` starts sessions on a fixed schedule instead, for the
+agent and the bare server in turn. The last line is
+``NAME: <figure> = <ratio> of <baseline> [goal <goal>]``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +41,18 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outbound import (  # noqa: E402  (the same load generator as the outbound bench)
     BARE_SERVER,
+    SCRIPT,
     agent_env,
     free_port,
     load,
+    open_loop,
     pools_toml,
+    quantiles,
     wait_port,
 )
 from bench.outbound import one_session as outbound_session  # noqa: E402
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
+from tests.test_dialplan_contract import asterisk_filter  # noqa: E402  (the subroutine's FILTER)
 
 OUTBOUND_CALLEE = "0142123456"
 ATTESTATIONS = [
@@ -88,8 +98,13 @@ def inbound_blocks(n: int, offset: int = 0) -> list[bytes]:
     return [
         header_block(
             "fastagi-inbound.jsonl",
-            "inbound",
-            [lines[i % 10], ATTESTATIONS[i % len(ATTESTATIONS)]],
+            "inbound?answer=one",
+            [
+                lines[i % 10],
+                ATTESTATIONS[i % len(ATTESTATIONS)],
+                "",
+                asterisk_filter("0-9+", caller),
+            ],
             {
                 "agi_callerid": caller,
                 "agi_callingpres": str(pres),
@@ -100,14 +115,18 @@ def inbound_blocks(n: int, offset: int = 0) -> list[bytes]:
     ]
 
 
-async def one_session(port: int, block: bytes, verdicts: Counter[str]) -> float:
+def verdict_counter(verdicts: Counter[str]) -> Callable[[bytes], None]:
     def count(line: bytes) -> None:
-        if line.startswith(b"SET VARIABLE TRUSTLINE_REASONS"):
-            verdicts["failure-policy" if b"screening_unavailable" in line else "decided"] += 1
-        elif line.startswith(b"SET VARIABLE TRUSTLINE_VERDICT"):
-            verdicts[line.split(b'"')[1].decode()] += 1
+        if line.startswith(b"SET VARIABLE TRUSTLINE_ANSWER"):
+            verdict, _, reasons = line.split(b'"')[1].decode().split("|")
+            verdicts["failure-policy" if "screening_unavailable" in reasons else "decided"] += 1
+            verdicts[verdict] += 1
 
-    return await outbound_session(port, block, count)
+    return count
+
+
+async def one_session(port: int, block: bytes, verdicts: Counter[str]) -> float:
+    return await outbound_session(port, block, verdict_counter(verdicts))
 
 
 async def load_many(
@@ -184,8 +203,8 @@ def outbound_blocks(n: int, offset: int) -> list[bytes]:
     return [
         header_block(
             "fastagi-outbound.jsonl",
-            "outbound?purpose=reminder",
-            ["reminder", f"06{13000000 + offset + i:08d}"],
+            SCRIPT,
+            ["reminder", f"06{13000000 + offset + i:08d}", ""],
         )
         for i in range(n)
     ]
@@ -211,14 +230,17 @@ def measured(elapsed: float, latencies: list[float]) -> tuple[float, float, floa
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sessions", type=int, default=4000)
+    parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--decisions", type=int, default=5000)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--open-loop", type=float, metavar="RATE", help="arrivals per second")
+    parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
     args = parser.parse_args()
+    if args.open_loop:
+        await open_loop_main(args.open_loop, args.duration, args.rounds)
+        return
     n, rounds = args.sessions, args.rounds
-    out_block = header_block(
-        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", OUTBOUND_CALLEE]
-    )
+    out_block = header_block("fastagi-outbound.jsonl", SCRIPT, ["reminder", OUTBOUND_CALLEE, ""])
     # Fresh numbers for every round and concurrency (and for the warm-up, offset 0).
     step = n + 200
     in_blocks = {k: inbound_blocks(n, (k + 1) * step) for k in range(2 * rounds)}
@@ -243,18 +265,16 @@ async def main() -> None:
             wait_port(bare_port)
             wait_port(agi_port)
             for ci, concurrency in enumerate((1, 50)):
-                await load(bare_port, 200, concurrency, out_block)  # warm-ups
-                await load(agi_port, 200, concurrency, out_block)
-                await load_many(agi_port, outbound_blocks(200, 0), concurrency, Counter())
+                await load(bare_port, [out_block] * 200, concurrency)  # warm-ups
+                await load(agi_port, [out_block] * 200, concurrency)
+                await load(agi_port, outbound_blocks(200, 0), concurrency)
                 await load_many(agi_port, inbound_blocks(200, 0), concurrency, Counter())
                 for r in range(rounds):
                     k = ci * rounds + r
                     got = {
-                        "bare": await load(bare_port, n, concurrency, out_block),
-                        "outbound": await load(agi_port, n, concurrency, out_block),
-                        "out-dist": await load_many(
-                            agi_port, out_blocks[k], concurrency, Counter()
-                        ),
+                        "bare": await load(bare_port, [out_block] * n, concurrency),
+                        "outbound": await load(agi_port, [out_block] * n, concurrency),
+                        "out-dist": await load(agi_port, out_blocks[k], concurrency),
                         "inbound": await load_many(agi_port, in_blocks[k], concurrency, verdicts),
                     }
                     for label, (elapsed, lat) in got.items():
@@ -284,6 +304,63 @@ async def main() -> None:
     shown = ", ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
     print(f"inbound answers (all timed rounds): {shown}", flush=True)
     await decision_cost(args.decisions)
+    rate = statistics.median(r for r, _, _ in runs[("inbound", 50)])
+    bare_rate = statistics.median(r for r, _, _ in runs[("bare", 50)])
+    print(
+        f"inbound: {rate:.0f} decisions/s at c=50 = {rate / bare_rate:.2f} of bare [goal >= 0.80]",
+        flush=True,
+    )
+
+
+async def open_loop_main(rate: float, duration: float, rounds: int) -> None:
+    n = int(rate * duration)
+    figures: dict[str, list[tuple[float, float]]] = {}
+    bare_port = free_port()
+    bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], dict(os.environ))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "pools.toml"
+        config.write_text(pools_toml(20, 10_000_000))
+        agi_port = free_port()
+        agent = spawn(
+            [sys.executable, "-m", "agent", "run"], agent_env(config, Path(tmp), agi_port)
+        )
+        try:
+            wait_port(bare_port)
+            wait_port(agi_port)
+            for r in range(rounds):
+                for label, port in (("bare", bare_port), ("agent", agi_port)):
+                    answers: Counter[str] = Counter()
+                    blocks = inbound_blocks(n, (2 * r + 1) * n + (n if label == "agent" else 0))
+                    if label == "agent":
+                        counter = verdict_counter
+                        _, lat = await open_loop(port, blocks, rate, 5.0, answers, counter)
+                        # Served: screened in time (a verdict, not the failure policy's allow).
+                        served = answers["decided"]
+                    else:  # the bare server's fixed answer
+                        served, lat = await open_loop(port, blocks, rate, 5.0, answers)
+                    p99 = quantiles(lat)[1] if len(lat) > 2 else float("inf")
+                    figures.setdefault(label, []).append((served / n, p99))
+                    print(
+                        f"{label:<6} open loop {rate:.0f}/s for {duration:.0f} s: served"
+                        f" {served}/{n} ({served / n:.1%}), p99 {p99:.1f} ms,"
+                        f" answers {dict(answers)}",
+                        flush=True,
+                    )
+        finally:
+            agent.terminate()
+            bare.terminate()
+            agent.wait(30)
+            bare.wait(30)
+    served = statistics.median(s for s, _ in figures["agent"])
+    bare_served = statistics.median(s for s, _ in figures["bare"])
+    p99_ratio = statistics.median(p for _, p in figures["agent"]) / statistics.median(
+        p for _, p in figures["bare"]
+    )
+    print(f"open loop: agent p99 = {p99_ratio:.2f}x bare's [goal <= 2]")
+    print(
+        f"inbound-open-loop-{rate:.0f}: {served:.1%} served = {served / bare_served:.2f} of bare"
+        " [goal >= 0.99]"
+    )
 
 
 if __name__ == "__main__":

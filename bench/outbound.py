@@ -1,14 +1,22 @@
-"""Outbound decision speed, measured against a bare FastAGI exchange and classic AGI.
+"""Outbound decision speed against a bare FastAGI server and classic AGI, in the same run.
 
-Run by hand:  .venv/bin/python bench/outbound.py [--sessions 4000]
+Run by hand:
+    .venv/bin/python bench/outbound.py [--sessions 1000] [--rounds 3]
+    .venv/bin/python bench/outbound.py --open-loop 500 [--duration 5]
+    .venv/bin/python bench/outbound.py --selection    # decision cost at 100..100,000 numbers
+    .venv/bin/python bench/outbound.py --http-load 200 # c=50 calls with and without HTTP load
 
-Prints sessions/s and p50/p99 latency at 1 and 50 concurrent sessions for:
-  (a) bare   - an asyncio FastAGI server answering the same commands, no policy, no store
-  (b) agent  - `trustline run` (real config, real SQLite, caps enforced)
-  (c) classic - one process per call: a pyst2 AGI script spawned for every call (at most 8
-      at once; the "c=50" comparison uses that best rate)
-then the per-decision cost of the selection with pools of 100 to 100,000 numbers.
-Each server runs in its own process; the load generator speaks the captured Asterisk bytes.
+Closed loop: sessions/s and p50/p99 at 1 and 50 concurrent sessions for
+  (a) bare    - an asyncio FastAGI server sending the same answer (one SET VARIABLE, as the
+                agent does for the shipped subroutine), no policy, no store
+  (b) agent   - `trustline run` (real config, real SQLite, caps enforced), a different callee
+                every call, as a real reminder run has
+  (c) classic - one process per call: a pyst2 AGI script spawned for every call (8 at once)
+bare and agent run in interleaved rounds, each with callees never seen before, and the
+medians of the rounds are printed (one run alone swings by a third on a shared machine).
+Open loop: sessions start on a fixed schedule (RATE per second, whatever the answers), for
+the agent and the bare server in turn; counts what was served in time and what fell back.
+The last line is ``NAME: <figure> = <ratio> of <baseline> [goal <goal>]``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,13 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
 
-ANSWER = [
-    'SET VARIABLE CALLERID(num) "+33142000001"',
-    'SET VARIABLE CALLERID(name) "Clinique StMarc"',
-    'SET VARIABLE TRUSTLINE_STATUS "ok"',
-    'SET VARIABLE TRUSTLINE_POOL "reminders"',
-    'SET VARIABLE TRUSTLINE_REASON "least_used"',
-]
+ANSWER = ['SET VARIABLE TRUSTLINE_ANSWER "ok|reminders|least_used|+33142000001|Clinique StMarc"']
+SCRIPT = "outbound?answer=one"  # what dialplan/trustline.conf asks
 
 BARE_SERVER = """
 import asyncio, sys
@@ -54,7 +58,7 @@ async def serve(reader, writer):
     finally:
         writer.close()
 async def main():
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), backlog=4096)
     print("ready", flush=True)
     await asyncio.sleep(3600)
 asyncio.run(main())
@@ -63,9 +67,8 @@ asyncio.run(main())
 CLASSIC_SCRIPT = """
 from asterisk.agi import AGI
 agi = AGI()
-for name, value in %r:
-    agi.set_variable(name, value)
-""" % ([(line.split(" ")[2], line.split('"')[1]) for line in ANSWER],)
+agi.set_variable("TRUSTLINE_ANSWER", %r)
+""" % (ANSWER[0].split('"')[1],)
 
 
 def free_port() -> int:
@@ -92,30 +95,71 @@ async def one_session(
     return time.perf_counter() - start
 
 
+def status_counter(outcomes: Counter[str]) -> Callable[[bytes], None]:
+    def count(line: bytes) -> None:
+        if line.startswith(b"SET VARIABLE TRUSTLINE_ANSWER"):
+            outcomes[line.split(b'"')[1].split(b"|")[0].decode() or "none"] += 1
+        elif line.startswith(b"SET VARIABLE TRUSTLINE_STATUS"):
+            outcomes[line.split(b'"')[1].decode()] += 1
+
+    return count
+
+
 async def load(
-    port: int, sessions: int, concurrency: int, block: bytes
+    port: int,
+    blocks: list[bytes],
+    concurrency: int,
+    outcomes: Counter[str] | None = None,
 ) -> tuple[float, list[float]]:
+    """Closed loop: ``concurrency`` workers, each starting a session when its last ended."""
     latencies: list[float] = []
-    queue = iter(range(sessions))
+    queue = iter(blocks)
+    on_line = status_counter(outcomes) if outcomes is not None else None
 
     async def worker() -> None:
-        for _ in queue:
-            latencies.append(await one_session(port, block))
+        for block in queue:
+            latencies.append(await one_session(port, block, on_line))
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - start, latencies
 
 
-def summary(
-    label: str, concurrency: int, elapsed: float, latencies: list[float]
-) -> tuple[str, float, float]:
-    rate = len(latencies) / elapsed
+async def open_loop(
+    port: int,
+    blocks: list[bytes],
+    rate: float,
+    give_up: float,
+    outcomes: Counter[str],
+    counter: Callable[[Counter[str]], Callable[[bytes], None]] | None = None,
+) -> tuple[int, list[float]]:
+    """Sessions start at fixed times (i / rate), answered or not. Returns (answered,
+    latencies of the answered); a session not done within ``give_up`` seconds is not answered.
+    ``outcomes`` counts each answer's status (verdict inbound): a fallback is not "served"."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    latencies: list[float] = []
+    count = (counter or status_counter)(outcomes)
+
+    async def one(block: bytes) -> None:
+        try:
+            latencies.append(await asyncio.wait_for(one_session(port, block, count), give_up))
+        except (TimeoutError, OSError):
+            outcomes["not served"] += 1
+
+    tasks = []
+    for i, block in enumerate(blocks):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(block)))
+    await asyncio.gather(*tasks)
+    return len(latencies), latencies
+
+
+def quantiles(latencies: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(latencies, n=100)
-    p50, p99 = q[49] * 1000, q[98] * 1000
-    line = f"{label:<8} c={concurrency:<3} {rate:8.0f} sessions/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-    print(line, flush=True)
-    return line, rate, p99
+    return q[49] * 1000, q[98] * 1000
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -186,13 +230,25 @@ numbers = [
 """
 
 
-async def selection_cost(sizes: list[int], decisions: int) -> list[str]:
+def callee_blocks(n: int, offset: int) -> list[bytes]:
+    """A different callee each call (never seen before in this run), as a reminder run has."""
+    return [
+        header_block(
+            "fastagi-outbound.jsonl",
+            SCRIPT,
+            ["reminder", f"06{13000000 + offset + i:08d}", ""],
+            {"agi_uniqueid": f"1795344877.{offset + i}"},
+        )
+        for i in range(n)
+    ]
+
+
+async def selection_cost(sizes: list[int], decisions: int) -> None:
     from agent.clock import SystemClock
     from agent.config import parse_config
     from agent.services.outbound import OutboundService
     from agent.store import open_database
 
-    lines = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             config = parse_config(pools_toml(size, 1_000_000))
@@ -206,67 +262,192 @@ async def selection_cost(sizes: list[int], decisions: int) -> list[str]:
             per = (time.perf_counter() - start) / decisions * 1e6
             await service.stop()
             await db.close()
-        line = f"selection  {size:>7} numbers: {per:7.1f} us/decision (claim in SQLite included)"
-        print(line, flush=True)
-        lines.append(line)
-    return lines
+        print(f"selection  {size:>7} numbers: {per:7.1f} us/decision", flush=True)
+
+
+class Servers:
+    """The bare server and the agent, each in its own process, for the whole run."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.bare_port, self.agi_port = free_port(), free_port()
+        self.bare = subprocess.Popen(
+            [sys.executable, "-c", BARE_SERVER, str(self.bare_port)], stdout=subprocess.DEVNULL
+        )
+        config = tmp / "pools.toml"
+        config.write_text(pools_toml(20, 10_000_000))
+        env = agent_env(config, tmp, self.agi_port)
+        self.http = "http://" + env["TRUSTLINE_HTTP_LISTEN"]
+        self.agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
+        wait_port(self.bare_port)
+        wait_port(self.agi_port)
+
+    def stop(self) -> None:
+        for proc in (self.agent, self.bare):
+            proc.terminate()
+            proc.wait(30)
+
+
+async def closed_loop(servers: Servers, n: int, rounds: int, classic: int) -> None:
+    offset = 1_000_000
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    outcomes: Counter[str] = Counter()
+    for concurrency in (1, 50):
+        await load(servers.bare_port, callee_blocks(200, 0), concurrency)  # warm-ups
+        await load(servers.agi_port, callee_blocks(200, offset), concurrency)
+        for _ in range(rounds):
+            for label, port in (("bare", servers.bare_port), ("agent", servers.agi_port)):
+                offset += n + 200
+                blocks = callee_blocks(n, offset)
+                counted = outcomes if label == "agent" else None
+                elapsed, lat = await load(port, blocks, concurrency, counted)
+                results.setdefault((label, concurrency), []).append(
+                    (len(lat) / elapsed, *quantiles(lat))
+                )
+        for label in ("bare", "agent"):
+            runs = results[(label, concurrency)]
+            rates = sorted(r for r, _, _ in runs)
+            print(
+                f"{label:<8} c={concurrency:<3} {statistics.median(rates):8.0f} sessions/s"
+                f" (rounds {rates[0]:.0f}..{rates[-1]:.0f})"
+                f"   p50 {statistics.median(p for _, p, _ in runs):6.2f} ms"
+                f"   p99 {statistics.median(p for _, _, p in runs):6.2f} ms",
+                flush=True,
+            )
+    elapsed, lat = bench_classic(classic, 8, callee_blocks(1, 0)[0])
+    classic_rate = len(lat) / elapsed
+    print(f"classic  c=8   {classic_rate:8.0f} sessions/s   (one process per call)", flush=True)
+    print(f"agent answers: {dict(outcomes)}", flush=True)
+
+    def med(label: str, c: int, i: int) -> float:
+        return statistics.median(run[i] for run in results[(label, c)])
+
+    c1 = med("agent", 1, 0) / med("bare", 1, 0)
+    p99 = med("agent", 50, 2) / med("bare", 50, 2)
+    print(
+        f"c=1: agent = {c1:.2f} of bare [goal >= 0.70]; c=50: p99 = {p99:.2f}x bare's"
+        f" [goal <= 1.2]; agent/classic = {med('agent', 50, 0) / classic_rate:.0f}x"
+    )
+    rate50 = med("agent", 50, 0)
+    print(
+        f"outbound: {rate50:.0f} sessions/s at c=50 = {rate50 / med('bare', 50, 0):.2f} of bare"
+        " [goal >= 0.80]"
+    )
+
+
+async def http_load(base: str, rate: float, stop: asyncio.Event) -> int:
+    """``rate`` requests/s spread over every endpoint until ``stop``; returns how many."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    start, done = loop.time(), 0
+    paths = ["/metrics", "/readyz", "/healthz", "/nosuch"]
+    async with aiohttp.ClientSession() as http:
+
+        async def get(path: str) -> None:
+            async with http.get(base + path) as resp:
+                await resp.read()
+
+        pending: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            task = asyncio.create_task(get(paths[done % len(paths)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            done += 1
+            await asyncio.sleep(max(0.0, start + done / rate - loop.time()))
+        await asyncio.gather(*pending, return_exceptions=True)
+    return done
+
+
+async def http_load_run(servers: Servers, rate: float, n: int, rounds: int) -> None:
+    """Issue 16.4: call p99 at c=50 with ``rate`` HTTP requests/s vs without, interleaved."""
+    offset = 9_000_000
+    p99s: dict[str, list[float]] = {}
+    outcomes: Counter[str] = Counter()
+    await load(servers.agi_port, callee_blocks(200, offset), 50)  # warm-up
+    for _ in range(rounds):
+        for label in ("quiet", "http"):
+            offset += n
+            stop = asyncio.Event()
+            loader = (
+                asyncio.create_task(http_load(servers.http, rate, stop))
+                if label == "http"
+                else None
+            )
+            _, lat = await load(servers.agi_port, callee_blocks(n, offset), 50, outcomes)
+            stop.set()
+            requests = await loader if loader else 0
+            p99s.setdefault(label, []).append(quantiles(lat)[1])
+            print(
+                f"agent c=50 {label:<5} p99 {quantiles(lat)[1]:6.1f} ms ({requests} HTTP requests)",
+                flush=True,
+            )
+    print(f"agent answers: {dict(outcomes)}", flush=True)
+    quiet, loud = statistics.median(p99s["quiet"]), statistics.median(p99s["http"])
+    print(
+        f"outbound-under-http-{rate:.0f}: p99 {loud:.1f} ms = {loud / quiet:.2f} of the quiet run's"
+        " [goal <= 1.5]"
+    )
+
+
+async def open_loop_run(servers: Servers, rate: float, duration: float, rounds: int) -> None:
+    n = int(rate * duration)
+    offset = 5_000_000
+    figures: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(rounds):
+        for label, port in (("bare", servers.bare_port), ("agent", servers.agi_port)):
+            offset += n
+            outcomes: Counter[str] = Counter()
+            _, lat = await open_loop(port, callee_blocks(n, offset), rate, 5.0, outcomes)
+            served = outcomes["ok"]  # a decision, not a fallback nor a time-out
+            p99 = quantiles(lat)[1] if len(lat) > 2 else float("inf")
+            figures.setdefault(label, []).append((served / n, p99))
+            print(
+                f"{label:<6} open loop {rate:.0f}/s for {duration:.0f} s: served {served}/{n}"
+                f" ({served / n:.1%}), p99 {p99:.1f} ms, answers {dict(outcomes)}",
+                flush=True,
+            )
+    served = statistics.median(s for s, _ in figures["agent"])
+    bare_served = statistics.median(s for s, _ in figures["bare"])
+    p99_ratio = statistics.median(p for _, p in figures["agent"]) / statistics.median(
+        p for _, p in figures["bare"]
+    )
+    print(f"open loop: agent p99 = {p99_ratio:.2f}x bare's [goal <= 2]")
+    print(
+        f"outbound-open-loop-{rate:.0f}: {served:.1%} served = {served / bare_served:.2f} of bare"
+        " [goal >= 0.99]"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sessions", type=int, default=4000)
-    parser.add_argument("--classic-sessions", type=int, default=300)
-    parser.add_argument("--decisions", type=int, default=3000)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--classic-sessions", type=int, default=100)
+    parser.add_argument("--open-loop", type=float, metavar="RATE", help="arrivals per second")
+    parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
+    parser.add_argument("--selection", action="store_true", help="decision cost by pool size")
+    parser.add_argument("--http-load", type=float, metavar="RATE", help="HTTP requests/s")
+    parser.add_argument("--decisions", type=int, default=2000)
     args = parser.parse_args()
-    block = header_block(
-        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
-    )
+    if args.selection:
+        await selection_cost([100, 1_000, 10_000, 100_000], args.decisions)
+        return
     print(
-        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; {args.sessions} sessions per run"
-    )
-
-    results: dict[tuple[str, int], tuple[float, float]] = {}
-    bare_port = free_port()
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE
+        f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}; interleaved rounds:"
+        f" {args.rounds}, medians shown; a shared machine: figures swing between runs",
+        flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "pools.toml"
-        config.write_text(pools_toml(20, 10_000_000))
-        agi_port = free_port()
-        env = agent_env(config, Path(tmp), agi_port)
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
+        servers = Servers(Path(tmp))
         try:
-            wait_port(bare_port)
-            wait_port(agi_port)
-            for concurrency in (1, 50):
-                for label, port in (("bare", bare_port), ("agent", agi_port)):
-                    await load(port, 200, concurrency, block)  # warm-up
-                    elapsed, lat = await load(port, args.sessions, concurrency, block)
-                    _, rate, p99 = summary(label, concurrency, elapsed, lat)
-                    results[(label, concurrency)] = (rate, p99)
+            if args.http_load:
+                await http_load_run(servers, args.http_load, args.sessions, args.rounds)
+            elif args.open_loop:
+                await open_loop_run(servers, args.open_loop, args.duration, args.rounds)
+            else:
+                await closed_loop(servers, args.sessions, args.rounds, args.classic_sessions)
         finally:
-            agent.terminate()
-            bare.terminate()
-            agent.wait(30)
-            bare.wait(30)
-    for concurrency in (1, 50):
-        # At most 8 AGI processes at once: 50 on 2 cores would only measure the scheduler,
-        # and 8 already give classic AGI its best rate here.
-        spawned = min(concurrency, 8)
-        elapsed, lat = bench_classic(args.classic_sessions, spawned, block)
-        _, rate, p99 = summary("classic", spawned, elapsed, lat)
-        results[("classic", concurrency)] = (rate, p99)
-
-    for concurrency in (1, 50):
-        agent_rate, agent_p99 = results[("agent", concurrency)]
-        print(
-            f"c={concurrency}: agent/bare = {agent_rate / results[('bare', concurrency)][0]:.0%} (target >= 50%), "
-            f"agent/classic = {agent_rate / results[('classic', concurrency)][0]:.0f}x (target >= 25x), "
-            f"agent p99 = {agent_p99 * 1:.2f} ms"
-            + (" (target <= 25 ms)" if concurrency == 50 else "")
-        )
-    await selection_cost([100, 1_000, 10_000, 100_000], args.decisions)
+            servers.stop()
 
 
 if __name__ == "__main__":

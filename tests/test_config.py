@@ -52,36 +52,40 @@ def test_national_numbers_are_stored_as_e164_with_pool_defaults() -> None:
 @pytest.mark.parametrize(
     "change,expected",
     [
-        (("timezone =", "timezon ="), "line 3: defaults.timezon: unknown key"),
+        (("timezone =", "timezon ="), "pools.toml:3: defaults.timezon: unknown key"),
         (
             ('"+33142000001"', '"+3314200"'),
-            "line 9: pools.reminders.numbers[0].number: '+3314200' is not a valid number",
+            "pools.toml:9: pools.reminders.numbers[0].number: '+3314200' is not a valid number",
         ),
         (
             ("daily_cap = 60", "daily_cap = 0"),
-            "line 10: pools.reminders.numbers[1].daily_cap: Input should be greater than 0",
+            "pools.toml:10: pools.reminders.numbers[1].daily_cap: Input should be greater than or equal to 1",
         ),
         (
             ('name = "Clinique StMarc", daily', 'name = "Clinique Saint-Marc", daily'),
-            "line 10: pools.reminders.numbers[1].name: caller name is 19 characters; CNAM allows at most 15",
+            "pools.toml:10: pools.reminders.numbers[1].name: caller name is 19 characters; CNAM allows at most 15",
         ),
         (
             ('name = "Clinique StMarc" }', 'name = "Clinique\\u0007" }'),
-            "line 9: pools.reminders.numbers[0].name: caller name must not contain control characters",
+            "pools.toml:9: pools.reminders.numbers[0].name: caller name must not contain control characters",
         ),
         (
             ('"Europe/Paris"', '"Europe/Lutece"'),
-            "line 3: defaults.timezone: unknown time zone 'Europe/Lutece'",
+            "pools.toml:3: defaults.timezone: unknown time zone 'Europe/Lutece'",
         ),
-        (('region = "FR"', 'region = "XX"'), "line 4: defaults.region: unknown region 'XX'"),
+        (('region = "FR"', 'region = "XX"'), "pools.toml:4: defaults.region: unknown region 'XX'"),
         (
             ('"01 42 00 00 02"', '"+33142000001"'),
-            "line 10: pools.reminders.numbers[1].number: +33142000001 is already listed at pools.reminders.numbers[0].number",
+            "pools.toml:10: pools.reminders.numbers[1].number: +33142000001 is already listed at pools.reminders.numbers[0].number",
         ),
-        (("[pools.reminders]", "[pools.reminders\n"), "TOML syntax: "),
+        (("[pools.reminders]", "[pools.reminders\n"), "pools.toml:6: TOML syntax: "),
+        (
+            ('region = "FR"', 'region = "FR"\nregion = "DE"'),
+            'pools.toml:5: TOML syntax: Key "region" already exists.',
+        ),
         (
             ('purposes = ["reminder"]', 'purposes = ["reminder"]\non_exhausted = "panic"'),
-            "line 8: pools.reminders.on_exhausted: Input should be 'fallback', 'borrow_reserve' or 'refuse'",
+            "pools.toml:8: pools.reminders.on_exhausted: Input should be 'fallback', 'borrow_reserve' or 'refuse'",
         ),
     ],
 )
@@ -140,3 +144,143 @@ def test_check_config_console_script_on_a_missing_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 78
     assert "cannot read" in proc.stderr
+
+
+# A file whose line numbers are known: each line says what it holds.
+NUMBERED = """\
+[defaults]
+timezone = "Europe/Lutece"
+region = "FR"
+
+[pools.reminders]
+purposes = ["reminder"]
+fallback = "+33142000002"
+numbers = [
+  { number = "+33142000001", name = "Clinique StMarc" },
+  { number = "+33142000002", name = "Clinique Saint-Marc" },
+]
+
+[pools.results]
+purposes = ["results"]
+daily_cap = "80"
+numbers = [ { number = "+33142000010", name = "Resultats" } ]
+
+[pools.followup]
+purposes = ["followup"]
+numbers = [ { number = "12", name = "Suivi" } ]
+
+[pools.survey]
+purposes = ["survey"]
+numbers = [ { number = "+33142000030", name = "Enquete" } ]
+"""
+
+
+def test_every_problem_once_at_its_own_line_in_file_line_form(tmp_path: Path, capsys) -> None:
+    found = problems(NUMBERED)
+    # The name on line 10 is reported on line 10 (a text search for its number found line 7,
+    # the fallback); the time zone shared by four pools once; the schema error in
+    # pools.results hides neither the bad number below it nor the name above it.
+    assert found == [
+        "pools.toml:2: defaults.timezone: unknown time zone 'Europe/Lutece'",
+        "pools.toml:10: pools.reminders.numbers[1].name: caller name is 19 characters; CNAM allows at most 15",
+        'pools.toml:15: pools.results.daily_cap: expected a whole number, got the text "80" (numbers are written without quotes)',
+        "pools.toml:20: pools.followup.numbers[0].number: '12' is not a valid number (not a possible number)",
+    ]
+    path = tmp_path / "pools.toml"
+    path.write_text(NUMBERED)
+    assert main(["check-config", str(path)]) == 78
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"trustline: invalid configuration in {path} (4 problems):"
+    assert (
+        err[2]
+        == f"{path}:10: pools.reminders.numbers[1].name: caller name is 19 characters; CNAM allows at most 15"
+    )
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (
+            ("daily_cap = 60", 'daily_cap = "60"'),
+            'numbers[1].daily_cap: expected a whole number, got the text "60"',
+        ),
+        (
+            ("daily_cap = 60", "daily_cap = true"),
+            "numbers[1].daily_cap: expected a whole number, got true (a boolean)",
+        ),
+        (
+            ("daily_cap = 60", "daily_cap = 60.5"),
+            "numbers[1].daily_cap: expected a whole number, got 60.5",
+        ),
+        (
+            ('region = "FR"', 'region = "FR"\nrest_hours = inf'),
+            "defaults.rest_hours: expected a finite number, got inf",
+        ),
+        (
+            ('region = "FR"', 'region = "FR"\nquarantine_days = nan'),
+            "defaults.quarantine_days: expected a finite number, got nan",
+        ),
+        (
+            ('region = "FR"', 'region = "FR"\nrest_hours = 1e9'),
+            "defaults.rest_hours: Input should be less than or equal to 8784",
+        ),
+        (
+            ('region = "FR"', 'region = "FR"\nrest_hours = "48"'),
+            'defaults.rest_hours: expected a number, got the text "48"',
+        ),
+        (
+            ('purposes = ["reminder"]', 'purposes = ["reminder"]\nreserve = "no"'),
+            'pools.reminders.reserve: expected true or false (without quotes), got the text "no"',
+        ),
+        (
+            ('name = "Clinique StMarc" }', "name = 42 }"),
+            "numbers[0].name: expected text in quotes, got 42",
+        ),
+        (
+            ('purposes = ["reminder"]', 'purposes = ["reminder"]\nfallback = "+33142000099"'),
+            "pools.reminders.fallback: +33142000099 is not one of this pool's numbers; to present another number of the centre (a switchboard), declare it in [screening] own_numbers",
+        ),
+        (
+            ("", '[screening.weights]\nwithheld = "80"\n'),
+            'screening.weights.withheld: expected a whole number, got the text "80"',
+        ),
+        (
+            ("", "[screening.windows]\nburst_seconds = inf\n"),
+            "screening.windows.burst_seconds: expected a finite number, got inf",
+        ),
+    ],
+)
+def test_types_are_strict_and_numbers_finite_and_bounded(change, expected) -> None:
+    old, new = change
+    text = GOOD.replace(old, new) if old else GOOD + new
+    assert text != GOOD
+    found = problems(text)
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_a_fallback_may_be_a_declared_own_number() -> None:
+    text = GOOD.replace(
+        'purposes = ["reminder"]', 'purposes = ["reminder"]\nfallback = "01 42 00 00 00"'
+    )
+    assert "not one of this pool's numbers" in problems(text)[0]
+    config = parse_config(text + '[screening]\nown_numbers = ["+33142000000"]\n')
+    assert config.pools["reminders"].fallback == "+33142000000"
+    assert config.pools["reminders"].rules.rest_hours == 48.0  # an integer is a fine float
+
+
+def test_the_readme_check_config_example_is_what_the_command_prints(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Files a PBX admin edits")[1]
+    example = section.split("```toml\n")[1].split("```")[0]
+    printed = section.split("$ trustline check-config pools.toml\n")[1].split("```")[0]
+    # The README's example file with the three mistakes its output shows.
+    (tmp_path / "pools.toml").write_text(
+        example.replace("timezone =", "timezon =", 1)
+        .replace("daily_cap = 80", 'daily_cap = "80"')
+        .replace('name = "Clinique StMarc", daily_cap', 'name = "Clinique Saint-Marc", daily_cap')
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config", "pools.toml"]) == 78
+    assert capsys.readouterr().err == printed

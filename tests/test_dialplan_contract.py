@@ -29,9 +29,51 @@ def test_dialplan_reads_only_variables_the_agent_sets_or_it_owns() -> None:
 
 
 def test_dialplan_calls_only_routes_the_agent_serves() -> None:
-    routes = set(re.findall(r"AGI\(agi://[^/,)]+/([A-Za-z0-9_-]+)", _text()))
-    assert contract.ROUTE_OUTBOUND in routes
+    routes = set(re.findall(r"AGI\(\$\{agi\}/([A-Za-z0-9_-]+)", _text()))
+    assert {contract.ROUTE_OUTBOUND, contract.ROUTE_INBOUND} <= routes
     assert routes <= contract.ROUTES, routes - contract.ROUTES
+
+
+def test_the_agent_address_is_one_global_with_the_loopback_default() -> None:
+    for f in sorted(DIALPLAN.glob("*.conf")):
+        code = "\n".join(line.split(";", 1)[0] for line in f.read_text().splitlines())
+        if "AGI(" not in code:
+            continue
+        assert "AGI(agi://" not in code, f"{f.name} hard-codes the agent's address"
+        assert "Set(LOCAL(agi)=${TRUSTLINE_AGI_URL})" in code, f.name
+        default = f'ExecIf($["${{agi}}" = ""]?Set(LOCAL(agi)={contract.DIALPLAN_DEFAULT_AGI_URL}))'
+        assert default in code, f.name
+
+
+def test_inbound_screens_the_filtered_caller_number_passed_as_fourth_argument() -> None:
+    code = (DIALPLAN / "trustline-inbound.conf").read_text()
+    agi = "AGI(${agi}/inbound?answer=one,${dialled},${attestation},${verify},"
+    assert agi + "${FILTER(0-9+,${CALLERID(num)})})" in code
+    # The Gosub's own arguments are unchanged: callers change nothing.
+    assert "Gosub(trustline-inbound,s,1(${EXTEN},${STIR_SHAKEN(0,attestation)}," in code
+
+
+def test_recordings_paths_are_globals_with_documented_defaults() -> None:
+    text = (DIALPLAN / "recordings.conf").read_text()
+    code = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    assert "${bin} recordings seal" in code and "--data-dir ${data}" in code
+    assert "Set(LOCAL(bin)=${TRUSTLINE_BIN})" in code
+    assert "Set(LOCAL(data)=${TRUSTLINE_DATA_DIR})" in code
+    assert ";   TRUSTLINE_BIN=        [/usr/bin/trustline]" in text
+    assert ";   TRUSTLINE_DATA_DIR=   [/var/lib/trustline]" in text
+
+
+def test_the_admin_readme_includes_every_dialplan_file_and_covers_freepbx() -> None:
+    readme = (DIALPLAN.parent / "asterisk-conf" / "README.md").read_text()
+    for f in sorted(DIALPLAN.glob("*.conf")):
+        assert f'#include "{f.name}"' in readme, f.name
+    for name in ("extensions_custom.conf", "manager_custom.conf", "TRUSTLINE_AGI_URL"):
+        assert name in readme, name
+
+
+def test_the_spam_dialplan_mentions_no_api_the_agent_lacks() -> None:
+    text = (DIALPLAN / "trustline-spam.conf").read_text()
+    assert "HTTP API" not in text and "http api" not in text.lower()
 
 
 def test_outbound_subroutine_reads_every_status_variable_the_agent_sets() -> None:
@@ -81,3 +123,60 @@ def test_the_dialplan_filters_let_every_purpose_and_case_ref_through() -> None:
     assert asterisk_filter(purpose_filter.group(1), "remind;er\n") == "reminder"
     # The trap the filters avoid: a trailing dash drops dashes.
     assert asterisk_filter("A-Za-z0-9_-", "follow-up") == "followup"
+
+
+def asterisk_cut(value: str, delimiter: str, field: str) -> str:
+    """Asterisk's CUT(var,delimiter,field) for one field N or an open range N-."""
+    parts = value.split(delimiter)
+    if field.endswith("-"):
+        return delimiter.join(parts[int(field[:-1]) - 1 :])
+    index = int(field) - 1
+    return parts[index] if index < len(parts) else ""
+
+
+def _cut_fields(conf: str) -> dict[str, str]:
+    """Which field of TRUSTLINE_ANSWER each Set() of the subroutine reads: {target: field}."""
+    text = (DIALPLAN / conf).read_text()
+    return dict(re.findall(r"Set\(([A-Z_a-z()]+)=\$\{CUT\(TRUSTLINE_ANSWER,\|,(\d+-?)\)\}\)", text))
+
+
+def test_the_subroutines_split_the_one_answer_in_the_contract_order() -> None:
+    assert contract.ANSWER_SEPARATOR == "|"
+    outbound = _cut_fields("trustline.conf")
+    # Status, pool, reason straight into their variables; number and name via LOCALs.
+    assert outbound == {
+        contract.VAR_STATUS: "1",
+        contract.VAR_POOL: "2",
+        contract.VAR_REASON: "3",
+        "LOCAL(num)": "4",
+        "LOCAL(name)": "5-",
+    }
+    assert contract.OUTBOUND_ANSWER_FIELDS == (
+        contract.VAR_STATUS,
+        contract.VAR_POOL,
+        contract.VAR_REASON,
+        contract.CALLERID_NUM,
+        contract.CALLERID_NAME,
+    )
+    text = (DIALPLAN / "trustline.conf").read_text()
+    assert "Set(CALLERID(num)=${num})" in text and "Set(CALLERID(name)=${name})" in text
+    assert "/outbound?answer=one," in text and "Set(TRUSTLINE_ANSWER=)" in text
+    inbound = _cut_fields("trustline-inbound.conf")
+    assert inbound == {"LOCAL(verdict)": "1", contract.VAR_SCORE: "2", contract.VAR_REASONS: "3"}
+    assert contract.INBOUND_ANSWER_FIELDS == (
+        contract.VAR_VERDICT,
+        contract.VAR_SCORE,
+        contract.VAR_REASONS,
+    )
+    assert "Set(TRUSTLINE_VERDICT=${verdict})" in (DIALPLAN / "trustline-inbound.conf").read_text()
+
+
+def test_a_name_with_the_separator_survives_the_split() -> None:
+    answer = answer_for(
+        Decision(contract.STATUS_OK, "least_used", "p", "+33142000001", 'Dr "A|B", C')
+    ).packed(contract.OUTBOUND_ANSWER_FIELDS)
+    ((name, value),) = answer.variables
+    assert name == contract.VAR_ANSWER
+    assert asterisk_cut(value, "|", "1") == "ok"
+    assert asterisk_cut(value, "|", "4") == "+33142000001"
+    assert asterisk_cut(value, "|", "5-") == 'Dr "A|B", C'

@@ -189,3 +189,53 @@ async def test_deadline_answers_with_the_routes_failure_policy() -> None:
         assert session.variables == {"TRUSTLINE_STATUS": "fallback", "TRUSTLINE_REASON": "deadline"}
     finally:
         await server.stop()
+
+
+async def test_one_variable_answer_is_one_round_trip_with_the_same_values(make_agent) -> None:
+    from agent import contract
+    from tests.test_dialplan_contract import asterisk_cut
+
+    agent = await make_agent()
+    port = agi_port(agent)
+    args = ["reminder", "0142123456"]
+    five = await run_session("127.0.0.1", port, script="outbound", args=args)
+    one = await run_session("127.0.0.1", port, script="outbound?answer=one", args=args)
+    assert len(five.commands) == 5 and len(one.commands) == 1
+    value = one.variables[contract.VAR_ANSWER]
+    split = {
+        name: asterisk_cut(value, "|", "5-" if i == 4 else str(i + 1))
+        for i, name in enumerate(contract.OUTBOUND_ANSWER_FIELDS)
+    }
+    # The same answer (the second call took the next least-used number, nothing else changed).
+    assert split[contract.VAR_STATUS] == five.variables[contract.VAR_STATUS] == "ok"
+    assert split[contract.VAR_POOL] == five.variables[contract.VAR_POOL]
+    assert split[contract.CALLERID_NAME] == five.variables[contract.CALLERID_NAME]
+    assert split[contract.CALLERID_NUM].startswith("+3314")
+    inbound = await run_session(
+        "127.0.0.1",
+        port,
+        capture_name="fastagi-inbound.jsonl",
+        script="inbound?answer=one",
+        args=["0142000001", "A", "", "33612345678"],
+    )
+    assert len(inbound.commands) == 1
+    verdict, score, reasons = inbound.variables[contract.VAR_ANSWER].split("|")
+    assert verdict in contract.VERDICTS and 0 <= int(score) <= 100 and reasons
+
+
+async def test_one_variable_fallback_at_the_deadline() -> None:
+    class _Slow(_SlowRoute):
+        def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
+            return (
+                super()
+                .on_failure(request, reason)
+                .packed(("TRUSTLINE_STATUS", "X", "TRUSTLINE_REASON"))
+            )
+
+    server = FastAgiServer({"slow": _Slow()}, deadline=0.05)
+    await server.start("127.0.0.1", 0)
+    try:
+        session = await run_session("127.0.0.1", server.sockets[0][1], script="slow", args=[])
+    finally:
+        await server.stop()
+    assert session.commands == ['SET VARIABLE TRUSTLINE_ANSWER "fallback||deadline"']

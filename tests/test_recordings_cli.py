@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
 import re
 import sqlite3
 import stat
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -64,7 +71,7 @@ def test_keyring_and_recordings_end_to_end(env: Path, capsys: pytest.CaptureFixt
     listen = env / "listen.wav"
     with pytest.raises(SystemExit) as usage:  # argparse: --operator and --reason are required
         main(["recordings", "decrypt", rec_id, "--out", str(listen), "--data-dir", data])
-    assert usage.value.code == 2
+    assert usage.value.code == 64
     assert "--operator" in capsys.readouterr().err
     code, _, err = run(
         capsys,
@@ -109,7 +116,8 @@ def test_keyring_and_recordings_end_to_end(env: Path, capsys: pytest.CaptureFixt
     code, out, _ = run(capsys, "keys", "rotate", "--data-dir", data)
     assert code == 0 and "1 recordings are wrapped by older keys" in out
     code, out, err = run(capsys, "recordings", "rewrap", "--data-dir", data)
-    assert code == 0 and "re-wrapped 1 of 1" in out and "rewrap 1/1" in err
+    # Not a terminal (a log, a pipe): no progress bar in the way.
+    assert code == 0 and "re-wrapped 1 of 1" in out and err == ""
     code, out, _ = run(capsys, "keys", "list", "--data-dir", data)
     active = [ln for ln in out.splitlines() if " yes " in ln]
     assert len(active) == 1 and active[0].split()[-1] == "1"
@@ -176,3 +184,51 @@ def test_purge_deletes_and_audits(env: Path, capsys: pytest.CaptureFixture[str])
     ).fetchall()
     conn.close()
     assert (action, operator) == ("purge", "ops-bob") and "1700000000.1.wav.tlrec" in detail
+
+
+def test_listings_in_json_and_progress_bars_on_a_terminal(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(env / "data")
+    assert run(capsys, "keys", "init", "--data-dir", data)[0] == 0
+    for n in range(3):
+        (env / "monitor" / f"179534492{n}.{n}.wav").write_bytes(CAPTURE.read_bytes())
+        assert (
+            run(capsys, "recordings", "seal", f"179534492{n}.{n}.wav", "--data-dir", data)[0] == 0
+        )
+    code, out, _ = run(capsys, "recordings", "list", "--json", "--data-dir", data)
+    rows = [json.loads(line) for line in out.splitlines()]  # JSON lines, like every listing
+    assert code == 0 and [r["id"] for r in rows] == [3, 2, 1]
+    assert rows[0]["uniqueid"] == "1795344922.2" and rows[0]["state"] == "sealed"
+    assert rows[0]["plain_size"] == len(CAPTURE.read_bytes())
+    assert rows[0]["recorded_at"].endswith("Z") and rows[0]["purged_at"] is None
+    code, out, _ = run(capsys, "keys", "list", "--json", "--data-dir", data)
+    [key] = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and key["active"] is True and key["recordings"] == 3
+    assert set(key) == {"key_id", "created", "active", "recordings"}  # never key material
+
+    # On a terminal, verify draws a bar on stderr (a real pty); stdout keeps the report.
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env_vars = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
+    env_vars.update(TRUSTLINE_RECORDINGS_DIR=str(env / "monitor"), TRUSTLINE_DATA_DIR=data)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "recordings", "verify"],
+        env=env_vars,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        timeout=120,
+    )
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    assert done.returncode == 0 and b"3 recordings verified" in done.stdout
+    assert b"verify" in drawn and b"3/3" in drawn and b"100%" in drawn

@@ -4,22 +4,34 @@ Each run copies a few small recordings (cut from the real MixMonitor capture) in
 folder, starts a real agent process that sweeps them, kills it with SIGKILL after a random
 delay, checks nothing was lost, then restarts the sweep and checks every recording exists
 exactly once, sealed, verified, with one metadata row.
+
+The killed processes are forked from a warmed fork server (one Python process that has
+already imported the agent), so a kill point costs one sweep, not a Python start-up: the
+same 120 kill points fit well inside the per-test timeout on a busy machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
+import json
 import os
 import random
+import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from agent.clock import SystemClock
 from agent.recordings import RecordingsService, pipeline
@@ -35,24 +47,107 @@ PARALLEL = 2
 FILES_PER_RUN = 5
 CHUNK = 1024  # many small writes per file, so kills land inside sealing as often as between
 
-CHILD = """
-import asyncio, sys
+# One process imports the agent once, then forks a child per run: each child sets its run's
+# environment, reports "ready <pid>" on the run's FIFO, runs the job, and reports "done".
+FORK_SERVER = """
+import asyncio, json, os, signal, sys
 from agent.clock import SystemClock
 from agent.recordings import RecordingsService
 from agent.settings import load_settings
 from agent.store import open_database
 
-async def main() -> None:
+async def job(kind: str, status) -> None:
     settings = load_settings()
     db = await open_database(settings.database_path)
-    service = RecordingsService(settings, db, SystemClock(), settle_seconds=0, chunk_size=CHUNK)
-    print("ready", flush=True)
-    await service.sweep()
+    if kind == "sweep":
+        service = RecordingsService(settings, db, SystemClock(), settle_seconds=0, chunk_size=CHUNK)
+    else:
+        service = RecordingsService(settings, db, SystemClock(), settle_seconds=0)
+    status.write(f"ready {os.getpid()}\\n")
+    status.flush()
+    with open(status.name + ".go", "rb") as go:  # the test holds a pidfd on us now
+        go.read(1)
+    await (service.sweep() if kind == "sweep" else service.rewrap())
     await db.close()
-    print("done", flush=True)
+    status.write("done\\n")
+    status.flush()
 
-asyncio.run(main())
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+print("warm", flush=True)
+for line in sys.stdin:
+    order = json.loads(line)
+    if os.fork() == 0:
+        for name in [n for n in os.environ if n.startswith("TRUSTLINE_")]:
+            del os.environ[name]
+        os.environ.update(order["env"])
+        with open(order["fifo"], "w") as status:
+            asyncio.run(job(order["job"], status))
+        os._exit(0)
 """.replace("CHUNK", str(CHUNK))
+
+
+class ForkServer:
+    """The warmed parent of every killed process (a real, separate Python process)."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None and self._proc.stdout.readline().strip() == "warm"
+        self._lock = threading.Lock()
+
+    def run(self, job: str, run: Run, keyring: Path, delay: float | None) -> float:
+        """Fork a child doing ``job`` on ``run``; SIGKILL it ``delay`` s after it is ready."""
+        fifo = run.folder.parent / f"status-{secrets.token_hex(4)}"
+        go = fifo.with_name(fifo.name + ".go")
+        os.mkfifo(fifo)
+        os.mkfifo(go)
+        order = {"job": job, "fifo": str(fifo), "env": child_env(run, keyring)}
+        with self._lock:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(order) + "\n")
+            self._proc.stdin.flush()
+        with open(fifo) as status:
+            word, pid = status.readline().split()
+            assert word == "ready"
+            # A pidfd while the child waits for "go": a kill can never hit a reused pid.
+            child = os.pidfd_open(int(pid))
+            try:
+                with open(go, "wb") as start:
+                    start.write(b"g")
+                began = time.monotonic()
+                if delay is None:
+                    assert status.readline().strip() == "done"
+                    elapsed = time.monotonic() - began
+                else:
+                    time.sleep(delay)
+                    with contextlib.suppress(ProcessLookupError):  # it finished first
+                        signal.pidfd_send_signal(child, signal.SIGKILL)
+                    elapsed = delay
+                status.read()  # end of file: the child's descriptors are closed
+                select.select([child], [], [], 30)  # and it has exited
+            finally:
+                os.close(child)
+        fifo.unlink()
+        go.unlink()
+        return elapsed
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+
+@pytest.fixture
+def forks() -> Iterator[ForkServer]:
+    server = ForkServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @dataclass
@@ -81,7 +176,7 @@ def make_run(base: Path, index: int, template_db: Path, audio: bytes) -> Run:
 
 
 def child_env(run: Run, keyring: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
+    env: dict[str, str] = {}
     env.update(
         TRUSTLINE_DATA_DIR=str(run.data),
         TRUSTLINE_RECORDINGS_DIR=str(run.folder),
@@ -90,29 +185,6 @@ def child_env(run: Run, keyring: Path) -> dict[str, str]:
         TRUSTLINE_RECORDINGS_QUIET_SECONDS="0.001",
     )
     return env
-
-
-def run_child(run: Run, keyring: Path, delay: float | None) -> float:
-    """Start the agent's sweep in a child; SIGKILL it ``delay`` s after it is ready."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
-        env=child_env(run, keyring),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    began = time.monotonic()
-    if delay is None:
-        assert proc.stdout.readline().strip() == "done"
-        elapsed = time.monotonic() - began
-    else:
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        elapsed = delay
-    proc.stdout.close()
-    proc.wait(timeout=30)
-    return elapsed
 
 
 def opens_to(path: Path, ring: Keyring) -> bytes:
@@ -167,7 +239,7 @@ async def restart_and_check(run: Run, keyring: Path, ring: Keyring) -> None:
 
 
 async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
-    tmp_path: Path,
+    tmp_path: Path, forks: ForkServer
 ) -> None:
     audio = CAPTURE.read_bytes()
     keys = tmp_path / "keys"
@@ -183,7 +255,7 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
     timings = []
     for n in range(3):
         calib = make_run(tmp_path, 900 + n, template, audio)
-        timings.append(await asyncio.to_thread(run_child, calib, keyring, None))
+        timings.append(await asyncio.to_thread(forks.run, "sweep", calib, keyring, None))
         await restart_and_check(calib, keyring, ring)
     full = max(min(timings), 0.005)
 
@@ -197,7 +269,7 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
     async def one(index: int) -> None:
         async with gate:
             run = make_run(tmp_path, index, template, audio)
-            await asyncio.to_thread(run_child, run, keyring, delays[index])
+            await asyncio.to_thread(forks.run, "sweep", run, keyring, delays[index])
             outcomes.append(check_nothing_lost(run, ring))
             await restart_and_check(run, keyring, ring)
             shutil.rmtree(run.folder.parent)
@@ -211,24 +283,6 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_a_recording(
 
 
 REWRAP_RUNS = 30
-REWRAP_CHILD = """
-import asyncio
-from agent.clock import SystemClock
-from agent.recordings import RecordingsService
-from agent.settings import load_settings
-from agent.store import open_database
-
-async def main() -> None:
-    settings = load_settings()
-    db = await open_database(settings.database_path)
-    service = RecordingsService(settings, db, SystemClock(), settle_seconds=0)
-    print("ready", flush=True)
-    await service.rewrap()
-    await db.close()
-    print("done", flush=True)
-
-asyncio.run(main())
-"""
 
 
 async def sealed_run(base: Path, index: int, template_db: Path, audio: bytes) -> tuple[Run, Path]:
@@ -257,28 +311,6 @@ async def sealed_run(base: Path, index: int, template_db: Path, audio: bytes) ->
 def sha256_of(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def run_rewrap_child(run: Run, keyring: Path, delay: float | None) -> float:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", REWRAP_CHILD],
-        env=child_env(run, keyring),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    began = time.monotonic()
-    if delay is None:
-        assert proc.stdout.readline().strip() == "done"
-        elapsed = time.monotonic() - began
-    else:
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        elapsed = delay
-    proc.stdout.close()
-    proc.wait(timeout=30)
-    return elapsed
 
 
 async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
@@ -318,7 +350,7 @@ async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
 
 
 async def test_sigkill_during_rewrap_never_makes_a_recording_look_tampered(
-    tmp_path: Path,
+    tmp_path: Path, forks: ForkServer
 ) -> None:
     audio = CAPTURE.read_bytes()
     template = tmp_path / "template.sqlite3"
@@ -327,7 +359,7 @@ async def test_sigkill_during_rewrap_never_makes_a_recording_look_tampered(
     timings = []
     for n in range(3):
         run, keyring = await sealed_run(tmp_path, 900 + n, template, audio)
-        timings.append(await asyncio.to_thread(run_rewrap_child, run, keyring, None))
+        timings.append(await asyncio.to_thread(forks.run, "rewrap", run, keyring, None))
         await check_after_rewrap_kill(run, keyring)
     full = max(min(timings), 0.005)
     seed = random.randrange(2**32)
@@ -339,7 +371,7 @@ async def test_sigkill_during_rewrap_never_makes_a_recording_look_tampered(
     async def one(index: int) -> None:
         async with gate:
             run, keyring = await sealed_run(tmp_path, index, template, audio)
-            await asyncio.to_thread(run_rewrap_child, run, keyring, delays[index])
+            await asyncio.to_thread(forks.run, "rewrap", run, keyring, delays[index])
             midway.append(await check_after_rewrap_kill(run, keyring))
             shutil.rmtree(run.folder.parent)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import secrets
@@ -231,7 +232,8 @@ def test_memory_does_not_grow_with_file_size() -> None:
         fmt.encrypt_stream(Zeros(size), Discard(), k, size, chunk_size=fmt.DEFAULT_CHUNK)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    assert peaks[1] < 4 * fmt.DEFAULT_CHUNK + 2**20
+    # The pool's window: 2 * WORKERS chunks in flight, each as plaintext and ciphertext.
+    assert peaks[1] < (4 * fmt.WORKERS + 2) * fmt.DEFAULT_CHUNK + 2**20
     assert peaks[1] < peaks[0] * 1.5 + 65536
 
 
@@ -262,3 +264,32 @@ def test_opening_a_large_file_also_holds_one_chunk_at_a_time(tmp_path: Path) -> 
     tracemalloc.stop()
     assert header.plain_length == size
     assert peak < 4 * fmt.DEFAULT_CHUNK + 2**20
+
+
+def test_parallel_file_sealing_writes_the_same_format_and_refuses_a_changing_source(
+    wav: bytes, tmp_path: Path
+) -> None:
+    k = key()
+    data = wav * 7  # many chunks, more than the pool's window, and a short last one
+    src, dst = tmp_path / "in.wav", tmp_path / "out.tlrec"
+    src.write_bytes(data)
+    digest = hashlib.sha256()
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        info = fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data), chunk_size=SMALL_CHUNK,
+                                hasher=digest)
+    blob = dst.read_bytes()
+    assert info.sealed_size == len(blob) and digest.hexdigest() == hashlib.sha256(blob).hexdigest()
+    assert unseal(blob, k) == data
+    with open(dst, "rb") as f:
+        assert fmt.spot_check(f, {k.key_id: k}).plain_length == len(data)
+    # The spot check of a fresh seal still names a damaged first or last chunk.
+    for at in (header_len(blob) + 5, len(blob) - 3):
+        bad = tmp_path / f"bad{at}.tlrec"
+        bad.write_bytes(blob[:at] + bytes([blob[at] ^ 1]) + blob[at + 1 :])
+        with open(bad, "rb") as f, pytest.raises(fmt.ChunkTampered):
+            fmt.spot_check(f, {k.key_id: k})
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        with pytest.raises(fmt.SourceChanged, match="grew"):
+            fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data) - 10)
+        with pytest.raises(fmt.SourceChanged, match="shrank"):
+            fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data) + 10, chunk_size=SMALL_CHUNK)

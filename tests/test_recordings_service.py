@@ -757,3 +757,22 @@ async def test_decrypt_audit_records_the_os_login_beside_the_operator(
     assert audit.detail["os_login"] == getpass.getuser()
     assert audit.detail["sudo_user"] == "alice"
     assert audit.detail["euid"] == os.geteuid()
+
+
+async def test_no_keyring_and_no_recordings_is_a_hint_not_an_error(
+    settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = service(settings, db, clock)
+    with caplog.at_level(logging.INFO):
+        await svc.start()
+        await svc.sweep()
+        await svc.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    [hint] = [r.getMessage() for r in caplog.records if "keyring" in r.getMessage()]
+    assert "not in use" in hint and "trustline keys init" in hint
+    # Once a recording shows up, the missing keyring is an error again: audio is waiting.
+    put(settings, f"{UID}.wav")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        await svc.sweep()
+    assert "stay in plaintext" in caplog.text

@@ -19,6 +19,7 @@ from agent.screening.service import ScreeningService
 from agent.store import Database, open_database
 from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
+from tests.test_dialplan_contract import asterisk_filter
 
 FR_LINE = "0142000001"  # as ${EXTEN} arrives from a French trunk
 US_LINE = "16175550100"  # as ${EXTEN} arrives from a North American trunk (no '+')
@@ -79,7 +80,9 @@ async def inbound(
     callingpres: int = 0,
     **overrides: str,
 ) -> dict[str, str]:
-    args = [dialled] if attestation is None else [dialled, attestation]
+    # As the subroutine calls the agent: the caller number filtered to digits and '+' as the
+    # fourth argument (the agi_callerid header carries the same number, unfiltered).
+    args = [dialled, attestation or "", "", asterisk_filter("0-9+", caller)]
     session = await run_session(
         "127.0.0.1",
         port,
@@ -308,7 +311,8 @@ async def test_bad_input_keeps_the_server_serving(screening_agent: Screening) ->
     # arguments from a misconfigured dialplan. Each gets an answer.
     odd = [
         ("1" * 900, FR_LINE, "A", "invalid_number"),
-        ('"; SET VARIABLE X', FR_LINE, None, "invalid_number"),
+        # The subroutine's FILTER leaves no digit of this: no number, as if withheld.
+        ('"; SET VARIABLE X', FR_LINE, None, "withheld"),
         ("+33 6 12 34 56 78", FR_LINE, "a", "stir_a"),
         ("06\u00e912", FR_LINE, None, "invalid_number"),
         ("0612345678", "", "verstat=" + "x" * 800, "stir_missing"),

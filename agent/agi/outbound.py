@@ -1,8 +1,10 @@
 """The ``outbound`` FastAGI route: AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>]).
 
 Translates the request into OutboundService.decide and the Decision into channel variables.
-Failure policy: answer with the pool's fallback caller ID (status ``fallback``), or with
-``error`` and no caller ID when the purpose is unknown; never hang up the call.
+The callee is the second argument only (filtered to digits and '+' by the subroutine), never a
+header. Failure policy: answer with the pool's fallback caller ID (status ``fallback``), or
+with ``error`` and no caller ID when the purpose is unknown; never hang up the call. A call shed
+under overload is answered without store work (not audited; counted in /metrics).
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from __future__ import annotations
 import re
 
 from agent import contract
-from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.errors import BadRequest
 from agent.services.outbound import Decision, OutboundService
 
 _CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+
+
+def _reply(request: AgiRequest, decision: Decision) -> AgiAnswer:
+    answer = answer_for(decision)
+    if wants_one_variable(request):
+        return answer.packed(contract.OUTBOUND_ANSWER_FIELDS)
+    return answer
 
 
 def answer_for(decision: Decision) -> AgiAnswer:
@@ -54,7 +63,7 @@ class OutboundRoute:
         except BadRequest as exc:
             decision = Decision(contract.STATUS_ERROR, str(exc))
             self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
-        return answer_for(decision)
+        return _reply(request, decision)
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
         purpose, callee, case_ref = self._args(request)
@@ -62,5 +71,6 @@ class OutboundRoute:
             decision = Decision(contract.STATUS_ERROR, "unknown_route")
         else:
             decision = self._service.fallback_decision(purpose, reason)
-        self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
-        return answer_for(decision)
+        if reason != "overload":
+            self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
+        return _reply(request, decision)

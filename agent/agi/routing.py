@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent import contract
+
 
 @dataclass(frozen=True, slots=True)
 class AgiRequest:
@@ -52,6 +54,17 @@ class AgiAnswer:
     variables: tuple[tuple[str, str], ...] = ()
     # Short label for logs and metrics ("ok", "fallback", "block", ...).
     outcome: str = ""
+
+    def packed(self, fields: tuple[str, ...]) -> AgiAnswer:
+        """The same answer as one variable (contract.VAR_ANSWER): ``fields`` in order, joined
+        by contract.ANSWER_SEPARATOR, a variable not set being an empty field."""
+        values = dict(self.variables)
+        text = contract.ANSWER_SEPARATOR.join(values.get(name, "") for name in fields)
+        return AgiAnswer(((contract.VAR_ANSWER, text),), self.outcome)
+
+
+def wants_one_variable(request: AgiRequest) -> bool:
+    return request.query.get(contract.QUERY_ANSWER) == contract.QUERY_ANSWER_ONE
 
 
 class Route(Protocol):

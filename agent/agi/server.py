@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from agent.agi.headers import HeaderBlock, HeaderError
 from agent.agi.routing import AgiAnswer, AgiRequest, Route
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,11 @@ def parse_reply(lines: list[str]) -> Reply:
     if first == "200 result=1":
         return _OK  # every SET VARIABLE's answer
     code_text, _, rest = first.partition(" ")
-    if not code_text[:3].isdigit():
+    code_text = code_text[:3]
+    # isdigit() alone accepts '²' or Arabic-Indic digits, which int() then refuses.
+    if len(code_text) != 3 or not (code_text.isascii() and code_text.isdigit()):
         raise ProtocolError("reply does not start with a status code")
-    code = int(code_text[:3])
+    code = int(code_text)
     result = data = ""
     if code == 200 and rest.startswith("result="):
         value, _, tail = rest[len("result=") :].partition(" ")
@@ -126,8 +129,10 @@ class AgiSession:
             while True:
                 nxt = await self._line()
                 lines.append(nxt)
-                if nxt.startswith("520 ") or len(lines) > 200:
+                if nxt.startswith("520 "):
                     break
+                if len(lines) > 200:
+                    raise ProtocolError("usage block without an end")
         reply = parse_reply(lines)
         if reply.code == 511:
             self.hung_up = True
@@ -147,15 +152,19 @@ class FastAgiServer:
         routes: Mapping[str, Route] | RouteFactory,
         *,
         deadline: float,
-        allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None,
         header_timeout: float = 5.0,
         reply_timeout: float = 5.0,
-        on_answer: Callable[[str, AgiAnswer, float, bool], None] | None = None,
+        on_answer: AnswerHook | None = None,
         fallback_route: Route | None = None,
+        max_in_flight: int = 256,
     ) -> None:
         self._routes = routes
         self.deadline = deadline
-        self._allowed = allowed
+        self._allowed = allowed  # None: no check (tests, embedding); (): nobody
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._warn = RateLimitedWarnings(log)
         self._header_timeout = header_timeout
         self._reply_timeout = reply_timeout
         self._on_answer = on_answer
@@ -187,7 +196,7 @@ class FastAgiServer:
         self._server = None
 
     def _peer_allowed(self, host: str) -> bool:
-        if not self._allowed:
+        if self._allowed is None:
             return True
         known = self._peer_verdicts.get(host)
         if known is None:
@@ -203,9 +212,10 @@ class FastAgiServer:
             return False
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        return any(addr in net for net in self._allowed)
+        return any(addr in net for net in self._allowed or ())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted = time.perf_counter()  # the deadline counts from here, not from the headers
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
@@ -215,7 +225,7 @@ class FastAgiServer:
             if not self._peer_allowed(str(peername[0])):
                 log.warning("%s fastagi: peer not in TRUSTLINE_AGI_ALLOW, closing", peer)
                 return
-            await self._session(reader, writer, peer)
+            await self._session(reader, writer, peer, accepted)
         except (ConnectionError, asyncio.IncompleteReadError):
             log.debug("%s fastagi: peer closed the connection early", peer)
         except TimeoutError:
@@ -232,101 +242,171 @@ class FastAgiServer:
             self._sessions.discard(task)
             writer.close()  # the transport flushes what is buffered, then closes
 
-    async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
-        """The agi_* block up to its blank line, read in one go and bounded in size."""
-        try:
-            block = await reader.readuntil(b"\n\n")
-        except asyncio.LimitOverrunError:
-            raise ProtocolError(f"no end of headers within {MAX_HEADER_BLOCK} bytes") from None
-        lines = block.decode("utf-8", "replace").split("\n")[:-2]
-        if not lines or not lines[0]:
-            raise ProtocolError("blank line before any header")
-        if len(lines) > MAX_HEADERS:
-            raise ProtocolError(f"more than {MAX_HEADERS} header lines")
-        headers: dict[str, str] = {}
-        for line in lines:
-            line = line.rstrip("\r")
-            if len(line) > MAX_LINE:
-                raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
-            key, sep, value = line.partition(": ")
-            if not sep:
-                key, sep, value = line.partition(":")
-            if not sep or not key.startswith("agi_"):
-                raise ProtocolError("header line is not 'agi_name: value'")
-            headers[key] = value
-        return headers
+    async def _read_headers(self, reader: asyncio.StreamReader, peer: str) -> HeaderBlock:
+        """The agi_* block up to its blank line, bounded in size; stray lines are tolerated."""
+        block = HeaderBlock()
+        size = count = 0
+        done = False
+        while not done:
+            # Up to the next blank line in one read: usually the whole block. A blank line
+            # inside a caller name ends a chunk early; the parser then asks for more.
+            try:
+                chunk = await reader.readuntil(b"\n\n")
+            except asyncio.LimitOverrunError:
+                raise ProtocolError(f"no end of headers within {MAX_HEADER_BLOCK} bytes") from None
+            size += len(chunk)
+            lines = chunk.decode("utf-8", "replace").split("\n")[:-1]
+            count += len(lines)
+            if size > MAX_HEADER_BLOCK or count > MAX_HEADERS:
+                raise ProtocolError(
+                    f"header block over {MAX_HEADER_BLOCK} bytes or {MAX_HEADERS} lines"
+                )
+            for line in lines:
+                if len(line) > MAX_LINE:
+                    raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
+                try:
+                    done = block.feed(line.rstrip("\r"))
+                except HeaderError as exc:
+                    raise ProtocolError(str(exc)) from None
+                if done:
+                    break  # a blank line ends a chunk, so nothing of this chunk is left
+        if block.stray:
+            # Never the lines themselves: they are pieces of a caller name or number.
+            log.info(
+                "%s fastagi: %d stray header line(s) ignored (line breaks in a value)",
+                peer,
+                block.stray,
+            )
+        return block
 
-    def _request(self, headers: dict[str, str], peer: str) -> AgiRequest:
+    def _request(self, block: HeaderBlock, peer: str) -> AgiRequest:
+        headers = block.headers
         script = headers.get("agi_network_script", "")
         path, _, query = script.partition("?")
-        args = []
-        i = 1
-        while f"agi_arg_{i}" in headers:
-            args.append(headers[f"agi_arg_{i}"])
-            i += 1
         return AgiRequest(
             route=path.strip("/"),
             query=dict(parse_qsl(query, keep_blank_values=True)),
-            args=tuple(args),
+            args=block.args,
             env=headers,
             peer=peer,
         )
 
     async def _session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        accepted: float,
     ) -> None:
         async with asyncio.timeout(self._header_timeout):
-            headers = await self._read_headers(reader)
-        started = time.perf_counter()
-        request = self._request(headers, peer)
+            block = await self._read_headers(reader, peer)
+        request = self._request(block, peer)
         routes = self._routes() if callable(self._routes) else self._routes
         route = routes.get(request.route)
-        missed = False
+        failure = ""
         if route is None:
-            log.warning(
-                "%s fastagi: unknown route %r (uniqueid %s)",
+            # The name as given never reaches a log line whole nor a metric label: a dialplan
+            # may have put a patient's number in it (agi://host/outbound/${EXTEN}).
+            self._warn.warning(
+                "unknown_route",
+                "%s fastagi: unknown route (uniqueid %s)",
                 peer,
-                request.route[:40],
                 request.uniqueid,
             )
+            label, failure = "unknown", "unknown_route"
             route = self._fallback_route
-            answer = route.on_failure(request, "unknown_route") if route else AgiAnswer()
+            answer = route.on_failure(request, failure) if route else AgiAnswer()
         else:
-            try:
-                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
-                async with asyncio.timeout(self.deadline):
-                    answer = await route.handle(request)
-            except TimeoutError:
-                missed = True
-                log.warning(
-                    "%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
+            label = route.name
+            remaining = self.deadline - (time.perf_counter() - accepted)
+            if self._in_flight >= self._max_in_flight or remaining <= 0:
+                # Overload: answer at once with the fallback, do no store work.
+                failure = "overload"
+                self._warn.warning(
+                    "overload:" + label,
+                    "%s fastagi: %s shed (%d in flight, %.0f ms left of the deadline)",
                     peer,
-                    request.route,
-                    self.deadline * 1000,
-                    request.uniqueid,
+                    label,
+                    self._in_flight,
+                    max(remaining, 0) * 1000,
                 )
-                answer = route.on_failure(request, "deadline")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "%s fastagi: %s failed (uniqueid %s); answering safely",
-                    peer,
-                    request.route,
-                    request.uniqueid,
-                )
-                answer = route.on_failure(request, "internal_error")
+                answer = route.on_failure(request, failure)
+            else:
+                answer, failure = await self._decide(route, request, remaining)
         if self._on_answer is not None:
-            self._on_answer(request.route, answer, time.perf_counter() - started, missed)
+            self._on_answer(label, answer, time.perf_counter() - accepted, failure)
         session = AgiSession(reader, writer, peer, self._reply_timeout)
         async with asyncio.timeout(self._reply_timeout):
             for name, value in answer.variables:
                 reply = await session.set_variable(name, value)
                 if reply.code != 200:
-                    log.warning(
+                    self._warn.warning(
+                        "refused",
                         "%s fastagi: Asterisk refused SET VARIABLE %s: %s",
                         peer,
                         name,
                         reply.lines[0][:80],
                     )
-        log.debug("%s fastagi: %s answered %s", peer, request.route, answer.outcome)
+        log.debug("%s fastagi: %s answered %s", peer, label, answer.outcome)
+
+    async def _decide(
+        self, route: Route, request: AgiRequest, remaining: float
+    ) -> tuple[AgiAnswer, str]:
+        self._in_flight += 1
+        try:
+            # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+            async with asyncio.timeout(remaining):
+                return await route.handle(request), ""
+        except TimeoutError:
+            self._warn.warning(
+                "deadline:" + route.name,
+                "%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
+                request.peer,
+                route.name,
+                self.deadline * 1000,
+                request.uniqueid,
+            )
+            return route.on_failure(request, "deadline"), "deadline"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "%s fastagi: %s failed (uniqueid %s); answering safely",
+                request.peer,
+                route.name,
+                request.uniqueid,
+            )
+            return route.on_failure(request, "internal_error"), "internal_error"
+        finally:
+            self._in_flight -= 1
+
+
+# route label, answer, seconds since accept, failure ("" or deadline, overload, ...)
+AnswerHook = Callable[[str, AgiAnswer, float, str], None]
+
+
+class RateLimitedWarnings:
+    """One warning per kind per ``interval`` seconds; the next one says how many were skipped.
+
+    Under overload every call misses: one line per call would flood the log and cost CPU.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, kinds: int = 64) -> None:
+        self._log = logger
+        self._interval = interval
+        self._kinds = kinds
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last, skipped = self._last.get(kind, (-self._interval, 0))
+        if now - last < self._interval:
+            self._last[kind] = (last, skipped + 1)
+            return
+        if len(self._last) >= self._kinds and kind not in self._last:
+            self._last.clear()
+        self._last[kind] = (now, 0)
+        if skipped:
+            msg += " (%d more like this in the last %.0f s)"
+            args = (*args, skipped, self._interval)
+        self._log.warning(msg, *args)

@@ -2,47 +2,97 @@
 
 Each feature module exposes ``register(subparsers)``; every sub-command sets
 ``handler=async def (args, settings) -> int``. Only this module prints errors to stderr.
+
+Must stay cheap to import: MixMonitor's post-command runs ``trustline recordings seal`` after
+every recorded call, and ``--help`` should answer at once. Feature modules therefore import
+only argparse at module level; settings, the store, aiohttp, cryptography and phonenumbers are
+imported by the handler that needs them (tests/test_cli_startup.py checks this).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from agent import errors
-from agent.settings import load_settings
 
-# sysexits.h codes, so shell scripts can tell failures apart.
+# sysexits.h codes, so shell scripts can tell failures apart. A command with nothing to do
+# (removing an entry that is not listed, reinstating a healthy number) exits 0 and says so:
+# the state the admin asked for holds.
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_IOERR = 74
+EX_CONFIG = 78
+
 EXIT_CODES: tuple[tuple[type[errors.TrustlineError], int], ...] = (
-    (errors.ConfigError, 78),  # EX_CONFIG
-    (errors.KeyringError, 78),
-    (errors.BadRequest, 64),  # EX_USAGE
-    (errors.UnknownNumber, 65),  # EX_DATAERR
-    (errors.RecordingError, 65),
-    (errors.StoreError, 74),  # EX_IOERR
+    (errors.ConfigError, EX_CONFIG),
+    (errors.KeyringError, EX_CONFIG),
+    (errors.BadRequest, EX_USAGE),
+    (errors.BadData, EX_DATAERR),
+    (errors.UnknownNumber, EX_DATAERR),
+    (errors.RecordingError, EX_DATAERR),
+    (errors.StoreError, EX_IOERR),  # StoreNotFound included
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) as documented, not 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: read from the installed package's metadata only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("trustline")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"trustline {found}")
+        parser.exit(EX_OK)
 
 
 def common_options() -> argparse.ArgumentParser:
     """Options every sub-command takes; pass as ``parents=[common_options()]``."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="data folder (env TRUSTLINE_DATA_DIR)")
+    common.add_argument(
+        "--data-dir",
+        help="data folder: store, callee-hash key (env TRUSTLINE_DATA_DIR; default "
+        "/var/lib/trustline if it exists, else $XDG_STATE_HOME/trustline)",
+    )
     common.add_argument("--config", help="pools.toml path (env TRUSTLINE_CONFIG)")
     return common
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json`` on a listing command: one JSON object per line instead of a table."""
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
-    from agent.cli import outbound, recordings, screening, stats
+    from agent.cli import outbound, packaging, recordings, screening, stats
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trustline",
         description="Trustline agent: caller-ID pools, inbound screening, encrypted recordings.",
+        epilog="Exit codes: 0 done (or nothing to do, said on stdout), 64 bad usage, 65 bad data,"
+        " 74 store or file failure (74 also when no store is where expected), 78 configuration.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings):
+    for feature in (outbound, stats, screening, recordings, packaging):
         feature.register(sub)
     return parser
 
@@ -51,16 +101,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import asyncio
+
+        from agent.settings import load_settings
+
         settings = load_settings(
             data_dir=getattr(args, "data_dir", None), config=getattr(args, "config", None)
         )
         code: int = asyncio.run(args.handler(args, settings))
         return code
     except errors.ConfigError as exc:
-        print(f"trustline: invalid configuration in {exc.source}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 78
+        count = f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}"
+        print(f"trustline: invalid configuration in {exc.source} ({count}):", file=sys.stderr)
+        for problem in exc.problems:  # `file:line: path: message`, the form editors jump to
+            print(problem, file=sys.stderr)
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        return EX_CONFIG
     except errors.TrustlineError as exc:
         print(f"trustline: {exc}", file=sys.stderr)
         for kind, code in EXIT_CODES:
@@ -71,6 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Disk full, permissions, a path that is not a folder: say which file, not a traceback.
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"trustline: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 74  # EX_IOERR
+        return EX_IOERR
     except KeyboardInterrupt:
         return 130

@@ -1,24 +1,27 @@
-"""Sub-commands: run, check-config, numbers, report-spam, reinstate."""
+"""Sub-commands: run, check-config, numbers, report-spam, reinstate.
+
+May: parse arguments, validate numbers with agent.phone, call OutboundService and print. Must
+not: decide policy (the service does), or import the agent's heavy modules at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent import phone
-from agent.app import load_hash_key, open_store, run_agent
-from agent.clock import SystemClock
-from agent.config import load_config
-from agent.logs import setup_logging
-from agent.services.outbound import OutboundService
-from agent.settings import Settings
+from agent.cli import add_json_flag, common_options, offline
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.services.outbound import OutboundService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.cli import common_options
-
     common = [common_options()]
     p = sub.add_parser("run", parents=common, help="run the agent (FastAGI, HTTP, AMI, recordings)")
     p.set_defaults(handler=_run)
@@ -32,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "numbers", parents=common, help="table of numbers: pool, used today / cap, state"
     )
+    add_json_flag(p)
     p.set_defaults(handler=_numbers)
 
     p = sub.add_parser(
@@ -41,17 +45,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--source", default="cli")
     p.set_defaults(handler=_report_spam)
 
-    p = sub.add_parser("reinstate", parents=common, help="end a number's quarantine or rest now")
+    p = sub.add_parser(
+        "reinstate",
+        parents=common,
+        help="end a number's quarantine or rest now (exit 0 with a message if it had neither)",
+    )
     p.add_argument("number")
     p.set_defaults(handler=_reinstate)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    setup_logging(settings.log_level)
+    from agent.app import run_agent
+    from agent.logs import setup_logging
+
+    setup_logging(settings.log_level, fmt=settings.log_format)
     return await run_agent(settings)
 
 
 async def _check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.config import load_config
+
     path = Path(args.path) if args.path else settings.config
     config = load_config(path)  # ConfigError -> listed on stderr, exit 78
     print(
@@ -63,25 +76,29 @@ async def _check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 @contextlib.asynccontextmanager
 async def offline_service(
-    settings: Settings, *, write: bool = True
+    settings: Settings, command: str, *, write: bool = True
 ) -> AsyncIterator[OutboundService]:
-    """The outbound service over the store, without servers: for admin commands."""
-    config = load_config(settings.config)
-    db = await open_store(settings)
-    try:
-        service = OutboundService(db, SystemClock(), config, load_hash_key(settings.hash_key_path))
+    """The outbound service over the agent's store, without servers: for admin commands."""
+    from agent.clock import SystemClock
+    from agent.services.outbound import OutboundService
+
+    config = offline.pools(settings, command)
+    async with offline.admin_store(settings) as db:
+        service = OutboundService(db, SystemClock(), config, offline.hash_key(settings))
         await service.start(watch_interval=None, write=write)
         try:
             yield service
         finally:
             await service.stop()
-    finally:
-        await db.close()
 
 
 async def _numbers(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_service(settings, write=False) as service:
+    async with offline_service(settings, "numbers", write=False) as service:
         rows = service.number_rows()
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
     headers = ("POOL", "NUMBER", "NAME", "TODAY", "STATE")
     table = [
         (
@@ -93,30 +110,86 @@ async def _numbers(args: argparse.Namespace, settings: Settings) -> int:
         )
         for r in rows
     ]
+    print_table(headers, table)
+    return 0
+
+
+def print_table(headers: tuple[str, ...], table: Sequence[tuple[str, ...]]) -> None:
     widths = [
         max(len(h), *(len(row[i]) for row in table)) if table else len(h)
         for i, h in enumerate(headers)
     ]
     for row in (headers, *table):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+
+
+def _number(text: str, config: Config | None) -> str:
+    """The number as E.164, read in the pools' default region; BadData (exit 65) otherwise."""
+    from agent import phone
+    from agent.errors import BadData
+
+    region = config.default_region if config is not None else "ZZ"
+    try:
+        return phone.to_e164(text, region, require_valid=False)
+    except phone.InvalidNumber as exc:
+        hint = "" if config is not None else " (write it as +E164 while pools.toml is invalid)"
+        raise BadData(f"{text!r} is not a phone number: {exc}{hint}") from None
 
 
 async def _report_spam(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_service(settings) as service:
-        result = await service.report_spam(args.number, args.source)
+    from agent import phone
+
+    async with offline_service(settings, "report-spam") as service:
+        number = _number(args.number, service.config)
+        result = await service.report_spam(number, args.source)
+        # The state the report left, as `trustline numbers` shows it (a number already
+        # quarantined by earlier reports stays quarantined).
+        await service.reload_state()
+        state = next((r["state"] for r in service.number_rows() if r["number"] == number), None)
     if not result.ours:
-        print(
-            f"{phone.mask(result.number)} is not one of our numbers: report recorded, nothing to do"
-        )
+        print(f"{phone.mask(number)} is not one of our numbers: report recorded, nothing to do")
         return 0
-    state = "quarantined" if result.quarantined else "still in its pool"
-    print(f"{result.number}: {result.reports_today} report(s) today, {state}")
+    print(f"{number}: {result.reports_today} report(s) today, {state or 'unknown state'}")
     return 0
 
 
 async def _reinstate(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_service(settings) as service:
-        changed = await service.reinstate(args.number)
-    print(f"{args.number}: {'reinstated' if changed else 'was neither quarantined nor resting'}")
-    return 0 if changed else 1
+    from agent.errors import ConfigError
+
+    try:
+        config = offline.pools(settings, "reinstate")
+    except ConfigError as exc:
+        return await _reinstate_from_store(args.number, settings, exc)
+    number = _number(args.number, config)
+    async with offline_service(settings, "reinstate") as service:
+        changed = await service.reinstate(number)
+    _say_reinstated(number, changed)
+    return 0
+
+
+def _say_reinstated(number: str, changed: bool) -> None:
+    if changed:
+        print(f"{number}: reinstated")
+    else:
+        print(f"{number}: nothing to do, it was neither quarantined nor resting")
+
+
+async def _reinstate_from_store(number_text: str, settings: Settings, bad: Exception) -> int:
+    """pools.toml is invalid (the agent runs on its last good one): a number in the store can
+    still be reinstated; only an international number can be read without the pools' region."""
+    import sys
+
+    from agent.clock import SystemClock
+    from agent.errors import UnknownNumber
+    from agent.store.outbound import OutboundRepo
+
+    number = _number(number_text, None)
+    print(f"trustline: pools.toml is invalid ({bad}); reinstating from the store", file=sys.stderr)
+    async with offline.admin_store(settings) as db:
+        repo = OutboundRepo(db)
+        if number not in {row.number for row in await repo.numbers()}:
+            raise UnknownNumber(f"{number} is not a number the agent knows")
+        changed = await repo.reinstate(number, SystemClock().now())
+        await repo.bump_state_version()
+    _say_reinstated(number, changed)
+    return 0

@@ -8,21 +8,28 @@ agent.cli maps them to exit codes), or decide anything the service decides.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
+import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.cli import common_options
+from agent.cli import add_json_flag, common_options
+from agent.cli.progress import reporter
 from agent.clock import SystemClock, utc
-from agent.errors import RecordingError
-from agent.recordings.keyring import check_location, init_keyring, load_keyring, rotate_keyring
-from agent.recordings.service import RecordingsService
-from agent.settings import Settings
-from agent.store import open_database
+from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
+from agent.recordings import handoff
+
+if TYPE_CHECKING:  # the heavy modules load in the handlers: `recordings seal` starts fast
+    from agent.recordings.service import RecordingsService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _leaf(keys_sub, "init", "create the keyring (mode 0600) with one active key", _keys_init)
     _leaf(keys_sub, "rotate", "add a new active key (older keys stay to open old files)",
           _keys_rotate)
-    _leaf(keys_sub, "list", "key ids, creation time, the active key, recordings per key",
-          _keys_list)
+    add_json_flag(_leaf(keys_sub, "list",
+                        "key ids, creation time, the active key, recordings per key", _keys_list))
 
     rec = sub.add_parser(
         "recordings", parents=[common_options()],
@@ -42,6 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     rec_sub = rec.add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
     p = _leaf(rec_sub, "list", "recordings with their IDs, newest first", _list)
+    add_json_flag(p)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--all", action="store_true", help="include recordings purged by retention")
 
@@ -51,7 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _leaf(rec_sub, "decrypt", "write one recording's audio to a file (audited)", _decrypt)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--out", required=True, type=_absolute, metavar="FILE",
-                   help="new file for the audio (never overwritten)")
+                   help="new file for the audio (never overwritten), or - to stream it to"
+                   " stdout (for a player)")
     p.add_argument("--operator", required=True, help="who is listening (recorded in the audit)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit)")
 
@@ -85,15 +94,22 @@ def _leaf(
     return parser
 
 
-def _absolute(value: str) -> Path:
-    return Path(os.path.abspath(value))
+def _absolute(value: str) -> Path | None:
+    """A path made absolute; None for ``-`` (standard output)."""
+    return None if value == "-" else Path(os.path.abspath(value))
 
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
+    from agent.recordings.service import RecordingsService
+    from agent.store import open_database
+
     db = await open_database(settings.database_path)
     try:
-        yield RecordingsService(settings, db, SystemClock())
+        service = RecordingsService(settings, db, SystemClock())
+        # A decryption killed earlier (SIGKILL) left an audit row open, maybe a partial file.
+        await service.recover_interrupted()
+        yield service
     finally:
         await db.close()
 
@@ -102,7 +118,13 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else utc(ts).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else utc(ts).isoformat().replace("+00:00", "Z")
+
+
 async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, init_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = init_keyring(settings.keyring_path, time.time())
     print(f"created keyring {ring.path} (mode 0600) with active key {ring.active_id}")
@@ -111,6 +133,8 @@ async def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import check_location, rotate_keyring
+
     check_location(settings.keyring_path, settings.recordings_dir)
     ring = rotate_keyring(settings.keyring_path, time.time())
     async with _service(settings) as service:
@@ -123,11 +147,20 @@ async def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.recordings.keyring import load_keyring
+
     ring = load_keyring(settings.keyring_path)
     async with _service(settings) as service:
         in_use = await service.keys_in_use()
+    keys = sorted(ring.keys.values(), key=lambda k: k.created)
+    if args.json:
+        for k in keys:
+            print(json.dumps({"key_id": k.key_id, "created": _iso(k.created),
+                              "active": k.key_id == ring.active_id,
+                              "recordings": in_use.get(k.key_id, 0)}))
+        return 0
     print(f"{'KEY ID':<22} {'CREATED':<21} {'ACTIVE':<6} RECORDINGS")
-    for key in sorted(ring.keys.values(), key=lambda k: k.created):
+    for key in keys:
         active = "yes" if key.key_id == ring.active_id else ""
         print(f"{key.key_id:<22} {_when(key.created):<21} {active:<6} {in_use.get(key.key_id, 0)}")
     return 0
@@ -136,6 +169,15 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
         rows = await service.listing(limit=args.limit, include_purged=args.all)
+    if args.json:
+        for r in rows:
+            print(json.dumps(
+                {"id": r.id, "uniqueid": r.uniqueid, "recorded_at": _iso(r.recorded_at),
+                 "sealed_at": _iso(r.sealed_at), "plain_size": r.plain_size, "size": r.size,
+                 "key_id": r.key_id, "state": r.state, "path": r.path,
+                 "source_name": r.source_name, "purged_at": _iso(r.purged_at),
+                 "rejected_at": _iso(r.rejected_at)}))
+        return 0
     print(f"{'ID':>6} {'UNIQUEID':<20} {'RECORDED':<21} {'BYTES':>10} {'KEY':<22} STATE")
     for r in rows:
         state = r.state
@@ -150,7 +192,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
-        results = await service.verify(args.ids or None)
+        with reporter("verify", unit="rec") as progress:
+            results = await service.verify(args.ids or None, progress)
     bad = 0
     for res in results:
         if res.problem is None:
@@ -165,16 +208,36 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _decrypt(args: argparse.Namespace, settings: Settings) -> int:
-    async with _service(settings) as service:
-        row = await service.decrypt(args.id, args.out, operator=args.operator, reason=args.reason)
-    print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes); access audited")
+    # SIGTERM, SIGINT, SIGHUP: stop after the current chunk, leave nothing, audit it.
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with _service(settings) as service:
+            out = args.out if args.out is not None else sys.stdout.buffer
+            row = await service.decrypt(args.id, out, operator=args.operator,
+                                        reason=args.reason, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if args.out is None:
+        sys.stdout.buffer.flush()
+        print(f"recording {row.id} streamed ({row.plain_size} bytes); access audited",
+              file=sys.stderr)
+    else:
+        print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes);"
+              " access audited")
     return 0
 
 
 async def _purge(args: argparse.Namespace, settings: Settings) -> int:
     operator = args.operator or f"cli:{getpass.getuser()}"
     async with _service(settings) as service:
-        rows = await service.purge_expired(operator=operator, dry_run=args.dry_run)
+        with reporter("purge", unit="rec") as progress:
+            rows = await service.purge_expired(operator=operator, dry_run=args.dry_run,
+                                               progress=progress)
     verb = "would delete" if args.dry_run else "deleted"
     for r in rows:
         print(f"{verb} {r.id:>6} {r.uniqueid or '-':<20} recorded {_when(r.recorded_at)}")
@@ -183,20 +246,9 @@ async def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if tty:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\rrewrap [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"rewrap {done}/{total}\n")
-        sys.stderr.flush()
-
     async with _service(settings) as service:
-        report = await service.rewrap(progress)
+        with reporter("rewrap", unit="rec") as progress:
+            report = await service.rewrap(progress)
     for failure in report.failures:
         print(f"FAIL  {failure}")
     print(f"re-wrapped {report.rewrapped} of {report.total} recordings under the active key")
@@ -205,8 +257,23 @@ async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_HANDOFF_ERRORS: dict[str, type[TrustlineError]] = {
+    "usage": BadRequest, "recording": RecordingError, "keyring": KeyringError,
+}
+
+
 async def _seal(args: argparse.Namespace, settings: Settings) -> int:
-    async with _service(settings) as service:
-        row = await service.seal_file(args.file, args.uniqueid)
-    print(f"sealed as recording {row.id}")
+    # The running agent seals it (keyring, store and threads already warm); else we do.
+    sock = settings.data_dir / handoff.SOCKET_NAME
+    try:
+        answer = await asyncio.to_thread(handoff.request_seal, sock, args.file, args.uniqueid)
+    except handoff.AgentDown:
+        async with _service(settings) as service:
+            row = await service.seal_file(args.file, args.uniqueid)
+        print(f"sealed as recording {row.id}")
+        return 0
+    if not answer.get("ok"):
+        error = _HANDOFF_ERRORS.get(str(answer.get("kind")), TrustlineError)
+        raise error(f"the agent could not seal {args.file}: {answer.get('error')}")
+    print(f"sealed as recording {answer.get('id')} (by the running agent)")
     return 0

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from agent.app import load_hash_key, open_store
-from agent.clock import SystemClock
-from agent.config import load_config
-from agent.screening.service import InboundCall, ScreeningService
-from agent.settings import Settings
+from agent.cli import add_json_flag, common_options, offline
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.screening.service import ScreeningService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.cli import common_options
-
     common = [common_options()]
     p = sub.add_parser(
         "screen",
@@ -36,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--verify-result", default="", help="STIR_SHAKEN(0,verify_result), if the PBX verifies"
     )
-    p.add_argument(
-        "--withheld", action="store_true", help="caller presentation restricted (CLIR)"
-    )
+    p.add_argument("--withheld", action="store_true", help="caller presentation restricted (CLIR)")
     p.set_defaults(handler=_screen)
 
     for kind in ("block", "allow"):
@@ -52,34 +52,43 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         a.add_argument("entry")
         a.add_argument("--note", default="", help="why (shown by list; no health data)")
         a.set_defaults(handler=_list_add, kind=kind)
-        r = actions.add_parser("remove", parents=common, help="remove a number or prefix")
+        r = actions.add_parser(
+            "remove",
+            parents=common,
+            help="remove a number or prefix (exit 0 with a message if it was not listed)",
+        )
         r.add_argument("entry")
         r.set_defaults(handler=_list_remove, kind=kind)
-        ls = actions.add_parser("list", parents=common, help="show the entries")
+        ls = actions.add_parser(
+            "list", parents=common, help="show the entries (works while pools.toml is invalid)"
+        )
+        add_json_flag(ls)
         ls.set_defaults(handler=_list_show, kind=kind)
 
 
 @contextlib.asynccontextmanager
-async def offline_screening(settings: Settings) -> AsyncIterator[ScreeningService]:
-    """The screening service over the store, without servers: for admin commands."""
-    config = load_config(settings.config)
-    db = await open_store(settings)
-    try:
+async def offline_screening(settings: Settings, command: str) -> AsyncIterator[ScreeningService]:
+    """The screening service over the agent's store, without servers: for admin commands."""
+    from agent.clock import SystemClock
+    from agent.screening.service import ScreeningService
+
+    config = offline.pools(settings, command)
+    async with offline.admin_store(settings) as db:
         service = ScreeningService(
             config_provider=lambda: config,
             db=db,
             clock=SystemClock(),
-            hash_key=load_hash_key(settings.hash_key_path),
+            hash_key=offline.hash_key(settings),
         )
         try:
             yield service
         finally:
             await service.close()
-    finally:
-        await db.close()
 
 
 async def _screen(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.screening.service import InboundCall
+
     call = InboundCall(
         caller=args.caller,
         dialled=args.dialled,
@@ -87,7 +96,7 @@ async def _screen(args: argparse.Namespace, settings: Settings) -> int:
         verify_result=args.verify_result,
         callingpres=0x20 if args.withheld else 0,
     )
-    async with offline_screening(settings) as service:
+    async with offline_screening(settings, "screen") as service:
         decision = await service.explain(call)
     rows = [
         (r.code, f"{r.weight:+d}", "yes" if r.fired else "no", f"{r.points:+d}", r.detail)
@@ -105,28 +114,49 @@ async def _screen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _list_add(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_screening(settings) as service:
+    async with offline_screening(settings, f"{args.kind} add") as service:
         entry, added = await service.add_entry(args.kind, args.entry, args.note)
     print(f"{args.kind}: {'added' if added else 'already listed (note updated)'} {entry}")
     return 0
 
 
 async def _list_remove(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_screening(settings) as service:
+    async with offline_screening(settings, f"{args.kind} remove") as service:
         entry, removed = await service.remove_entry(args.kind, args.entry)
         static = entry in service.static_entries(args.kind)
     if not removed:
         where = " (it is in pools.toml [screening]; remove it there)" if static else ""
-        print(f"{args.kind}: {entry} was not listed{where}")
-        return 1
+        print(f"{args.kind}: nothing to do, {entry} was not listed{where}")
+        return 0
     print(f"{args.kind}: removed {entry}")
     return 0
 
 
 async def _list_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_screening(settings) as service:
-        stored = await service.entries(args.kind)
-        static = service.static_entries(args.kind)
+    from agent.screening.repo import ScreeningRepo
+
+    # The store's entries need no pools.toml: while the file on disk is invalid (the agent
+    # runs on its last good one), the list still shows, with a word about the file's entries.
+    static: tuple[str, ...] = ()
+    try:
+        config = offline.pools(settings, f"{args.kind} list")
+    except ConfigError as exc:
+        print(
+            f"trustline: {exc.source} is invalid, its [screening] {args.kind} entries are not "
+            "shown (`trustline check-config` lists the problems)",
+            file=sys.stderr,
+        )
+    else:
+        static = config.raw.screening.allow if args.kind == "allow" else config.raw.screening.block
+    async with offline.admin_store(settings) as db:
+        stored = await ScreeningRepo(db).list_entries(args.kind)
+    if args.json:
+        for entry in static:
+            print(json.dumps({"entry": entry, "source": "pools.toml"}))
+        for item in stored:
+            row = {"entry": item.entry, "source": "store", "added_at": item.added_at}
+            print(json.dumps({**row, "note": item.note}))
+        return 0
     for entry in static:
         print(f"{entry}\tpools.toml")
     for item in stored:

@@ -9,21 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
-from agent.ami.repo import OutcomeRepo
-from agent.ami.stats import AnswerStats, aggregate
-from agent.app import open_store
-from agent.clock import SystemClock
-from agent.config import load_config
+from agent.cli import add_json_flag, common_options, offline
 from agent.errors import BadRequest
-from agent.policy.outbound import local_day
-from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from agent.ami.stats import AnswerStats
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.cli import common_options
-
     p = sub.add_parser(
         "stats",
         parents=[common_options()],
@@ -39,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--to", dest="last", help="last day, YYYY-MM-DD (default: --from or today)")
     p.add_argument("--pool", help="only this pool")
     p.add_argument("--by-number", action="store_true", help="one line per number, not per pool")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    add_json_flag(p)
     p.set_defaults(handler=_stats)
 
 
@@ -51,7 +47,14 @@ def _day(text: str, flag: str) -> date:
 
 
 async def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    config = load_config(settings.config)
+    from zoneinfo import ZoneInfo
+
+    from agent.ami.repo import OutcomeRepo
+    from agent.ami.stats import aggregate
+    from agent.clock import SystemClock
+    from agent.policy.outbound import local_day
+
+    config = offline.pools(settings, "stats")
     default_zone = ZoneInfo(config.raw.defaults.timezone)
 
     def zone_of(pool: str) -> ZoneInfo:
@@ -73,11 +76,8 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     # A day wider on each side in UTC covers every pool's time zone; aggregate trims.
     since = _epoch(first - timedelta(days=1))
     until = _epoch(last + timedelta(days=2))
-    db = await open_store(settings)
-    try:
+    async with offline.admin_store(settings) as db:
         rows = await OutcomeRepo(db).outcomes(since, until, args.pool)
-    finally:
-        await db.close()
     stats = aggregate(rows, zone_of, by_number=args.by_number, first=first, last=last)
     if args.json:
         for s in stats:

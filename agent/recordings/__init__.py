@@ -6,10 +6,25 @@ Modules, by role:
 - ``pipeline``: blocking, crash-safe file steps (seal, verify, resolve leftovers, rewrap).
 - ``repo``: the SQL for recording metadata and the access/purge audit.
 - ``service``: ``RecordingsService``, the asyncio use cases the agent and the CLI call.
+- ``handoff``: the post-command's Unix socket to the running agent (stdlib only).
 
 Nothing in this package logs key material or recording content.
 """
 
-from agent.recordings.service import RecordingsService
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.recordings.service import RecordingsService
 
 __all__ = ["RecordingsService"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that the post-command's ``agent.recordings.handoff`` imports nothing heavy.
+    if name == "RecordingsService":
+        from agent.recordings.service import RecordingsService
+
+        return RecordingsService
+    raise AttributeError(name)

@@ -1,7 +1,8 @@
 """Blocking, crash-safe file steps on the recordings folder; the service runs them in a thread.
 
 May: read plaintext recordings, write sealed files through a temp file beside the target
-(fsync, link, fsync the folder), verify by decrypting, delete plaintext that is proven sealed,
+(fsync, link, fsync the folder), check what was written (FORMAT.md, "Sealing"), verify by
+decrypting, delete plaintext that is proven sealed,
 delete its own temp files, move aside (under a fresh name) a sealed file that fails to open,
 read /proc to see which files another process holds open, take the folder's flock.
 Must not: delete a plaintext whose sealed copy has not been verified, delete a sealed file
@@ -19,8 +20,10 @@ import os
 import re
 import secrets
 import stat
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +40,7 @@ AUDIO_SUFFIXES = frozenset(
 TEMP_MARK = ".tlrec-tmp"
 REWRAP_MARK = ".tlrec-rewrap"
 REJECTED_MARK = ".tlrec-rejected"
+PART_MARK = ".tlrec-part"  # a decryption in progress, where unnamed files are not supported
 # One flock per recordings folder, taken by every process (agent, CLI, post-command) around
 # each file step that creates, replaces or deletes a sealed file. Hidden: scans ignore it.
 LOCK_NAME = ".trustline-recordings.lock"
@@ -267,11 +271,12 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
     """Seal ``plain`` beside itself and verify it; the plaintext is not removed here.
 
     Order: temp file beside the target, fsync, link to the final name (never overwriting),
-    fsync the folder, verify by decrypting. A file already under the final name is checked
-    against the plaintext: the same recording (a crash after linking) is adopted; one that
-    does not open is moved aside under a fresh name and the name reused; a valid one holding
-    another recording (MixMonitor reused a name) keeps its name, and this recording is sealed
-    under the next free one, ``X.wav.2.tlrec``: audio is never left in plaintext for a name.
+    fsync the folder, spot-check the file on disk (FORMAT.md, "Sealing"). A file already
+    under the final name is checked against the plaintext: the same recording (a crash after
+    linking) is adopted; one that does not open is moved aside under a fresh name and the name
+    reused; a valid one holding another recording (MixMonitor reused a name) keeps its name,
+    and this recording is sealed under the next free one, ``X.wav.2.tlrec``: audio is never
+    left in plaintext for a name.
     """
     aside: Path | None = None
     displaced: Path | None = None
@@ -310,10 +315,10 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as dst:
-                info = fmt.encrypt_stream(
-                    src, dst, keyring.active, before.st_size, chunk_size=chunk_size, hasher=digest
+                info = fmt.encrypt_file(
+                    src.fileno(), dst.fileno(), keyring.active, before.st_size,
+                    chunk_size=chunk_size, hasher=digest,
                 )
-                dst.flush()
                 os.fsync(dst.fileno())
             after = os.stat(plain)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
@@ -327,9 +332,11 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         finally:
             _unlink_quietly(tmp)
         sha256 = digest.hexdigest()
-    # Every chunk's tag and the wrapped key authenticate what is on disk against what we
-    # sealed, so the SHA-256 taken while writing is the file's; no second hash pass.
-    verify(target, keyring, hash_file=False)
+    # No second full pass (FORMAT.md, "Sealing"): the SHA-256 was taken over the very bytes
+    # written, fsync returned, and the spot check proves the keyring opens the file as it
+    # lies on disk. Every later reader still authenticates every chunk.
+    with open(target, "rb", opener=_nofollow) as sealed_file:
+        fmt.spot_check(sealed_file, dict(keyring.keys), name=str(target))
     return Sealed(
         target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime
     )
@@ -447,34 +454,122 @@ def _check_recorded(path: Path, actual: str, expected: str, pending: str | None)
         )
 
 
+class Interrupted(RecordingError):
+    """A decryption was stopped (SIGTERM, SIGINT) before its end; nothing was left behind."""
+
+
+class _Guard:
+    """A decrypt sink that checks ``stop`` before each chunk: a signal ends the copy."""
+
+    def __init__(self, dst: fmt.Sink, stop: threading.Event | None) -> None:
+        self._dst = dst
+        self._stop = stop
+
+    def write(self, data: bytes) -> object:
+        if self._stop is not None and self._stop.is_set():
+            raise Interrupted("decryption interrupted; no audio was left behind")
+        return self._dst.write(data)
+
+
+def open_unnamed(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (Linux O_TMPFILE): it vanishes with the process unless
+    linked, so a SIGKILL leaves no partial audio. None where the file system lacks it."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
 def decrypt_to(
     path: Path, out: Path, keyring: Keyring, *, expected_sha256: str,
-    pending_sha256: str | None = None,
+    pending_sha256: str | None = None, stop: threading.Event | None = None,
+    register_part: Callable[[Path], None] | None = None,
 ) -> int:
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
 
-    The plaintext goes to a temp file beside ``out`` and takes its name only once every chunk
-    authenticated and the file matched its recorded SHA-256: no partial audio is left behind.
+    The audio goes to an unnamed file in ``out``'s folder and gets its name only once every
+    chunk authenticated and the file matched its recorded SHA-256: a killed process leaves
+    nothing. Where unnamed files are not supported, a named ``.part`` file is used instead,
+    handed to ``register_part`` first (so the next run can remove it after a SIGKILL) and
+    removed here on any error or ``stop``.
     """
     if out.exists() or out.is_symlink():
         raise RecordingError(f"{out} already exists; choose another --out")
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
+    fd = open_unnamed(out.parent)
+    tmp: Path | None = None
+    if fd is None:
+        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}{PART_MARK}")
+        if register_part is not None:
+            register_part(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     digest = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(path, "rb", opener=_nofollow) as src, os.fdopen(fd, "wb") as dst:
-            header = fmt.decrypt_stream(src, dst, dict(keyring.keys), name=str(path),
-                                        hasher=digest)
+            header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys),
+                                        name=str(path), hasher=digest)
             _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
-        try:
-            os.link(tmp, out)
-        except FileExistsError:
-            raise RecordingError(f"{out} already exists; choose another --out") from None
+            try:
+                if tmp is None:
+                    _link_unnamed(dst.fileno(), out)
+                else:
+                    os.link(tmp, out)
+            except FileExistsError:
+                raise RecordingError(f"{out} already exists; choose another --out") from None
     finally:
-        _unlink_quietly(tmp)
+        if tmp is not None:
+            _unlink_quietly(tmp)
     return header.plain_length
+
+
+def _link_unnamed(fd: int, out: Path) -> None:
+    """Give an O_TMPFILE file its name: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (a
+    directory descriptor makes Python use linkat with that flag instead of plain link)."""
+    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), out, src_dir_fd=fds, follow_symlinks=True)
+    finally:
+        os.close(fds)
+
+
+def decrypt_stream_to(
+    path: Path, dst: fmt.Sink, keyring: Keyring, *, expected_sha256: str,
+    pending_sha256: str | None = None, stop: threading.Event | None = None,
+) -> int:
+    """Stream the authenticated plaintext of ``path`` to ``dst`` (a pipe to a player).
+
+    The file is first hashed (from the same descriptor) against its recorded SHA-256, so no
+    audio of a substituted file is ever released; then each chunk is written once it
+    authenticates. Nothing is stored on disk.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb", opener=_nofollow) as src:
+        while block := src.read(_COPY_CHUNK):
+            digest.update(block)
+        _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
+        src.seek(0)
+        header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys), name=str(path))
+    return header.plain_length
+
+
+def remove_parts(parts: list[Path]) -> list[Path]:
+    """Delete named ``.part`` files a killed decryption left (only names we would write)."""
+    removed = []
+    for part in parts:
+        if not (part.name.startswith(".") and part.name.endswith(PART_MARK)):
+            continue
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            continue
+        removed.append(part)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -563,11 +658,12 @@ def delete_sealed(path: Path) -> bool:
 class _BackgroundSha256:
     """SHA-256 on a helper thread: hashlib releases the GIL, so hashing overlaps sealing.
 
-    At most two chunks wait for the hasher, so memory stays constant; order is kept because
-    one worker takes the updates first in, first out.
+    At most one pool window of chunks (``2 * fmt.WORKERS``) waits for the hasher, so memory
+    stays bounded and the encrypting workers rarely wait on it; order is kept because one
+    worker takes the updates first in, first out.
     """
 
-    _BACKLOG = 2
+    _BACKLOG = 2 * fmt.WORKERS
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()

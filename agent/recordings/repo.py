@@ -269,6 +269,15 @@ class RecordingsRepo:
             "UPDATE recording_audit SET outcome = ? WHERE id = ?", (outcome, audit_id)
         )
 
+    async def started_audits(self, action: str) -> list[tuple[int, dict[str, Any]]]:
+        """Audit rows of ``action`` still ``started``: running, or their process died."""
+        rows = await self._db.fetchall(
+            "SELECT id, detail FROM recording_audit WHERE action = ? AND outcome = 'started'"
+            " ORDER BY id",
+            (action,),
+        )
+        return [(int(r[0]), json.loads(r[1] or "{}")) for r in rows]
+
     async def audit(self, recording_id: int | None = None) -> list[AuditRow]:
         sql = (
             "SELECT id, at, action, recording_id, operator, reason, outcome, detail"

@@ -1,9 +1,11 @@
 """RecordingsService: the use cases of recordings at rest, for the agent and the CLI.
 
 May: schedule sealing when AMI reports a recording complete, sweep the recordings folder,
-enforce retention, verify, decrypt for a named operator with a reason (audited), re-wrap data
-keys after a rotation. Blocking file and crypto work runs in a worker thread, one file at a
-time, so the event loop (and the FastAGI deadline) never waits on a disk or a cipher. Every
+enforce retention, verify, decrypt for a named operator with a reason (audited; a decryption
+cut short leaves no audio and an ``incomplete`` audit row), re-wrap data keys after a
+rotation, seal what the post-command hands over its socket (``handoff``). Blocking file and
+crypto work runs in a worker thread, one file at a time, so the event loop (and the FastAGI
+deadline) never waits on a disk or a cipher. Every
 step that creates, replaces or deletes a sealed file holds the recordings folder's flock, so
 the agent, the CLI and the post-command never act on one file at once.
 Must not: create a keyring (``trustline keys init`` does, on purpose), touch a file outside
@@ -17,16 +19,17 @@ import asyncio
 import getpass
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from agent.clock import Clock
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
 from agent.recordings import format as fmt
-from agent.recordings import pipeline
+from agent.recordings import handoff, pipeline
 from agent.recordings.keyring import Keyring, check_location, load_keyring
 from agent.recordings.repo import AuditRow, RecordingRow, RecordingsRepo
 from agent.settings import Settings
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 RETENTION_OPERATOR = "retention"
+INCOMPLETE = "incomplete"  # audit outcome of a decryption stopped before its end
+# Under the data folder: one note per named partial file of a decryption in progress.
+PARTS_DIR = "decrypting"
 
 
 @dataclass
@@ -82,6 +88,7 @@ class RecordingsService:
         proc: Path = Path("/proc"),
     ) -> None:
         self._folder = settings.recordings_dir
+        self._data_dir = settings.data_dir
         self._keyring_path = settings.keyring_path
         self._retention_days = settings.retention_days
         self._repo = RecordingsRepo(db)
@@ -120,7 +127,12 @@ class RecordingsService:
         try:
             await self._ring()
         except KeyringError as exc:
-            self._report_keyring(str(exc))
+            await self._keyring_problem(exc)
+        try:
+            await self.recover_interrupted()
+        except (TrustlineError, OSError) as exc:
+            log.warning("recordings: could not check for interrupted decryptions: %s",
+                        _describe(exc))
         self._spawn(self._maintenance_loop())
 
     async def stop(self) -> None:
@@ -201,6 +213,18 @@ class RecordingsService:
         ring = await self._ring()
         return await self._seal(path, uniqueid or pipeline.uniqueid_from_name(path.name), ring)
 
+    def handoff_server(self) -> handoff.HandoffServer:
+        """The socket the MixMonitor post-command hands finished recordings to (not started)."""
+        return handoff.HandoffServer(
+            self._data_dir / handoff.SOCKET_NAME, self._seal_handed_off, handoff_kind
+        )
+
+    async def _seal_handed_off(self, filename: str, uniqueid: str | None) -> int:
+        row = await self.seal_file(filename, uniqueid)
+        log.info("recordings: post-command handed over %s (recording %d)", Path(row.path).name,
+                 row.id)
+        return row.id
+
     # -- sweep and retention ---------------------------------------------------------------
 
     async def sweep(self, *, at_startup: bool = True) -> SweepReport:
@@ -212,7 +236,7 @@ class RecordingsService:
         try:
             ring = await self._ring()
         except KeyringError as exc:
-            self._report_keyring(str(exc))
+            await self._keyring_problem(exc)
             report.problem = str(exc)
             return report
         async with self._folder_locked():
@@ -282,7 +306,8 @@ class RecordingsService:
         return report
 
     async def purge_expired(
-        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False
+        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> list[RecordingRow]:
         """Delete sealed recordings older than ``retention_days``; audit each deletion."""
         cutoff = self._clock.now() - self._retention_days * DAY
@@ -291,9 +316,11 @@ class RecordingsService:
             return rows
         reason = f"retention: older than {self._retention_days} days"
         purged = []
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             if await self._shielded(self._locked(self._purge_one(row.id, operator, reason))):
                 purged.append(row)
+            if progress is not None:
+                progress(n, len(rows))
         return purged
 
     async def _purge_one(self, recording_id: int, operator: str, reason: str) -> bool:
@@ -328,11 +355,15 @@ class RecordingsService:
     async def keys_in_use(self) -> dict[str, int]:
         return await self._repo.count_by_key()
 
-    async def verify(self, ids: list[int] | None = None) -> list[VerifyResult]:
+    async def verify(
+        self, ids: list[int] | None = None, progress: Progress | None = None
+    ) -> list[VerifyResult]:
         ring = await self._ring()
         rows = [await self.get(i) for i in ids] if ids else await self._repo.live()
-        results = []
+        results: list[VerifyResult] = []
         for row in rows:
+            if progress is not None and results:
+                progress(len(results), len(rows))
             if row.purged_at is not None:
                 results.append(VerifyResult(row, "purged"))
                 continue
@@ -350,12 +381,17 @@ class RecordingsService:
                 results.append(VerifyResult(row, _describe(exc)))
             else:
                 results.append(VerifyResult(row, None))
+        if progress is not None and rows:
+            progress(len(rows), len(rows))
         return results
 
     async def decrypt(
-        self, recording_id: int, out: Path, *, operator: str, reason: str
+        self, recording_id: int, out: Path | BinaryIO, *, operator: str, reason: str,
+        stop: threading.Event | None = None,
     ) -> RecordingRow:
-        """Write one recording's audio to ``out``, after recording who, when, which and why."""
+        """Write one recording's audio to ``out`` (a new file, or a stream such as stdout),
+        after recording who, when, which and why. ``stop`` (set by a signal handler) ends it
+        early: nothing is left behind and the audit row says ``incomplete``."""
         operator, reason = operator.strip(), reason.strip()
         if not operator:
             raise BadRequest("decrypting needs an operator identity (--operator)")
@@ -366,34 +402,90 @@ class RecordingsService:
             raise RecordingError(f"recording {recording_id} was deleted by retention")
         if row.rejected_at is not None:
             raise RecordingError(f"recording {recording_id} was set aside: its file does not open")
-        if not out.is_absolute():
-            raise BadRequest(f"--out {out} must be an absolute path")
-        if self._resolve(str(out)) is not None:
-            raise BadRequest(
-                f"--out {out} is inside the recordings folder; plaintext there would be sealed"
-                " again"
-            )
+        if isinstance(out, Path):
+            if not out.is_absolute():
+                raise BadRequest(f"--out {out} must be an absolute path")
+            if self._resolve(str(out)) is not None:
+                raise BadRequest(
+                    f"--out {out} is inside the recordings folder; plaintext there would be"
+                    " sealed again"
+                )
         ring = await self._ring()
+        where = str(out) if isinstance(out, Path) else "-"
         audit_id = await self._repo.audit_started(
             at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
-            reason=reason, detail={"out": str(out), "uniqueid": row.uniqueid, **_os_identity()},
+            reason=reason, detail={"out": where, "uniqueid": row.uniqueid, **_os_identity()},
         )
+        notes: list[Path] = []
         try:
-            await asyncio.to_thread(
-                pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
-                pending_sha256=row.pending_sha256,
-            )
+            if isinstance(out, Path):
+                await asyncio.to_thread(
+                    pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
+                    pending_sha256=row.pending_sha256, stop=stop,
+                    register_part=lambda part: notes.append(self._register_part(part)),
+                )
+            else:
+                await asyncio.to_thread(
+                    pipeline.decrypt_stream_to, Path(row.path), out, ring,
+                    expected_sha256=row.sha256, pending_sha256=row.pending_sha256, stop=stop,
+                )
         except BaseException as exc:
-            await self._repo.audit_outcome(audit_id, f"failed: {type(exc).__name__}")
+            interrupted = isinstance(
+                exc, (pipeline.Interrupted, asyncio.CancelledError, BrokenPipeError)
+            )
+            await asyncio.shield(self._repo.audit_outcome(
+                audit_id, INCOMPLETE if interrupted else f"failed: {type(exc).__name__}"
+            ))
             if isinstance(exc, FileNotFoundError) and exc.filename == row.path:
                 raise RecordingError(f"{row.path}: file is missing") from None
             if isinstance(exc, OSError):
-                raise BadRequest(f"cannot write {out}: {_describe(exc)}") from None
+                raise BadRequest(f"cannot write {where}: {_describe(exc)}") from None
             raise
+        finally:
+            await asyncio.to_thread(_forget_parts, notes)
         await self._repo.audit_outcome(audit_id, "ok")
         log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
                  audit_id)
         return row
+
+    async def recover_interrupted(self) -> int:
+        """Clean up after decryptions whose process died (SIGKILL): remove any partial audio
+        they left and mark their audit rows ``incomplete``. Every recordings command and the
+        agent's start run this; returns how many audit rows it closed."""
+        await asyncio.to_thread(self._remove_dead_parts)
+        closed = 0
+        for audit_id, detail in await self._repo.started_audits("decrypt"):
+            pid = detail.get("pid")
+            if isinstance(pid, int) and not _alive(pid):
+                await self._repo.audit_outcome(audit_id, INCOMPLETE)
+                closed += 1
+        return closed
+
+    def _parts_dir(self) -> Path:
+        return self._data_dir / PARTS_DIR
+
+    def _register_part(self, part: Path) -> Path:
+        """Note a named partial file before it exists, under this process's id."""
+        folder = self._parts_dir()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        note = folder / f"{os.getpid()}.{part.name}"
+        fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(part))
+        return note
+
+    def _remove_dead_parts(self) -> None:
+        folder = self._parts_dir()
+        if not folder.is_dir():
+            return
+        for note in folder.iterdir():
+            pid = note.name.split(".", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            for part in pipeline.remove_parts([Path(note.read_text())]):
+                log.warning("recordings: removed partial audio %s left by a killed decryption",
+                            part)
+            note.unlink(missing_ok=True)
 
     async def rewrap(self, progress: Progress | None = None) -> RewrapReport:
         """Re-wrap every data key not under the active key; the audio is never re-encrypted."""
@@ -475,10 +567,36 @@ class RecordingsService:
         finally:
             coro.close()  # never started (cancelled while waiting): no "never awaited" warning
 
-    def _report_keyring(self, message: str) -> None:
+    async def _keyring_problem(self, exc: KeyringError) -> None:
+        """No usable keyring: an error if there are recordings to protect, else a hint.
+
+        A keyring that was never created, with no recording in the folder, means recordings
+        are simply not in use: a warning says how to enable them, not an ERROR on every start.
+        """
+        missing = not await asyncio.to_thread(os.path.lexists, self._keyring_path)
+        if missing and not await asyncio.to_thread(self._has_recordings):
+            self._report_keyring(
+                f"not in use: no keyring at {self._keyring_path} and no recording in"
+                f" {self._folder}; to encrypt MixMonitor recordings at rest, run `trustline"
+                " keys init` (and set TRUSTLINE_RECORDINGS_DIR to MixMonitor's folder)",
+                in_use=False,
+            )
+            return
+        self._report_keyring(str(exc))
+
+    def _has_recordings(self) -> bool:
+        if not self._folder.is_dir():
+            return False
+        found = pipeline.scan(self._folder)
+        return bool(found.plaintexts or found.sealed or found.rejected)
+
+    def _report_keyring(self, message: str, *, in_use: bool = True) -> None:
         # Once per distinct problem: an hourly sweep must not fill the log with the same line.
         if message != self._keyring_reported:
             self._keyring_reported = message
+            if not in_use:
+                log.warning("recordings: %s", message)
+                return
             log.error("recordings: %s; recordings stay in plaintext until this is fixed",
                       message)
 
@@ -626,7 +744,36 @@ def _os_identity() -> dict[str, object]:
         login: str | None = getpass.getuser()
     except (OSError, KeyError):
         login = None
-    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid()}
+    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid(),
+            "pid": os.getpid()}
+
+
+def _forget_parts(notes: list[Path]) -> None:
+    """A decryption ended: its partial file (if any) and the note about it go."""
+    for note in notes:
+        pipeline.remove_parts([Path(note.read_text())])
+        note.unlink(missing_ok=True)
+
+
+def handoff_kind(exc: BaseException) -> str | None:
+    """How a hand-off failure is reported to the post-command (its exit code follows)."""
+    for kind, name in ((BadRequest, "usage"), (KeyringError, "keyring"),
+                       (RecordingError, "recording"), (TrustlineError, "error"),
+                       (OSError, "io")):
+        if isinstance(exc, kind):
+            return name
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (then its decryption may still be running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Self
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from agent.screening.lists import normalise_entry
 
@@ -19,7 +28,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _w(default: int) -> int:
+def _w(default: int) -> StrictInt:
     # Negative weights vouch for a caller (callback); the total is clamped to 0..100.
     return Field(default, ge=-100, le=100)
 
@@ -27,31 +36,31 @@ def _w(default: int) -> int:
 class ScreeningWeights(_Strict):
     """Points each rule adds when it fires. A weight of 0 keeps the reason visible but inert."""
 
-    blocklist: int = _w(100)
-    withheld: int = _w(40)
-    invalid_number: int = _w(60)
-    own_number: int = _w(85)  # our own caller ID presented from outside: spoofing
-    premium_rate: int = _w(60)
-    toll_free: int = _w(10)
-    international: int = _w(10)
+    blocklist: StrictInt = _w(100)
+    withheld: StrictInt = _w(40)
+    invalid_number: StrictInt = _w(60)
+    own_number: StrictInt = _w(85)  # our own caller ID presented from outside: spoofing
+    premium_rate: StrictInt = _w(60)
+    toll_free: StrictInt = _w(10)
+    international: StrictInt = _w(10)
     # STIR/SHAKEN is a signal, never an allow: "A" adds nothing, it does not subtract.
-    stir_a: int = _w(0)
-    stir_b: int = _w(5)
-    stir_c: int = _w(15)
-    stir_passed: int = _w(5)  # verified, carrier gave no level (bare TN-Validation-Passed)
-    stir_failed: int = _w(40)
-    stir_missing: int = _w(10)
-    burst: int = _w(35)
-    flood: int = _w(30)
-    callback: int = _w(-40)
+    stir_a: StrictInt = _w(0)
+    stir_b: StrictInt = _w(5)
+    stir_c: StrictInt = _w(15)
+    stir_passed: StrictInt = _w(5)  # verified, carrier gave no level (bare TN-Validation-Passed)
+    stir_failed: StrictInt = _w(40)
+    stir_missing: StrictInt = _w(10)
+    burst: StrictInt = _w(35)
+    flood: StrictInt = _w(30)
+    callback: StrictInt = _w(-40)
 
 
 class ScreeningThresholds(_Strict):
     """Lowest score of each verdict; below ``challenge`` the call is allowed. 101 = never."""
 
-    challenge: int = Field(30, ge=1, le=101)
-    voicemail: int = Field(60, ge=1, le=101)
-    block: int = Field(80, ge=1, le=101)
+    challenge: StrictInt = Field(30, ge=1, le=101)
+    voicemail: StrictInt = Field(60, ge=1, le=101)
+    block: StrictInt = Field(80, ge=1, le=101)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -63,17 +72,20 @@ class ScreeningThresholds(_Strict):
 class ScreeningWindows(_Strict):
     """Bursts: one caller, many calls. Floods: many distinct callers to one dialled line."""
 
-    burst_seconds: float = Field(300, gt=0, le=86_400)
-    burst_calls: int = Field(4, ge=2)  # this many calls in the window, this one included
-    flood_seconds: float = Field(60, gt=0, le=86_400)
-    flood_callers: int = Field(20, ge=2)
+    burst_seconds: StrictFloat = Field(300, gt=0, le=86_400, allow_inf_nan=False)
+    # this many calls in the window, this one included
+    burst_calls: StrictInt = Field(4, ge=2, le=10_000)
+    flood_seconds: StrictFloat = Field(60, gt=0, le=86_400, allow_inf_nan=False)
+    flood_callers: StrictInt = Field(20, ge=2, le=100_000)
 
 
 class ScreeningConfig(_Strict):
-    enabled: bool = True
+    enabled: StrictBool = True
     # Region for reading a dialled line we cannot place; otherwise the dialled line's own.
     default_region: str | None = None
-    callback_days: float = Field(14, ge=0, le=366)  # 0 disables callback recognition
+    callback_days: StrictFloat = Field(
+        14, ge=0, le=366, allow_inf_nan=False
+    )  # 0 disables callback recognition
     weights: ScreeningWeights = ScreeningWeights()
     thresholds: ScreeningThresholds = ScreeningThresholds()
     windows: ScreeningWindows = ScreeningWindows()

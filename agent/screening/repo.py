@@ -99,14 +99,23 @@ class ScreeningRepo:
         return {r[0]: float(r[1]) for r in rows}
 
     async def audit_after(
-        self, last_id: int, limit: int
+        self, last_id: int, limit: int, *, since: float | None = None
     ) -> list[tuple[int, str | None, float]]:
-        """Outbound calls recorded after row ``last_id``: (id, callee hash or None, time)."""
+        """Outbound calls recorded after row ``last_id`` (and at or after ``since``): (id,
+        callee hash or None, time)."""
         rows = await self._db.fetchall(
-            "SELECT id, callee_hash, at FROM call_audit WHERE id > ? ORDER BY id LIMIT ?",
-            (last_id, limit),
+            "SELECT id, callee_hash, at FROM call_audit WHERE id > ? AND at >= ?"
+            " ORDER BY id LIMIT ?",
+            (last_id, float("-inf") if since is None else since, limit),
         )
         return [(int(r[0]), r[1], float(r[2])) for r in rows]
+
+    async def latest_call(self, callee_hash: str) -> float | None:
+        """When we last called this (hashed) number, if ever (index call_audit_callee)."""
+        row = await self._db.fetchone(
+            "SELECT MAX(at) FROM call_audit WHERE callee_hash = ?", (callee_hash,)
+        )
+        return float(row[0]) if row and row[0] is not None else None
 
     async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
         """Store decisions; one multi-row INSERT per chunk (one statement is one transaction:

@@ -1,10 +1,13 @@
 """The ``inbound`` FastAGI route.
 
-AGI(agi://host:4573/inbound,<dialled>[,<attestation|verstat>[,<verify_result>]]).
+AGI(agi://host:4573/inbound,<dialled>,<attestation|verstat>,<verify_result>,<caller>).
 
 Translates the request into ScreeningService.screen and the Decision into TRUSTLINE_VERDICT,
-TRUSTLINE_SCORE and TRUSTLINE_REASONS. The caller is the channel's caller ID (agi_callerid,
-agi_callingpres). Failure policy: allow with a reason; never hang up, never block on a fault.
+TRUSTLINE_SCORE and TRUSTLINE_REASONS. The caller screened is the fourth argument, which the
+subroutine filters to digits and '+' (``${FILTER(0-9+,${CALLERID(num)})}``): a header can be
+forged by a line break in the caller's name, an argument cannot. Only a dialplan of an older
+release (three arguments) falls back to the ``agi_callerid`` header, which is read first-wins.
+Failure policy: allow with a reason; never hang up, never block on a fault.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import re
 
 from agent import contract
-from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.screening.rules import REASON_FAILURE, Decision
 from agent.screening.service import InboundCall, ScreeningService
 
@@ -41,8 +44,10 @@ def inbound_call(request: AgiRequest) -> InboundCall:
         request.arg(2) or request.query.get("attestation", "") or request.query.get("verstat", "")
     )
     verify_result = request.arg(3) or request.query.get("verify_result", "")
+    # Present (even empty: a withheld number filters to "") whenever the subroutine passed it.
+    caller = request.arg(4) if len(request.args) >= 4 else request.callerid
     return InboundCall(
-        caller=request.callerid,
+        caller=caller,
         dialled=dialled,
         attestation=attestation,
         callingpres=request.callingpres,
@@ -58,13 +63,13 @@ class InboundRoute:
         self._service = service
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        return answer_for(await self._service.screen(inbound_call(request)))
+        return _reply(request, answer_for(await self._service.screen(inbound_call(request))))
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
         # Screening is a filter in front of patients: when it cannot decide, the call goes
         # through, and the reasons say why nobody screened it.
         code = _REASON_CODE.sub("_", reason.lower())[:32] or "unknown"
-        return AgiAnswer(
+        answer = AgiAnswer(
             (
                 (contract.VAR_VERDICT, contract.VERDICT_ALLOW),
                 (contract.VAR_SCORE, "0"),
@@ -72,3 +77,10 @@ class InboundRoute:
             ),
             outcome=f"{contract.VERDICT_ALLOW}:{REASON_FAILURE}",
         )
+        return _reply(request, answer)
+
+
+def _reply(request: AgiRequest, answer: AgiAnswer) -> AgiAnswer:
+    if wants_one_variable(request):
+        return answer.packed(contract.INBOUND_ANSWER_FIELDS)
+    return answer

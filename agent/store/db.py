@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextvars import ContextVar
@@ -123,7 +124,10 @@ class Database:
 
 async def open_database(path: Path, *, migrate: bool = True) -> Database:
     """Open (creating if needed) the SQLite store at ``path`` and apply pending migrations."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:

@@ -1,0 +1,70 @@
+"""What admin commands share: the existing store, the pools file, the callee-hash key.
+
+May: open the store the running agent uses, load pools.toml. Must not: create a store or a
+data folder (only ``trustline run`` does), so a command run with the wrong data folder says
+which store it expected instead of answering about a new empty one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from agent.errors import ConfigError, StoreNotFound
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.settings import Settings
+    from agent.store.db import Database
+
+WITHOUT_POOLS = "block list, allow list, reinstate +E164, keys and recordings"
+
+
+def missing_store_message(settings: Settings) -> str:
+    return (
+        f"no store at {settings.database_path}; admin commands never create one. The agent "
+        "creates it on its first `trustline run`: point at the agent's data folder with "
+        "--data-dir DIR or TRUSTLINE_DATA_DIR"
+    )
+
+
+@contextlib.asynccontextmanager
+async def admin_store(settings: Settings) -> AsyncIterator[Database]:
+    """The store of the agent configured by ``settings``; StoreNotFound when there is none."""
+    from agent.store.db import open_database
+
+    if not settings.database_path.is_file():
+        raise StoreNotFound(missing_store_message(settings))
+    db = await open_database(settings.database_path)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def hash_key(settings: Settings) -> bytes:
+    """The callee-hash key beside an existing store."""
+    from agent.app import load_hash_key
+
+    if not settings.hash_key_path.is_file():
+        raise StoreNotFound(
+            f"no callee-hash key at {settings.hash_key_path} beside the store; "
+            "start the agent once (`trustline run`) with this data folder"
+        )
+    return load_hash_key(settings.hash_key_path)
+
+
+def pools(settings: Settings, command: str) -> Config:
+    """pools.toml for a command that needs it; an invalid file says what still works."""
+    from agent.config import load_config
+
+    try:
+        return load_config(settings.config)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.source,
+            exc.problems,
+            hint=f"`trustline {command}` needs the pools file; fix it (`trustline check-config "
+            f"{settings.config}`). Meanwhile {WITHOUT_POOLS} still work.",
+        ) from None

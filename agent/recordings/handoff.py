@@ -1,0 +1,220 @@
+"""The MixMonitor post-command hands its file to the running agent over a local Unix socket.
+
+`trustline recordings seal FILE` asks the agent (which already holds the keyring, the store
+and warm worker threads) to seal FILE, instead of starting all of that per recording; when
+no agent answers, the command seals the file itself, as before.
+
+Protocol: one JSON line each way on ``<data dir>/recordings.sock`` (mode 0600, only our own
+user and root are served): ``{"seal": FILE, "uniqueid": U}`` → ``{"ok": true, "id": N}`` or
+``{"ok": false, "kind": "usage"|"recording"|"keyring"|"io"|"error", "error": MESSAGE}``.
+
+May: (client) connect, send one request, wait for its answer; (server) accept requests from
+our own user, hand each to ``RecordingsService.seal_file``, reply. Standard library only at
+import time, so a post-command importing just this module starts fast.
+Must not: seal or decrypt anything itself, serve another user, or read recording content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when serving only: the post-command never needs asyncio
+    import asyncio
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "recordings.sock"
+_CONNECT_SECONDS = 2.0
+_REPLY_SECONDS = 3600.0  # a very long recording on a slow disk; then we seal it ourselves
+_MAX_LINE = 65536
+
+
+class AgentDown(Exception):
+    """No agent answered on the socket (not running, stale socket, or it went away)."""
+
+
+def request_seal(
+    sock_path: Path, file: str, uniqueid: str | None, *, reply_seconds: float = _REPLY_SECONDS
+) -> dict[str, Any]:
+    """Ask the agent listening on ``sock_path`` to seal ``file``; its JSON answer.
+
+    Raises AgentDown when nobody answers, so the caller can seal the file itself: safe even
+    if the agent did start on it, because every sealing process takes the folder's flock and
+    adopts a file already sealed.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_CONNECT_SECONDS)
+        try:
+            sock.connect(str(sock_path))
+        except OSError as exc:  # none there, refused, stale, or a path too long for AF_UNIX
+            raise AgentDown(str(exc)) from None
+        request = json.dumps({"seal": file, "uniqueid": uniqueid}) + "\n"
+        sock.settimeout(reply_seconds)
+        try:
+            sock.sendall(request.encode())
+            reply = sock.makefile("rb").readline(_MAX_LINE)
+        except (OSError, TimeoutError) as exc:
+            raise AgentDown(str(exc)) from None
+    finally:
+        sock.close()
+    if not reply.endswith(b"\n"):
+        raise AgentDown("the agent closed the connection without an answer")
+    answer = json.loads(reply)
+    if not isinstance(answer, dict):
+        raise AgentDown("the agent sent an answer we do not understand")
+    return answer
+
+
+Sealer = Callable[[str, str | None], Awaitable[int]]
+Classify = Callable[[BaseException], str | None]
+
+
+class HandoffServer:
+    """The agent's end: a Unix socket in the data folder, mode 0600, our own user only."""
+
+    def __init__(self, path: Path, seal: Sealer, classify: Classify) -> None:
+        self.path = path
+        self._seal = seal
+        self._classify = classify  # error kind for an expected failure, None: unexpected
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+
+    async def start(self) -> bool:
+        """Listen; False (and a warning) when another live agent already listens there."""
+        import asyncio
+
+        if await asyncio.to_thread(_answers, self.path):
+            log.warning(
+                "recordings: another agent listens on %s; post-commands go to it", self.path
+            )
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound under a private name, made 0600, then moved over any stale socket: there is
+        # never a moment when the socket exists with looser permissions.
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        try:
+            sock.bind(str(tmp))
+            os.chmod(tmp, 0o600)
+            sock.listen(64)
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not isinstance(exc, OSError):
+                raise
+            # A data folder path too long for a Unix socket, a read-only folder: the agent
+            # runs on, post-commands seal by themselves.
+            log.warning("recordings: no hand-off socket at %s (%s); post-commands will seal"
+                        " by themselves", self.path, exc)
+            return False
+        self._inode = os.stat(self.path).st_ino
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=_MAX_LINE)
+        return True
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:  # not a newer agent's socket
+                os.unlink(self.path)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not _same_user(writer.get_extra_info("socket")):
+                return
+            line = await reader.readline()
+            answer = await self._answer(line)
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, ValueError):  # readline: ValueError past the limit
+            pass  # the post-command went away, or sent garbage: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            file, uniqueid = request["seal"], request.get("uniqueid")
+            if not isinstance(file, str) or not (uniqueid is None or isinstance(uniqueid, str)):
+                raise TypeError
+        except (ValueError, TypeError, KeyError):
+            return {"ok": False, "kind": "usage", "error": "malformed hand-off request"}
+        try:
+            return {"ok": True, "id": await self._seal(file, uniqueid)}
+        except Exception as exc:
+            kind = self._classify(exc)
+            if kind is None:
+                log.exception("recordings: hand-off of %s failed", file)
+                kind = "error"
+            return {"ok": False, "kind": kind, "error": str(exc)}
+
+
+def _answers(path: Path) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_CONNECT_SECONDS)
+        sock.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def _same_user(sock: socket.socket | None) -> bool:
+    """SO_PEERCRED: serve our own user and root only (the socket's mode says the same)."""
+    if sock is None:
+        return False
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (os.geteuid(), 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A light post-command: ``python -m agent.recordings.handoff FILE [--uniqueid U]``.
+
+    Hands FILE to the running agent without importing the rest of Trustline; when no agent
+    answers, runs ``trustline recordings seal`` in this process. The data folder comes from
+    ``--data-dir``, else ``TRUSTLINE_DATA_DIR``, else ``trustline-data``, as for ``trustline``.
+    """
+    parser = argparse.ArgumentParser(prog="trustline-seal")
+    parser.add_argument("file")
+    parser.add_argument("--uniqueid")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    data = Path(args.data_dir or os.environ.get("TRUSTLINE_DATA_DIR") or "trustline-data")
+    try:
+        answer = request_seal(data / SOCKET_NAME, args.file, args.uniqueid)
+    except AgentDown:
+        from agent.cli import main as trustline
+
+        extra = ["--uniqueid", args.uniqueid] if args.uniqueid else []
+        extra += ["--data-dir", args.data_dir] if args.data_dir else []
+        return trustline(["recordings", "seal", args.file, *extra])
+    if answer.get("ok"):
+        print(f"sealed as recording {answer.get('id')} (by the running agent)")
+        return 0
+    print(f"trustline: {answer.get('error')}", file=sys.stderr)
+    return {"usage": 64, "recording": 65, "keyring": 78, "io": 74}.get(str(answer.get("kind")), 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
