@@ -206,7 +206,10 @@ def problem(text: str, data: Any, err: Any) -> str:
 
 def from_sections(raw: Any) -> ComplianceConfig:
     """The compliance part of a parsed pools.toml (agent.config.ConfigFile) once it carries
-    these sections; defaults before."""
+    it (a ``compliance`` field, or these sections as fields); defaults before."""
+    found = getattr(raw, "compliance", None)
+    if isinstance(found, ComplianceConfig):
+        return found
     return ComplianceConfig(
         windows=getattr(raw, "windows", WindowsSection()),
         limits=getattr(raw, "limits", LimitsSection()),
