@@ -91,7 +91,7 @@ async def compliant(
     make_agent: AgentFactory, clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[tuple[Agent, ComplianceService]]:
     # Until agent/config.py reads these sections, the agent's file goes without them.
-    integrated = "windows" in ConfigFile.model_fields
+    integrated = "windows" in ConfigFile.model_fields or "compliance" in ConfigFile.model_fields
     agent = await make_agent(POOLS + COMPLIANCE if integrated else POOLS)
     service, ours = install_compliance(agent, clock)
     if ours:
