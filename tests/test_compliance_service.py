@@ -373,3 +373,23 @@ async def test_no_full_number_in_logs_or_metrics(
     assert "opted_out" in metrics  # the refusal is counted, by status and reason only
     for text in (caplog.text, metrics):
         assert "692123456" not in text and "692 12 34 56" not in text
+
+
+async def test_a_refusal_in_the_one_variable_answer_the_dialplan_asks_for(
+    compliant, clock: FrozenClock
+) -> None:
+    agent, service = compliant
+    clock.set(datetime(2026, 11, 17, 8, 30, tzinfo=REUNION))
+
+    async def packed(purpose: str) -> dict[str, str]:
+        session = await run_session(
+            "127.0.0.1", agi_port(agent), script="outbound?answer=one", args=[purpose, PATIENT]
+        )
+        return session.variables
+
+    assert await packed("survey") == {
+        "TRUSTLINE_ANSWER": "outside_window|clinic|window||",
+        "TRUSTLINE_NEXT_WINDOW": "2026-11-17T09:00:00+04:00",
+    }
+    await service.add_optout(PATIENT, "results", "ivr")
+    assert await packed("results") == {"TRUSTLINE_ANSWER": "opted_out|clinic|opted_out||"}

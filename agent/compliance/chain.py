@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 PURGE = "purge"
-_BATCH = 2000
+_BATCH = 250  # rows hashed between two awaits: a few ms of event loop at most
 _STARTED_GRACE = 3600.0  # a recording access still "started" after this is chained as it is
 
 

@@ -3,7 +3,8 @@
 Wraps the outbound route (agent.agi.outbound.OutboundRoute): a call the rules stop never
 reaches number selection; the dialplan gets ``TRUSTLINE_STATUS`` = outside_window |
 attempts_exceeded | opted_out (no caller ID, so the subroutine does not dial) and, outside a
-window, ``TRUSTLINE_NEXT_WINDOW``. Refusals are audited through the outbound service like any
+window, ``TRUSTLINE_NEXT_WINDOW`` (a variable of its own, also when the request asked for
+the packed ``?answer=one`` reply). Refusals are audited through the outbound service like any
 call. On a deadline the checks that need no I/O (window, opt-out) still hold. No policy here.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from agent import contract
 from agent.agi.outbound import OutboundRoute, answer_for
-from agent.agi.routing import AgiAnswer, AgiRequest
+from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.compliance.policy import Verdict
 from agent.compliance.service import ComplianceService
 from agent.services.outbound import Decision, OutboundService
@@ -37,6 +38,9 @@ class ComplianceRoute:
         decision = Decision(verdict.status, verdict.reason, pool.name if pool else None)
         self._outbound.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
         answer = answer_for(decision)
+        if wants_one_variable(request):  # ?answer=one: the packed answer, as the inner route
+            answer = answer.packed(contract.OUTBOUND_ANSWER_FIELDS)
+        # The next window is a variable of its own, in both modes (only on this refusal).
         extra = ((VAR_NEXT_WINDOW, verdict.next_window),) if verdict.next_window else ()
         return AgiAnswer(answer.variables + extra, outcome=answer.outcome)
 
