@@ -42,6 +42,9 @@ optout_events = 40
 """
 
 
+Store = tuple[Database, ComplianceService, Path]
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[Database, ComplianceService, Path]]:
     path = tmp_path / "data" / "trustline.sqlite3"
@@ -96,7 +99,7 @@ def tamper(path: Path, sql: str, *params: object) -> None:
         conn.execute(sql, params)
 
 
-async def test_an_untouched_trail_verifies(store) -> None:
+async def test_an_untouched_trail_verifies(store: Store) -> None:
     db, service, _ = store
     await add_calls(db, [3, 2, 1])
     await add_recording_access(db, NOW - DAY)
@@ -108,7 +111,7 @@ async def test_an_untouched_trail_verifies(store) -> None:
     assert (report.entries, report.rows) == (5, 5)
 
 
-async def test_verify_names_an_edited_row(store) -> None:
+async def test_verify_names_an_edited_row(store: Store) -> None:
     db, service, path = store
     await add_calls(db, [3, 2, 1])
     await add_recording_access(db, NOW - DAY)
@@ -119,7 +122,7 @@ async def test_verify_names_an_edited_row(store) -> None:
     assert report.problems == ["edited: call_audit row 2", "edited: recording_audit row 1"]
 
 
-async def test_verify_names_a_deleted_row(store) -> None:
+async def test_verify_names_a_deleted_row(store: Store) -> None:
     db, service, path = store
     await add_calls(db, [3, 2, 1])
     await service.chain.extend(NOW)
@@ -127,7 +130,7 @@ async def test_verify_names_a_deleted_row(store) -> None:
     assert (await service.chain.verify()).problems == ["deleted: call_audit row 3"]
 
 
-async def test_verify_names_a_row_inserted_between_chained_rows(store) -> None:
+async def test_verify_names_a_row_inserted_between_chained_rows(store: Store) -> None:
     db, service, path = store
     await add_calls(db, [5, 4, 3, 2, 1])
     # An id that was never used (PostgreSQL sequences skip ids on rollback).
@@ -144,7 +147,7 @@ async def test_verify_names_a_row_inserted_between_chained_rows(store) -> None:
     ]
 
 
-async def test_a_rewritten_chain_entry_breaks_the_links_and_the_daily_anchor(store) -> None:
+async def test_a_rewritten_chain_entry_breaks_the_links_and_the_daily_anchor(store: Store) -> None:
     db, service, path = store
     await add_calls(db, [3, 2, 1])
     await service.chain.extend(NOW)
@@ -167,7 +170,7 @@ async def test_a_rewritten_chain_entry_breaks_the_links_and_the_daily_anchor(sto
     assert any(p.startswith("anchor 2026-11-30 (entry 3)") for p in problems)
 
 
-async def test_new_rows_are_chained_only_once_settled(store) -> None:
+async def test_new_rows_are_chained_only_once_settled(store: Store) -> None:
     db, service, _ = store
     await add_calls(db, [1, 0])  # the second is decided right now: still being written
     assert await service.chain.extend(NOW) == 1
@@ -176,7 +179,7 @@ async def test_new_rows_are_chained_only_once_settled(store) -> None:
     assert await service.chain.extend(NOW + 10) == 1
 
 
-async def test_retention_deletes_exactly_the_rows_past_their_period(store) -> None:
+async def test_retention_deletes_exactly_the_rows_past_their_period(store: Store) -> None:
     db, service, _ = store
     await add_calls(db, [31, 30.01, 29.99, 1])  # call_audit: 30 days
     await db.execute("UPDATE call_audit SET outcome = 'answered', talk_seconds = 30")
@@ -192,9 +195,11 @@ async def test_retention_deletes_exactly_the_rows_past_their_period(store) -> No
             " VALUES ('+33142000001', ?, '2026-11-01', 'ivr', 1)",
             (NOW - age * DAY,),
         )
-    service._clock.set(NOW - 41 * DAY)  # type: ignore[attr-defined]
+    clock = service._clock  # the fixture's FrozenClock
+    assert isinstance(clock, FrozenClock)
+    clock.set(NOW - 41 * DAY)
     await service.add_optout("0612345678", "survey", "cli")
-    service._clock.set(NOW)  # type: ignore[attr-defined]
+    clock.set(NOW)
     await service.add_optout("0612345679", "survey", "cli")
     await service.chain.extend(NOW)
 
@@ -222,7 +227,9 @@ async def test_retention_deletes_exactly_the_rows_past_their_period(store) -> No
     assert report.ok, report.problems
 
 
-async def test_the_export_has_every_call_admin_action_and_access_and_no_number(store) -> None:
+async def test_the_export_has_every_call_admin_action_and_access_and_no_number(
+    store: Store,
+) -> None:
     db, service, _ = store
     patient = "+33612345678"
     await add_calls(db, [2, 1], callee=phone.keyed_hash(KEY, patient))
@@ -262,7 +269,10 @@ def cli(tmp_path: Path, *argv: str) -> int:
 
 
 async def test_the_audit_commands_verify_export_and_purge(
-    store, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     db, service, path = store
     await add_calls(db, [400, 2])

@@ -17,8 +17,8 @@ PARIS = ZoneInfo("Europe/Paris")
 WORKDAY = PurposeRules(window=parse_window("Mon-Fri 09:00-19:00"))
 
 
-def at(zone: ZoneInfo, *args: int) -> float:
-    return datetime(*args, tzinfo=zone).timestamp()
+def at(zone: ZoneInfo, year: int, month: int, day: int, hour: int, minute: int) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=zone).timestamp()
 
 
 def reunion_zone(text: str) -> str:

@@ -59,6 +59,9 @@ survey = { attempts = 3, days = 7 }
 """
 
 
+Compliant = tuple[Agent, ComplianceService]
+
+
 def build_compliance(agent: Agent, clock: FrozenClock) -> ComplianceService:
     assert agent.db is not None
     loaded = parse_compliance(COMPLIANCE)
@@ -108,7 +111,7 @@ async def call(agent: Agent, purpose: str, callee: str = PATIENT) -> dict[str, s
     return session.variables
 
 
-async def test_the_window_is_read_in_reunion_time(compliant, clock: FrozenClock) -> None:
+async def test_the_window_is_read_in_reunion_time(compliant: Compliant, clock: FrozenClock) -> None:
     agent, _ = compliant
     clock.set(datetime(2026, 11, 17, 8, 30, tzinfo=REUNION))  # Tuesday, 05:30 in Paris
     early = await call(agent, "survey")
@@ -122,7 +125,7 @@ async def test_the_window_is_read_in_reunion_time(compliant, clock: FrozenClock)
 
 
 async def test_14_july_is_refused_for_a_purpose_with_french_holidays(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, _ = compliant
     clock.set(datetime(2026, 7, 14, 11, 0, tzinfo=PARIS))
@@ -137,7 +140,7 @@ async def test_14_july_is_refused_for_a_purpose_with_french_holidays(
 
 
 async def test_the_fourth_survey_attempt_in_seven_days_is_refused(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, _ = compliant
     start = datetime(2026, 11, 16, 10, 0, tzinfo=REUNION)  # Monday
@@ -158,7 +161,7 @@ async def test_the_fourth_survey_attempt_in_seven_days_is_refused(
 
 
 async def test_the_limit_holds_before_the_audit_rows_reach_the_store(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, _ = compliant
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
@@ -167,7 +170,7 @@ async def test_the_limit_holds_before_the_audit_rows_reach_the_store(
 
 
 async def test_an_ivr_opt_out_over_ami_stops_surveys_but_not_results(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, service = compliant
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
@@ -191,7 +194,7 @@ async def test_an_ivr_opt_out_over_ami_stops_surveys_but_not_results(
     assert "692123456" not in stored  # a keyed hash, never the number
 
 
-async def test_a_bad_opt_out_event_is_dropped_and_loses_nothing(compliant) -> None:
+async def test_a_bad_opt_out_event_is_dropped_and_loses_nothing(compliant: Compliant) -> None:
     _, service = compliant
     assert not await service.on_user_event({"UserEvent": "OptOut", "Number": "abc", "Purpose": "x"})
     assert not await service.on_user_event(
@@ -210,7 +213,7 @@ def cli(tmp_path: Path, *argv: str) -> int:
 
 
 async def test_the_running_agent_honours_a_cli_opt_out_within_seconds(
-    compliant, clock: FrozenClock, tmp_path: Path
+    compliant: Compliant, clock: FrozenClock, tmp_path: Path
 ) -> None:
     agent, _ = compliant  # reminder: a purpose with no attempt limit
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
@@ -241,7 +244,9 @@ async def test_the_running_agent_honours_a_cli_opt_out_within_seconds(
     assert actions == ["optout_add", "optout_remove"]
 
 
-async def test_refused_calls_are_audited_like_any_call(compliant, clock: FrozenClock) -> None:
+async def test_refused_calls_are_audited_like_any_call(
+    compliant: Compliant, clock: FrozenClock
+) -> None:
     agent, _ = compliant
     clock.set(datetime(2026, 11, 17, 7, 0, tzinfo=REUNION))
     await call(agent, "survey")
@@ -252,7 +257,9 @@ async def test_refused_calls_are_audited_like_any_call(compliant, clock: FrozenC
     assert tuple(row) == ("survey", "clinic", "outside_window", "window", "CASE-7")
 
 
-async def test_explain_call_names_the_rule_that_stops_it(compliant, clock: FrozenClock) -> None:
+async def test_explain_call_names_the_rule_that_stops_it(
+    compliant: Compliant, clock: FrozenClock
+) -> None:
     agent, service = compliant
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
     for _ in range(3):
@@ -272,7 +279,7 @@ async def test_explain_call_names_the_rule_that_stops_it(compliant, clock: Froze
 
 
 async def test_the_explain_call_command_prints_the_rules_without_the_number(
-    compliant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    compliant: Compliant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = await asyncio.to_thread(
         cli, tmp_path, "explain-call", "--purpose", "survey", "--callee", PATIENT
@@ -285,7 +292,7 @@ async def test_the_explain_call_command_prints_the_rules_without_the_number(
 
 
 async def test_attempts_already_in_the_store_and_by_another_agent_count(
-    compliant, clock: FrozenClock, tmp_path: Path
+    compliant: Compliant, clock: FrozenClock, tmp_path: Path
 ) -> None:
     agent, service = compliant
     clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
@@ -330,7 +337,7 @@ async def test_attempts_already_in_the_store_and_by_another_agent_count(
 
 
 async def test_on_a_deadline_the_window_and_opt_outs_still_hold(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, service = compliant
     route = agent.routes[contract.ROUTE_OUTBOUND]
@@ -354,7 +361,7 @@ async def test_on_a_deadline_the_window_and_opt_outs_still_hold(
 
 
 async def test_no_full_number_in_logs_or_metrics(
-    compliant, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+    compliant: Compliant, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent, service = compliant
     with caplog.at_level(logging.DEBUG, logger="agent"):
@@ -376,7 +383,7 @@ async def test_no_full_number_in_logs_or_metrics(
 
 
 async def test_a_refusal_in_the_one_variable_answer_the_dialplan_asks_for(
-    compliant, clock: FrozenClock
+    compliant: Compliant, clock: FrozenClock
 ) -> None:
     agent, service = compliant
     clock.set(datetime(2026, 11, 17, 8, 30, tzinfo=REUNION))
