@@ -21,22 +21,31 @@ from pathlib import Path
 from aiohttp import web
 
 from agent import contract, phone
-from agent.agi.outbound import OutboundRoute
 from agent.agi.routing import Route
 from agent.agi.server import FastAgiServer
+from agent.alerts.config import load_webhooks
+from agent.alerts.deliver import Deliverer
+from agent.alerts.metrics import AlertMetrics
+from agent.alerts.service import AlertService
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
+from agent.outbound.route import OutboundRoute
+from agent.outbound.service import DecisionHooks, OutboundService
+from agent.outcomes.drift import DriftTunables
+from agent.outcomes.service import OutcomesService
+from agent.outcomes.weekly import WeeklyReporter
 from agent.recordings.service import RecordingsService
+from agent.reputation.providers import HttpJsonProvider
+from agent.reputation.scanner import ReputationScanner
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.sdnotify import Notifier
-from agent.services.outbound import DecisionHooks, OutboundService
 from agent.settings import Settings
-from agent.store.db import Database, open_database
+from agent.store import Database, open_database
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +68,11 @@ def load_hash_key(path: Path) -> bytes:
     return key
 
 
-async def open_store(settings: Settings) -> Database:
+async def open_store(settings: Settings, *, wait: bool = True) -> Database:
+    """The store TRUSTLINE_DATABASE_URL names; ``wait=False`` lets the agent start while a
+    PostgreSQL server is still unreachable (calls get the fallback until it connects)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # store and keys: agent only
-    return await open_database(settings.database_path)
+    return await open_database(settings.database, pool_size=settings.database_pool_size, wait=wait)
 
 
 class Agent:
@@ -75,6 +86,9 @@ class Agent:
         self.screening: ScreeningService | None = None
         self.recordings: RecordingsService | None = None
         self.ami: AmiLink | None = None
+        self.alerts: AlertService | None = None
+        self.scanner: ReputationScanner | None = None
+        self.outcomes: OutcomesService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -94,16 +108,26 @@ class Agent:
         config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
         self._config_mtime = _mtime(s.config)
         self.metrics.config_loaded.set(1)
-        first_start = not s.database_path.exists()
-        self.db = await open_store(s)
+        first_start = s.database_url is None and not s.database_path.exists()
+        self.db = await open_store(s, wait=False)
         self._stoppers.append(self.db.close)
         hash_key = load_hash_key(s.hash_key_path)
 
+        await self._start_alerts(config)
+        assert self.alerts is not None
         hooks = DecisionHooks(
-            on_decision=[self.metrics.on_decision], on_alert=[self.metrics.on_alert]
+            on_decision=[self.metrics.on_decision],
+            on_alert=[self.metrics.on_alert, self.alerts.raise_soon],
         )
         self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
-        await self.outbound.start()
+        try:
+            await self.outbound.start()
+        except StoreError as exc:
+            # PostgreSQL not there yet: serve (every call gets its pool's fallback) and retry.
+            log.error("outbound: %s; calls get the fallback until the store answers", exc)
+            self._tasks.append(
+                asyncio.create_task(self._start_outbound_later(), name="outbound-start")
+            )
         self._stoppers.append(self.outbound.stop)
         self.metrics.watch_usable(self.outbound.usable_by_pool)
 
@@ -135,6 +159,10 @@ class Agent:
             self.config_listeners.append(lambda _config: self._ami_config_changed())
         else:
             log.info("ami: TRUSTLINE_AMI_USER is not set; running without the AMI link")
+
+        await self._start_reputation_loop(config)
+        if self.ami is not None and self.outcomes is not None:
+            self.ami.on_call_ended.append(self.outcomes.call_ended)
 
         outbound_route = OutboundRoute(self.outbound)
         self.routes[contract.ROUTE_OUTBOUND] = outbound_route
@@ -194,6 +222,87 @@ class Agent:
             except Exception:
                 log.exception("trustline: a component did not stop cleanly")
         log.info("trustline: stopped")
+
+    async def _start_outbound_later(self, initial: float = 0.5, maximum: float = 5.0) -> None:
+        assert self.outbound is not None
+        delay = initial
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.outbound.start()
+            except StoreError as exc:
+                delay = min(maximum, delay * 2)
+                log.warning("outbound: %s; retrying in %.1f s", exc, delay)
+                continue
+            log.info("outbound: store reached, serving from the store")
+            return
+
+    # -- the reputation loop: alerts, drift, reputation lookups, the weekly report ----------
+    async def _start_alerts(self, config: Config) -> None:
+        assert self.db is not None
+        alert_metrics = AlertMetrics(self.metrics.registry)
+        self.alerts = AlertService(
+            self.db, self.clock, load_webhooks(config.raw.alerts, config.source)
+        )
+        alert_metrics.seed(await self.alerts.incidents(open_only=True))
+        self.alerts.on_change.append(alert_metrics.on_change)
+        alerts = self.alerts
+        deliverer = Deliverer(
+            self.db,
+            self.clock,
+            lambda: alerts.webhooks,
+            retry_hours=lambda: self.config.raw.alerts.retry_hours,
+        )
+        deliverer.on_result.append(alert_metrics.on_delivery)
+        self.alerts.on_queued.append(deliverer.wake)
+        await deliverer.start()
+        self._stoppers += [deliverer.stop, self.alerts.drain]
+        self.config_listeners.append(self._alerts_config_changed)
+
+    async def _start_reputation_loop(self, config: Config) -> None:
+        assert self.db is not None and self.alerts is not None
+        self.scanner = ReputationScanner(self.db, self.clock, self.alerts)
+        self.outcomes = OutcomesService(self.db, self.clock, self.alerts, self.scanner)
+        await self._reputation_config_changed(config)
+        await self.scanner.start()
+        self._stoppers.append(self.scanner.stop)
+        await self.outcomes.start()
+        weekly = WeeklyReporter(
+            self.db,
+            self.clock,
+            self.alerts,
+            lambda: self.config,
+            self.settings.data_dir / "reports",
+        )
+        await weekly.start()
+        self._stoppers.append(weekly.stop)
+        self.config_listeners.append(self._reputation_config_changed)
+
+    async def _alerts_config_changed(self, config: Config) -> None:
+        assert self.alerts is not None
+        self.alerts.set_webhooks(load_webhooks(config.raw.alerts, config.source))
+
+    async def _reputation_config_changed(self, config: Config) -> None:
+        assert self.scanner is not None and self.outcomes is not None
+        rep = config.raw.reputation
+        self.scanner.configure(
+            {n: c.pool for n, c in config.numbers.items()},
+            {p: pc.rules.on_flag for p, pc in config.pools.items()},
+            HttpJsonProvider(rep.provider) if rep.provider else None,
+            scan_minutes=rep.scan_minutes,
+            requests_per_minute=rep.provider.requests_per_minute if rep.provider else 30,
+        )
+        self.outcomes.configure(
+            {
+                p: DriftTunables(
+                    pc.rules.timezone,
+                    pc.rules.drift_window_minutes,
+                    pc.rules.drift_min_calls,
+                    pc.rules.on_drift,
+                )
+                for p, pc in config.pools.items()
+            }
+        )
 
     # -- config reload ---------------------------------------------------------------------
     def _on_sighup(self) -> None:
@@ -278,11 +387,16 @@ class Agent:
         assert self.db is not None
         # Read-only: a probe must never queue a write in front of calls. A read-only file or
         # folder shows through access(); a full disk shows in the writes calls make.
-        await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
-        path = self.db.path
-        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        try:
+            await self.db.fetchone("SELECT version FROM state_version WHERE id = 1")
+        except StoreError as exc:  # e.g. PostgreSQL unreachable: say why (URL redacted)
+            return "store", False, str(exc)
+        path = getattr(self.db, "path", None)  # SQLite: a read-only file or folder shows here
+        if isinstance(path, Path) and not (
+            os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+        ):
             return "store", False, f"{path} is not writable"
-        return "store", True, str(path)
+        return "store", True, self.db.description
 
 
 def warn_if_exposed(settings: Settings) -> None:

@@ -31,7 +31,9 @@ from pydantic import (
 )
 
 from agent import phone
+from agent.alerts.config import AlertsConfig
 from agent.errors import ConfigError
+from agent.outcomes.config import DriftFields, OnFlag, PoolDriftFields, ReputationConfig
 from agent.screening.config import ScreeningConfig
 
 OnExhausted = Literal["fallback", "borrow_reserve", "refuse"]
@@ -74,7 +76,7 @@ class NumberEntry(_Strict):
         return v
 
 
-class PoolRulesFields(_Strict):
+class PoolRulesFields(PoolDriftFields):
     """Thresholds a pool may override; None means 'take [defaults]'."""
 
     timezone: str | None = None
@@ -90,7 +92,7 @@ class PoolRulesFields(_Strict):
     warmup_days: StrictInt | None = _count(None, low=0, high=MAX_DAYS)
 
 
-class DefaultsSection(_Strict):
+class DefaultsSection(DriftFields):
     timezone: str = "Europe/Paris"
     region: str = "FR"
     daily_cap: StrictInt = _count(80)
@@ -106,7 +108,7 @@ class DefaultsSection(_Strict):
 
 
 class PoolSection(PoolRulesFields):
-    purposes: list[str] = []
+    purposes: list[str] = Field(default_factory=list)
     # One of this pool's numbers, or a number declared in [screening] own_numbers.
     fallback: str | None = None
     reserve: StrictBool = False
@@ -127,6 +129,8 @@ class ConfigFile(_Strict):
     defaults: DefaultsSection = DefaultsSection()
     pools: dict[str, PoolSection] = Field(min_length=1)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    reputation: ReputationConfig = Field(default_factory=ReputationConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +150,10 @@ class PoolRules:
     on_exhausted: OnExhausted
     min_active: int
     warmup_days: int
+    drift_window_minutes: float
+    drift_min_calls: int
+    on_drift: OnFlag
+    on_flag: OnFlag
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +368,7 @@ def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | No
         return None
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening")
+_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation")
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
@@ -380,6 +388,8 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
             problems.add((key,), "unknown key (check the spelling)")
     defaults = _section(DefaultsSection, data.get("defaults", {}), ("defaults",), problems)
     screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
+    alerts = _section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
+    reputation = _section(ReputationConfig, data.get("reputation", {}), ("reputation",), problems)
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
     raw_pools = data.get("pools")
@@ -402,6 +412,8 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         problems,
         source,
         partial,
+        alerts=alerts or AlertsConfig(),
+        reputation=reputation or ReputationConfig(),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -457,6 +469,9 @@ def _resolve(
     problems: _Problems,
     source: str,
     partial: set[str],
+    *,
+    alerts: AlertsConfig,
+    reputation: ReputationConfig,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -521,7 +536,13 @@ def _resolve(
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
         return None
-    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening)
+    raw = ConfigFile(
+        defaults=defaults,
+        pools=sections,
+        screening=screening,
+        alerts=alerts,
+        reputation=reputation,
+    )
     return Config(
         source=source,
         pools=MappingProxyType(pools),

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.agi.routing import AgiAnswer
-from agent.services.outbound import Decision
+from agent.outbound.service import Decision
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Label values are code words (statuses, reasons, route names): lower-case, short, no digits

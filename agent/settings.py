@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     config_poll_seconds: float = Field(2.0, gt=0)
+    # sqlite:///path or postgresql://user@host/db (several agents); default: data_dir's SQLite.
+    database_url: SecretStr | None = None  # secret: a URL may hold a password
+    database_pool_size: int = Field(10, ge=1, le=500)
+    # The key of callee/caller hashes: the same file on every host sharing one database.
+    callee_key_file: Path | None = None
 
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(5038, ge=1, le=65535)
@@ -126,12 +131,19 @@ class Settings(BaseSettings):
         return self.data_dir / "trustline.sqlite3"
 
     @property
+    def database(self) -> str:
+        """The store's URL (TRUSTLINE_DATABASE_URL, else the data folder's SQLite file)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.database_path}"
+
+    @property
     def keyring_path(self) -> Path:
         return self.keyring or self.data_dir / "keyring"
 
     @property
     def hash_key_path(self) -> Path:
-        return self.data_dir / "callee-hash.key"
+        return self.callee_key_file or self.data_dir / "callee-hash.key"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.ami.calls import CallTracker  # noqa: E402
 from agent.ami.link import AmiLink  # noqa: E402
 from agent.ami.protocol import Framer  # noqa: E402
 from agent.clock import SystemClock  # noqa: E402
+from agent.outcomes.calls import CallTracker  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from agent.store.db import open_database  # noqa: E402
 from tests.ami_replay import EVENT_CAPTURES, ReplayAmiServer, events  # noqa: E402  (the captured bytes)

@@ -246,7 +246,7 @@ def callee_blocks(n: int, offset: int) -> list[bytes]:
 async def selection_cost(sizes: list[int], decisions: int) -> None:
     from agent.clock import SystemClock
     from agent.config import parse_config
-    from agent.services.outbound import OutboundService
+    from agent.outbound.service import OutboundService
     from agent.store import open_database
 
     for size in sizes:

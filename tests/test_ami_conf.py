@@ -11,15 +11,15 @@ import re
 from ipaddress import IPv6Address, ip_address, ip_network
 from pathlib import Path
 
-from agent.ami.calls import (
+from agent.ami.link import LOGIN_EVENTS
+from agent.ami.protocol import parse_message
+from agent.outcomes.calls import (
     OURS_VARIABLES,
     RECORDING_VARIABLE,
     SPAM_USEREVENT,
     CallTracker,
     clean_source,
 )
-from agent.ami.link import LOGIN_EVENTS
-from agent.ami.protocol import parse_message
 from tests.ami_replay import EVENT_CAPTURES, events
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from agent.ami.link import FALLBACK_FAMILY, FALLBACK_INDEX_KEY, AmiLink, backoff_delay
 from agent.clock import FrozenClock
 from agent.config import parse_config
-from agent.services.outbound import OutboundService
+from agent.outbound.service import OutboundService
 from agent.settings import Settings
 from agent.store.db import Database, open_database
 from tests.ami_replay import ReplayAmiServer, events, with_header

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from agent import contract
-from agent.agi.outbound import answer_for
-from agent.services.outbound import Decision
+from agent.outbound.route import answer_for
+from agent.outbound.service import Decision
 
 DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan"
 

@@ -376,7 +376,7 @@ async def test_metrics_report_decisions_latency_and_usable_numbers(make_agent) -
 
 
 def test_day_boundary_helpers_follow_the_zone() -> None:
-    from agent.policy.outbound import local_day, next_midnight
+    from agent.outbound.policy import local_day, next_midnight
 
     # 23:30 UTC on 17 Nov is 00:30 on 18 Nov in Paris.
     ts = datetime.fromisoformat("2026-11-17T23:30:00+00:00").timestamp()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from agent.config import parse_config
-from agent.policy.outbound import NumberState, Selector, intensive_rest, plan_promotions, warmup_cap
+from agent.outbound.policy import NumberState, Selector, intensive_rest, plan_promotions, warmup_cap
 from tests.conftest import PARIS
 
 RULES = (

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.errors import StoreError
+from agent.outbound.repo import OutboundRepo
 from agent.store import open_database
-from agent.store.outbound import OutboundRepo
 
 
 async def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:

@@ -20,15 +20,22 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent import phone
-from agent.ami.calls import CallEnded, CallTracker, CdrSeen, Effect, RecordingComplete, SpamReported
 from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError, AmiLinkDead
 from agent.ami.protocol import Message
-from agent.ami.repo import OutcomeRepo
 from agent.clock import Clock
 from agent.contract import ASTDB_FALLBACK_PREFIX, ASTDB_FAMILY
 from agent.errors import ConfigError
+from agent.outcomes.calls import (
+    CallEnded,
+    CallTracker,
+    CdrSeen,
+    Effect,
+    RecordingComplete,
+    SpamReported,
+)
+from agent.outcomes.repo import OutcomeRepo
 from agent.settings import Settings
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,8 @@ _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 _LATE_ROW_ATTEMPTS = 4
 
 RecordingHandler = Callable[[str, str], Awaitable[None]]
+# (ended at, pool, number used, outcome, talk seconds) of a call we placed, once stored.
+CallEndedListener = Callable[[float, str | None, str | None, str, int], Awaitable[None]]
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, draw: float) -> float:
@@ -79,7 +88,7 @@ class _LinkMetrics:
             registry=registry,
         )
         # Answer rate per pool: answered / dialled outcomes over any window, in PromQL
-        # (dialled: not cancelled, not_dialled or unknown; see agent.ami.repo). A call that
+        # (dialled: not cancelled, not_dialled or unknown; see agent.outcomes.repo). A call that
         # ended in a gap counts "unknown", then its outcome too if a late Cdr tells it.
         self.outcomes = Counter(
             "trustline_call_outcomes",
@@ -123,6 +132,8 @@ class AmiLink:
         self._outbound = outbound
         self._on_recording = on_recording_complete
         self._repo = OutcomeRepo(db)
+        # Features that learn from each stored outcome (drift detection), in order.
+        self.on_call_ended: list[CallEndedListener] = []
         self._tracker = CallTracker()
         self._metrics = _LinkMetrics(registry if registry is not None else CollectorRegistry())
         self._metrics.tracked.set_function(lambda: self._tracker.calls_in_progress)
@@ -406,9 +417,21 @@ class AmiLink:
         lands, so an outcome without a row is retried a few times before it is let go.
         """
         if isinstance(effect, CallEnded):
-            pool = await self._repo.record_end(effect)
-            if pool is None:
+            stored_end = await self._repo.record_end(effect)
+            if stored_end is None:
                 return False
+            pool, number, _decided_at = stored_end
+            for listener in self.on_call_ended:
+                try:
+                    await listener(
+                        effect.ended_at,
+                        pool or None,
+                        number,
+                        effect.outcome,
+                        effect.talk_seconds or 0,
+                    )
+                except Exception:
+                    log.exception("ami: a call-ended listener failed")
             self._metrics.outcomes.labels(pool or "-", effect.outcome).inc()
             log.info(
                 "ami: call %s ended: %s (%s s talk)",

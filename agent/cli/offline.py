@@ -16,7 +16,7 @@ from agent.errors import ConfigError, StoreNotFound
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.settings import Settings
-    from agent.store.db import Database
+    from agent.store import Database
 
 WITHOUT_POOLS = "block list, allow list, reinstate +E164, keys and recordings"
 
@@ -29,14 +29,21 @@ def missing_store_message(settings: Settings) -> str:
     )
 
 
+async def open_admin_store(settings: Settings) -> Database:
+    """The store of the agent configured by ``settings``; StoreNotFound when there is none.
+
+    A SQLite file must already exist (an admin command never creates one); a PostgreSQL URL
+    is opened as given."""
+    from agent.store import open_database
+
+    if settings.database_url is None and not settings.database_path.is_file():
+        raise StoreNotFound(missing_store_message(settings))
+    return await open_database(settings.database, pool_size=settings.database_pool_size)
+
+
 @contextlib.asynccontextmanager
 async def admin_store(settings: Settings) -> AsyncIterator[Database]:
-    """The store of the agent configured by ``settings``; StoreNotFound when there is none."""
-    from agent.store.db import open_database
-
-    if not settings.database_path.is_file():
-        raise StoreNotFound(missing_store_message(settings))
-    db = await open_database(settings.database_path)
+    db = await open_admin_store(settings)
     try:
         yield db
     finally:

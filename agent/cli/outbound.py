@@ -17,7 +17,7 @@ from agent.cli import add_json_flag, common_options, offline
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.services.outbound import OutboundService
+    from agent.outbound.service import OutboundService
     from agent.settings import Settings
 
 
@@ -80,7 +80,7 @@ async def offline_service(
 ) -> AsyncIterator[OutboundService]:
     """The outbound service over the agent's store, without servers: for admin commands."""
     from agent.clock import SystemClock
-    from agent.services.outbound import OutboundService
+    from agent.outbound.service import OutboundService
 
     config = offline.pools(settings, command)
     async with offline.admin_store(settings) as db:
@@ -181,7 +181,7 @@ async def _reinstate_from_store(number_text: str, settings: Settings, bad: Excep
 
     from agent.clock import SystemClock
     from agent.errors import UnknownNumber
-    from agent.store.outbound import OutboundRepo
+    from agent.outbound.repo import OutboundRepo
 
     number = _number(number_text, None)
     print(f"trustline: pools.toml is invalid ({bad}); reinstating from the store", file=sys.stderr)

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli import add_json_flag, common_options
+from agent.cli import add_json_flag, common_options, offline
 from agent.cli.progress import reporter
 from agent.clock import SystemClock, utc
 from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
@@ -38,13 +38,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     _leaf(keys_sub, "init", "create the keyring (mode 0600) with one active key", _keys_init)
-    _leaf(keys_sub, "rotate", "add a new active key (older keys stay to open old files)",
-          _keys_rotate)
-    add_json_flag(_leaf(keys_sub, "list",
-                        "key ids, creation time, the active key, recordings per key", _keys_list))
+    _leaf(
+        keys_sub, "rotate", "add a new active key (older keys stay to open old files)", _keys_rotate
+    )
+    add_json_flag(
+        _leaf(
+            keys_sub,
+            "list",
+            "key ids, creation time, the active key, recordings per key",
+            _keys_list,
+        )
+    )
 
     rec = sub.add_parser(
-        "recordings", parents=[common_options()],
+        "recordings",
+        parents=[common_options()],
         help="sealed call recordings: list, verify, decrypt, purge, rewrap",
     )
     rec_sub = rec.add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
@@ -58,9 +66,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = _leaf(rec_sub, "decrypt", "write one recording's audio to a file (audited)", _decrypt)
     p.add_argument("id", type=int, metavar="ID")
-    p.add_argument("--out", required=True, type=_absolute, metavar="FILE",
-                   help="new file for the audio (never overwritten), or - to stream it to"
-                   " stdout (for a player)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_absolute,
+        metavar="FILE",
+        help="new file for the audio (never overwritten), or - to stream it to"
+        " stdout (for a player)",
+    )
     p.add_argument("--operator", required=True, help="who is listening (recorded in the audit)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit)")
 
@@ -70,8 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     _leaf(rec_sub, "rewrap", "re-wrap data keys under the active key (audio untouched)", _rewrap)
 
-    p = _leaf(rec_sub, "seal", "seal one finished recording now (MixMonitor post-command)",
-              _seal)
+    p = _leaf(rec_sub, "seal", "seal one finished recording now (MixMonitor post-command)", _seal)
     p.add_argument("file", help="path, absolute or relative to the recordings folder")
     p.add_argument("--uniqueid", help="the channel's UNIQUEID")
 
@@ -86,10 +98,12 @@ def _leaf(
     # The common options again, after the action, but without defaults: argparse copies a
     # sub-parser's defaults over its parent's values, so `trustline keys --data-dir X init`
     # would otherwise lose X.
-    parser.add_argument("--data-dir", default=argparse.SUPPRESS,
-                        help="data folder (env TRUSTLINE_DATA_DIR)")
-    parser.add_argument("--config", default=argparse.SUPPRESS,
-                        help="pools.toml path (env TRUSTLINE_CONFIG)")
+    parser.add_argument(
+        "--data-dir", default=argparse.SUPPRESS, help="data folder (env TRUSTLINE_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--config", default=argparse.SUPPRESS, help="pools.toml path (env TRUSTLINE_CONFIG)"
+    )
     parser.set_defaults(handler=handler)
     return parser
 
@@ -100,11 +114,17 @@ def _absolute(value: str) -> Path | None:
 
 
 @asynccontextmanager
-async def _service(settings: Settings) -> AsyncIterator[RecordingsService]:
+async def _service(settings: Settings, *, create: bool = False) -> AsyncIterator[RecordingsService]:
+    """The recordings service on the agent's store. Only the post-command's own seal may
+    create the store (MixMonitor's files must never stay in plaintext); the admin commands
+    say where the store was expected instead."""
     from agent.recordings.service import RecordingsService
     from agent.store import open_database
 
-    db = await open_database(settings.database_path)
+    if create:
+        db = await open_database(settings.database, pool_size=settings.database_pool_size)
+    else:
+        db = await offline.open_admin_store(settings)
     try:
         service = RecordingsService(settings, db, SystemClock())
         # A decryption killed earlier (SIGKILL) left an audit row open, maybe a partial file.
@@ -155,9 +175,16 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     keys = sorted(ring.keys.values(), key=lambda k: k.created)
     if args.json:
         for k in keys:
-            print(json.dumps({"key_id": k.key_id, "created": _iso(k.created),
-                              "active": k.key_id == ring.active_id,
-                              "recordings": in_use.get(k.key_id, 0)}))
+            print(
+                json.dumps(
+                    {
+                        "key_id": k.key_id,
+                        "created": _iso(k.created),
+                        "active": k.key_id == ring.active_id,
+                        "recordings": in_use.get(k.key_id, 0),
+                    }
+                )
+            )
         return 0
     print(f"{'KEY ID':<22} {'CREATED':<21} {'ACTIVE':<6} RECORDINGS")
     for key in keys:
@@ -171,12 +198,24 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await service.listing(limit=args.limit, include_purged=args.all)
     if args.json:
         for r in rows:
-            print(json.dumps(
-                {"id": r.id, "uniqueid": r.uniqueid, "recorded_at": _iso(r.recorded_at),
-                 "sealed_at": _iso(r.sealed_at), "plain_size": r.plain_size, "size": r.size,
-                 "key_id": r.key_id, "state": r.state, "path": r.path,
-                 "source_name": r.source_name, "purged_at": _iso(r.purged_at),
-                 "rejected_at": _iso(r.rejected_at)}))
+            print(
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "uniqueid": r.uniqueid,
+                        "recorded_at": _iso(r.recorded_at),
+                        "sealed_at": _iso(r.sealed_at),
+                        "plain_size": r.plain_size,
+                        "size": r.size,
+                        "key_id": r.key_id,
+                        "state": r.state,
+                        "path": r.path,
+                        "source_name": r.source_name,
+                        "purged_at": _iso(r.purged_at),
+                        "rejected_at": _iso(r.rejected_at),
+                    }
+                )
+            )
         return 0
     print(f"{'ID':>6} {'UNIQUEID':<20} {'RECORDED':<21} {'BYTES':>10} {'KEY':<22} STATE")
     for r in rows:
@@ -185,8 +224,10 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
             state += " " + _when(r.purged_at)
         elif r.rejected_at is not None:
             state += f" (does not open; kept as {r.path} until retention)"
-        print(f"{r.id:>6} {r.uniqueid or '-':<20} {_when(r.recorded_at):<21} {r.plain_size:>10}"
-              f" {r.key_id:<22} {state}")
+        print(
+            f"{r.id:>6} {r.uniqueid or '-':<20} {_when(r.recorded_at):<21} {r.plain_size:>10}"
+            f" {r.key_id:<22} {state}"
+        )
     return 0
 
 
@@ -217,18 +258,19 @@ async def _decrypt(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with _service(settings) as service:
             out = args.out if args.out is not None else sys.stdout.buffer
-            row = await service.decrypt(args.id, out, operator=args.operator,
-                                        reason=args.reason, stop=stop)
+            row = await service.decrypt(
+                args.id, out, operator=args.operator, reason=args.reason, stop=stop
+            )
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
     if args.out is None:
         sys.stdout.buffer.flush()
-        print(f"recording {row.id} streamed ({row.plain_size} bytes); access audited",
-              file=sys.stderr)
+        print(
+            f"recording {row.id} streamed ({row.plain_size} bytes); access audited", file=sys.stderr
+        )
     else:
-        print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes);"
-              " access audited")
+        print(f"recording {row.id} written to {args.out} ({row.plain_size} bytes); access audited")
     return 0
 
 
@@ -236,8 +278,9 @@ async def _purge(args: argparse.Namespace, settings: Settings) -> int:
     operator = args.operator or f"cli:{getpass.getuser()}"
     async with _service(settings) as service:
         with reporter("purge", unit="rec") as progress:
-            rows = await service.purge_expired(operator=operator, dry_run=args.dry_run,
-                                               progress=progress)
+            rows = await service.purge_expired(
+                operator=operator, dry_run=args.dry_run, progress=progress
+            )
     verb = "would delete" if args.dry_run else "deleted"
     for r in rows:
         print(f"{verb} {r.id:>6} {r.uniqueid or '-':<20} recorded {_when(r.recorded_at)}")
@@ -258,7 +301,9 @@ async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _HANDOFF_ERRORS: dict[str, type[TrustlineError]] = {
-    "usage": BadRequest, "recording": RecordingError, "keyring": KeyringError,
+    "usage": BadRequest,
+    "recording": RecordingError,
+    "keyring": KeyringError,
 }
 
 
@@ -268,7 +313,7 @@ async def _seal(args: argparse.Namespace, settings: Settings) -> int:
     try:
         answer = await asyncio.to_thread(handoff.request_seal, sock, args.file, args.uniqueid)
     except handoff.AgentDown:
-        async with _service(settings) as service:
+        async with _service(settings, create=True) as service:
             row = await service.seal_file(args.file, args.uniqueid)
         print(f"sealed as recording {row.id}")
         return 0

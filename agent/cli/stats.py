@@ -1,7 +1,7 @@
 """Sub-command ``trustline stats``: answer rate per pool (or per number) per day.
 
 Reads outcomes the AMI link stored; prints a table or JSON. No logic beyond formatting:
-grouping lives in agent.ami.stats.
+grouping lives in agent.outcomes.stats.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from agent.cli import add_json_flag, common_options, offline
 from agent.errors import BadRequest
 
 if TYPE_CHECKING:
-    from agent.ami.stats import AnswerStats
+    from agent.outcomes.stats import AnswerStats
     from agent.settings import Settings
 
 
@@ -49,10 +49,10 @@ def _day(text: str, flag: str) -> date:
 async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     from zoneinfo import ZoneInfo
 
-    from agent.ami.repo import OutcomeRepo
-    from agent.ami.stats import aggregate
     from agent.clock import SystemClock
-    from agent.policy.outbound import local_day
+    from agent.outbound.policy import local_day
+    from agent.outcomes.repo import OutcomeRepo
+    from agent.outcomes.stats import aggregate
 
     config = offline.pools(settings, "stats")
     default_zone = ZoneInfo(config.raw.defaults.timezone)

@@ -85,7 +85,8 @@ class RecordingsRepo:
         async with self._db.transaction() as tx:
             existing = await tx.fetchone(
                 "SELECT id, sha256, pending_sha256 FROM recordings WHERE path = ?"
-                " AND purged_at IS NULL", (path,)
+                " AND purged_at IS NULL",
+                (path,),
             )
             if existing is not None and sha256 not in (existing[1], existing[2]):
                 old = await tx.fetchone(
@@ -93,7 +94,11 @@ class RecordingsRepo:
                 )
                 assert old is not None
                 await self._purge(
-                    tx, _row(old), at=sealed_at, operator="agent", outcome="ok",
+                    tx,
+                    _row(old),
+                    at=sealed_at,
+                    operator="agent",
+                    outcome="ok",
                     reason="its file was replaced by another recording under the same name"
                     " (the file did not open and was set aside, or was lost)",
                 )
@@ -109,8 +114,17 @@ class RecordingsRepo:
                 "INSERT INTO recordings (uniqueid, path, source_name, recorded_at, sealed_at,"
                 " plain_size, size, key_id, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
-                (uniqueid, path, source_name, recorded_at, sealed_at, plain_size, size, key_id,
-                 sha256),
+                (
+                    uniqueid,
+                    path,
+                    source_name,
+                    recorded_at,
+                    sealed_at,
+                    plain_size,
+                    size,
+                    key_id,
+                    sha256,
+                ),
             )
             assert row is not None
             return int(row[0])
@@ -134,8 +148,7 @@ class RecordingsRepo:
     async def listing(self, *, limit: int, include_purged: bool) -> list[RecordingRow]:
         where = "" if include_purged else "WHERE purged_at IS NULL"
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM recordings {where} ORDER BY recorded_at DESC, id DESC"
-            " LIMIT ?",
+            f"SELECT {_COLUMNS} FROM recordings {where} ORDER BY recorded_at DESC, id DESC LIMIT ?",
             (limit,),
         )
         return [_row(r) for r in rows]
@@ -149,8 +162,7 @@ class RecordingsRepo:
 
     async def not_wrapped_by(self, key_id: str) -> list[RecordingRow]:
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM recordings WHERE {_SEALED} AND key_id <> ?"
-            " ORDER BY id",
+            f"SELECT {_COLUMNS} FROM recordings WHERE {_SEALED} AND key_id <> ? ORDER BY id",
             (key_id,),
         )
         return [_row(r) for r in rows]
@@ -183,8 +195,17 @@ class RecordingsRepo:
         )
 
     async def record_rejected(
-        self, *, original: str, aside: str, at: float, uniqueid: str | None, source_name: str,
-        recorded_at: float, size: int, sha256: str, moved_now: bool,
+        self,
+        *,
+        original: str,
+        aside: str,
+        at: float,
+        uniqueid: str | None,
+        source_name: str,
+        recorded_at: float,
+        size: int,
+        sha256: str,
+        moved_now: bool,
     ) -> int:
         """A sealed file that did not open was moved from ``original`` to ``aside``.
 
@@ -204,7 +225,8 @@ class RecordingsRepo:
                 rec_id = int(existing[0])
                 await tx.execute(
                     "UPDATE recordings SET path = ?, rejected_at = ?, pending_sha256 = NULL"
-                    " WHERE id = ?", (aside, at, rec_id),
+                    " WHERE id = ?",
+                    (aside, at, rec_id),
                 )
             else:
                 row = await tx.fetchone(
@@ -219,8 +241,12 @@ class RecordingsRepo:
             await tx.execute(
                 "INSERT INTO recording_audit (at, action, recording_id, operator, reason, outcome,"
                 " detail) VALUES (?, 'set_aside', ?, 'agent', ?, 'ok', ?)",
-                (at, rec_id, "sealed file did not open; moved aside, kept until retention",
-                 json.dumps(detail, sort_keys=True)),
+                (
+                    at,
+                    rec_id,
+                    "sealed file did not open; moved aside, kept until retention",
+                    json.dumps(detail, sort_keys=True),
+                ),
             )
             return rec_id
 
@@ -252,7 +278,13 @@ class RecordingsRepo:
         )
 
     async def audit_started(
-        self, *, at: float, action: str, recording_id: int, operator: str, reason: str,
+        self,
+        *,
+        at: float,
+        action: str,
+        recording_id: int,
+        operator: str,
+        reason: str,
         detail: dict[str, Any],
     ) -> int:
         async with self._db.transaction() as tx:

@@ -85,8 +85,11 @@ def _parse_attestation(text: str) -> Attestation:
         return Attestation.PASSED
     if low in _MISSING:
         return Attestation.MISSING
-    if "fail" in low or "mismatch" in low or low.startswith(("invalid", "cert_", "missing_")) or (
-        low.endswith(("_error", "_failure", "_expired"))
+    if (
+        "fail" in low
+        or "mismatch" in low
+        or low.startswith(("invalid", "cert_", "missing_"))
+        or (low.endswith(("_error", "_failure", "_expired")))
     ):
         return Attestation.FAILED
     if low in ("signature_validation", "no_raw_key"):
@@ -233,9 +236,7 @@ class Line:
     region: str
 
 
-def read_dialled(
-    raw: str, default_region: str, own_numbers: frozenset[str] = frozenset()
-) -> Line:
+def read_dialled(raw: str, default_region: str, own_numbers: frozenset[str] = frozenset()) -> Line:
     """Our dialled line: E.164 when readable, and the region its callers' national numbers use.
 
     ``own_numbers`` (E.164) are tried first: a trunk that delivers ``6175550100`` for our

@@ -100,7 +100,10 @@ class ScreeningService:
         if log.isEnabledFor(logging.DEBUG):  # masking costs time on every call otherwise
             log.debug(
                 "screen %s caller=%s verdict=%s score=%d reasons=%s",
-                call.uniqueid or "-", phone.mask(call.caller), decision.verdict, decision.score,
+                call.uniqueid or "-",
+                phone.mask(call.caller),
+                decision.verdict,
+                decision.score,
                 decision.reasons_text,
             )
         return decision
@@ -133,9 +136,7 @@ class ScreeningService:
             if caller_hash is not None:
                 burst_calls = self._bursts.record(caller_hash, now, cfg.windows.burst_seconds)
             flood_key = caller_hash or f"anonymous:{next(self._anonymous)}"
-            flood_callers = self._floods.record(
-                line_key, flood_key, now, cfg.windows.flood_seconds
-            )
+            flood_callers = self._floods.record(line_key, flood_key, now, cfg.windows.flood_seconds)
         if allowlisted is not None or not cfg.enabled:
             facts = rules.CallFacts(
                 caller=caller, line=line, attestation=attestation, allowlisted=allowlisted
@@ -213,8 +214,10 @@ class ScreeningService:
                 self._refresh_in_background(now)
             )
         stamp = (view.screening, self._stored)
-        if self._matchers is None or self._matchers_for is None or any(
-            a is not b for a, b in zip(self._matchers_for, stamp, strict=True)
+        if (
+            self._matchers is None
+            or self._matchers_for is None
+            or any(a is not b for a, b in zip(self._matchers_for, stamp, strict=True))
         ):
             assert self._stored is not None
             self._matchers = (

@@ -21,6 +21,8 @@ from typing import Any
 import aiosqlite
 
 from agent.errors import StoreError
+from agent.store.base import Database as Database  # the interface this module implements
+from agent.store.base import migrations, refuse_newer
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,11 @@ def _holds_tx() -> bool:
 Params = Sequence[Any]
 
 
-class Database:
+class SqliteDatabase(Database):
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.description = str(path)
         self._tx_lock = asyncio.Lock()
 
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -138,9 +141,13 @@ async def open_database(path: Path, *, migrate: bool = True) -> Database:
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
     await conn.execute("PRAGMA busy_timeout=10000")
-    db = Database(conn, path)
+    db = SqliteDatabase(conn, path)
     if migrate:
-        await apply_migrations(db)
+        try:
+            await apply_migrations(db)
+        except BaseException:
+            await conn.close()  # e.g. a database newer than this agent: leave no thread behind
+            raise
     return db
 
 
@@ -162,11 +169,15 @@ async def apply_migrations(db: Database) -> list[str]:
         " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
     )
     done = {row[0] for row in await db.fetchall("SELECT version FROM schema_migrations")}
+    refuse_newer(done, (m.version for m in migrations("sqlite")), db.description)
     applied = []
     for version, name, sql in _migrations():
         if version in done:
             continue
         async with db.transaction():
+            # Another process starting at the same moment may have applied it meanwhile.
+            if await db.fetchone("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
+                continue
             for statement in _split_sql(sql):
                 await db.execute(statement)
             await db.execute(

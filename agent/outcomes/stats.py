@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from agent.ami.repo import DIALLED_OUTCOMES, OutcomeRow
+from agent.outcomes.repo import DIALLED_OUTCOMES, OutcomeRow
 
 _FAILED = frozenset(DIALLED_OUTCOMES) - {"answered", "busy", "no_answer"}
 

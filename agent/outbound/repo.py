@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ class OutboundRepo:
         if len({number for number, _, _ in claims}) != len(claims):
             raise ValueError("a claim batch names each number once")
         params: list[object] = []
-        for number, day, cap in claims:
+        # Sorted: two agents' batches lock rows in one order on PostgreSQL (no deadlock).
+        for number, day, cap in sorted(claims):
             params += (number, day, cap)
         sql = _CLAIM_HEAD + ",".join(["(?, ?, 1, ?)"] * len(claims)) + _CLAIM_TAIL
         return {row[0]: int(row[1]) for row in await self.db.fetchall(sql, params)}
@@ -227,7 +228,8 @@ class OutboundRepo:
             )
         # Last use only breaks ties after a restart: a hint, written in one statement.
         if last_used:
-            cases = " ".join(["WHEN ? THEN ?"] * len(last_used))
+            # The cast types the bare parameters for PostgreSQL (a CASE of them is text there).
+            cases = " ".join(["WHEN ? THEN CAST(? AS DOUBLE PRECISION)"] * len(last_used))
             marks = ",".join(["?"] * len(last_used))
             params = [v for number, at in last_used.items() for v in (number, at)]
             await self.db.execute(

@@ -14,7 +14,7 @@ import re
 from agent import contract
 from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.errors import BadRequest
-from agent.services.outbound import Decision, OutboundService
+from agent.outbound.service import Decision, OutboundService
 
 _CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
 

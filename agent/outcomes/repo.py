@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.ami.calls import DIAL_OUTCOMES, OUTCOME_CANCELLED, OUTCOME_UNKNOWN, CallEnded, CdrSeen
-from agent.store.db import Database
+from agent.outcomes.calls import (
+    DIAL_OUTCOMES,
+    OUTCOME_CANCELLED,
+    OUTCOME_UNKNOWN,
+    CallEnded,
+    CdrSeen,
+)
+from agent.store import Database
 
 # Outcomes that say how the callee's side went: the denominator of an answer rate.
 # not_dialled (hung up before Dial), cancelled (our side hung up while it rang) and unknown
@@ -33,8 +39,9 @@ class OutcomeRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record_end(self, ended: CallEnded) -> str | None:
-        """Store how a call ended. Returns the row's pool, or None when no row matched.
+    async def record_end(self, ended: CallEnded) -> tuple[str, str | None, float] | None:
+        """Store how a call ended. Returns the row's (pool, number used, decision time), or
+        None when no row matched.
 
         Our own measure of talk time only stands until a Cdr is stored: then the CDRs' billable
         seconds are the talk time, whichever arrives first."""
@@ -42,7 +49,7 @@ class OutcomeRepo:
             "UPDATE call_audit SET outcome = ?, dial_status = ?, hangup_cause = ?, linkedid = ?,"
             " ended_at = ?,"
             " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ? ELSE talk_seconds END"
-            f" WHERE {_LATEST} RETURNING COALESCE(pool, '')",
+            f" WHERE {_LATEST} RETURNING COALESCE(pool, ''), number, at",
             (
                 ended.outcome,
                 ended.dial_status,
@@ -53,7 +60,7 @@ class OutcomeRepo:
                 ended.uniqueid,
             ),
         )
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), row[1], float(row[2]))
 
     async def record_cdr(self, cdr: CdrSeen) -> tuple[str, str | None] | None:
         """Add one Cdr's billable seconds to the talk time (a call has one Cdr per bridge
@@ -65,7 +72,9 @@ class OutcomeRepo:
             " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ?"
             " ELSE COALESCE(talk_seconds, 0) + ? END,"
             " cdr_disposition = ?,"
-            " outcome = CASE WHEN ? IS NOT NULL AND outcome = ? THEN ? ELSE outcome END"
+            # CAST: PostgreSQL must know a bare parameter's type.
+            " outcome = CASE WHEN CAST(? AS TEXT) IS NOT NULL AND outcome = ? THEN ? ELSE outcome"
+            " END"
             f" WHERE {_LATEST} RETURNING COALESCE(pool, ''), outcome",
             (
                 cdr.billable_seconds,

@@ -3,7 +3,7 @@
 Holds the in-memory view of every number (for O(log n) ranking) and keeps it in step with the
 store, which stays the source of truth: the cap is enforced by the store's atomic claim, and
 changes made by other processes (CLI, another agent) are picked up through the store's state
-version. Policy comes from agent.policy.outbound; this module sequences I/O around it.
+version. Policy comes from agent.outbound.policy; this module sequences I/O around it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from agent import contract, phone
 from agent.clock import Clock
 from agent.config import Config, PoolConfig
 from agent.errors import BadRequest, UnknownNumber
-from agent.policy.outbound import (
+from agent.outbound.policy import (
     NumberState,
     Selector,
     intensive_rest,
@@ -28,8 +28,8 @@ from agent.policy.outbound import (
     plan_promotions,
     quarantine_due,
 )
-from agent.store.db import Database
-from agent.store.outbound import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
+from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 

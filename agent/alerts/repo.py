@@ -1,0 +1,190 @@
+"""SQL of alert incidents and the webhook outbox (tables of migration 0020). Owns both tables.
+
+May: read and write alert_incidents and alert_outbox. Must not: decide what is an incident
+(the service does), talk to the network, or hold state. Placeholders are ``?``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store import Database, Row
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    kind: str
+    subject: str
+    severity: str
+    first_seen: float
+    last_seen: float
+    resolved_at: float | None
+    acked_at: float | None
+    payload: dict[str, Any]
+    idempotency_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "subject": self.subject,
+            "severity": self.severity,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "resolved_at": self.resolved_at,
+            "acked_at": self.acked_at,
+            "payload": self.payload,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    webhook: str
+    event: str
+    idempotency_key: str
+    body: str
+    created_at: float
+    attempts: int
+
+
+_INCIDENT = (
+    "SELECT id, kind, subject, severity, first_seen, last_seen, resolved_at, acked_at, payload,"
+    " idempotency_key FROM alert_incidents"
+)
+
+
+def _incident(r: Row) -> Incident:
+    return Incident(
+        int(r[0]),
+        str(r[1]),
+        str(r[2]),
+        str(r[3]),
+        float(r[4]),
+        float(r[5]),
+        None if r[6] is None else float(r[6]),
+        None if r[7] is None else float(r[7]),
+        json.loads(r[8]),
+        str(r[9]),
+    )
+
+
+class AlertRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def open_incident(self, kind: str, subject: str) -> Incident | None:
+        row = await self.db.fetchone(
+            _INCIDENT + " WHERE kind = ? AND subject = ? AND resolved_at IS NULL", (kind, subject)
+        )
+        return None if row is None else _incident(row)
+
+    async def insert_incident(
+        self, kind: str, subject: str, severity: str, now: float, payload: str, key: str
+    ) -> int:
+        row = await self.db.fetchone(
+            "INSERT INTO alert_incidents (kind, subject, severity, first_seen, last_seen,"
+            " payload, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (kind, subject, severity, now, now, payload, key),
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def touch_incident(self, incident_id: int, now: float, payload: str) -> None:
+        """Seen again: newer evidence, same incident (its severity stays what it opened with)."""
+        await self.db.execute(
+            "UPDATE alert_incidents SET last_seen = ?, payload = ? WHERE id = ?",
+            (now, payload, incident_id),
+        )
+
+    async def resolve_incident(self, incident_id: int, now: float) -> None:
+        await self.db.execute(
+            "UPDATE alert_incidents SET resolved_at = ?, last_seen = ? WHERE id = ?",
+            (now, now, incident_id),
+        )
+
+    async def ack(self, incident_id: int, now: float) -> bool:
+        changed = await self.db.execute(
+            "UPDATE alert_incidents SET acked_at = COALESCE(acked_at, ?) WHERE id = ?",
+            (now, incident_id),
+        )
+        return changed > 0
+
+    async def incidents(self, *, open_only: bool, since: float = 0.0) -> list[Incident]:
+        where = " WHERE last_seen >= ?" + (" AND resolved_at IS NULL" if open_only else "")
+        rows = await self.db.fetchall(_INCIDENT + where + " ORDER BY id", (since,))
+        return [_incident(r) for r in rows]
+
+    async def incidents_between(self, since: float, until: float) -> list[Incident]:
+        rows = await self.db.fetchall(
+            _INCIDENT + " WHERE first_seen >= ? AND first_seen < ? ORDER BY id", (since, until)
+        )
+        return [_incident(r) for r in rows]
+
+    # -- outbox ----------------------------------------------------------------------------
+    async def enqueue(
+        self, incident_id: int | None, webhook: str, event: str, key: str, body: str, now: float
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO alert_outbox (incident_id, webhook, event, idempotency_key, body,"
+            " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (idempotency_key, webhook) DO NOTHING",
+            (incident_id, webhook, event, key, body, now, now),
+        )
+
+    async def claim_due(self, now: float, lease_until: float, limit: int) -> list[OutboxRow]:
+        """Rows due now, leased until ``lease_until`` so no other deliverer sends them
+        meanwhile; a deliverer killed mid-send leaves the lease to run out, then re-sends."""
+        async with self.db.transaction():
+            rows = await self.db.fetchall(
+                "SELECT id, webhook, event, idempotency_key, body, created_at, attempts"
+                " FROM alert_outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
+                " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (now, limit),
+            )
+            for r in rows:
+                await self.db.execute(
+                    "UPDATE alert_outbox SET next_attempt_at = ? WHERE id = ?", (lease_until, r[0])
+                )
+        return [
+            OutboxRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), int(r[6]))
+            for r in rows
+        ]
+
+    async def delivered(self, row_id: int, now: float) -> None:
+        await self.db.execute(
+            "UPDATE alert_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+            " WHERE id = ?",
+            (now, row_id),
+        )
+
+    async def failed(self, row_id: int, next_at: float, error: str) -> None:
+        await self.db.execute(
+            "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+            " WHERE id = ?",
+            (next_at, error[:500], row_id),
+        )
+
+    async def gave_up(self, row_id: int, now: float, error: str) -> None:
+        await self.db.execute(
+            "UPDATE alert_outbox SET attempts = attempts + 1, gave_up_at = ?, last_error = ?"
+            " WHERE id = ?",
+            (now, error[:500], row_id),
+        )
+
+    async def next_due(self) -> float | None:
+        row = await self.db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM alert_outbox"
+            " WHERE delivered_at IS NULL AND gave_up_at IS NULL"
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def pending(self) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
+        )
+        return int(row[0]) if row else 0

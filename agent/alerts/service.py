@@ -1,0 +1,169 @@
+"""Alert use cases: raise once per incident, resolve, acknowledge, list; queue webhook messages.
+
+May: decide whether a raise opens a new incident or updates the open one, and write the
+messages the deliverer will send (through AlertRepo, in the same transaction). Must not: talk
+to the network (agent.alerts.deliver does) or put a patient number in an alert: subjects are
+pool names, our own numbers or "agent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from agent import phone
+from agent.alerts.config import Webhook
+from agent.alerts.repo import AlertRepo, Incident
+from agent.clock import Clock
+from agent.store import Database
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["critical", "warning", "info"]
+
+# Every kind the agent raises, with its default severity (the Prometheus rules mirror these).
+KINDS: Mapping[str, Severity] = {
+    "number_drift": "warning",
+    "pool_drift": "critical",
+    "reputation_flag": "warning",
+    "number_quarantined": "warning",
+    "number_rested": "info",
+    "pool_below_min_active": "warning",
+    "pool_exhausted": "critical",
+    "reserve_empty": "critical",
+    "fallback_used": "warning",
+    "deadline_misses": "warning",
+    "ami_down": "critical",
+    "store_down": "critical",
+    "keyring_missing": "critical",
+}
+
+
+class AlertService:
+    def __init__(self, db: Database, clock: Clock, webhooks: Sequence[Webhook] = ()) -> None:
+        self._repo = AlertRepo(db)
+        self._clock = clock
+        self._webhooks = tuple(webhooks)
+        self._pending: set[asyncio.Task[None]] = set()
+        self.on_queued: list[Callable[[], None]] = []  # the deliverer's wake-up
+        self.on_change: list[Callable[[str, Severity, bool], None]] = []  # kind, severity, open
+
+    def set_webhooks(self, webhooks: Sequence[Webhook]) -> None:
+        """On reload: new messages go to these; queued ones keep their webhook."""
+        self._webhooks = tuple(webhooks)
+
+    @property
+    def webhooks(self) -> tuple[Webhook, ...]:
+        return self._webhooks
+
+    async def raise_(
+        self,
+        kind: str,
+        subject: str,
+        message: str,
+        *,
+        severity: Severity | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> tuple[Incident, bool]:
+        """Open an incident, or update the open one of (kind, subject). Returns it and whether
+        it is new: only a new incident is sent to the webhooks."""
+        sev: Severity = severity or KINDS.get(kind, "warning")
+        now = self._clock.now()
+        payload = json.dumps({"message": message, **(details or {})}, sort_keys=True)
+        async with self._repo.db.transaction():
+            found = await self._repo.open_incident(kind, subject)
+            if found is not None:
+                await self._repo.touch_incident(found.id, now, payload)
+                incident = await self._repo.open_incident(kind, subject)
+                assert incident is not None
+                return incident, False
+            key = f"tl-{uuid.uuid4().hex}"
+            incident_id = await self._repo.insert_incident(kind, subject, sev, now, payload, key)
+            incident = await self._repo.open_incident(kind, subject)
+            assert incident is not None and incident.id == incident_id
+            await self._queue(incident, "raised", now)
+        log.warning("alert %s (%s) %s: %s", kind, sev, _shown(subject), message)
+        self._changed(kind, sev, True)
+        return incident, True
+
+    async def resolve(self, kind: str, subject: str, message: str = "cleared") -> bool:
+        """Close the open incident of (kind, subject) and send a resolve message. False when
+        none was open."""
+        now = self._clock.now()
+        async with self._repo.db.transaction():
+            found = await self._repo.open_incident(kind, subject)
+            if found is None:
+                return False
+            await self._repo.resolve_incident(found.id, now)
+            payload = {**found.payload, "resolution": message}
+            resolved = Incident(
+                found.id, found.kind, found.subject, found.severity, found.first_seen, now,
+                now, found.acked_at, payload, found.idempotency_key,
+            )  # fmt: skip
+            await self._queue(resolved, "resolved", now)
+        log.info("alert %s resolved %s: %s", kind, _shown(subject), message)
+        self._changed(kind, found.severity, False)  # type: ignore[arg-type]
+        return True
+
+    async def ack(self, incident_id: int) -> bool:
+        return await self._repo.ack(incident_id, self._clock.now())
+
+    async def incidents(self, *, open_only: bool = False) -> list[Incident]:
+        return await self._repo.incidents(open_only=open_only)
+
+    async def post(self, event: str, key: str, body: Mapping[str, Any]) -> None:
+        """Queue any other message (the weekly report) to every webhook, once per key."""
+        now = self._clock.now()
+        text = json.dumps({"event": event, "idempotency_key": key, **body}, sort_keys=True)
+        async with self._repo.db.transaction():
+            for hook in self._webhooks:
+                await self._repo.enqueue(None, hook.url, event, key, text, now)
+        self._wake()
+
+    def raise_soon(self, kind: str, subject: str | None, message: str) -> None:
+        """For synchronous hooks (the outbound service's on_alert): raise in a task."""
+        task = asyncio.get_running_loop().create_task(self._raise_logged(kind, subject, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for raises started by raise_soon (on stop, and in tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _raise_logged(self, kind: str, subject: str | None, message: str) -> None:
+        try:
+            await self.raise_(kind, subject or "agent", message)
+        except Exception:
+            log.exception("alert %s could not be stored: %s", kind, message)
+
+    async def _queue(self, incident: Incident, event: str, now: float) -> None:
+        body = json.dumps(
+            {"event": event, "alert": incident.as_dict(), "idempotency_key": _key(incident, event)},
+            sort_keys=True,
+        )
+        for hook in self._webhooks:
+            await self._repo.enqueue(incident.id, hook.url, event, _key(incident, event), body, now)
+        if self._webhooks:
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def _wake(self) -> None:
+        for wake in self.on_queued:
+            wake()
+
+    def _changed(self, kind: str, severity: Severity, is_open: bool) -> None:
+        for listener in self.on_change:
+            listener(kind, severity, is_open)
+
+
+def _key(incident: Incident, event: str) -> str:
+    return f"{incident.idempotency_key}:{event}"
+
+
+def _shown(subject: str) -> str:
+    """Our own numbers are not secrets, but logs show numbers masked all the same."""
+    return phone.mask(subject) if subject.startswith("+") else subject

@@ -1,0 +1,136 @@
+"""Outbound decisions on PostgreSQL: one agent vs SQLite vs bare, and two agents on one database.
+
+Run by hand:  .venv/bin/python bench/outbound_pg.py [--database-url postgresql://...] [--sessions N]
+
+Each server is its own process; the load generator speaks the captured Asterisk bytes at 50
+concurrent sessions per server. Figures are ratios against runs side by side in the same run
+(shared machine). The two-agent run drives both agents at once (50 concurrent each) on one
+fresh schema; its rate is the sum of both. Goals (issue 10): PostgreSQL one agent >= 50% of
+the SQLite rate with p99 within 1.5x; two agents together >= 0.9x one agent, p99 within 1.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from bench.outbound import (  # noqa: E402
+    BARE_SERVER,
+    agent_env,
+    free_port,
+    load,
+    pools_toml,
+    summary,
+    wait_port,
+)
+from tests.fake_asterisk import header_block  # noqa: E402
+
+CONCURRENCY = 50
+
+
+def start_agent(config: Path, tmp: Path, url: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = agent_env(config, tmp, port)
+    env["TRUSTLINE_LOG_LEVEL"] = "ERROR"  # missed deadlines are counted in the figures
+    if url:
+        env["TRUSTLINE_DATABASE_URL"] = url
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
+    return proc, port
+
+
+async def measure(label: str, ports: list[int], sessions: int, block: bytes) -> tuple[float, float]:
+    for port in ports:
+        wait_port(port)
+    await asyncio.gather(*(load(p, 200, CONCURRENCY, block) for p in ports))  # warm-up
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(load(p, sessions, CONCURRENCY, block) for p in ports))
+    elapsed = time.perf_counter() - start
+    latencies = [x for _, lat in runs for x in lat]
+    _, rate, p99 = summary(label, CONCURRENCY * len(ports), elapsed, latencies)
+    return rate, p99
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--sessions", type=int, default=1500, help="per server and run")
+    args = parser.parse_args()
+    block = header_block(
+        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
+    )
+    admin = await asyncpg.connect(args.database_url)
+    schemas = [f"tl_bench_{secrets.token_hex(4)}" for _ in range(2)]
+    for schema in schemas:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in args.database_url else "?"
+    urls = [f"{args.database_url}{sep}search_path={s}" for s in schemas]
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, tuple[float, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            config = tmp / "pools.toml"
+            config.write_text(pools_toml(20, 10_000_000))
+            bare_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE
+                )
+            )
+            results["bare"] = await measure("bare", [bare_port], args.sessions, block)
+            runs: list[tuple[str, list[str | None]]] = [
+                ("sqlite", [None]),
+                ("pg", [urls[0]]),
+                ("pg x2", [urls[1], urls[1]]),
+            ]
+            for label, targets in runs:
+                started = []
+                for i, url in enumerate(targets):
+                    (tmp / f"{label}{i}").mkdir()
+                    proc, port = start_agent(config, tmp / f"{label}{i}", url)
+                    procs.append(proc)
+                    started.append((proc, port))
+                results[label] = await measure(label, [p for _, p in started], args.sessions, block)
+                for proc, _ in started:
+                    proc.terminate()
+                    proc.wait(30)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+        for schema in schemas:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+    bare, sqlite, pg, pg2 = (results[k] for k in ("bare", "sqlite", "pg", "pg x2"))
+    print("# busy shared 2-core machine; ratios are what count")
+    for label, (rate, p99) in results.items():
+        print(
+            f"{label:<7} {rate:7.0f} sessions/s = {rate / bare[0]:.0%} of bare, p99 {p99:.1f} ms"
+            f" = {p99 / bare[1]:.1f}x bare's"
+        )
+    print(f"pg-one-agent p99: {pg[1]:.1f} ms = {pg[1] / sqlite[1]:.2f}x of sqlite [goal <= 1.5x]")
+    print(
+        f"pg-two-agents p99: {pg2[1]:.1f} ms = {pg2[1] / pg[1]:.2f}x of pg-one-agent [goal <= 1.5x]"
+    )
+    print(
+        f"pg-two-agents: {pg2[0]:.0f} sessions/s = {pg2[0] / pg[0]:.2f} of pg-one-agent"
+        " [goal >= 0.9]"
+    )
+    print(f"pg-one-agent: {pg[0]:.0f} sessions/s = {pg[0] / sqlite[0]:.2f} of sqlite [goal >= 0.5]")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
