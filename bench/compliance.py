@@ -43,9 +43,9 @@ from agent.clock import FrozenClock  # noqa: E402
 from agent.compliance.config import parse_compliance  # noqa: E402
 from agent.compliance.service import ComplianceService  # noqa: E402
 from agent.config import parse_config  # noqa: E402
-from agent.services.outbound import OutboundService  # noqa: E402
+from agent.outbound.repo import AuditRecord, OutboundRepo  # noqa: E402
+from agent.outbound.service import OutboundService  # noqa: E402
 from agent.store import open_database  # noqa: E402
-from agent.store.outbound import AuditRecord, OutboundRepo  # noqa: E402
 
 KEY = b"k" * 32
 POOLS = """

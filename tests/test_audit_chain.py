@@ -23,10 +23,10 @@ from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance
 from agent.compliance.export import export_rows, write_csv, write_jsonl
 from agent.compliance.service import ComplianceService
+from agent.outbound.repo import AuditRecord, OutboundRepo
 from agent.recordings.repo import RecordingsRepo
 from agent.settings import Settings
-from agent.store.db import Database, open_database
-from agent.store.outbound import AuditRecord, OutboundRepo
+from agent.store import Database, open_database
 
 PARIS = ZoneInfo("Europe/Paris")
 DAY = 86400.0

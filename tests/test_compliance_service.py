@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 
 from agent import contract
-from agent.agi.outbound import OutboundRoute
 from agent.agi.routing import AgiRequest
 from agent.app import Agent, load_hash_key
 from agent.cli import compliance as compliance_cli
@@ -25,9 +24,10 @@ from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService
 from agent.config import ConfigFile
+from agent.outbound.repo import AuditRecord, OutboundRepo
+from agent.outbound.route import OutboundRoute
 from agent.settings import Settings
-from agent.store.db import open_database
-from agent.store.outbound import AuditRecord, OutboundRepo
+from agent.store import open_database
 from tests.conftest import AgentFactory, agi_port, write_config
 from tests.fake_asterisk import run_session
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent import phone
-from agent.app import load_hash_key, open_store
+from agent.cli import offline
 from agent.clock import SystemClock
 from agent.compliance.config import load_compliance
 from agent.compliance.export import export_rows, write_csv, write_jsonl
@@ -26,7 +26,7 @@ from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.cli import common_options
+    from agent.cli import common_options  # here: agent.cli imports this module
 
     common = [common_options()]
     p = sub.add_parser("optout", help="a callee's wish not to be called for a purpose")
@@ -68,23 +68,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 @contextlib.asynccontextmanager
-async def offline_compliance(settings: Settings) -> AsyncIterator[tuple[ComplianceService, str]]:
-    """The compliance service over the store, without servers; and the centre's time zone."""
+async def offline_compliance(
+    settings: Settings, *, needs_key: bool = True
+) -> AsyncIterator[tuple[ComplianceService, str]]:
+    """The compliance service over the agent's store, without servers; and the centre's time
+    zone. The audit commands read no number, so they need no callee-hash key."""
     loaded = load_compliance(settings.config)
-    db = await open_store(settings)
-    try:
+    key = offline.hash_key(settings) if needs_key else b""
+    async with offline.admin_store(settings) as db:
         service = ComplianceService(
             db,
             SystemClock(),
-            load_hash_key(settings.hash_key_path),
+            key,
             loaded.compliance,
             region=loaded.region,
             timezone=loaded.timezone,
         )
         await service.start(refresh_seconds=None)
         yield service, loaded.timezone
-    finally:
-        await db.close()
 
 
 def _actor(args: argparse.Namespace) -> str:
@@ -134,7 +135,7 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_compliance(settings) as (service, _):
+    async with offline_compliance(settings, needs_key=False) as (service, _):
         await service.chain.extend(SystemClock().now())
         report = await service.chain.verify()
     for problem in report.problems:
@@ -149,7 +150,7 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
     if args.until < args.since:
         raise BadRequest("--to is before --from")
-    async with offline_compliance(settings) as (service, zone):
+    async with offline_compliance(settings, needs_key=False) as (service, zone):
         tz = ZoneInfo(zone)
         since = datetime.combine(args.since, time(), tz).timestamp()
         until = datetime.combine(args.until + timedelta(days=1), time(), tz).timestamp()
@@ -164,7 +165,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _purge(args: argparse.Namespace, settings: Settings) -> int:
-    async with offline_compliance(settings) as (service, zone):
+    async with offline_compliance(settings, needs_key=False) as (service, zone):
         plans = await service.purge(dry_run=args.dry_run, actor=_actor(args))
     verb = "would delete" if args.dry_run else "deleted"
     for plan in plans:

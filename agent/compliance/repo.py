@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.store.db import Database
+from agent.store import Database
 
 # The columns of each chained table that a row's hash covers: what was decided or done.
 # call_audit's outcome columns are filled in later by the AMI link (call progress), and are

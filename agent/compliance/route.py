@@ -11,11 +11,11 @@ call. On a deadline the checks that need no I/O (window, opt-out) still hold. No
 from __future__ import annotations
 
 from agent import contract
-from agent.agi.outbound import OutboundRoute, answer_for
 from agent.agi.routing import AgiAnswer, AgiRequest, wants_one_variable
 from agent.compliance.policy import Verdict
 from agent.compliance.service import ComplianceService
-from agent.services.outbound import Decision, OutboundService
+from agent.outbound.route import OutboundRoute, answer_for
+from agent.outbound.service import Decision, OutboundService
 
 VAR_NEXT_WINDOW = "TRUSTLINE_NEXT_WINDOW"
 # The decisions that let a call out, hence count as an attempt.

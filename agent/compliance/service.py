@@ -29,7 +29,7 @@ from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
 from agent.compliance.repo import ComplianceRepo
 from agent.errors import BadRequest
-from agent.store.db import Database
+from agent.store import Database
 
 log = logging.getLogger(__name__)
 
