@@ -98,7 +98,8 @@ class ComplianceRepo:
 
     async def _bump(self) -> None:
         await self.db.execute(
-            "UPDATE compliance_state SET optout_version = optout_version + 1 WHERE id = 1"
+            "INSERT INTO compliance_state (id, optout_version) VALUES (1, 1) ON CONFLICT (id)"
+            " DO UPDATE SET optout_version = compliance_state.optout_version + 1"
         )
 
     async def optout_version(self) -> int:

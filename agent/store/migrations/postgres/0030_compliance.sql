@@ -23,12 +23,12 @@ CREATE TABLE optout_events (
 CREATE UNIQUE INDEX optout_events_event ON optout_events (event_id, callee_hash, purpose, action);
 CREATE INDEX optout_events_at ON optout_events (at);
 
--- Bumped by every opt-out change so running agents reload their opt-out set.
+-- Bumped by every opt-out change so running agents reload their opt-out set. No row until the
+-- first change (the first bump inserts it): a copied store never meets a seeded row.
 CREATE TABLE compliance_state (
     id             INTEGER PRIMARY KEY CHECK (id = 1),
     optout_version INTEGER NOT NULL
 );
-INSERT INTO compliance_state (id, optout_version) VALUES (1, 0);
 
 -- What admins did (opt-outs, purges, ...): who, what, to what. No phone number in clear.
 CREATE TABLE admin_audit (
