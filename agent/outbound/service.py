@@ -28,6 +28,7 @@ from agent import contract, phone
 from agent.clock import Clock
 from agent.config import Config, PoolConfig
 from agent.errors import BadRequest, UnknownNumber
+from agent.outbound.fallback import PATTERN_USES, FallbackGuard
 from agent.outbound.policy import (
     NumberState,
     Selector,
@@ -120,6 +121,7 @@ class OutboundService:
         self.hooks = hooks or DecisionHooks()
         self._audit = AuditWriter(self._repo)
         self._states: dict[str, NumberState] = {}
+        self._fallback = FallbackGuard(lambda number: self._states.get(number))
         self._selector = Selector()
         self._pool_day: dict[str, str] = {}
         self._wakeups: list[tuple[float, str]] = []
@@ -415,9 +417,20 @@ class OutboundService:
         pool = self._config.pool_for(purpose)
         if pool is None:
             return Decision(contract.STATUS_ERROR, "unknown_purpose")
-        return Decision(
-            contract.STATUS_FALLBACK, reason, pool.name, pool.fallback, pool.fallback_name
-        )
+        return self._fallback_answer(pool, contract.STATUS_FALLBACK, reason, self._clock.now())
+
+    def _fallback_answer(self, pool: PoolConfig, status: str, reason: str, now: float) -> Decision:
+        """The pool's fallback while it is healthy, else a healthy reserve number, else no
+        number (the dialplan keeps its own fallback); see agent/outbound/fallback.py."""
+        chosen = self._fallback.choose(pool, self._config.reserve_pools, now)
+        if chosen is None:
+            return Decision(status, reason, pool.name)
+        number, name = chosen
+        if self._fallback.count(pool, number, now):
+            message = f"pool {pool.name}: fallback caller ID used {PATTERN_USES} times in an hour"
+            for hook in self.hooks.on_alert:
+                hook("fallback_used", pool.name, message)
+        return Decision(status, reason, pool.name, number, name)
 
     async def decide(
         self, purpose: str, callee: str, uniqueid: str = "", case_ref: str | None = None
@@ -458,13 +471,7 @@ class OutboundService:
         if mode == "refuse":
             decision = Decision(contract.STATUS_REFUSED, "pool_exhausted", pool.name)
         else:
-            decision = Decision(
-                contract.STATUS_EXHAUSTED,
-                "pool_exhausted",
-                pool.name,
-                pool.fallback,
-                pool.fallback_name,
-            )
+            decision = self._fallback_answer(pool, contract.STATUS_EXHAUSTED, "pool_exhausted", now)
         return self._record(now, ctx, decision)
 
     async def _claim_from(
@@ -761,7 +768,17 @@ class OutboundService:
         return changed
 
     def fallbacks(self) -> dict[str, str]:
-        return self._config.fallbacks()
+        """purpose -> the caller ID the dialplan keeps in AstDB for when the agent is down:
+        the same healthy choice as a fallback answer; a purpose with none is left out (its
+        key is deleted, so the dialplan's global TRUSTLINE_FALLBACK_CID applies)."""
+        now = self._clock.now()
+        out: dict[str, str] = {}
+        for purpose, pool_name in self._config.purposes.items():
+            pool = self._config.pools[pool_name]
+            chosen = self._fallback.choose(pool, self._config.reserve_pools, now)
+            if chosen is not None:
+                out[purpose] = chosen[0]
+        return out
 
     def usable_by_pool(self) -> dict[str, int]:
         """Numbers that can be handed out right now, per pool (for metrics and readiness)."""
