@@ -752,6 +752,30 @@ class OutboundService:
         log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)
         return ReportResult(number, True, count, quarantined, state=self._report_state(number, now))
 
+    async def sideline(self, number: str, pool_name: str, policy: str) -> None:
+        """Act on a drift or reputation signal (the pool's ``on_drift``/``on_flag``): "rest"
+        rests the number for the pool's rest_hours from now, "quarantine" quarantines it for
+        quarantine_days; "alert" (or anything else) changes nothing here. A number that is
+        not ours, or already out of its pool, is left as it is."""
+        st = self._states.get(number)
+        if policy not in ("rest", "quarantine") or st is None:
+            return
+        now = self._clock.now()
+        pool = self._pool_of(st)
+        if policy == "quarantine" and not st.quarantined(now):
+            until = now + pool.rules.quarantine_days * 86400.0
+            await self._repo.quarantine(number, now, until, f"{policy} on a reputation signal")
+            kind, message = "number_quarantined", f"{phone.mask(number)} quarantined: drift or flag"
+        elif policy == "rest" and not st.resting(now):
+            until = now + pool.rules.rest_hours * 3600.0
+            await self._repo.add_rest(number, now, until, "reputation signal")
+            kind, message = "number_rested", f"{phone.mask(number)} rested: drift or flag"
+        else:
+            return
+        await self._repo.bump_state_version()
+        await self.reload_state()
+        await self._alert(now, kind, pool_name, message)
+
     def _report_state(self, number: str, now: float) -> str:
         st = self._states.get(number)
         return REPORT_QUARANTINED if st is not None and st.quarantined(now) else REPORT_IN_POOL
