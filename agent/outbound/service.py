@@ -164,12 +164,8 @@ class OutboundService:
             )
 
     async def stop(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        try:
-            await self.return_leases()
-        except Exception:  # the units stay counted (caps safe); the audit must still be written
-            log.exception("outbound: could not give back the units held here")
+        # The watch first (it refills and gives back too), then every claim still in flight,
+        # then the leases: nothing granted after this point stays counted for nobody.
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -177,6 +173,13 @@ class OutboundService:
             except asyncio.CancelledError:
                 pass
             self._watch_task = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._claims.drain()
+        try:
+            await self.return_leases()
+        except Exception:  # the units stay counted (caps safe); the audit must still be written
+            log.exception("outbound: could not give back the units held here")
         await self._audit.stop()
 
     async def apply_config(self, config: Config) -> None:
