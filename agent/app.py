@@ -146,7 +146,7 @@ class Agent:
             region=config.default_region,
             timezone=config.raw.defaults.timezone,
         )
-        await self.compliance.start()
+        await self._start_or_retry(self.compliance.start, "compliance")
         self._stoppers.append(self.compliance.stop)
         self.config_listeners.append(self._compliance_config_changed)
 
