@@ -19,10 +19,13 @@ async def test_a_quarantine_in_the_running_agent_reaches_the_webhook_once(
     secret = tmp_path / "hook.secret"
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
-    pools = POOLS + f"""
+    pools = (
+        POOLS
+        + f"""
 [alerts]
 webhooks = [{{ url = "{receiver.url}", secret_file = "{secret}" }}]
 """
+    )
     agent = await make_agent(pools)
     assert agent.outbound is not None and agent.alerts is not None
     for _ in range(2):  # reports_to_quarantine defaults to 2
