@@ -99,7 +99,7 @@ class AdminActions:
         source = source.strip()[:40] or "api"
         event_id = f"api:{actor.name}:{report_id}" if report_id else None
         result = await self.outbound().report_spam(number, f"api:{source}", event_id=event_id)
-        target = result.number if result.ours else phone.mask(result.number)
+        target = result.number  # the service masks a number that is not ours
         if not result.duplicate:
             await self.audit.record(
                 actor,

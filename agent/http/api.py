@@ -111,7 +111,7 @@ class AlertsOut(BaseModel):
 
 class AckOut(BaseModel):
     id: int
-    acked: bool = Field(description="false when it was acknowledged already or does not exist")
+    acked: bool = Field(description="false when no such alert exists")
 
 
 class ReportIn(BaseModel):
@@ -125,7 +125,7 @@ class ReportIn(BaseModel):
 
 
 class ReportOut(BaseModel):
-    number: str = Field(description="E.164 when ours; masked to its last 4 digits otherwise")
+    number: str = Field(description="E.164 when ours; masked (never a stranger's number) otherwise")
     ours: bool
     reports_today: int
     quarantined: bool
@@ -368,7 +368,7 @@ async def _report(ctx: AdminContext, call: Call) -> ReportOut:
     body = cast(ReportIn, call.body)
     result = await ctx.actions.report_spam(call.actor, body.number, body.source, body.id)
     return ReportOut(
-        number=result.number if result.ours else shown_entry(result.number),
+        number=result.number,
         ours=result.ours,
         reports_today=result.reports_today,
         quarantined=result.quarantined,
