@@ -5,6 +5,7 @@ the API, dashboard and browser tests share. Outcomes are seeded as the AMI link 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from tests.conftest import PARIS, AgentFactory
 
 ROLES = ("viewer", "operator", "auditor", "admin")
 # A patient: their number must never show in a page, an API answer or a log line.
-PATIENT = "+33612345678"
+PATIENT = "+33687651234"
 
 
 @dataclass
@@ -94,3 +95,45 @@ async def seed_outcomes(
         rows,
     )
     return truth
+
+
+_HIDDEN = re.compile(r'name="(csrf|presign)" value="([^"]+)"')
+
+
+@dataclass
+class WebSession:
+    """A browser's view of the dashboard without the browser: cookies and form tokens."""
+
+    rig: Rig
+    http: aiohttp.ClientSession
+    csrf: str = ""
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(self.rig.base + path, allow_redirects=False) as r:
+            return r.status, await r.text()
+
+    async def post(
+        self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True
+    ) -> tuple[int, str]:
+        form = dict(data or {})
+        if csrf:
+            form["csrf"] = self.csrf
+        async with self.http.post(self.rig.base + path, data=form, allow_redirects=False) as r:
+            return r.status, await r.text()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def sign_in(rig: Rig, role: str) -> WebSession:
+    # An IP-address host: aiohttp's cookie jar keeps its cookies only when told to.
+    web = WebSession(rig, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+    _, page = await web.get("/")
+    presign = dict(_HIDDEN.findall(page))["presign"]
+    status, _ = await web.post(
+        "/signin", {"token": rig.tokens[role], "presign": presign}, csrf=False
+    )
+    assert status == 303
+    _, page = await web.get("/recordings" if role == "auditor" else "/")
+    web.csrf = dict(_HIDDEN.findall(page))["csrf"]
+    return web

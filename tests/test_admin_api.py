@@ -145,11 +145,11 @@ async def test_block_list_edits_reach_screening_and_never_show_the_number(rig: R
         "operator",
         json={"entry": PATIENT, "note": "abuse"},
     )
-    assert status == 200 and added["entry"] == "***5678" and added["changed"]
+    assert status == 200 and added["entry"] == "***1234" and added["changed"]
     assert rig.agent.screening is not None
     assert [e.entry for e in await rig.agent.screening.entries("block")] == [PATIENT]
     _, listing = await rig.call("GET", "/api/v1/screening/lists/block", "viewer")
-    assert listing["entries"][0]["entry"] == "***5678"
+    assert listing["entries"][0]["entry"] == "***1234"
     status, removed = await rig.call(
         "DELETE", f"/api/v1/screening/lists/block/{added['id']}", "operator"
     )
@@ -157,8 +157,8 @@ async def test_block_list_edits_reach_screening_and_never_show_the_number(rig: R
     assert await rig.agent.screening.entries("block") == []
     audit = await audit_rows(rig)
     assert [(a[1], a[2]) for a in audit] == [
-        ("list_add", "block ***5678"),
-        ("list_remove", "block ***5678"),
+        ("list_add", "block ***1234"),
+        ("list_remove", "block ***1234"),
     ]
     assert PATIENT not in json.dumps(audit)
 
