@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.http.api import ENDPOINTS
 from agent.screening.service import InboundCall
-from agent.tokens.roles import ROLES, allows
+from agent.tokens.roles import ROLES, Permission, allows
 from agent.tokens.service import token_hash
 from tests.admin_rig import PATIENT, Rig, seed_outcomes, sign_in, start_rig
 from tests.conftest import AgentFactory
@@ -31,7 +31,7 @@ BODIES = {
     "TokenCreateIn": {"name": "mallory", "role": "admin"},
 }
 # Dashboard forms: path -> permission they need.
-FORMS = {
+FORMS: dict[str, Permission] = {
     f"/numbers/{OUR}/reinstate": "act",
     f"/numbers/{OUR}/report": "act",
     "/alerts/1/ack": "act",
