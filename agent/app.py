@@ -281,17 +281,15 @@ class Agent:
     async def _start_alerts(self, config: Config) -> None:
         assert self.db is not None
         alert_metrics = AlertMetrics(self.metrics.registry)
-        self.alerts = AlertService(
+        alerts = self.alerts = AlertService(
             self.db, self.clock, load_webhooks(config.raw.alerts, config.source)
         )
-        alerts = self.alerts
 
         async def seed_metrics() -> None:
             alert_metrics.seed(await alerts.incidents(open_only=True))
 
         await self._start_or_retry(seed_metrics, "alerts")
-        self.alerts.on_change.append(alert_metrics.on_change)
-        alerts = self.alerts
+        alerts.on_change.append(alert_metrics.on_change)
         deliverer = Deliverer(
             self.db,
             self.clock,
