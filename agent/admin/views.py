@@ -12,10 +12,11 @@ decisions hold only a hash and a masked form; list entries are masked by the HTT
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 from agent.outcomes.repo import DIALLED_OUTCOMES
@@ -97,9 +98,43 @@ class HistoryRow:
     who: str
 
 
+HISTORY_TTL = 300.0  # closed days change only by late outcomes: re-read every 5 minutes
+HISTORY_ENTRIES = 256
+
+
 class DashboardViews:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._history: OrderedDict[tuple[object, ...], tuple[float, Buckets]] = OrderedDict()
+
+    async def recent_buckets(
+        self,
+        bounds: Sequence[float],
+        *,
+        pools: Sequence[str] | None = None,
+        number: str | None = None,
+    ) -> Buckets:
+        """``outcome_buckets`` where the last bucket is the one still filling (today): the
+        closed buckets before it come from a short-lived cache, only the last is read live,
+        so a page over 30 days reads one day of rows, not thirty."""
+        if len(bounds) < 3:
+            return await self.outcome_buckets(bounds, pools=pools, number=number)
+        closed = tuple(bounds[:-1])
+        key = (closed, tuple(pools) if pools is not None else None, number)
+        found = self._history.get(key)
+        if found is None or monotonic() - found[0] > HISTORY_TTL:
+            found = (
+                monotonic(),
+                await self.outcome_buckets(closed, pools=pools, number=number),
+            )
+            self._history[key] = found
+            while len(self._history) > HISTORY_ENTRIES:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(key)
+        live = await self.outcome_buckets(bounds[-2:], pools=pools, number=number)
+        last = len(bounds) - 2
+        return {**found[1], **{(last, p, n): c for (_, p, n), c in live.items()}}
 
     async def outcome_buckets(
         self,

@@ -11,6 +11,7 @@ offer an action the viewer's role may not take.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -66,8 +67,10 @@ class Visit:
     session: Session
 
 
-def render(name: str, **values: Any) -> web.Response:
-    body = _env.get_template(name).render(**values)
+async def render(name: str, **values: Any) -> web.Response:
+    """Rendering a 500-row page is pure Python: it runs in a thread, so calls arriving
+    meanwhile are not held behind it (the agent's short GIL switch interval lets them in)."""
+    body = await asyncio.to_thread(_env.get_template(name).render, **values)
     return web.Response(text=body, content_type="text/html")
 
 
@@ -127,14 +130,14 @@ class Dashboard:
     async def home(self, request: web.Request) -> web.StreamResponse:
         visit = await self.visit(request)
         if visit is None:
-            return self._signin_form(request, error=None)
+            return await self._signin_form(request, error=None)
         if not may(visit.principal, "read"):
             raise web.HTTPSeeOther("/recordings")
         return await self.overview(visit)
 
-    def _signin_form(self, request: web.Request, error: str | None) -> web.Response:
+    async def _signin_form(self, request: web.Request, error: str | None) -> web.Response:
         presign = secrets.token_urlsafe(24)
-        response = render("signin.html", presign=presign, error=error)
+        response = await render("signin.html", presign=presign, error=error)
         response.set_cookie(PRESIGN_COOKIE, presign, max_age=1800, **_cookie_flags(request))
         if error:
             response.set_status(401)
@@ -151,7 +154,9 @@ class Dashboard:
             else None
         )
         if principal is None:
-            return self._signin_form(request, error="That token is unknown, expired or revoked.")
+            return await self._signin_form(
+                request, error="That token is unknown, expired or revoked."
+            )
         sid, _ = self.ctx.sessions.open(principal.token_id)
         response = web.HTTPSeeOther("/")
         response.set_cookie(
@@ -170,7 +175,7 @@ class Dashboard:
     async def overview(self, visit: Visit) -> web.StreamResponse:
         pools = await pool_figures(self.ctx, with_numbers=False)
         reserve = [p for p in pools if p.reserve]
-        return render(
+        return await render(
             "overview.html",
             **self.values(
                 visit,
@@ -187,7 +192,7 @@ class Dashboard:
         today = local_day(self.ctx.clock.now(), zone)
         first = today - timedelta(days=PLOT_DAYS - 1)
         bounds = day_bounds(zone, first, PLOT_DAYS)
-        buckets = await self.ctx.views.outcome_buckets(
+        buckets = await self.ctx.views.recent_buckets(
             bounds, pools=None if number else [pool], number=number
         )
         days = merged(buckets)
@@ -207,7 +212,7 @@ class Dashboard:
             raise web.HTTPNotFound(text=f"no pool named {name!r}")
         labels, days, total = await self._plot(name, number=None)
         plot = rate_svg(labels, days, title=f"answer rate of pool {name}, last {PLOT_DAYS} days")
-        return render(
+        return await render(
             "pool.html", **self.values(visit, pool=found, plot=plot, total=total, days=PLOT_DAYS)
         )
 
@@ -228,7 +233,7 @@ class Dashboard:
         hourly += [Counts() for _ in range(len(hours) - 1 - len(hourly))]
         hour_labels = [datetime.fromtimestamp(b, zone).strftime("%Hh") for b in hours[:-1]]
         today_plot = rate_svg(hour_labels, hourly, title="answer rate today, per hour")
-        return render(
+        return await render(
             "number.html",
             **self.values(
                 visit,
@@ -245,7 +250,7 @@ class Dashboard:
 
     async def alerts(self, visit: Visit) -> web.StreamResponse:
         incidents = await self.ctx.actions.alerts().incidents()
-        return render("alerts.html", **self.values(visit, alerts=incidents[:300]))
+        return await render("alerts.html", **self.values(visit, alerts=incidents[:300]))
 
     async def screening(self, visit: Visit) -> web.StreamResponse:
         zone = self.ctx.zone()
@@ -259,7 +264,7 @@ class Dashboard:
         ]
         reasons = await self.ctx.views.top_reasons(now - 7 * 86400.0)
         lists = [await list_entries(self.ctx, "block"), await list_entries(self.ctx, "allow")]
-        return render(
+        return await render(
             "screening.html",
             **self.values(
                 visit,
@@ -273,7 +278,7 @@ class Dashboard:
     async def recordings(self, visit: Visit) -> web.StreamResponse:
         rows = await self.ctx.actions.recordings().listing(limit=200)
         checked = visit.request.query.get("verified")
-        return render("recordings.html", **self.values(visit, rows=rows, checked=checked))
+        return await render("recordings.html", **self.values(visit, rows=rows, checked=checked))
 
     # -- actions -------------------------------------------------------------------------
     async def reinstate(self, visit: Visit) -> web.StreamResponse:

@@ -97,7 +97,7 @@ async def pool_figures(ctx: AdminContext, *, with_numbers: bool = True) -> list[
         zone = ctx.zone(names[0])
         today = local_day(now, zone)
         bounds = day_bounds(zone, today - timedelta(days=WEEK), WEEK + 1)
-        buckets = await ctx.views.outcome_buckets(bounds, pools=names)
+        buckets = await ctx.views.recent_buckets(bounds, pools=names)
         _fill(pools, buckets, with_numbers)
     alerts = await ctx.actions.alerts().incidents(open_only=True)
     _count_alerts(pools, alerts, rows)
