@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
 from zoneinfo import ZoneInfo
 
@@ -96,6 +96,10 @@ class HistoryRow:
     at: float
     what: str
     who: str
+
+
+def _utc(ts: object) -> str:
+    return datetime.fromtimestamp(float(str(ts)), UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 HISTORY_TTL = 300.0  # closed days change only by late outcomes: re-read every 5 minutes
@@ -211,13 +215,13 @@ class DashboardViews:
             " ORDER BY starts_at DESC LIMIT ?",
             (number, limit),
         ):
-            until = datetime.fromtimestamp(float(r[1])).isoformat(timespec="minutes")
-            rows.append(HistoryRow(float(r[0]), f"rest until {until} ({r[2]})", "agent"))
+            rows.append(HistoryRow(float(r[0]), f"rest until {_utc(r[1])} ({r[2]})", "agent"))
         for r in await self._db.fetchall(
             "SELECT since, until, reason FROM quarantines WHERE number = ?", (number,)
         ):
-            until = datetime.fromtimestamp(float(r[1])).isoformat(timespec="minutes")
-            rows.append(HistoryRow(float(r[0]), f"quarantined until {until} ({r[2]})", "agent"))
+            rows.append(
+                HistoryRow(float(r[0]), f"quarantined until {_utc(r[1])} ({r[2]})", "agent")
+            )
         for r in await self._db.fetchall(
             "SELECT at, actor, action FROM admin_audit WHERE target = ? ORDER BY id DESC LIMIT ?",
             (number, limit),
