@@ -274,3 +274,22 @@ def test_cli_module_stays_cheap_to_import() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_admin_rows_join_the_hash_chain_and_the_auditors_export(
+    rig: Rig, clock: FrozenClock
+) -> None:
+    from agent.compliance.chain import AuditChain
+    from agent.compliance.export import export_rows
+    from agent.compliance.repo import ComplianceRepo
+    from tests.conftest import PARIS
+
+    await rig.call("POST", "/api/v1/numbers/+33142000001/reinstate", "operator")
+    assert rig.agent.db is not None
+    repo = ComplianceRepo(rig.agent.db)
+    chain = AuditChain(repo)
+    assert await chain.extend(clock.now()) >= 1
+    assert (await chain.verify()).ok
+    rows = await export_rows(repo, 0.0, clock.now() + 1, PARIS)
+    [mine] = [r for r in rows if r["kind"] == "admin"]
+    assert (mine["actor"], mine["action"]) == ("operator-user", "reinstate")

@@ -1,9 +1,10 @@
 """The admin audit: one row per state change made through the API, the dashboard or the
 token commands (who, role, what, to what, when, from which address).
 
-All writes go through ``AdminAudit.record`` so where rows land is decided in one place.
-Must not: put a patient phone number or a token in a row (targets are our own numbers, pool
-names, list entry handles, token names, ids).
+Rows land in compliance's ``admin_audit`` table through its repository (the table's only
+writer), so they join the tamper-evident hash chain and the auditor's export; role and
+remote address go in ``detail``. Must not: put a patient phone number or a token in a row
+(targets are our own numbers, pool names, masked list entries, token names, ids).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import Clock
+from agent.compliance.repo import ComplianceRepo
 from agent.store import Database
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,6 @@ class Actor:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    id: int
     at: float
     actor: str
     action: str
@@ -38,31 +39,22 @@ class AuditEntry:
 
 class AdminAudit:
     def __init__(self, db: Database, clock: Clock) -> None:
-        self._db = db
+        self._repo = ComplianceRepo(db)
         self._clock = clock
 
     async def record(self, actor: Actor, action: str, target: str, **detail: Any) -> None:
         text = json.dumps({"role": actor.role, "remote": actor.remote, **detail}, sort_keys=True)
-        await self._db.execute(
-            "INSERT INTO admin_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (self._clock.now(), actor.name, action, target, text),
-        )
+        await self._repo.add_admin(self._clock.now(), actor.name, action, target, text)
         log.info(
             "admin: %s (%s from %s) %s %s", actor.name, actor.role, actor.remote, action, target
         )
 
-    async def entries(
-        self, *, since: float = 0.0, target: str | None = None, limit: int = 1000
-    ) -> list[AuditEntry]:
-        sql = "SELECT id, at, actor, action, target, detail FROM admin_audit WHERE at >= ?"
-        params: list[object] = [since]
-        if target is not None:
-            sql += " AND target = ?"
-            params.append(target)
-        rows = await self._db.fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+    async def entries(self, *, since: float = 0.0, limit: int = 5000) -> list[AuditEntry]:
+        """Admin actions since ``since``, newest first (at most ``limit``)."""
+        rows = await self._repo.admin_between(since, self._clock.now() + 1.0)
         return [
-            AuditEntry(int(r[0]), float(r[1]), str(r[2]), str(r[3]), str(r[4]), _detail(str(r[5])))
-            for r in rows
+            AuditEntry(float(r[0]), str(r[1]), str(r[2]), str(r[3]), _detail(str(r[4])))
+            for r in reversed(rows[-limit:])
         ]
 
 

@@ -40,11 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _actor() -> Actor:
-    import getpass
-
     from agent.admin.audit import Actor
+    from agent.compliance.service import os_actor
 
-    return Actor(getpass.getuser(), "cli", "local")
+    return Actor(os_actor(), "cli", "local")
 
 
 async def _create(args: argparse.Namespace, settings: Settings) -> int:

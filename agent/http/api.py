@@ -189,7 +189,6 @@ class DecryptIn(BaseModel):
 
 
 class AuditEntryOut(BaseModel):
-    id: int
     at: float
     actor: str
     action: str
@@ -508,9 +507,7 @@ async def _audit(ctx: AdminContext, call: Call) -> AuditOut:
     rows = await ctx.actions.audit.entries(since=since, limit=5000)
     return AuditOut(
         entries=[
-            AuditEntryOut(
-                id=r.id, at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail
-            )
+            AuditEntryOut(at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail)
             for r in rows
         ]
     )

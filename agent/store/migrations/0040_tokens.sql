@@ -16,12 +16,3 @@ CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at I
 -- The number and pool pages read one number's (or pool's) outcomes over 30 days.
 CREATE INDEX call_audit_number_at ON call_audit (number, at);
 
--- TEMPORARY until the compliance migration (0030, same table) is on this branch: admin actions.
-CREATE TABLE IF NOT EXISTS admin_audit (
-    id     INTEGER PRIMARY KEY,
-    at     REAL NOT NULL,
-    actor  TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
