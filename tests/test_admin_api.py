@@ -293,3 +293,21 @@ async def test_admin_rows_join_the_hash_chain_and_the_auditors_export(
     rows = await export_rows(repo, 0.0, clock.now() + 1, PARIS)
     [mine] = [r for r in rows if r["kind"] == "admin"]
     assert (mine["actor"], mine["action"]) == ("operator-user", "reinstate")
+
+
+async def test_a_reserve_number_waits_as_reserve_then_warms_up_in_the_pool(rig: Rig) -> None:
+    async def state_of(number: str) -> tuple[str, str]:
+        _, body = await rig.call("GET", "/api/v1/numbers", "viewer")
+        row = next(n for n in body["numbers"] if n["number"] == number)
+        return row["pool"], row["state"]
+
+    assert await state_of("+33142000099") == ("reserve", "reserve")
+    for number in ("+33142000001", "+33142000002"):  # min_active = 2: one usable left
+        for source in ("ivr", "agent"):
+            body = {"number": number, "source": source}
+            await rig.call("POST", "/api/v1/reports", "operator", json=body)
+    pool, state = await state_of("+33142000099")
+    assert pool == "reminders" and state == "active (warming up, reserve from reserve)"
+    _, pools = await rig.call("GET", "/api/v1/pools", "viewer")
+    reserve = next(p for p in pools["pools"] if p["name"] == "reserve")
+    assert reserve["numbers"] == 0  # nothing left waiting in the reserve

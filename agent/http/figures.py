@@ -48,10 +48,17 @@ class PoolFigures:
     numbers: list[NumberLine] = field(default_factory=list)
 
 
-def _state(raw: str, until: tuple[str, float] | None) -> tuple[str, float | None]:
-    """The outbound view's state, with "until" from the store for rests and quarantines;
-    a reserve number promoted into a pool warming up says so."""
+def _state(
+    raw: str, until: tuple[str, float] | None, *, in_reserve: bool, warming: bool
+) -> tuple[str, float | None]:
+    """The outbound view's state, with "until" from the store for rests and quarantines; a
+    number waiting in a reserve pool is "reserve", a promoted one below its full cap says it
+    is warming up."""
     base = raw.split(" (", 1)[0]
+    if in_reserve and base == "active":
+        return "reserve", None
+    if warming:
+        raw = raw.replace(" (reserve from", " (warming up, reserve from")
     if until is not None and base in ("quarantined", "resting"):
         return raw, until[1]
     return raw, None
@@ -76,11 +83,16 @@ async def pool_figures(ctx: AdminContext, *, with_numbers: bool = True) -> list[
             continue
         number = str(r["number"])
         cfg = config.numbers.get(number)
-        state, ends = _state(str(r["state"]), until.get(number))
-        pool.total += 1
         used, cap = int(str(r["used"])), int(str(r["cap"]))
+        state, ends = _state(
+            str(r["state"]),
+            until.get(number),
+            in_reserve=pool.reserve,
+            warming=cfg is not None and cap < cfg.daily_cap,
+        )
+        pool.total += 1
         pool.used_today += used
-        if not state.startswith(("inactive", "quarantined", "resting")):
+        if not state.startswith(("inactive", "quarantined", "resting", "reserve")):
             pool.capacity_today += cap
         if with_numbers:
             pool.numbers.append(
