@@ -30,6 +30,9 @@ from agent.alerts.metrics import AlertMetrics
 from agent.alerts.service import AlertService
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
+from agent.compliance.config import from_sections
+from agent.compliance.route import ComplianceRoute
+from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
@@ -91,6 +94,7 @@ class Agent:
         self.alerts: AlertService | None = None
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
+        self.compliance: ComplianceService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -135,6 +139,18 @@ class Agent:
         self._stoppers.append(self.screening.close)
 
         # Recordings before AMI: the link hands completed recordings to this service.
+        self.compliance = ComplianceService(
+            self.db,
+            self.clock,
+            hash_key,
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
+        await self.compliance.start()
+        self._stoppers.append(self.compliance.stop)
+        self.config_listeners.append(self._compliance_config_changed)
+
         self.recordings = RecordingsService(s, self.db, self.clock)
         await self.recordings.start()
         self._stoppers.append(self.recordings.stop)
@@ -152,6 +168,7 @@ class Agent:
                 self.recordings.on_recording_complete,
                 self.metrics.registry,
             )
+            self.ami.on_user_event.append(self.compliance.on_user_event)
             await self.ami.start()
             self._stoppers.append(self.ami.stop)
             self.config_listeners.append(lambda _config: self._ami_config_changed())
@@ -163,7 +180,9 @@ class Agent:
             self.ami.on_call_ended.append(self.outcomes.call_ended)
 
         outbound_route = OutboundRoute(self.outbound)
-        self.routes[contract.ROUTE_OUTBOUND] = outbound_route
+        self.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(
+            outbound_route, self.compliance, self.outbound
+        )
         self.routes[contract.ROUTE_INBOUND] = InboundRoute(self.screening)
         self.agi = FastAgiServer(
             self.routes,
@@ -407,6 +426,14 @@ class Agent:
     async def _ready_config(self) -> tuple[str, bool, str]:
         ok = self.outbound is not None
         return "config", ok, self.config.source if ok else "not loaded"
+
+    async def _compliance_config_changed(self, config: Config) -> None:
+        assert self.compliance is not None
+        self.compliance.apply_config(
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
 
     async def _ami_config_changed(self) -> None:
         assert self.ami is not None

@@ -32,6 +32,8 @@ from pydantic import (
 
 from agent import phone
 from agent.alerts.config import AlertsConfig
+from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
+from agent.compliance.config import ComplianceConfig
 from agent.errors import ConfigError
 from agent.outcomes.config import DriftFields, OnFlag, PoolDriftFields, ReputationConfig
 from agent.screening.config import ScreeningConfig
@@ -131,6 +133,7 @@ class ConfigFile(_Strict):
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | No
         return None
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation")
+_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation", *COMPLIANCE_SECTIONS)
 
 
 def _syntax_problem(text: str, source: str, error: Exception) -> str:
@@ -407,6 +410,9 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
     alerts = _section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
     reputation = _section(ReputationConfig, data.get("reputation", {}), ("reputation",), problems)
+    compliance = _section(
+        ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
+    )
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
     raw_pools = data.get("pools")
@@ -431,6 +437,7 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         partial,
         alerts=alerts or AlertsConfig(),
         reputation=reputation or ReputationConfig(),
+        compliance=compliance or ComplianceConfig(),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -489,6 +496,7 @@ def _resolve(
     *,
     alerts: AlertsConfig,
     reputation: ReputationConfig,
+    compliance: ComplianceConfig,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -559,6 +567,7 @@ def _resolve(
         screening=screening,
         alerts=alerts,
         reputation=reputation,
+        compliance=compliance,
     )
     return Config(
         source=source,

@@ -83,6 +83,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
     from agent.cli import (
+        compliance,
         db,
         outbound,
         packaging,
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings, reputation, db, packaging, tokens):
+    features = (outbound, stats, screening, recordings, reputation, compliance, db, packaging)
+    for feature in (*features, tokens):
         feature.register(sub)
     return parser
 

@@ -13,16 +13,15 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from agent import phone
 from agent.cli import offline
-from agent.clock import SystemClock
-from agent.compliance.config import load_compliance
-from agent.compliance.export import export_rows, write_csv, write_jsonl
-from agent.compliance.service import ComplianceService, os_actor
 from agent.errors import BadRequest
-from agent.settings import Settings
+
+if TYPE_CHECKING:  # the handlers import what they use: `trustline --help` stays light
+    from agent.compliance.service import ComplianceService
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,6 +72,10 @@ async def offline_compliance(
 ) -> AsyncIterator[tuple[ComplianceService, str]]:
     """The compliance service over the agent's store, without servers; and the centre's time
     zone. The audit commands read no number, so they need no callee-hash key."""
+    from agent.clock import SystemClock
+    from agent.compliance.config import load_compliance
+    from agent.compliance.service import ComplianceService
+
     loaded = load_compliance(settings.config)
     key = offline.hash_key(settings) if needs_key else b""
     async with offline.admin_store(settings) as db:
@@ -89,11 +92,15 @@ async def offline_compliance(
 
 
 def _actor(args: argparse.Namespace) -> str:
+    from agent.compliance.service import os_actor
+
     operator = getattr(args, "operator", "")
     return f"{operator} / {os_actor()}" if operator else os_actor()
 
 
 async def _optout_add(args: argparse.Namespace, settings: Settings) -> int:
+    from agent import phone
+
     async with offline_compliance(settings) as (service, _):
         added = await service.add_optout(args.number, args.purpose, "cli", actor=_actor(args))
     state = "opted out" if added else "already opted out"
@@ -102,6 +109,8 @@ async def _optout_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _optout_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from agent import phone
+
     async with offline_compliance(settings) as (service, _):
         removed = await service.remove_optout(args.number, args.purpose, actor=_actor(args))
     if not removed:
@@ -112,6 +121,8 @@ async def _optout_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _optout_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agent import phone
+
     async with offline_compliance(settings) as (service, zone):
         rows = await service.optouts_of(args.number)
     rows = [r for r in rows if not args.purpose or r[0] == args.purpose]
@@ -135,6 +146,8 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.clock import SystemClock
+
     async with offline_compliance(settings, needs_key=False) as (service, _):
         await service.chain.extend(SystemClock().now())
         report = await service.chain.verify()
@@ -148,6 +161,8 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.compliance.export import export_rows, write_csv, write_jsonl
+
     if args.until < args.since:
         raise BadRequest("--to is before --from")
     async with offline_compliance(settings, needs_key=False) as (service, zone):
