@@ -271,3 +271,21 @@ async def test_no_page_api_answer_or_log_line_holds_a_patient_number(
     for text in (*bodies, caplog.text):
         for form in ("687651234", "687651235", "06 87 65 12"):
             assert form not in text
+
+
+async def test_an_unexpected_failure_is_a_short_500_never_a_stack_trace(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    web = await sign_in(rig, "operator")
+    assert rig.agent.read_db is not None
+    # The dashboard's connection closed under it: aiosqlite raises a bare ValueError.
+    await rig.agent.read_db.close()
+    try:
+        status, body = await rig.call("GET", "/api/v1/pools", "viewer")
+        assert (status, body) == (500, {"error": "internal error (logged by the agent)"})
+        status, page = await web.get("/pools/reminders")
+        assert status == 500 and "<h1>500</h1>" in page
+        assert "Traceback" not in page and 'File "' not in page
+        assert "Traceback" in caplog.text  # the agent's log has it, for the admin
+    finally:
+        await web.close()

@@ -100,7 +100,7 @@ def build_http_app(
     else:
         from agent.http.security import error_middleware
 
-        app = web.Application(middlewares=[error_middleware(("/",))])
+        app = web.Application(middlewares=[error_middleware()])
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "up"})

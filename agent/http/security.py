@@ -131,10 +131,10 @@ SECURITY_HEADERS = {
 }
 
 
-def error_middleware(prefixes: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Under ``prefixes`` (the API and dashboard): core errors become their status with a
-    short message, anything unexpected a bare 500 (logged here with its traceback), and the
-    security headers are set. /healthz, /readyz and /metrics pass through untouched."""
+def error_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
+    """For the API and dashboard: core errors become their status with a short message,
+    anything unexpected a bare 500 (logged here with its traceback), and the security headers
+    are set. /healthz, /readyz and /metrics pass through untouched."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
