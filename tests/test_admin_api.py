@@ -311,3 +311,25 @@ async def test_a_reserve_number_waits_as_reserve_then_warms_up_in_the_pool(rig: 
     _, pools = await rig.call("GET", "/api/v1/pools", "viewer")
     reserve = next(p for p in pools["pools"] if p["name"] == "reserve")
     assert reserve["numbers"] == 0  # nothing left waiting in the reserve
+
+
+async def test_dashboard_forms_act_and_are_audited_like_the_api(rig: Rig) -> None:
+    from tests.admin_rig import sign_in
+
+    web = await sign_in(rig, "operator")
+    try:
+        status, _ = await web.post("/numbers/+33142000001/report")
+        assert status == 303
+        status, _ = await web.post("/screening/allow/add", {"entry": "+44*", "note": "UK"})
+        assert status == 303
+        _, page = await web.get("/screening")
+        assert "+44*" in page and "UK" in page
+    finally:
+        await web.close()
+    assert rig.agent.db is not None
+    row = await rig.agent.db.fetchone("SELECT source FROM spam_reports")
+    assert row is not None and row[0] == "dashboard:operator"
+    assert [(a[1], a[2]) for a in await audit_rows(rig)] == [
+        ("spam_report", "+33142000001"),
+        ("list_add", "allow +44*"),
+    ]

@@ -92,13 +92,20 @@ class AdminActions:
 
     # -- outbound --------------------------------------------------------------------------
     async def report_spam(
-        self, actor: Actor, number: str, source: str, report_id: str | None
+        self,
+        actor: Actor,
+        number: str,
+        source: str,
+        report_id: str | None,
+        *,
+        channel: str = "api",
     ) -> ReportResult:
-        """A spam report from the API. With ``report_id`` (the client's idempotency key) a
-        retried POST counts once, as an AMI event received by several agents does."""
-        source = source.strip()[:40] or "api"
-        event_id = f"api:{actor.name}:{report_id}" if report_id else None
-        result = await self.outbound().report_spam(number, f"api:{source}", event_id=event_id)
+        """A spam report from the API (or the dashboard: ``channel``). With ``report_id`` (the
+        client's idempotency key) a retried POST counts once, as an AMI event received by
+        several agents does."""
+        source = source.strip()[:40] or channel
+        event_id = f"{channel}:{actor.name}:{report_id}" if report_id else None
+        result = await self.outbound().report_spam(number, f"{channel}:{source}", event_id=event_id)
         target = result.number  # the service masks a number that is not ours
         if not result.duplicate:
             await self.audit.record(

@@ -289,9 +289,9 @@ class Dashboard:
     async def report(self, visit: Visit) -> web.StreamResponse:
         number = visit.request.match_info["number"]
         form = await visit.request.post()
-        source = str(form.get("source") or "dashboard")
+        source = str(form.get("source") or "operator")
         await self.ctx.actions.report_spam(
-            actor_of(visit.principal, visit.request), number, source, None
+            actor_of(visit.principal, visit.request), number, source, None, channel="dashboard"
         )
         raise web.HTTPSeeOther(f"/numbers/{number}")
 
