@@ -28,6 +28,7 @@ from agent.alerts.config import load_webhooks
 from agent.alerts.deliver import Deliverer
 from agent.alerts.metrics import AlertMetrics
 from agent.alerts.service import AlertService
+from agent.alerts.watch import Check, SystemWatch
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.compliance.config import from_sections
@@ -94,6 +95,7 @@ class Agent:
         self.alerts: AlertService | None = None
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
+        self.watch: SystemWatch | None = None
         self.compliance: ComplianceService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
@@ -215,6 +217,7 @@ class Agent:
         self._stoppers.append(self._http.cleanup)
         log.info("http: listening on %s:%s", *self.http_address)
 
+        await self._start_system_watch()
         self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -325,6 +328,9 @@ class Agent:
         assert self.db is not None and self.alerts is not None
         self.scanner = ReputationScanner(self.db, self.clock, self.alerts)
         self.outcomes = OutcomesService(self.db, self.clock, self.alerts, self.scanner)
+        if self.outbound is not None:  # the pool's on_drift / on_flag: rest or quarantine
+            self.scanner.on_flag.append(self.outbound.sideline)
+            self.outcomes.on_drift.append(self.outbound.sideline)
         await self._reputation_config_changed(config)
         await self._start_or_retry(self.scanner.start, "reputation")
         self._stoppers.append(self.scanner.stop)
@@ -339,6 +345,33 @@ class Agent:
         await weekly.start()
         self._stoppers.append(weekly.stop)
         self.config_listeners.append(self._reputation_config_changed)
+
+    async def _start_system_watch(self) -> None:
+        """AMI down, store down, keyring missing, deadline misses: alerts from the same
+        checks /readyz shows (agent/alerts/watch.py)."""
+        assert self.alerts is not None
+
+        def check(ready: Callable[[], Awaitable[tuple[str, bool, str]]]) -> Check:
+            async def healthy() -> tuple[bool, str]:
+                _name, ok, detail = await ready()
+                return ok, detail
+
+            return healthy
+
+        def deadline_misses() -> float:
+            samples = (s for m in self.metrics.deadline_misses.collect() for s in m.samples)
+            return sum(s.value for s in samples if s.name.endswith("_total"))
+
+        self.watch = SystemWatch(
+            self.alerts,
+            self.clock,
+            {"ami_down": check(self._ready_ami), "keyring_missing": check(self._ready_recordings)},
+            check(self._ready_store),
+            deadline_misses,
+            lambda: self.config.raw.alerts.deadline_misses_per_5min,
+        )
+        await self._start_or_retry(self.watch.start, "alerts watch")
+        self._stoppers.append(self.watch.stop)
 
     async def _alerts_config_changed(self, config: Config) -> None:
         assert self.alerts is not None
