@@ -143,7 +143,7 @@ async def main() -> None:
         try:
             for size in SIZES:
                 config = tmp / f"pools-{size}.toml"
-                config.write_text(pools_toml(size, 1_000_000))
+                config.write_text(pools_toml(size, 100_000))
                 agents[size] = Agent(config, tmp / f"d{size}")
                 if size == SIZES[-1]:
                     first_start = agents[size].startup

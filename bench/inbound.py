@@ -257,7 +257,7 @@ async def main() -> None:
     bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], dict(os.environ))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "pools.toml"
-        config.write_text(pools_toml(20, 10_000_000))
+        config.write_text(pools_toml(20, 100_000))
         agi_port = free_port()
         env = agent_env(config, Path(tmp), agi_port)
         agent = spawn([sys.executable, "-m", "agent", "run"], env)  # the agent as deployed
@@ -319,7 +319,7 @@ async def open_loop_main(rate: float, duration: float, rounds: int) -> None:
     bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], dict(os.environ))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "pools.toml"
-        config.write_text(pools_toml(20, 10_000_000))
+        config.write_text(pools_toml(20, 100_000))
         agi_port = free_port()
         agent = spawn(
             [sys.executable, "-m", "agent", "run"], agent_env(config, Path(tmp), agi_port)

@@ -11,7 +11,8 @@ Closed loop: sessions/s and p50/p99 at 1 and 50 concurrent sessions for
                 agent does for the shipped subroutine), no policy, no store
   (b) agent   - `trustline run` (real config, real SQLite, caps enforced), a different callee
                 every call, as a real reminder run has
-  (c) classic - one process per call: a pyst2 AGI script spawned for every call (8 at once)
+  (c) classic - one process per call: the real `trustline-agi` script (pyst2) relaying to
+      the agent, spawned for every call (8 at once), as AGI(trustline-agi,outbound,...) runs it
 bare and agent run in interleaved rounds, each with callees never seen before, and the
 medians of the rounds are printed (one run alone swings by a third on a shared machine).
 Open loop: sessions start on a fixed schedule (RATE per second, whatever the answers), for
@@ -63,12 +64,6 @@ async def main():
     await asyncio.sleep(3600)
 asyncio.run(main())
 """ % (ANSWER,)
-
-CLASSIC_SCRIPT = """
-from asterisk.agi import AGI
-agi = AGI()
-agi.set_variable("TRUSTLINE_ANSWER", %r)
-""" % (ANSWER[0].split('"')[1],)
 
 
 def free_port() -> int:
@@ -173,31 +168,51 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-def classic_call(block: bytes) -> float:
+def classic_call(block: bytes, agi_port: int) -> float:
+    """One call through the real classic AGI script (`trustline-agi`): a process per call that
+    reads the AGI environment with pyst2 and relays the agent's answer, as Asterisk runs it."""
     start = time.perf_counter()
+    script = Path(sys.executable).with_name("trustline-agi")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLASSIC_SCRIPT],
+        [str(script), "outbound", "reminder"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}"},
     )
     assert proc.stdin and proc.stdout
     proc.stdin.write(block)
     proc.stdin.flush()
     for line in proc.stdout:
-        if line.startswith(b"SET VARIABLE"):
+        if line.strip():  # every command the agent sends through the script succeeds
             proc.stdin.write(b"200 result=1\n")
             proc.stdin.flush()
     proc.wait()
     return time.perf_counter() - start
 
 
-def bench_classic(sessions: int, concurrency: int, block: bytes) -> tuple[float, list[float]]:
+def classic_blocks(n: int, offset: int) -> list[bytes]:
+    """The environment Asterisk gives AGI(trustline-agi,outbound,reminder,<callee>)."""
+    blocks = []
+    for i in range(n):
+        head = header_block(
+            "fastagi-outbound.jsonl",
+            None,
+            ["outbound", "reminder", f"06{14000000 + offset + i:08d}"],
+            {"agi_uniqueid": f"1795344999.{offset + i}", "agi_request": "trustline-agi"},
+        )
+        lines = [ln for ln in head.split(b"\n") if not ln.startswith(b"agi_network")]
+        blocks.append(b"\n".join(lines))
+    return blocks
+
+
+def bench_classic(sessions: int, concurrency: int, agi_port: int) -> tuple[float, list[float]]:
     from concurrent.futures import ThreadPoolExecutor
 
+    blocks = classic_blocks(sessions, 0)
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        latencies = list(pool.map(lambda _: classic_call(block), range(sessions)))
+        latencies = list(pool.map(lambda b: classic_call(b, agi_port), blocks))
     return time.perf_counter() - start, latencies
 
 
@@ -251,7 +266,7 @@ async def selection_cost(sizes: list[int], decisions: int) -> None:
 
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            config = parse_config(pools_toml(size, 1_000_000))
+            config = parse_config(pools_toml(size, 100_000))
             db = await open_database(Path(tmp) / "s.db")
             service = OutboundService(db, SystemClock(), config, b"k" * 32)
             await service.start(watch_interval=None)
@@ -274,7 +289,7 @@ class Servers:
             [sys.executable, "-c", BARE_SERVER, str(self.bare_port)], stdout=subprocess.DEVNULL
         )
         config = tmp / "pools.toml"
-        config.write_text(pools_toml(20, 10_000_000))
+        config.write_text(pools_toml(20, 100_000))
         env = agent_env(config, tmp, self.agi_port)
         self.http = "http://" + env["TRUSTLINE_HTTP_LISTEN"]
         self.agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
@@ -313,7 +328,7 @@ async def closed_loop(servers: Servers, n: int, rounds: int, classic: int) -> No
                 f"   p99 {statistics.median(p for _, _, p in runs):6.2f} ms",
                 flush=True,
             )
-    elapsed, lat = bench_classic(classic, 8, callee_blocks(1, 0)[0])
+    elapsed, lat = bench_classic(classic, 8, servers.agi_port)
     classic_rate = len(lat) / elapsed
     print(f"classic  c=8   {classic_rate:8.0f} sessions/s   (one process per call)", flush=True)
     print(f"agent answers: {dict(outcomes)}", flush=True)

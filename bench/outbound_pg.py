@@ -81,7 +81,7 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
             config = tmp / "pools.toml"
-            config.write_text(pools_toml(20, 10_000_000))
+            config.write_text(pools_toml(20, 100_000))
             bare_port = free_port()
             procs.append(
                 subprocess.Popen(
