@@ -1,7 +1,8 @@
 """The supervised AMI link against the replay server: outcomes, reports, AstDB, reconnects.
 
 Real pieces only: a real SQLite store, the real OutboundService deciding caller IDs (which
-writes the call_audit rows), the replay server speaking the captured bytes over TCP.
+writes the call_audit rows), the link wired as the agent wires it (the outcomes intake acting
+on its facts, the outbound AstDB sync), the replay server speaking the captured bytes over TCP.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.ami.link import FALLBACK_FAMILY, FALLBACK_INDEX_KEY, AmiLink, backoff_delay
+from agent.ami.link import AmiLink, backoff_delay
 from agent.clock import FrozenClock
 from agent.config import parse_config
+from agent.contract import ASTDB_FALLBACK_FAMILY as FALLBACK_FAMILY
+from agent.contract import ASTDB_FALLBACK_INDEX_KEY as FALLBACK_INDEX_KEY
+from agent.outbound.astdb import FallbackSync
 from agent.outbound.service import OutboundService
+from agent.outcomes.intake import OutcomeIntake
 from agent.settings import Settings
 from agent.store.db import Database, open_database
 from tests.ami_replay import ReplayAmiServer, events, with_header
@@ -74,18 +79,20 @@ class Rig:
             "backoff_initial": 0.05,
             "backoff_max": 0.2,
         }
+        intake_knobs = {k: overrides.pop(k) for k in ("late_row_delay",) if k in overrides}
         knobs.update(overrides)
 
         async def on_recording(uniqueid: str, filename: str) -> None:
             self.recordings.append((uniqueid, filename))
 
+        registry = self.registry if registry is None else registry
+        intake = OutcomeIntake(self.db, self.outbound, on_recording, registry, **intake_knobs)
         link = AmiLink(
             Settings(**values),
-            self.db,
             self.clock,
-            self.outbound,
-            on_recording,
-            self.registry if registry is None else registry,
+            intake,
+            FallbackSync(self.outbound.fallbacks),
+            registry,
             **knobs,
         )
         self.links.append(link)
@@ -238,6 +245,26 @@ async def test_spam_report_from_the_ivr_quarantines_at_the_threshold(rig: Rig) -
     ours_rows = await rig.db.fetchall("SELECT source FROM spam_reports WHERE ours = 1")
     assert [r[0] for r in ours_rows] == ["ivr", "ivr"]
     assert rig.metric("trustline_spam_reports_ami_total", source="ivr") == 3
+
+
+async def test_screening_outcomes_from_the_dialplan_are_counted(rig: Rig) -> None:
+    link = rig.link()
+    await rig.up(link)
+    report = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    screened = report.replace(b"UserEvent: SpamReport", b"UserEvent: TrustlineScreening")
+    screened = with_header(with_header(screened, "Number", ""), "Source", "")
+    passed = with_header(with_header(screened, "Verdict", "challenge"), "Outcome", "passed")
+    blocked = with_header(with_header(screened, "Verdict", "block"), "Outcome", "blocked")
+    forged = with_header(with_header(screened, "Verdict", "0612345678"), "Outcome", "x")
+    await _play_all(rig, link, [passed, passed, blocked, forged])
+    await link.flush()
+    assert (
+        rig.metric("trustline_screening_outcomes_total", verdict="challenge", outcome="passed") == 2
+    )
+    assert rig.metric("trustline_screening_outcomes_total", verdict="block", outcome="blocked") == 1
+    assert rig.metric("trustline_screening_outcomes_total", verdict="other", outcome="other") == 1
+    rows = await rig.db.fetchall("SELECT * FROM spam_reports")
+    assert rows == []  # not a spam report
 
 
 async def _quarantined(outbound: OutboundService, number: str) -> str | None:
