@@ -111,6 +111,7 @@ class AmiLink:
         self._lookback = lookback_seconds
         self._client: AmiClient | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._up_since: float | None = None  # loop time of the current session's login
         self._sync_lock = asyncio.Lock()
         self._detail = "AMI not started"
         self.attempts = 0  # connection attempts since the last stable session
@@ -183,43 +184,47 @@ class AmiLink:
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, self._backoff_initial, self._backoff_max, random.random())
 
+    def _new_client(self) -> AmiClient:
+        return AmiClient(
+            self._settings.ami_host,
+            self._settings.ami_port,
+            on_event=self._on_event,
+            action_timeout=self._action_timeout,
+            connect_timeout=self._action_timeout,
+            login_timeout=max(self._action_timeout, 3.0),
+            # A healthy link carries at least a Pong per interval; silence past this is death.
+            idle_timeout=self._ping_interval * 2 + self._pong_within,
+        )
+
+    async def _serve(self, client: AmiClient, user: str) -> None:
+        """Log in, re-sync, then keep the session alive until it fails (the heartbeat raises);
+        sets ``self._up_since`` (loop time) once logged in."""
+        try:
+            secret = self._read_secret()
+        except OSError as exc:
+            raise AmiAuthError(f"cannot read TRUSTLINE_AMI_SECRET_FILE: {exc.strerror}") from None
+        await client.connect(
+            user, secret, md5=self._settings.ami_md5_challenge, events=LOGIN_EVENTS
+        )
+        self._up_since = asyncio.get_running_loop().time()
+        self.sessions += 1
+        self._metrics.logins.inc()
+        self._client = client
+        self._detail = f"AMI up: {client.peer} as {user!r}, Asterisk Call Manager/{client.version}"
+        self._metrics.up.set(1)
+        await self._resync(client)
+        await client.heartbeat(self._ping_interval, self._pong_within)
+
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
         host, port, user = self._settings.ami_host, self._settings.ami_port, self._settings.ami_user
         assert user is not None
         while True:
-            client = AmiClient(
-                host,
-                port,
-                on_event=self._on_event,
-                action_timeout=self._action_timeout,
-                connect_timeout=self._action_timeout,
-                login_timeout=max(self._action_timeout, 3.0),
-                # A healthy link carries at least a Pong per interval; silence past this is death.
-                idle_timeout=self._ping_interval * 2 + self._pong_within,
-            )
-            up_since: float | None = None
+            client = self._new_client()
+            self._up_since = None
             self.attempts += 1
             try:
-                try:
-                    secret = self._read_secret()
-                except OSError as exc:
-                    raise AmiAuthError(
-                        f"cannot read TRUSTLINE_AMI_SECRET_FILE: {exc.strerror}"
-                    ) from None
-                await client.connect(
-                    user, secret, md5=self._settings.ami_md5_challenge, events=LOGIN_EVENTS
-                )
-                up_since = loop.time()
-                self.sessions += 1
-                self._metrics.logins.inc()
-                self._client = client
-                self._detail = (
-                    f"AMI up: {client.peer} as {user!r}, Asterisk Call Manager/{client.version}"
-                )
-                self._metrics.up.set(1)
-                await self._resync(client)
-                await client.heartbeat(self._ping_interval, self._pong_within)
+                await self._serve(client, user)
             except AmiAuthError as exc:
                 self._metrics.failures.labels("auth").inc()
                 self._detail = f"AMI down: {exc}"
@@ -239,7 +244,7 @@ class AmiLink:
                 self._client = None
                 self._metrics.up.set(0)
                 await client.close(logoff=False)
-            if up_since is not None and loop.time() - up_since >= self._stable_after:
+            if self._up_since is not None and loop.time() - self._up_since >= self._stable_after:
                 self.attempts = 1
             delay = self._backoff(self.attempts - 1)
             self._detail += f"; retry in {delay:.2f} s"
