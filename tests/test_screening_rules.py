@@ -6,8 +6,6 @@ import pytest
 
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.screening.config import ScreeningConfig
-from agent.screening.lists import ListMatcher, normalise_entry
 from agent.screening.callers import (
     Attestation,
     _classify_cached,
@@ -16,6 +14,8 @@ from agent.screening.callers import (
     parse_attestation,
     read_dialled,
 )
+from agent.screening.config import ScreeningConfig
+from agent.screening.lists import ListMatcher, normalise_entry
 from agent.screening.rules import CallFacts, evaluate
 from agent.screening.windows import BurstCounter, FloodCounter
 
