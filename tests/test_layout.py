@@ -3,7 +3,8 @@
 - No module over 400 lines, no function over 60 lines unless its docstring says why
   ("over 60 lines because ..."). Known exceptions, still being split, are listed below with
   their current size: the test fails if one of them grows.
-- metrics.py depends on nothing above it; the HTTP app imports only metrics (and agent.http).
+- metrics.py depends on nothing above it; the HTTP app imports only metrics (and agent.http);
+  agent/agi and agent/ami import no feature (app.py hands them their handlers).
 - One owner per table: the SQL that writes each table is in the module the owners table in
   agent/store/__init__.py names, and other features read it only through named reads.
 """
@@ -112,6 +113,17 @@ def test_metrics_depends_on_nothing_above_it() -> None:
     assert _agent_imports(AGENT / "metrics.py", top_level_only=False) == set()
     http = _agent_imports(AGENT / "http" / "app.py", top_level_only=True)
     assert {m for m in http if not m.startswith("agent.http")} == {"agent.metrics"}
+
+
+def test_protocol_adapters_import_no_feature() -> None:
+    # The wire, supervision and decoding only: services arrive as objects app.py passes in.
+    # outcomes.calls is the AMI event decoder (pure), shared with the outcomes feature.
+    base = {"agent", "agent.clock", "agent.contract", "agent.errors", "agent.settings"}
+    for package, extra in (("agi", set()), ("ami", {"agent.outcomes.calls"})):
+        for path in sorted((AGENT / package).glob("*.py")):
+            imported = _agent_imports(path, top_level_only=False)
+            own = {m for m in imported if m.startswith(f"agent.{package}")}
+            assert imported - own <= base | extra, _name(path)
 
 
 # -- one owner per table ---------------------------------------------------------------------

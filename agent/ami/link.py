@@ -22,7 +22,6 @@ from agent.ami.client import AmiActionError, AmiAuthError, AmiClient, AmiError, 
 from agent.ami.protocol import Message
 from agent.clock import Clock
 from agent.errors import ConfigError
-from agent.outbound.astdb import AstDbAction, AstDbPlan
 from agent.outcomes.calls import CallEnded, CallTracker, Effect
 from agent.settings import Settings
 
@@ -53,6 +52,32 @@ class EffectHandler(Protocol):
     def submit(self, effect: Effect) -> None: ...
 
     async def awaiting_outcome(self, since: float, until: float) -> Sequence[tuple[str, str]]: ...
+
+
+class AstDbAction(Protocol):
+    """One AMI action on AstDB (DBPut / DBDel); ``required``: a refusal fails the sync."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
+
+    def fields(self) -> dict[str, str]: ...
+
+
+class AstDbPlan(Protocol):
+    @property
+    def actions(self) -> Sequence[AstDbAction]: ...
+
+    @property
+    def summary(self) -> str: ...
 
 
 class AstDbSync(Protocol):
