@@ -61,6 +61,7 @@ class Rig:
     tmp: Path
     recordings: list[tuple[str, str]] = field(default_factory=list)
     links: list[AmiLink] = field(default_factory=list)
+    intakes: list[OutcomeIntake] = field(default_factory=list)
 
     def link(self, registry: CollectorRegistry | None = None, **overrides: Any) -> AmiLink:
         """An AmiLink to the replay server; a second link on the same PBX needs its own
@@ -87,6 +88,7 @@ class Rig:
 
         registry = self.registry if registry is None else registry
         intake = OutcomeIntake(self.db, self.outbound, on_recording, registry, **intake_knobs)
+        self.intakes.append(intake)
         link = AmiLink(
             Settings(**values),
             self.clock,
@@ -173,6 +175,29 @@ async def test_captured_call_stores_its_outcome(
     # MixMonitor raised no stop event: the channel's Hangup completes the recording.
     assert rig.recordings == [(uniqueid, f"/var/spool/asterisk/monitor/{uniqueid}.wav")]
     assert rig.metric("trustline_call_outcomes_total", pool="reminders", outcome=outcome) == 1
+
+
+async def test_each_stored_outcome_reaches_the_listeners_even_past_a_failing_one(
+    rig: Rig,
+) -> None:
+    uniqueid, linkedid = SCENARIOS["ami-answered"]
+    number = await rig.place(uniqueid)
+    rig.server.live_channels = {uniqueid: linkedid}
+    link = rig.link()
+    heard: list[tuple[float, str | None, str | None, str, int]] = []
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a listener bug")
+
+    async def drift(at: float, pool: str | None, used: str | None, outcome: str, talk: int) -> None:
+        heard.append((at, pool, used, outcome, talk))
+
+    rig.intakes[-1].on_call_ended += [broken, drift]
+    await rig.up(link)
+    await rig.server.play(events("ami-answered"))
+    await eventually(lambda: rig.row(uniqueid))
+    await link.flush()
+    assert heard == [(rig.clock.now(), "reminders", number, "answered", 20)]
 
 
 async def test_calls_we_did_not_place_leave_no_trace(rig: Rig) -> None:
