@@ -27,8 +27,12 @@ from agent.alerts.config import load_webhooks
 from agent.alerts.deliver import Deliverer
 from agent.alerts.metrics import AlertMetrics
 from agent.alerts.service import AlertService
+from agent.alerts.watch import Check, SystemWatch
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
+from agent.compliance.config import from_sections
+from agent.compliance.route import ComplianceRoute
+from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
@@ -91,6 +95,8 @@ class Agent:
         self.alerts: AlertService | None = None
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
+        self.watch: SystemWatch | None = None
+        self.compliance: ComplianceService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -134,6 +140,18 @@ class Agent:
         self._stoppers.append(self.screening.close)
 
         # Recordings before AMI: the link hands completed recordings to this service.
+        self.compliance = ComplianceService(
+            self.db,
+            self.clock,
+            hash_key,
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
+        await self.compliance.start()
+        self._stoppers.append(self.compliance.stop)
+        self.config_listeners.append(self._compliance_config_changed)
+
         self.recordings = RecordingsService(s, self.db, self.clock)
         await self.recordings.start()
         self._stoppers.append(self.recordings.stop)
@@ -149,6 +167,7 @@ class Agent:
             )
             fallbacks = FallbackSync(self.outbound.fallbacks)
             self.ami = AmiLink(s, self.clock, intake, fallbacks, self.metrics.registry)
+            self.ami.on_user_event.append(self.compliance.on_user_event)
             await self.ami.start()
             self._stoppers.append(self.ami.stop)
             self.config_listeners.append(lambda _config: self._ami_config_changed())
@@ -160,7 +179,9 @@ class Agent:
             intake.on_call_ended.append(self.outcomes.call_ended)
 
         outbound_route = OutboundRoute(self.outbound)
-        self.routes[contract.ROUTE_OUTBOUND] = outbound_route
+        self.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(
+            outbound_route, self.compliance, self.outbound
+        )
         self.routes[contract.ROUTE_INBOUND] = InboundRoute(self.screening)
         self.agi = FastAgiServer(
             self.routes,
@@ -192,6 +213,7 @@ class Agent:
         self._stoppers.append(self._http.cleanup)
         log.info("http: listening on %s:%s", *self.http_address)
 
+        await self._start_system_watch()
         self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -277,6 +299,9 @@ class Agent:
         assert self.db is not None and self.alerts is not None
         self.scanner = ReputationScanner(self.db, self.clock, self.alerts)
         self.outcomes = OutcomesService(self.db, self.clock, self.alerts, self.scanner)
+        if self.outbound is not None:  # the pool's on_drift / on_flag: rest or quarantine
+            self.scanner.on_flag.append(self.outbound.sideline)
+            self.outcomes.on_drift.append(self.outbound.sideline)
         await self._reputation_config_changed(config)
         await self._start_or_retry(self.scanner.start, "reputation")
         self._stoppers.append(self.scanner.stop)
@@ -291,6 +316,33 @@ class Agent:
         await weekly.start()
         self._stoppers.append(weekly.stop)
         self.config_listeners.append(self._reputation_config_changed)
+
+    async def _start_system_watch(self) -> None:
+        """AMI down, store down, keyring missing, deadline misses: alerts from the same
+        checks /readyz shows (agent/alerts/watch.py)."""
+        assert self.alerts is not None
+
+        def check(ready: Callable[[], Awaitable[tuple[str, bool, str]]]) -> Check:
+            async def healthy() -> tuple[bool, str]:
+                _name, ok, detail = await ready()
+                return ok, detail
+
+            return healthy
+
+        def deadline_misses() -> float:
+            samples = (s for m in self.metrics.deadline_misses.collect() for s in m.samples)
+            return sum(s.value for s in samples if s.name.endswith("_total"))
+
+        self.watch = SystemWatch(
+            self.alerts,
+            self.clock,
+            {"ami_down": check(self._ready_ami), "keyring_missing": check(self._ready_recordings)},
+            check(self._ready_store),
+            deadline_misses,
+            lambda: self.config.raw.alerts.deadline_misses_per_5min,
+        )
+        await self._start_or_retry(self.watch.start, "alerts watch")
+        self._stoppers.append(self.watch.stop)
 
     async def _alerts_config_changed(self, config: Config) -> None:
         assert self.alerts is not None
@@ -378,6 +430,14 @@ class Agent:
     async def _ready_config(self) -> tuple[str, bool, str]:
         ok = self.outbound is not None
         return "config", ok, self.config.source if ok else "not loaded"
+
+    async def _compliance_config_changed(self, config: Config) -> None:
+        assert self.compliance is not None
+        self.compliance.apply_config(
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
 
     async def _ami_config_changed(self) -> None:
         assert self.ami is not None

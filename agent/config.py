@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import phone
 from agent.alerts.config import AlertsConfig
-from agent.config_errors import Loc, Positions, Problems, path_of, validate_section
+from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
+from agent.compliance.config import ComplianceConfig
+from agent.config_errors import (
+    Loc,
+    Problems,
+    path_of,
+    syntax_problem,
+    validate_section,
+)
 from agent.config_schema import (
     CNAM_MAX,
     ConfigFile,
@@ -121,21 +129,18 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation")
+_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation", *COMPLIANCE_SECTIONS)
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
     """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
-    from tomlkit.exceptions import TOMLKitError
+    import tomllib
 
-    positions = Positions(text)
     try:
-        data = positions.parse()
-    except TOMLKitError as exc:
-        message = str(exc).rsplit(" at line ", 1)[0]
-        line = positions.syntax_line(exc)
-        raise ConfigError(source, [f"{source}:{line}: TOML syntax: {message}"]) from None
-    problems = Problems(source, positions)
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [syntax_problem(text, source, exc)]) from None
+    problems = Problems(source, text)
     for key in data:
         if key not in _TOP_LEVEL:
             problems.add((key,), "unknown key (check the spelling)")
@@ -146,6 +151,9 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     alerts = validate_section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
     reputation = validate_section(
         ReputationConfig, data.get("reputation", {}), ("reputation",), problems
+    )
+    compliance = validate_section(
+        ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
     )
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
@@ -171,6 +179,7 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         partial,
         alerts=alerts or AlertsConfig(),
         reputation=reputation or ReputationConfig(),
+        compliance=compliance or ComplianceConfig(),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -229,6 +238,7 @@ def _resolve(
     *,
     alerts: AlertsConfig,
     reputation: ReputationConfig,
+    compliance: ComplianceConfig,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -248,14 +258,9 @@ def _resolve(
         if region is None:
             continue
         # An entry left out for a schema error may be the fallback: then it is not judged.
+        judge = pool_name not in partial
         fallback, fallback_name = _fallback(
-            section,
-            pool_numbers,
-            region,
-            where,
-            problems,
-            screening.own_numbers,
-            judge=pool_name not in partial,
+            section, pool_numbers, region, where, problems, screening.own_numbers, judge=judge
         )
         if rules is None:
             continue
@@ -273,7 +278,12 @@ def _resolve(
     if problems.found:
         return None
     raw = ConfigFile(
-        defaults=defaults, pools=sections, screening=screening, alerts=alerts, reputation=reputation
+        defaults=defaults,
+        pools=sections,
+        screening=screening,
+        alerts=alerts,
+        reputation=reputation,
+        compliance=compliance,
     )
     frozen = MappingProxyType
     return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)

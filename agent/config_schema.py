@@ -1,8 +1,8 @@
 """pools.toml's schema: what each section may hold, checked by pydantic before numbers are
 resolved (agent.config does that). Types are strict and every number bounded.
 
-No I/O, no state; the feature sections ([screening], [alerts], [reputation], drift keys)
-come from their own feature packages.
+No I/O, no state; the feature sections ([screening], [alerts], [reputation], drift keys,
+compliance) come from their own feature packages.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from agent.alerts.config import AlertsConfig
+from agent.compliance.config import ComplianceConfig
 from agent.outcomes.config import DriftFields, PoolDriftFields, ReputationConfig
 from agent.screening.config import ScreeningConfig
 
@@ -120,3 +121,4 @@ class ConfigFile(_Strict):
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)

@@ -26,6 +26,13 @@ STATUS_FALLBACK = "fallback"
 STATUS_EXHAUSTED = "exhausted"
 STATUS_REFUSED = "refused"
 STATUS_ERROR = "error"
+# Compliance refusals: the call must not be dialled (agent/compliance).
+STATUS_OUTSIDE_WINDOW = "outside_window"
+STATUS_ATTEMPTS_EXCEEDED = "attempts_exceeded"
+STATUS_OPTED_OUT = "opted_out"
+VAR_NEXT_WINDOW = "TRUSTLINE_NEXT_WINDOW"  # ISO 8601 in the callee's zone, with outside_window
+# AMI UserEvent the IVR raises when a patient opts out: UserEvent(OptOut,Number: ...,Purpose: ...)
+USEREVENT_OPTOUT = "OptOut"
 
 # Channel variables the agent sets for the inbound route.
 VAR_VERDICT = "TRUSTLINE_VERDICT"
@@ -78,6 +85,7 @@ OUTBOUND_SETS = (CALLERID_NUM, CALLERID_NAME, VAR_STATUS, VAR_POOL, VAR_REASON)
 INBOUND_SETS = (VAR_VERDICT, VAR_SCORE, VAR_REASONS)
 AGENT_SET_VARIABLES = frozenset(
     {
+        VAR_NEXT_WINDOW,
         VAR_ANSWER,
         CALLERID_NUM,
         CALLERID_NAME,
@@ -114,6 +122,17 @@ SCREENING_FIELD_OUTCOME = "Outcome"
 SCREENING_FIELD_SCORE = "Score"
 SCREENING_FIELD_TRIES = "Tries"
 SCREENING_OUTCOMES = ("unscreened", "allowed", "passed", "failed", "voicemail", "blocked")
+# UserEvent(OptOut,Number: <number>,Purpose: <purpose>) from trustline.conf's IVR "press 8"
+# (USEREVENT_OPTOUT, above): the compliance service stores it.
+OPTOUT_FIELD_NUMBER = "Number"
+OPTOUT_FIELD_PURPOSE = "Purpose"
+# UserEvent(TrustlineNotDialled,Status: ..,Reason: ..,NextWindow: ..) from trustline.conf: a
+# compliance refusal the dialplan acted on (the call was not dialled).
+USEREVENT_NOT_DIALLED = "TrustlineNotDialled"
+NOT_DIALLED_FIELD_STATUS = "Status"
+NOT_DIALLED_FIELD_REASON = "Reason"
+NOT_DIALLED_FIELD_NEXT_WINDOW = "NextWindow"
+NOT_DIALLED_STATUSES = (STATUS_OUTSIDE_WINDOW, STATUS_ATTEMPTS_EXCEEDED, STATUS_OPTED_OUT)
 # Every UserEvent the dialplan raises -> its fields (tests/test_ami_contract.py checks both).
 USEREVENTS: dict[str, tuple[str, ...]] = {
     USEREVENT_SPAM: (SPAM_FIELD_NUMBER, SPAM_FIELD_SOURCE),
@@ -122,5 +141,11 @@ USEREVENTS: dict[str, tuple[str, ...]] = {
         SCREENING_FIELD_OUTCOME,
         SCREENING_FIELD_SCORE,
         SCREENING_FIELD_TRIES,
+    ),
+    USEREVENT_OPTOUT: (OPTOUT_FIELD_NUMBER, OPTOUT_FIELD_PURPOSE),
+    USEREVENT_NOT_DIALLED: (
+        NOT_DIALLED_FIELD_STATUS,
+        NOT_DIALLED_FIELD_REASON,
+        NOT_DIALLED_FIELD_NEXT_WINDOW,
     ),
 }

@@ -83,7 +83,7 @@ def test_event_filters_pass_every_variable_the_agent_reads() -> None:
 
 def test_event_filters_pass_every_userevent_the_dialplan_raises() -> None:
     spam = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
-    assert set(USEREVENTS) == {USEREVENT_SPAM, USEREVENT_SCREENING}
+    assert {USEREVENT_SPAM, USEREVENT_SCREENING} < set(USEREVENTS)
     for name in USEREVENTS:
         event = spam.replace(b"UserEvent: SpamReport", f"UserEvent: {name}".encode())
         assert any(p.search(event) for p in filters()), name

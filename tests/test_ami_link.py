@@ -292,6 +292,22 @@ async def test_screening_outcomes_from_the_dialplan_are_counted(rig: Rig) -> Non
     assert rows == []  # not a spam report
 
 
+async def test_calls_the_dialplan_did_not_dial_are_counted(rig: Rig) -> None:
+    link = rig.link()
+    await rig.up(link)
+    report = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    event = report.replace(b"UserEvent: SpamReport", b"UserEvent: TrustlineNotDialled")
+    event = with_header(with_header(event, "Number", ""), "Source", "")
+    late = with_header(event, "Status", "outside_window")
+    opted = with_header(event, "Status", "opted_out")
+    await _play_all(rig, link, [late, opted, late, with_header(event, "Status", "+3361")])
+    await link.flush()
+    counted = "trustline_calls_not_dialled_total"
+    assert rig.metric(counted, status="outside_window") == 2
+    assert rig.metric(counted, status="opted_out") == 1
+    assert rig.metric(counted, status="other") == 1
+
+
 async def _quarantined(outbound: OutboundService, number: str) -> str | None:
     for row in outbound.number_rows():
         if row["number"] == number and row["state"] == "quarantined":

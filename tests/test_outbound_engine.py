@@ -489,7 +489,7 @@ numbers = [ { number = "+33142000050", name = "Clinique StMarc" } ]
         pools(cap=2, numbers=1, on_exhausted="refuse", extra=extra), deadline_ms=5000
     )
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"  # 1 of 2 on the 17th
-    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
     late = asyncio.create_task(call(agent))  # its claim, for the 17th, waits on the store
     await asyncio.sleep(0.1)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -124,6 +124,10 @@ class AmiLink:
         self._clock = clock
         self._handler = handler
         self._astdb = astdb
+        # Features that want every UserEvent as it came (compliance: OptOut), registered by
+        # app.py; each gets its own task, so none holds up the event reader.
+        self.on_user_event: list[Callable[[dict[str, str]], Awaitable[object]]] = []
+        self._user_event_tasks: set[asyncio.Future[object]] = set()
         self._tracker = CallTracker()
         self._metrics = _LinkMetrics(registry if registry is not None else CollectorRegistry())
         self._metrics.tracked.set_function(lambda: self._tracker.calls_in_progress)
@@ -336,6 +340,11 @@ class AmiLink:
     def _on_event(self, event: Message) -> None:
         self.events_seen += 1
         self._metrics.events.inc()
+        if event.get("Event") == "UserEvent":
+            for listener in self.on_user_event:
+                task = asyncio.ensure_future(listener(dict(event)))
+                self._user_event_tasks.add(task)
+                task.add_done_callback(self._user_event_tasks.discard)
         for effect in self._tracker.feed(event, self._clock.now()):
             self._submit(effect)
 

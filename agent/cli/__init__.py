@@ -82,7 +82,16 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
-    from agent.cli import db, outbound, packaging, recordings, reputation, screening, stats
+    from agent.cli import (
+        compliance,
+        db,
+        outbound,
+        packaging,
+        recordings,
+        reputation,
+        screening,
+        stats,
+    )
 
     parser = _Parser(
         prog="trustline",
@@ -92,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings, reputation, db, packaging):
+    for feature in (outbound, stats, screening, recordings, reputation, compliance, db, packaging):
         feature.register(sub)
     return parser
 

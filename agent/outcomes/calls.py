@@ -1,8 +1,8 @@
 """Turn AMI events into facts the agent acts on: call ended, CDR seen, recording complete,
-spam reported, screening outcome. Pure: no I/O, no logging of numbers; the AMI link feeds
-events in, and hands the facts to agent.outcomes.intake, which acts on them. Every name read
-from an event that the dialplan chose (variables, UserEvents and their fields) comes from
-agent.contract.
+spam reported, screening outcome, call not dialled. Pure: no I/O, no logging of numbers; the
+AMI link feeds events in, and hands the facts to agent.outcomes.intake, which acts on them.
+Every name read from an event that the dialplan chose (variables, UserEvents and their
+fields) comes from agent.contract.
 
 Which calls are ours: the FastAGI route answers with ``SET VARIABLE TRUSTLINE_STATUS`` /
 ``TRUSTLINE_POOL``, and Asterisk reports each as a ``VarSet`` on that channel (see
@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.contract import (
+    NOT_DIALLED_FIELD_STATUS,
+    NOT_DIALLED_STATUSES,
     OURS_VARIABLES,
     SCREENING_FIELD_OUTCOME,
     SCREENING_FIELD_SCORE,
@@ -39,6 +41,7 @@ from agent.contract import (
     SCREENING_OUTCOMES,
     SPAM_FIELD_NUMBER,
     SPAM_FIELD_SOURCE,
+    USEREVENT_NOT_DIALLED,
     USEREVENT_SCREENING,
     USEREVENT_SPAM,
     VAR_MIXMONITOR_FILENAME,
@@ -118,7 +121,15 @@ class ScreeningOutcome:
     tries: int | None
 
 
-Effect = CallEnded | CdrSeen | RecordingComplete | SpamReported | ScreeningOutcome
+@dataclass(frozen=True, slots=True)
+class NotDialled:
+    """The dialplan did not dial a call on a compliance refusal (UserEvent
+    TrustlineNotDialled); ``status`` a code word, anything else "other"."""
+
+    status: str
+
+
+Effect = CallEnded | CdrSeen | RecordingComplete | SpamReported | ScreeningOutcome | NotDialled
 
 
 class _Call:
@@ -314,6 +325,9 @@ class CallTracker:
                     _int(event.get(SCREENING_FIELD_TRIES)),
                 )
             ]
+        if name == USEREVENT_NOT_DIALLED:
+            status = event.get(NOT_DIALLED_FIELD_STATUS, "")
+            return [NotDialled(status if status in NOT_DIALLED_STATUSES else "other")]
         if name != USEREVENT_SPAM:
             return []
         number = event.get(SPAM_FIELD_NUMBER, "").strip()

@@ -1,6 +1,6 @@
 """Acts on the facts the AMI link decodes: stores call outcomes, counts them, hands spam
 reports to the outbound service, finished recordings to the recordings hand-off, and counts
-screening outcomes.
+screening outcomes and calls the dialplan did not dial.
 
 May: own the bounded work queue and its one worker, retry an outcome whose call_audit row is
 not written yet, tell the call-ended listeners (drift) about each stored outcome, define the
@@ -24,6 +24,7 @@ from agent.outcomes.calls import (
     CallEnded,
     CdrSeen,
     Effect,
+    NotDialled,
     RecordingComplete,
     ScreeningOutcome,
     SpamReported,
@@ -75,6 +76,12 @@ class _IntakeMetrics:
             "trustline_screening_outcomes",
             "What became of screened inbound calls (dialplan UserEvent), by verdict and outcome",
             ["verdict", "outcome"],
+            registry=registry,
+        )
+        self.not_dialled = Counter(
+            "trustline_calls_not_dialled",
+            "Calls the dialplan did not dial on a compliance refusal (UserEvent), by status",
+            ["status"],
             registry=registry,
         )
 
@@ -194,6 +201,8 @@ class OutcomeIntake:
             )
         elif isinstance(effect, ScreeningOutcome):
             self._metrics.screened.labels(effect.verdict, effect.outcome).inc()
+        elif isinstance(effect, NotDialled):
+            self._metrics.not_dialled.labels(effect.status).inc()
         return True
 
     async def _call_ended(self, effect: CallEnded) -> bool:
