@@ -2,7 +2,8 @@
 
 May: own one AmiClient at a time, retry with exponential backoff and jitter, run the AstDB
 actions its ``astdb`` collaborator plans (DBGet / DBPut / DBDel), feed every event to the call
-tracker and hand each decoded fact to its ``handler`` (agent.outcomes.intake). Must not: act
+tracker and hand each decoded fact to its ``handler`` (agent.outcomes.intake), and each
+UserEvent to the features app.py registers in ``on_user_event``. Must not: act
 on a fact itself (store, count outcomes, report spam), decide what AstDB holds, block the
 event reader (``handler.submit`` never waits), or log a secret or a full phone number.
 """
