@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
+from agent.http.context import AdminContext
 from agent.metrics import Metrics
 from agent.outbound.astdb import FallbackSync
 from agent.outbound.route import OutboundRoute
@@ -104,6 +106,7 @@ class Agent:
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
         self.http_address: tuple[str, int] | None = None
+        self.read_db: Database | None = None  # the dashboard's and API's reads
 
     @property
     def config(self) -> Config:
@@ -148,7 +151,7 @@ class Agent:
             region=config.default_region,
             timezone=config.raw.defaults.timezone,
         )
-        await self.compliance.start()
+        await self._start_or_retry(self.compliance.start, "compliance")
         self._stoppers.append(self.compliance.stop)
         self.config_listeners.append(self._compliance_config_changed)
 
@@ -204,10 +207,11 @@ class Agent:
                     self._ready_ami,
                     self._ready_recordings,
                 ],
+                admin=await self._admin_context(hash_key),
             )
         )
         await self._http.setup()
-        site = web.TCPSite(self._http, *s.http_address)
+        site = web.TCPSite(self._http, *s.http_address, ssl_context=tls_context(s))
         await site.start()
         self.http_address = self._http.addresses[0][:2] if self._http.addresses else s.http_address
         self._stoppers.append(self._http.cleanup)
@@ -222,6 +226,31 @@ class Agent:
         )
         if first_start:
             log_next_steps(s, self.http_address)
+
+    async def _admin_context(self, hash_key: bytes) -> AdminContext:
+        """The API's and dashboard's services; their reads go through a connection of their
+        own, so a page never queues in front of a call's claim."""
+        from agent.admin.actions import AdminActions
+        from agent.admin.audit import AdminAudit
+        from agent.admin.views import DashboardViews
+        from agent.tokens.service import TokenService
+
+        assert self.db is not None
+        s = self.settings
+        self.read_db = await open_database(s.database, migrate=False, pool_size=2, wait=False)
+        self._stoppers.append(self.read_db.close)
+        actions = AdminActions(
+            outbound=lambda: self.outbound,
+            alerts=self.alerts,
+            screening=self.screening,
+            recordings=self.recordings,
+            tokens=TokenService(self.db, self.clock, read_db=self.read_db),
+            audit=AdminAudit(self.db, self.clock),
+            hash_key=hash_key,
+        )
+        return AdminContext(
+            actions, DashboardViews(self.read_db), self.read_db, self.clock, lambda: self.config
+        )
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -471,6 +500,23 @@ class Agent:
         ):
             return "store", False, f"{path} is not writable"
         return "store", True, self.db.description
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the HTTP listener when TRUSTLINE_HTTP_TLS_CERT and _KEY are both set."""
+    cert, key = settings.http_tls_cert, settings.http_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(
+            "environment", ["TRUSTLINE_HTTP_TLS_CERT and TRUSTLINE_HTTP_TLS_KEY go together"]
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("environment", [f"TRUSTLINE_HTTP_TLS_CERT/KEY: {exc}"]) from None
+    return context
 
 
 def warn_if_exposed(settings: Settings) -> None:

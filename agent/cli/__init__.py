@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         reputation,
         screening,
         stats,
+        tokens,
     )
 
     parser = _Parser(
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings, reputation, compliance, db, packaging):
+    features = (outbound, stats, screening, recordings, reputation, compliance, db, packaging)
+    for feature in (*features, tokens):
         feature.register(sub)
     return parser
 

@@ -24,6 +24,7 @@ Other features ask the owner's service, or read through a named query the owner 
 | reputation_checks                              | agent/reputation/repo.py       |
 | optouts, optout_events, compliance_state,      | agent/compliance/repo.py       |
 | audit_chain, audit_anchors, admin_audit        |                                |
+| api_tokens                                     | agent/tokens/repo.py           |
 | schema_migrations                              | agent/store/db.py and          |
 |                                                | agent/store/postgres.py        |
 
@@ -39,7 +40,8 @@ A feature that adds a table adds its line here.
 Not yet so (tests/test_layout.py lists it, to be moved behind the owners' repos): the
 compliance feature's retention sweep deletes old rows of call_audit, screening_decisions and
 spam_reports and clears old outcome columns itself, and its attempt count and audit export
-read call_audit and recording_audit directly (agent/compliance/repo.py).
+read call_audit and recording_audit directly (agent/compliance/repo.py); the dashboard's read
+model (agent/admin/views.py, on its own read connection) queries other features' tables.
 """
 
 from __future__ import annotations
