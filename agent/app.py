@@ -39,9 +39,11 @@ from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.http.context import AdminContext
 from agent.metrics import Metrics
+from agent.outbound.astdb import FallbackSync
 from agent.outbound.route import OutboundRoute
 from agent.outbound.service import DecisionHooks, OutboundService
 from agent.outcomes.drift import DriftTunables
+from agent.outcomes.intake import OutcomeIntake
 from agent.outcomes.service import OutcomesService
 from agent.outcomes.weekly import WeeklyReporter
 from agent.recordings.service import RecordingsService
@@ -161,15 +163,13 @@ class Agent:
         if await handoff.start():
             self._stoppers.append(handoff.close)
 
+        intake: OutcomeIntake | None = None
         if s.ami_user:
-            self.ami = AmiLink(
-                s,
-                self.db,
-                self.clock,
-                self.outbound,
-                self.recordings.on_recording_complete,
-                self.metrics.registry,
+            intake = OutcomeIntake(
+                self.db, self.outbound, self.recordings.on_recording_complete, self.metrics.registry
             )
+            fallbacks = FallbackSync(self.outbound.fallbacks)
+            self.ami = AmiLink(s, self.clock, intake, fallbacks, self.metrics.registry)
             self.ami.on_user_event.append(self.compliance.on_user_event)
             await self.ami.start()
             self._stoppers.append(self.ami.stop)
@@ -178,8 +178,8 @@ class Agent:
             log.info("ami: TRUSTLINE_AMI_USER is not set; running without the AMI link")
 
         await self._start_reputation_loop(config)
-        if self.ami is not None and self.outcomes is not None:
-            self.ami.on_call_ended.append(self.outcomes.call_ended)
+        if intake is not None and self.outcomes is not None:
+            intake.on_call_ended.append(self.outcomes.call_ended)
 
         outbound_route = OutboundRoute(self.outbound)
         self.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(

@@ -6,135 +6,57 @@ value's position), never from searching the text. A section with a schema error 
 the problems of the others. Types are strict: ``daily_cap = "80"`` or ``= true`` is an error,
 not a cap, and numbers are finite and bounded. Loading never half-succeeds: it returns a whole
 new Config or raises ConfigError listing every problem. This module does no other I/O than
-reading the file, and holds no live state.
+reading the file, and holds no live state. The file's schema is in agent/config_schema.py,
+where problems are and how they are said in agent/config_errors.py; this module resolves the
+sound sections into a Config (numbers in E.164, one owner pool per purpose, fallbacks).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    ValidationError,
-    field_validator,
-)
 
 from agent import phone
 from agent.alerts.config import AlertsConfig
 from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
 from agent.compliance.config import ComplianceConfig
+from agent.config_errors import (
+    Loc,
+    Problems,
+    path_of,
+    syntax_problem,
+    validate_section,
+)
+from agent.config_schema import (
+    CNAM_MAX,
+    ConfigFile,
+    DefaultsSection,
+    NumberEntry,
+    OnExhausted,
+    PoolRulesFields,
+    PoolSection,
+)
 from agent.errors import ConfigError
-from agent.outcomes.config import DriftFields, OnFlag, PoolDriftFields, ReputationConfig
+from agent.outcomes.config import OnFlag, ReputationConfig
 from agent.screening.config import ScreeningConfig
 
-OnExhausted = Literal["fallback", "borrow_reserve", "refuse"]
-CNAM_MAX = 15  # caller-name databases keep 15 characters
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# Bounds: wide enough for any real centre, narrow enough that a typo cannot park a number
-# forever (rest_hours = inf) or make a cap meaningless.
-MAX_CAP = 100_000
-MAX_DAYS = 366
-
-
-def _count(default: int | None, low: int = 1, high: int = MAX_CAP) -> Any:
-    return Field(default, ge=low, le=high)
-
-
-def _span(default: float | None, high: float) -> Any:
-    return Field(default, gt=0, le=high, allow_inf_nan=False)
-
-
-class NumberEntry(_Strict):
-    number: str
-    name: str
-    daily_cap: StrictInt | None = _count(None)
-    active: StrictBool = True
-
-    @field_validator("name")
-    @classmethod
-    def _cnam(cls, v: str) -> str:
-        if any(unicodedata.category(ch).startswith("C") for ch in v):
-            raise ValueError("caller name must not contain control characters")
-        if not v.strip():
-            raise ValueError("caller name must not be empty")
-        if len(v) > CNAM_MAX:
-            raise ValueError(f"caller name is {len(v)} characters; CNAM allows at most {CNAM_MAX}")
-        return v
-
-
-class PoolRulesFields(PoolDriftFields):
-    """Thresholds a pool may override; None means 'take [defaults]'."""
-
-    timezone: str | None = None
-    region: str | None = None
-    daily_cap: StrictInt | None = _count(None)
-    intensive_threshold: StrictInt | None = _count(None)
-    intensive_days_before_rest: StrictInt | None = _count(None, high=MAX_DAYS)
-    rest_hours: StrictFloat | None = _span(None, 24 * MAX_DAYS)
-    reports_to_quarantine: StrictInt | None = _count(None)
-    quarantine_days: StrictFloat | None = _span(None, MAX_DAYS)
-    on_exhausted: OnExhausted | None = None
-    min_active: StrictInt | None = _count(None, low=0)
-    warmup_days: StrictInt | None = _count(None, low=0, high=MAX_DAYS)
-
-
-class DefaultsSection(DriftFields):
-    timezone: str = "Europe/Paris"
-    region: str = "FR"
-    daily_cap: StrictInt = _count(80)
-    intensive_threshold: StrictInt = _count(60)
-    intensive_days_before_rest: StrictInt = _count(3, high=MAX_DAYS)
-    rest_hours: StrictFloat = _span(48, 24 * MAX_DAYS)
-    reports_to_quarantine: StrictInt = _count(2)
-    quarantine_days: StrictFloat = _span(7, MAX_DAYS)
-    on_exhausted: OnExhausted = "fallback"
-    min_active: StrictInt = _count(0, low=0)
-    # A reserve number promoted into a pool ramps its cap up over this many days.
-    warmup_days: StrictInt = _count(3, low=0, high=MAX_DAYS)
-
-
-class PoolSection(PoolRulesFields):
-    purposes: list[str] = Field(default_factory=list)
-    # One of this pool's numbers, or a number declared in [screening] own_numbers.
-    fallback: str | None = None
-    reserve: StrictBool = False
-    numbers: list[NumberEntry] = Field(min_length=1)
-
-    @field_validator("purposes")
-    @classmethod
-    def _purposes(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p):
-                raise ValueError(f"purpose {p!r}: use letters, digits, '-' or '_' (at most 32)")
-        return v
-
-
-class ConfigFile(_Strict):
-    """The file's structure, before numbers are resolved."""
-
-    defaults: DefaultsSection = DefaultsSection()
-    pools: dict[str, PoolSection] = Field(min_length=1)
-    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    reputation: ReputationConfig = Field(default_factory=ReputationConfig)
-    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
-
+# The schema's names stay importable from here (agent.config is the module callers know).
+__all__ = [
+    "CNAM_MAX",
+    "Config",
+    "ConfigFile",
+    "DefaultsSection",
+    "NumberConfig",
+    "NumberEntry",
+    "PoolConfig",
+    "PoolRules",
+    "PoolSection",
+    "load_config",
+    "parse_config",
+]
 
 # ---------------------------------------------------------------------------------------------
 # The resolved, immutable config the rest of the agent uses.
@@ -207,191 +129,7 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 
 
-Loc = tuple[int | str, ...]
-
-
-def _path(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-class _Positions:
-    """Where each value and table header starts in the text, as the parser saw it."""
-
-    def __init__(self, text: str) -> None:
-        from tomlkit.items import Item
-        from tomlkit.parser import Parser
-
-        positions = self
-
-        class _Recording(Parser):
-            _header_at: int | None = None
-
-            def _parse_value(self) -> Item:
-                start = self._idx
-                item = super()._parse_value()
-                positions.values[id(item)] = (item, start)  # the item is kept: ids stay unique
-                return item
-
-            def _parse_table(self, *args: Any, **kwargs: Any) -> Any:
-                self._header_at = self._idx
-                return super()._parse_table(*args, **kwargs)
-
-            def _parse_key(self) -> Any:
-                key = super()._parse_key()
-                if self._header_at is not None:
-                    positions.headers[tuple(part.key for part in key)] = self._header_at
-                    self._header_at = None
-                return key
-
-        self.text = text
-        self.values: dict[int, tuple[object, int]] = {}
-        self.headers: dict[Loc, int] = {}
-        self.parser = _Recording(text)
-        self.doc: Any = None
-
-    def parse(self) -> dict[str, Any]:
-        """The file's data as plain Python; raises tomlkit's TOMLKitError on bad syntax."""
-        self.doc = self.parser.parse()
-        data: dict[str, Any] = self.doc.unwrap()
-        return data
-
-    def syntax_line(self, exc: Exception) -> int:
-        """Line of a syntax error: tomlkit's own, or where the parser stopped (a repeated key)."""
-        line = getattr(exc, "line", None)
-        if isinstance(line, int):
-            return line
-        # The parser stands past the repeated key, often at the start of the next line.
-        return self.text.count("\n", 0, max(self.parser._idx - 1, 0)) + 1
-
-    def line(self, loc: Loc) -> int | None:
-        """Line of the deepest part of ``loc`` present in the file (a missing key: its table)."""
-        best: int | None = None
-        node: Any = self.doc
-        for depth, part in enumerate(loc, 1):
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                break
-            found = self.values.get(id(node))
-            start = found[1] if found else self.headers.get(loc[:depth])
-            if start is not None:
-                best = start
-        return None if best is None else self.text.count("\n", 0, best) + 1
-
-
-class _Problems:
-    """The problems of one file. Their lines are found only when there is something to say:
-    tomlkit's position-keeping parser is about 15 times slower than tomllib (a 100,000-number
-    file: tens of seconds), so a sound file is never parsed with it."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source = source
-        self.text = text
-        self.found: dict[tuple[str, str], Loc] = {}
-
-    def add(self, loc: Loc, message: str) -> None:
-        # One problem, one line: a bad defaults.timezone shared by four pools is said once.
-        self.found.setdefault((_path(loc), message), loc)
-
-    @property
-    def items(self) -> list[str]:
-        positions = _Positions(self.text)
-        positions.parse()  # the text already parsed with tomllib: no syntax error here
-        lines = {key: positions.line(loc) for key, loc in self.found.items()}
-        ordered = sorted(lines.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
-        return [
-            f"{self.source}:{line}: {path}: {msg}" if line else f"{self.source}: {path}: {msg}"
-            for (path, msg), line in ordered
-        ]
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, str):
-        return f'the text "{value}"'
-    if isinstance(value, int | float):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _pydantic_message(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key (check the spelling)"
-    if kind == "missing":
-        return "required key is missing"
-    unquote = " (numbers are written without quotes)" if isinstance(err["input"], str) else ""
-    if kind == "int_type":
-        return f"expected a whole number, got {_describe(err['input'])}{unquote}"
-    if kind == "float_type":
-        return f"expected a number, got {_describe(err['input'])}{unquote}"
-    if kind == "finite_number":
-        return f"expected a finite number, got {err['input']!r}"
-    if kind == "bool_type":
-        return f"expected true or false (without quotes), got {_describe(err['input'])}"
-    if kind == "string_type":
-        return f"expected text in quotes, got {_describe(err['input'])}"
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | None:
-    """Validate one section, report its problems, and return what is sound in it.
-
-    On errors the offending keys (or list entries) are left out and the rest validated again,
-    so the cross-checks (numbers, duplicates, fallbacks) still run on the sound part; the
-    second pass reports nothing.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-    for err in errors:
-        problems.add(loc + tuple(err["loc"]), _pydantic_message(err))
-    if not isinstance(data, dict):
-        return None
-    sound: dict[str, Any] = dict(data)
-    dropped: dict[str, set[int]] = {}
-    for err in errors:
-        sub = tuple(err["loc"])
-        if not sub or not isinstance(sub[0], str):
-            return None
-        if len(sub) >= 2 and isinstance(sub[1], int) and isinstance(data.get(sub[0]), list):
-            dropped.setdefault(sub[0], set()).add(sub[1])
-        else:
-            sound.pop(sub[0], None)
-    for key, indexes in dropped.items():
-        if key in sound:
-            sound[key] = [v for i, v in enumerate(data[key]) if i not in indexes]
-    try:
-        return model.model_validate(sound)
-    except ValidationError:
-        return None
-
-
 _TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation", *COMPLIANCE_SECTIONS)
-
-
-def _syntax_problem(text: str, source: str, error: Exception) -> str:
-    """The syntax error in tomlkit's words and at its line (the ones editors jump to)."""
-    from tomlkit.exceptions import TOMLKitError
-
-    positions = _Positions(text)
-    try:
-        positions.parse()
-    except TOMLKitError as exc:
-        message = str(exc).rsplit(" at line ", 1)[0]
-        return f"{source}:{positions.syntax_line(exc)}: TOML syntax: {message}"
-    return f"{source}: TOML syntax: {error}"  # a file only tomllib refuses: its own words
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
@@ -401,16 +139,20 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [_syntax_problem(text, source, exc)]) from None
-    problems = _Problems(source, text)
+        raise ConfigError(source, [syntax_problem(text, source, exc)]) from None
+    problems = Problems(source, text)
     for key in data:
         if key not in _TOP_LEVEL:
             problems.add((key,), "unknown key (check the spelling)")
-    defaults = _section(DefaultsSection, data.get("defaults", {}), ("defaults",), problems)
-    screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
-    alerts = _section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
-    reputation = _section(ReputationConfig, data.get("reputation", {}), ("reputation",), problems)
-    compliance = _section(
+    defaults = validate_section(DefaultsSection, data.get("defaults", {}), ("defaults",), problems)
+    screening = validate_section(
+        ScreeningConfig, data.get("screening", {}), ("screening",), problems
+    )
+    alerts = validate_section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
+    reputation = validate_section(
+        ReputationConfig, data.get("reputation", {}), ("reputation",), problems
+    )
+    compliance = validate_section(
         ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
     )
     sections: dict[str, PoolSection] = {}
@@ -423,7 +165,7 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     else:
         for name, raw in raw_pools.items():
             before = len(problems.found)
-            section = _section(PoolSection, raw, ("pools", name), problems)
+            section = validate_section(PoolSection, raw, ("pools", name), problems)
             if section is not None:
                 sections[name] = section
             if len(problems.found) != before:
@@ -455,7 +197,7 @@ def load_config(path: Path) -> Config:
 
 
 def _rules(
-    defaults: DefaultsSection, pool: PoolSection, where: Loc, problems: _Problems
+    defaults: DefaultsSection, pool: PoolSection, where: Loc, problems: Problems
 ) -> tuple[PoolRules | None, str | None]:
     """The pool's rules, and the region to read its numbers in (None: unknown region).
 
@@ -490,7 +232,7 @@ def _resolve(
     defaults: DefaultsSection,
     sections: dict[str, PoolSection],
     screening: ScreeningConfig,
-    problems: _Problems,
+    problems: Problems,
     source: str,
     partial: set[str],
     *,
@@ -509,42 +251,16 @@ def _resolve(
         rules, region = _rules(defaults, section, where, problems)
         if section.reserve and section.purposes:
             problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
-        pool_numbers: list[NumberConfig] = []
-        for i, entry in enumerate(section.numbers):
-            nloc: Loc = (*where, "numbers", i, "number")
-            if region is None:
-                continue
-            try:
-                e164 = phone.to_e164(entry.number, region)
-            except phone.InvalidNumber as exc:
-                problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
-                continue
-            if e164 in seen_at:
-                problems.add(nloc, f"{e164} is already listed at {seen_at[e164]}")
-                continue
-            seen_at[e164] = _path(nloc)
-            cap = entry.daily_cap or (rules.daily_cap if rules else defaults.daily_cap)
-            cfg = NumberConfig(e164, entry.name, cap, entry.active, pool_name)
-            pool_numbers.append(cfg)
-            numbers[e164] = cfg
-        for i, purpose in enumerate(section.purposes):
-            if purpose in purposes:
-                problems.add(
-                    (*where, "purposes", i),
-                    f"purpose {purpose!r} is already served by pool {purposes[purpose]!r}",
-                )
-            purposes[purpose] = pool_name
+        cap = rules.daily_cap if rules else defaults.daily_cap
+        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, problems)
+        numbers.update((n.number, n) for n in pool_numbers)
+        _claim_purposes(section, pool_name, purposes, problems)
         if region is None:
             continue
         # An entry left out for a schema error may be the fallback: then it is not judged.
+        judge = pool_name not in partial
         fallback, fallback_name = _fallback(
-            section,
-            pool_numbers,
-            region,
-            where,
-            problems,
-            screening.own_numbers,
-            judge=pool_name not in partial,
+            section, pool_numbers, region, where, problems, screening.own_numbers, judge=judge
         )
         if rules is None:
             continue
@@ -569,13 +285,51 @@ def _resolve(
         reputation=reputation,
         compliance=compliance,
     )
-    return Config(
-        source=source,
-        pools=MappingProxyType(pools),
-        purposes=MappingProxyType(purposes),
-        numbers=MappingProxyType(numbers),
-        raw=raw,
-    )
+    frozen = MappingProxyType
+    return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)
+
+
+def _claim_purposes(
+    section: PoolSection, pool_name: str, purposes: dict[str, str], problems: Problems
+) -> None:
+    """Record which pool serves each of this pool's purposes (purpose -> pool); a purpose
+    served twice is a problem."""
+    for i, purpose in enumerate(section.purposes):
+        if purpose in purposes:
+            problems.add(
+                ("pools", pool_name, "purposes", i),
+                f"purpose {purpose!r} is already served by pool {purposes[purpose]!r}",
+            )
+        purposes[purpose] = pool_name
+
+
+def _numbers(
+    section: PoolSection,
+    pool_name: str,
+    region: str | None,
+    default_cap: int,
+    seen_at: dict[str, str],
+    problems: Problems,
+) -> list[NumberConfig]:
+    """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
+    -> where it was first listed). Nothing without a region to read them in."""
+    found: list[NumberConfig] = []
+    for i, entry in enumerate(section.numbers):
+        nloc: Loc = ("pools", pool_name, "numbers", i, "number")
+        if region is None:
+            continue
+        try:
+            e164 = phone.to_e164(entry.number, region)
+        except phone.InvalidNumber as exc:
+            problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
+            continue
+        if e164 in seen_at:
+            problems.add(nloc, f"{e164} is already listed at {seen_at[e164]}")
+            continue
+        seen_at[e164] = path_of(nloc)
+        cap = entry.daily_cap or default_cap
+        found.append(NumberConfig(e164, entry.name, cap, entry.active, pool_name))
+    return found
 
 
 def _fallback(
@@ -583,7 +337,7 @@ def _fallback(
     pool_numbers: list[NumberConfig],
     region: str,
     where: Loc,
-    problems: _Problems,
+    problems: Problems,
     own_numbers: tuple[str, ...],
     *,
     judge: bool = True,

@@ -1,7 +1,10 @@
-"""The dialplan contract: every route, argument and channel variable shared with Asterisk.
+"""The contract with Asterisk: every name the dialplan, AstDB and AMI events share with us.
 
-This module is the single source of truth. ``dialplan/*.conf`` must use exactly these names
-(tests/test_dialplan_contract.py checks it). Names here never change once landed.
+Routes, arguments and channel variables (FastAGI), the AstDB family of fallback caller IDs,
+the variables and UserEvents (names and fields) the agent reads over AMI. This module is the
+single source of truth: ``dialplan/*.conf`` must use exactly these names
+(tests/test_dialplan_contract.py), and so must the AMI decoding and the captured traffic
+(tests/test_ami_contract.py). Names here never change once landed. No logic, no imports.
 """
 
 from __future__ import annotations
@@ -94,3 +97,55 @@ AGENT_SET_VARIABLES = frozenset(
         VAR_REASONS,
     }
 )
+
+# -- the AMI side: what the agent reads from Asterisk's event stream ----------------------
+# The AstDB family the fallback caller IDs live in (DBPut Family), and the key, in
+# ASTDB_FAMILY, that lists the purposes written (so stale ones can be deleted).
+ASTDB_FALLBACK_FAMILY = f"{ASTDB_FAMILY}/{ASTDB_FALLBACK_PREFIX}"
+ASTDB_FALLBACK_INDEX_KEY = "fallback-purposes"
+
+# VarSet of these (non-empty) on a channel: the agent chose that call's caller ID.
+OURS_VARIABLES = frozenset({VAR_STATUS, VAR_POOL})
+# MixMonitor sets it on the recorded channel (VarSet); its Hangup completes the recording.
+VAR_MIXMONITOR_FILENAME = "MIXMONITOR_FILENAME"
+
+# UserEvent(SpamReport,Number: <number>,Source: <ivr|agent>) from trustline-spam.conf.
+USEREVENT_SPAM = "SpamReport"
+SPAM_FIELD_NUMBER = "Number"
+SPAM_FIELD_SOURCE = "Source"
+SPAM_SOURCES = ("ivr", "agent")
+# UserEvent(TrustlineScreening,Verdict: ..,Outcome: ..,Score: ..[,Tries: ..]) from
+# trustline-inbound.conf: what became of each screened call (challenge pass rates, blocks).
+USEREVENT_SCREENING = "TrustlineScreening"
+SCREENING_FIELD_VERDICT = "Verdict"
+SCREENING_FIELD_OUTCOME = "Outcome"
+SCREENING_FIELD_SCORE = "Score"
+SCREENING_FIELD_TRIES = "Tries"
+SCREENING_OUTCOMES = ("unscreened", "allowed", "passed", "failed", "voicemail", "blocked")
+# UserEvent(OptOut,Number: <number>,Purpose: <purpose>) from trustline.conf's IVR "press 8"
+# (USEREVENT_OPTOUT, above): the compliance service stores it.
+OPTOUT_FIELD_NUMBER = "Number"
+OPTOUT_FIELD_PURPOSE = "Purpose"
+# UserEvent(TrustlineNotDialled,Status: ..,Reason: ..,NextWindow: ..) from trustline.conf: a
+# compliance refusal the dialplan acted on (the call was not dialled).
+USEREVENT_NOT_DIALLED = "TrustlineNotDialled"
+NOT_DIALLED_FIELD_STATUS = "Status"
+NOT_DIALLED_FIELD_REASON = "Reason"
+NOT_DIALLED_FIELD_NEXT_WINDOW = "NextWindow"
+NOT_DIALLED_STATUSES = (STATUS_OUTSIDE_WINDOW, STATUS_ATTEMPTS_EXCEEDED, STATUS_OPTED_OUT)
+# Every UserEvent the dialplan raises -> its fields (tests/test_ami_contract.py checks both).
+USEREVENTS: dict[str, tuple[str, ...]] = {
+    USEREVENT_SPAM: (SPAM_FIELD_NUMBER, SPAM_FIELD_SOURCE),
+    USEREVENT_SCREENING: (
+        SCREENING_FIELD_VERDICT,
+        SCREENING_FIELD_OUTCOME,
+        SCREENING_FIELD_SCORE,
+        SCREENING_FIELD_TRIES,
+    ),
+    USEREVENT_OPTOUT: (OPTOUT_FIELD_NUMBER, OPTOUT_FIELD_PURPOSE),
+    USEREVENT_NOT_DIALLED: (
+        NOT_DIALLED_FIELD_STATUS,
+        NOT_DIALLED_FIELD_REASON,
+        NOT_DIALLED_FIELD_NEXT_WINDOW,
+    ),
+}

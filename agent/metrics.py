@@ -1,6 +1,9 @@
 """Prometheus metrics: one registry per agent, passed to whoever records (no global registry).
 
-Feature modules define their own metrics on ``Metrics.registry``.
+Feature modules define their own metrics on ``Metrics.registry``. Must not import any feature,
+adapter or service (it sits below all of them, and the HTTP app imports only this): what it
+records arrives through the small shapes below (``DecisionFacts``, ``AnswerFacts``) and plain
+callables, which the services' own types satisfy without knowing this module.
 """
 
 from __future__ import annotations
@@ -9,13 +12,11 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from agent.agi.routing import AgiAnswer
-from agent.outbound.service import Decision
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Label values are code words (statuses, reasons, route names): lower-case, short, no digits
@@ -23,6 +24,23 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABEL = re.compile(r"(?!.*[0-9]{4})[a-z][a-z0-9_:]{0,39}")
 MAX_LABEL_VALUES = 64
 PAGE_SECONDS = 1.0
+
+
+class DecisionFacts(Protocol):
+    """An outbound decision as metrics see it (agent.outbound.service.Decision)."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class AnswerFacts(Protocol):
+    """A FastAGI answer as metrics see it (agent.agi.routing.AgiAnswer)."""
+
+    @property
+    def outcome(self) -> str: ...
 
 
 class _UsableNumbers(Collector):
@@ -108,7 +126,7 @@ class Metrics:
         self._usable.append(_UsableNumbers(source))
         self.registry.register(self._usable[-1])
 
-    def on_decision(self, decision: Decision) -> None:
+    def on_decision(self, decision: DecisionFacts) -> None:
         self.decisions.labels(
             self._bounded("status", decision.status), self._bounded("reason", decision.reason)
         ).inc()
@@ -128,7 +146,7 @@ class Metrics:
     def on_alert(self, kind: str, pool: str | None, message: str) -> None:
         self.alerts.labels(kind).inc()
 
-    def on_answer(self, route: str, answer: AgiAnswer, seconds: float, failure: str) -> None:
+    def on_answer(self, route: str, answer: AnswerFacts, seconds: float, failure: str) -> None:
         """``route`` is a served route's name or ``unknown`` (never a name as the peer sent it)."""
         # On every call: look label children up once (labels() takes a lock and builds a key).
         route = self._bounded("route", route)

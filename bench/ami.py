@@ -7,9 +7,9 @@ inbound, agent down, hangup during AGI, spam UserEvent), byte for byte, repeated
 events/s for:
   (a) parse     - Framer on 64 KiB reads (bytes -> messages, UTF-8 safe)
   (b) dispatch  - (a) plus CallTracker.feed (our calls tracked, outcomes, recordings, reports)
-  (c) link      - over loopback TCP: AmiClient reading, AmiLink dispatching into its work
-                  queue, outcomes written to a real SQLite store; timed until the last event
-                  has been dispatched
+  (c) link      - over loopback TCP: AmiClient reading, AmiLink dispatching into the outcomes
+                  intake's work queue, outcomes written to a real SQLite store; timed until
+                  the last event has been dispatched
 Target: >= 30k events/s for (b) and (c).
 """
 
@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 from agent.ami.link import AmiLink  # noqa: E402
 from agent.ami.protocol import Framer  # noqa: E402
 from agent.clock import SystemClock  # noqa: E402
+from agent.outbound.astdb import FallbackSync  # noqa: E402
 from agent.outcomes.calls import CallTracker  # noqa: E402
+from agent.outcomes.intake import OutcomeIntake  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from agent.store.db import open_database  # noqa: E402
 from tests.ami_replay import EVENT_CAPTURES, ReplayAmiServer, events  # noqa: E402  (the captured bytes)
@@ -100,9 +102,9 @@ async def bench_link(data: bytes, total: int) -> float:
                 ami_user="trustline",
                 ami_secret="capture-secret",
             )
-            link = AmiLink(
-                settings, db, SystemClock(), _Outbound(), on_recording, queue_size=1_000_000
-            )
+            outbound = _Outbound()
+            intake = OutcomeIntake(db, outbound, on_recording, queue_size=1_000_000)
+            link = AmiLink(settings, SystemClock(), intake, FallbackSync(outbound.fallbacks))
             await link.start()
             await until(lambda: link.resyncs >= 1)
             before = link.events_seen

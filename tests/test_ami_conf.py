@@ -13,13 +13,9 @@ from pathlib import Path
 
 from agent.ami.link import LOGIN_EVENTS
 from agent.ami.protocol import parse_message
-from agent.outcomes.calls import (
-    OURS_VARIABLES,
-    RECORDING_VARIABLE,
-    SPAM_USEREVENT,
-    CallTracker,
-    clean_source,
-)
+from agent.contract import OURS_VARIABLES, USEREVENT_SCREENING, USEREVENT_SPAM, USEREVENTS
+from agent.contract import VAR_MIXMONITOR_FILENAME as RECORDING_VARIABLE
+from agent.outcomes.calls import CallTracker, clean_source
 from tests.ami_replay import EVENT_CAPTURES, events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +81,21 @@ def test_event_filters_pass_every_variable_the_agent_reads() -> None:
     assert not any(p.search(other) for p in filters())
 
 
+def test_event_filters_pass_every_userevent_the_dialplan_raises() -> None:
+    spam = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    assert {USEREVENT_SPAM, USEREVENT_SCREENING} < set(USEREVENTS)
+    for name in USEREVENTS:
+        event = spam.replace(b"UserEvent: SpamReport", f"UserEvent: {name}".encode())
+        assert any(p.search(event) for p in filters()), name
+    other = spam.replace(b"UserEvent: SpamReport", b"UserEvent: SpamReportX")
+    assert not any(p.search(other) for p in filters())
+
+
 def test_spam_dialplan_raises_the_event_the_agent_reads() -> None:
     text = (ROOT / "dialplan" / "trustline-spam.conf").read_text()
     code = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
     raised = re.findall(r"UserEvent\((\w+),Number: \$\{number\},Source: (\w+)\)", code)
-    assert raised == [(SPAM_USEREVENT, "ivr"), (SPAM_USEREVENT, "agent")]
+    assert raised == [(USEREVENT_SPAM, "ivr"), (USEREVENT_SPAM, "agent")]
     assert all(clean_source(source) == source for _, source in raised)
     # The number is filtered to digits and "+" before it becomes a UserEvent header.
     assert code.count("Set(LOCAL(number)=${FILTER(0-9+,") == 2

@@ -1,7 +1,8 @@
 """The supervised AMI link against the replay server: outcomes, reports, AstDB, reconnects.
 
 Real pieces only: a real SQLite store, the real OutboundService deciding caller IDs (which
-writes the call_audit rows), the replay server speaking the captured bytes over TCP.
+writes the call_audit rows), the link wired as the agent wires it (the outcomes intake acting
+on its facts, the outbound AstDB sync), the replay server speaking the captured bytes over TCP.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.ami.link import FALLBACK_FAMILY, FALLBACK_INDEX_KEY, AmiLink, backoff_delay
+from agent.ami.link import AmiLink, backoff_delay
 from agent.clock import FrozenClock
 from agent.config import parse_config
+from agent.contract import ASTDB_FALLBACK_FAMILY as FALLBACK_FAMILY
+from agent.contract import ASTDB_FALLBACK_INDEX_KEY as FALLBACK_INDEX_KEY
+from agent.outbound.astdb import FallbackSync
 from agent.outbound.service import OutboundService
+from agent.outcomes.intake import OutcomeIntake
 from agent.settings import Settings
 from agent.store.db import Database, open_database
 from tests.ami_replay import ReplayAmiServer, events, with_header
@@ -56,6 +61,7 @@ class Rig:
     tmp: Path
     recordings: list[tuple[str, str]] = field(default_factory=list)
     links: list[AmiLink] = field(default_factory=list)
+    intakes: list[OutcomeIntake] = field(default_factory=list)
 
     def link(self, registry: CollectorRegistry | None = None, **overrides: Any) -> AmiLink:
         """An AmiLink to the replay server; a second link on the same PBX needs its own
@@ -74,18 +80,21 @@ class Rig:
             "backoff_initial": 0.05,
             "backoff_max": 0.2,
         }
+        intake_knobs = {k: overrides.pop(k) for k in ("late_row_delay",) if k in overrides}
         knobs.update(overrides)
 
         async def on_recording(uniqueid: str, filename: str) -> None:
             self.recordings.append((uniqueid, filename))
 
+        registry = self.registry if registry is None else registry
+        intake = OutcomeIntake(self.db, self.outbound, on_recording, registry, **intake_knobs)
+        self.intakes.append(intake)
         link = AmiLink(
             Settings(**values),
-            self.db,
             self.clock,
-            self.outbound,
-            on_recording,
-            self.registry if registry is None else registry,
+            intake,
+            FallbackSync(self.outbound.fallbacks),
+            registry,
             **knobs,
         )
         self.links.append(link)
@@ -168,6 +177,29 @@ async def test_captured_call_stores_its_outcome(
     assert rig.metric("trustline_call_outcomes_total", pool="reminders", outcome=outcome) == 1
 
 
+async def test_each_stored_outcome_reaches_the_listeners_even_past_a_failing_one(
+    rig: Rig,
+) -> None:
+    uniqueid, linkedid = SCENARIOS["ami-answered"]
+    number = await rig.place(uniqueid)
+    rig.server.live_channels = {uniqueid: linkedid}
+    link = rig.link()
+    heard: list[tuple[float, str | None, str | None, str, int]] = []
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a listener bug")
+
+    async def drift(at: float, pool: str | None, used: str | None, outcome: str, talk: int) -> None:
+        heard.append((at, pool, used, outcome, talk))
+
+    rig.intakes[-1].on_call_ended += [broken, drift]
+    await rig.up(link)
+    await rig.server.play(events("ami-answered"))
+    await eventually(lambda: rig.row(uniqueid))
+    await link.flush()
+    assert heard == [(rig.clock.now(), "reminders", number, "answered", 20)]
+
+
 async def test_calls_we_did_not_place_leave_no_trace(rig: Rig) -> None:
     # One real call of ours is in progress, so tracking and the store are live...
     ours, ours_linked = "1795340000.1", "1795340000.0"
@@ -238,6 +270,42 @@ async def test_spam_report_from_the_ivr_quarantines_at_the_threshold(rig: Rig) -
     ours_rows = await rig.db.fetchall("SELECT source FROM spam_reports WHERE ours = 1")
     assert [r[0] for r in ours_rows] == ["ivr", "ivr"]
     assert rig.metric("trustline_spam_reports_ami_total", source="ivr") == 3
+
+
+async def test_screening_outcomes_from_the_dialplan_are_counted(rig: Rig) -> None:
+    link = rig.link()
+    await rig.up(link)
+    report = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    screened = report.replace(b"UserEvent: SpamReport", b"UserEvent: TrustlineScreening")
+    screened = with_header(with_header(screened, "Number", ""), "Source", "")
+    passed = with_header(with_header(screened, "Verdict", "challenge"), "Outcome", "passed")
+    blocked = with_header(with_header(screened, "Verdict", "block"), "Outcome", "blocked")
+    forged = with_header(with_header(screened, "Verdict", "0612345678"), "Outcome", "x")
+    await _play_all(rig, link, [passed, passed, blocked, forged])
+    await link.flush()
+    assert (
+        rig.metric("trustline_screening_outcomes_total", verdict="challenge", outcome="passed") == 2
+    )
+    assert rig.metric("trustline_screening_outcomes_total", verdict="block", outcome="blocked") == 1
+    assert rig.metric("trustline_screening_outcomes_total", verdict="other", outcome="other") == 1
+    rows = await rig.db.fetchall("SELECT * FROM spam_reports")
+    assert rows == []  # not a spam report
+
+
+async def test_calls_the_dialplan_did_not_dial_are_counted(rig: Rig) -> None:
+    link = rig.link()
+    await rig.up(link)
+    report = next(e for e in events("ami-userevent") if b"UserEvent: SpamReport" in e)
+    event = report.replace(b"UserEvent: SpamReport", b"UserEvent: TrustlineNotDialled")
+    event = with_header(with_header(event, "Number", ""), "Source", "")
+    late = with_header(event, "Status", "outside_window")
+    opted = with_header(event, "Status", "opted_out")
+    await _play_all(rig, link, [late, opted, late, with_header(event, "Status", "+3361")])
+    await link.flush()
+    counted = "trustline_calls_not_dialled_total"
+    assert rig.metric(counted, status="outside_window") == 2
+    assert rig.metric(counted, status="opted_out") == 1
+    assert rig.metric(counted, status="other") == 1
 
 
 async def _quarantined(outbound: OutboundService, number: str) -> str | None:

@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from agent.agi.routing import AgiAnswer, AgiRequest
-from agent.agi.server import FastAgiServer, parse_reply, quote
+from agent.agi.server import FastAgiServer
+from agent.agi.session import parse_reply, quote
 from tests.conftest import agi_port
 from tests.fake_asterisk import capture, header_block, run_session
 

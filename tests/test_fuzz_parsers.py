@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.agi.headers import HeaderBlock, HeaderError
-from agent.agi.server import ProtocolError, parse_reply, quote
+from agent.agi.session import ProtocolError, parse_reply, quote
 from agent.ami.protocol import Framer, FramingError, encode_action, parse_banner
 from tests.fake_asterisk import header_block
 

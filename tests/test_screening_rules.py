@@ -6,18 +6,17 @@ import pytest
 
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.screening.config import ScreeningConfig
-from agent.screening.lists import ListMatcher, normalise_entry
-from agent.screening.rules import (
+from agent.screening.callers import (
     Attestation,
-    CallFacts,
     _classify_cached,
     classify_caller,
     combine_verify_result,
-    evaluate,
     parse_attestation,
     read_dialled,
 )
+from agent.screening.config import ScreeningConfig
+from agent.screening.lists import ListMatcher, normalise_entry
+from agent.screening.rules import CallFacts, evaluate
 from agent.screening.windows import BurstCounter, FloodCounter
 
 BASE = """

@@ -1,9 +1,10 @@
 """AMI adapter: the live link to Asterisk's manager interface.
 
 ``protocol`` frames bytes into messages, ``client`` owns one TCP session (login, actions,
-heartbeat), ``calls`` turns events into call outcomes, recording hand-offs and spam reports
-without I/O, ``repo`` holds the SQL for outcomes and answer rates, and ``link`` supervises it
-all (reconnect, re-sync, AstDB fallbacks). This package translates; policy stays in services.
+heartbeat), and ``link`` supervises it (reconnect with backoff, re-sync after a gap), feeds
+each event to the call tracker (agent.outcomes.calls) and hands the facts to the handler the
+app gives it (agent.outcomes.intake); the AstDB actions it runs are planned by
+agent.outbound.astdb. This package translates; it stores nothing and decides nothing.
 """
 
 from agent.ami.link import AmiLink

@@ -1,5 +1,8 @@
 """Turn AMI events into facts the agent acts on: call ended, CDR seen, recording complete,
-spam reported. Pure: no I/O, no logging of numbers; the link performs the effects.
+spam reported, screening outcome, call not dialled. Pure: no I/O, no logging of numbers; the
+AMI link feeds events in, and hands the facts to agent.outcomes.intake, which acts on them.
+Every name read from an event that the dialplan chose (variables, UserEvents and their
+fields) comes from agent.contract.
 
 Which calls are ours: the FastAGI route answers with ``SET VARIABLE TRUSTLINE_STATUS`` /
 ``TRUSTLINE_POOL``, and Asterisk reports each as a ``VarSet`` on that channel (see
@@ -27,7 +30,23 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.contract import VAR_POOL, VAR_STATUS
+from agent.contract import (
+    NOT_DIALLED_FIELD_STATUS,
+    NOT_DIALLED_STATUSES,
+    OURS_VARIABLES,
+    SCREENING_FIELD_OUTCOME,
+    SCREENING_FIELD_SCORE,
+    SCREENING_FIELD_TRIES,
+    SCREENING_FIELD_VERDICT,
+    SCREENING_OUTCOMES,
+    SPAM_FIELD_NUMBER,
+    SPAM_FIELD_SOURCE,
+    USEREVENT_NOT_DIALLED,
+    USEREVENT_SCREENING,
+    USEREVENT_SPAM,
+    VAR_MIXMONITOR_FILENAME,
+    VERDICTS,
+)
 
 # DialEnd.DialStatus -> the outcome we store. Anything else is "failed".
 DIAL_OUTCOMES: Mapping[str, str] = {
@@ -54,10 +73,6 @@ OUTCOME_NOT_DIALLED = "not_dialled"
 OUTCOME_UNKNOWN = "unknown"
 OUTCOMES = (*DIAL_OUTCOMES.values(), "failed", OUTCOME_NOT_DIALLED, OUTCOME_UNKNOWN)
 
-RECORDING_VARIABLE = "MIXMONITOR_FILENAME"
-SPAM_USEREVENT = "SpamReport"
-# VarSet of these (non-empty) on a channel: the agent chose that call's caller ID.
-OURS_VARIABLES = frozenset({VAR_STATUS, VAR_POOL})
 _SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -95,7 +110,26 @@ class SpamReported:
     uniqueid: str
 
 
-Effect = CallEnded | CdrSeen | RecordingComplete | SpamReported
+@dataclass(frozen=True, slots=True)
+class ScreeningOutcome:
+    """What became of a screened inbound call (UserEvent TrustlineScreening): code words
+    only, anything else is "other"; no number."""
+
+    verdict: str
+    outcome: str
+    score: int | None
+    tries: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotDialled:
+    """The dialplan did not dial a call on a compliance refusal (UserEvent
+    TrustlineNotDialled); ``status`` a code word, anything else "other"."""
+
+    status: str
+
+
+Effect = CallEnded | CdrSeen | RecordingComplete | SpamReported | ScreeningOutcome | NotDialled
 
 
 class _Call:
@@ -204,7 +238,7 @@ class CallTracker:
         if variable in OURS_VARIABLES:
             if event.get("Value"):
                 self.track(event.get("Uniqueid", ""), event.get("Linkedid", ""), now)
-        elif variable == RECORDING_VARIABLE:
+        elif variable == VAR_MIXMONITOR_FILENAME:
             uniqueid, filename = event.get("Uniqueid", ""), event.get("Value", "")
             if uniqueid and filename:
                 files = self._recordings.setdefault(uniqueid, [])
@@ -279,12 +313,27 @@ class CallTracker:
         return [CdrSeen(uniqueid, event.get("Disposition", ""), billable, settles)]
 
     def _userevent(self, event: Mapping[str, str], now: float) -> list[Effect]:
-        if event.get("UserEvent") != SPAM_USEREVENT:
+        name = event.get("UserEvent")
+        if name == USEREVENT_SCREENING:
+            verdict = event.get(SCREENING_FIELD_VERDICT, "")
+            outcome = event.get(SCREENING_FIELD_OUTCOME, "")
+            return [
+                ScreeningOutcome(
+                    verdict if verdict in VERDICTS else "other",
+                    outcome if outcome in SCREENING_OUTCOMES else "other",
+                    _int(event.get(SCREENING_FIELD_SCORE)),
+                    _int(event.get(SCREENING_FIELD_TRIES)),
+                )
+            ]
+        if name == USEREVENT_NOT_DIALLED:
+            status = event.get(NOT_DIALLED_FIELD_STATUS, "")
+            return [NotDialled(status if status in NOT_DIALLED_STATUSES else "other")]
+        if name != USEREVENT_SPAM:
             return []
-        number = event.get("Number", "").strip()
+        number = event.get(SPAM_FIELD_NUMBER, "").strip()
         if not number or len(number) > 32:
             return []
-        source = clean_source(event.get("Source", ""))
+        source = clean_source(event.get(SPAM_FIELD_SOURCE, ""))
         return [SpamReported(number, source, event.get("Uniqueid", ""))]
 
     # -- re-sync after a gap in the event stream -------------------------------------------

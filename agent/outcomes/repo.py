@@ -1,7 +1,8 @@
 """SQL for call outcomes and answer rates, on the call_audit table (migration 0002).
 
-May: update the outcome columns of the call_audit row a decision wrote, read outcomes back for
-answer rates. Must not: create audit rows (the outbound service owns them) or hold state.
+May: update the outcome columns of the call_audit row a decision wrote (it owns those columns,
+see agent/store/__init__.py), read outcomes back for answer rates. Must not: create audit rows
+(the outbound repo owns them) or hold state.
 A channel that ran the outbound AGI twice has two rows; the last decision is the one dialled.
 """
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from agent.alerts.repo import AlertRepo, Incident
 from agent.config import Config
 from agent.errors import BadRequest
+from agent.outbound.reads import activity_between
 from agent.outcomes import report_html
 from agent.outcomes.repo import OutcomeRepo
 from agent.outcomes.stats import AnswerStats, aggregate
@@ -113,32 +114,13 @@ async def gather(db: Database, config: Config, monday: date) -> WeekReport:
     until = datetime.combine(
         last + timedelta(days=1), datetime.min.time(), default_zone
     ).timestamp()
-    report.spam_reports = await _count(
-        db,
-        "SELECT COUNT(*) FROM spam_reports WHERE ours = 1 AND reported_at >= ? AND reported_at < ?",
-        since,
-        until,
-    )
-    report.rested = await _count(
-        db,
-        "SELECT COUNT(DISTINCT number) FROM rests WHERE starts_at >= ? AND starts_at < ?",
-        since,
-        until,
-    )
-    report.quarantined = await _count(
-        db, "SELECT COUNT(*) FROM quarantines WHERE since >= ? AND since < ?", since, until
-    )
-    report.promoted = await _count(
-        db, "SELECT COUNT(*) FROM numbers WHERE promoted_at >= ? AND promoted_at < ?", since, until
-    )
+    # Outbound's and alerts' tables, through the named reads their owners publish.
+    activity = await activity_between(db, since, until)
+    report.spam_reports, report.rested = activity.spam_reports, activity.rested
+    report.quarantined, report.promoted = activity.quarantined, activity.promoted
     report.incidents = await AlertRepo(db).incidents_between(since, until)
     report.capacity = _capacity(config, report.pools)
     return report
-
-
-async def _count(db: Database, sql: str, since: float, until: float) -> int:
-    row = await db.fetchone(sql, (since, until))
-    return int(row[0]) if row else 0
 
 
 def _capacity(config: Config, pools: list[AnswerStats]) -> list[Capacity]:

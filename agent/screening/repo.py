@@ -1,7 +1,9 @@
 """The SQL of screening: lists, their version, decisions, and the callback look-up.
 
 Talks to the store only through ``agent.store.Database``; no policy, no plain caller numbers
-written (decisions carry a keyed hash and a masked form).
+written (decisions carry a keyed hash and a masked form). Writes only screening's own tables;
+the callback look-up reads who we called through agent.outbound.reads (call_audit is the
+outbound feature's table).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.outbound.reads import CallHistory
 from agent.store import Database
 
 LIST_KINDS = ("allow", "block")
@@ -40,6 +43,8 @@ class DecisionRow:
 class ScreeningRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # call_audit is the outbound feature's table: read through its named queries.
+        self._calls = CallHistory(db)
 
     async def lists_version(self) -> int:
         row = await self._db.fetchone("SELECT lists_version FROM screening_state WHERE id = 1")
@@ -85,37 +90,21 @@ class ScreeningRepo:
                 )
         return count > 0
 
+    # -- the callback look-up: outbound's call_audit, through its named reads ---------------
+
     async def last_audit_id(self) -> int:
-        row = await self._db.fetchone("SELECT MAX(id) FROM call_audit")
-        return int(row[0]) if row and row[0] is not None else 0
+        return await self._calls.last_audit_id()
 
     async def latest_calls(self, since: float, *, up_to_id: int) -> dict[str, float]:
-        """Each (hashed) number we called since ``since``, with the time of the latest call."""
-        rows = await self._db.fetchall(
-            "SELECT callee_hash, MAX(at) FROM call_audit WHERE at >= ? AND id <= ?"
-            " AND callee_hash IS NOT NULL GROUP BY callee_hash",
-            (since, up_to_id),
-        )
-        return {r[0]: float(r[1]) for r in rows}
+        return await self._calls.latest_calls(since, up_to_id=up_to_id)
 
     async def audit_after(
         self, last_id: int, limit: int, *, since: float | None = None
     ) -> list[tuple[int, str | None, float]]:
-        """Outbound calls recorded after row ``last_id`` (and at or after ``since``): (id,
-        callee hash or None, time)."""
-        rows = await self._db.fetchall(
-            "SELECT id, callee_hash, at FROM call_audit WHERE id > ? AND at >= ?"
-            " ORDER BY id LIMIT ?",
-            (last_id, float("-inf") if since is None else since, limit),
-        )
-        return [(int(r[0]), r[1], float(r[2])) for r in rows]
+        return await self._calls.audit_after(last_id, limit, since=since)
 
     async def latest_call(self, callee_hash: str) -> float | None:
-        """When we last called this (hashed) number, if ever (index call_audit_callee)."""
-        row = await self._db.fetchone(
-            "SELECT MAX(at) FROM call_audit WHERE callee_hash = ?", (callee_hash,)
-        )
-        return float(row[0]) if row and row[0] is not None else None
+        return await self._calls.latest_call(callee_hash)
 
     async def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
         """Store decisions; one multi-row INSERT per chunk (one statement is one transaction:

@@ -1,0 +1,124 @@
+"""pools.toml's schema: what each section may hold, checked by pydantic before numbers are
+resolved (agent.config does that). Types are strict and every number bounded.
+
+No I/O, no state; the feature sections ([screening], [alerts], [reputation], drift keys,
+compliance) come from their own feature packages.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
+
+from agent.alerts.config import AlertsConfig
+from agent.compliance.config import ComplianceConfig
+from agent.outcomes.config import DriftFields, PoolDriftFields, ReputationConfig
+from agent.screening.config import ScreeningConfig
+
+OnExhausted = Literal["fallback", "borrow_reserve", "refuse"]
+CNAM_MAX = 15  # caller-name databases keep 15 characters
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Bounds: wide enough for any real centre, narrow enough that a typo cannot park a number
+# forever (rest_hours = inf) or make a cap meaningless.
+MAX_CAP = 100_000
+MAX_DAYS = 366
+
+
+def _count(default: int | None, low: int = 1, high: int = MAX_CAP) -> Any:
+    return Field(default, ge=low, le=high)
+
+
+def _span(default: float | None, high: float) -> Any:
+    return Field(default, gt=0, le=high, allow_inf_nan=False)
+
+
+class NumberEntry(_Strict):
+    number: str
+    name: str
+    daily_cap: StrictInt | None = _count(None)
+    active: StrictBool = True
+
+    @field_validator("name")
+    @classmethod
+    def _cnam(cls, v: str) -> str:
+        if any(unicodedata.category(ch).startswith("C") for ch in v):
+            raise ValueError("caller name must not contain control characters")
+        if not v.strip():
+            raise ValueError("caller name must not be empty")
+        if len(v) > CNAM_MAX:
+            raise ValueError(f"caller name is {len(v)} characters; CNAM allows at most {CNAM_MAX}")
+        return v
+
+
+class PoolRulesFields(PoolDriftFields):
+    """Thresholds a pool may override; None means 'take [defaults]'."""
+
+    timezone: str | None = None
+    region: str | None = None
+    daily_cap: StrictInt | None = _count(None)
+    intensive_threshold: StrictInt | None = _count(None)
+    intensive_days_before_rest: StrictInt | None = _count(None, high=MAX_DAYS)
+    rest_hours: StrictFloat | None = _span(None, 24 * MAX_DAYS)
+    reports_to_quarantine: StrictInt | None = _count(None)
+    quarantine_days: StrictFloat | None = _span(None, MAX_DAYS)
+    on_exhausted: OnExhausted | None = None
+    min_active: StrictInt | None = _count(None, low=0)
+    warmup_days: StrictInt | None = _count(None, low=0, high=MAX_DAYS)
+
+
+class DefaultsSection(DriftFields):
+    timezone: str = "Europe/Paris"
+    region: str = "FR"
+    daily_cap: StrictInt = _count(80)
+    intensive_threshold: StrictInt = _count(60)
+    intensive_days_before_rest: StrictInt = _count(3, high=MAX_DAYS)
+    rest_hours: StrictFloat = _span(48, 24 * MAX_DAYS)
+    reports_to_quarantine: StrictInt = _count(2)
+    quarantine_days: StrictFloat = _span(7, MAX_DAYS)
+    on_exhausted: OnExhausted = "fallback"
+    min_active: StrictInt = _count(0, low=0)
+    # A reserve number promoted into a pool ramps its cap up over this many days.
+    warmup_days: StrictInt = _count(3, low=0, high=MAX_DAYS)
+
+
+class PoolSection(PoolRulesFields):
+    purposes: list[str] = Field(default_factory=list)
+    # One of this pool's numbers, or a number declared in [screening] own_numbers.
+    fallback: str | None = None
+    reserve: StrictBool = False
+    numbers: list[NumberEntry] = Field(min_length=1)
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p):
+                raise ValueError(f"purpose {p!r}: use letters, digits, '-' or '_' (at most 32)")
+        return v
+
+
+class ConfigFile(_Strict):
+    """The file's structure, before numbers are resolved."""
+
+    defaults: DefaultsSection = DefaultsSection()
+    pools: dict[str, PoolSection] = Field(min_length=1)
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    reputation: ReputationConfig = Field(default_factory=ReputationConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
