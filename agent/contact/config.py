@@ -8,10 +8,11 @@ name a secret *file*, read when a message is sent. No I/O, no live state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,17 @@ from agent import phone
 from agent.contact.templates import body_problem, template_problem
 
 Loc = tuple[int | str, ...]
+
+
+def _template(text: str) -> str:
+    problem = template_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+# Checked one by one, so a problem is reported at its own line (contact.templates.<purpose>).
+Template = Annotated[str, AfterValidator(_template)]
 
 
 class _Strict(BaseModel):
@@ -102,19 +114,10 @@ class ContactConfig(_Strict):
     sms_lead_minutes: StrictInt = Field(20, ge=0, le=24 * 60)
     date_format: str = "%d/%m"
     time_format: str = "%Hh%M"
-    templates: dict[str, str] = Field(default_factory=dict)  # purpose -> SMS text
+    templates: dict[str, Template] = Field(default_factory=dict)  # purpose -> SMS text
     sms: SmsSection | None = None
     vcard: VcardSection = VcardSection()
     pools: dict[str, ContactPool] = Field(default_factory=dict)
-
-    @field_validator("templates")
-    @classmethod
-    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
-        for purpose, text in v.items():
-            problem = template_problem(text)
-            if problem:
-                raise ValueError(f"templates.{purpose}: {problem}")
-        return v
 
     def pin_hours_for(self, pool: str) -> float:
         own = self.pools.get(pool)
@@ -161,7 +164,3 @@ def contact_of(config: Any) -> ContactConfig:
 def inbound_numbers(contact: ContactConfig, pool: str, region: str) -> list[str]:
     own = contact.pools.get(pool)
     return [phone.to_e164(n, region) for n in own.inbound] if own else []
-
-
-def templates_for(contact: ContactConfig) -> Mapping[str, str]:
-    return contact.templates
