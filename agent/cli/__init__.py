@@ -82,7 +82,16 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
-    from agent.cli import db, outbound, packaging, recordings, reputation, screening, stats
+    from agent.cli import (
+        contact,
+        db,
+        outbound,
+        packaging,
+        recordings,
+        reputation,
+        screening,
+        stats,
+    )
 
     parser = _Parser(
         prog="trustline",
@@ -92,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for feature in (outbound, stats, screening, recordings, reputation, db, packaging):
+    # contact after outbound: it adds `numbers import` under outbound's `numbers`.
+    for feature in (outbound, contact, stats, screening, recordings, reputation, db, packaging):
         feature.register(sub)
     return parser
 
