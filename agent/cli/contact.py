@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from agent.cli import EX_DATAERR, EX_OK, EX_USAGE, common_options
+from agent.cli import EX_DATAERR, EX_OK, EX_USAGE, add_json_flag, common_options, offline
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,6 +37,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--pool", required=True, help="pool to add the numbers to")
     p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     p.set_defaults(handler=_import)
+
+    cnam = sub.add_parser("cnam", help="caller names (CNAM): provisioned at the carrier vs wanted")
+    cnam_sub = cnam.add_subparsers(dest="cnam_action", required=True, metavar="ACTION")
+    p = cnam_sub.add_parser(
+        "status",
+        parents=common,
+        help="numbers whose carrier name differs from pools.toml or is still propagating",
+    )
+    p.add_argument("--all", action="store_true", help="also list numbers that are in order")
+    add_json_flag(p)
+    p.set_defaults(handler=_cnam_status)
+    p = cnam_sub.add_parser(
+        "set-provisioned",
+        parents=common,
+        help="record the name the carrier was asked to show for a number, and when",
+    )
+    p.add_argument("number")
+    p.add_argument("name")
+    p.add_argument(
+        "--on", help="date (YYYY-MM-DD, or with a time) in the pools' time zone; default now"
+    )
+    p.add_argument("--force", action="store_true", help="record it despite the 7-day rule")
+    p.set_defaults(handler=_cnam_set)
 
 
 async def _import(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,3 +102,69 @@ def _summary(result: ImportResult, args: argparse.Namespace, pools_path: Path) -
         print(f"{label:<10} {len(rows):>6}")
     for verdict in sorted(dup + bad, key=lambda v: v.line):
         print(f"line {verdict.line}: {verdict.number}: {verdict.outcome}: {verdict.reason}")
+
+
+def _parse_on(text: str | None, settings: Settings, now: float) -> float:
+    from datetime import datetime
+
+    from agent.errors import BadRequest
+
+    if text is None:
+        return now
+    config = offline.pools(settings, "cnam set-provisioned")
+    zone = next(iter(config.pools.values())).rules.timezone
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"--on {text!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    return (when if when.tzinfo else when.replace(tzinfo=zone)).timestamp()
+
+
+async def _cnam_set(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.clock import SystemClock
+    from agent.contact.registry import CnamRegistry
+
+    config = offline.pools(settings, "cnam set-provisioned")
+    clock = SystemClock()
+    on = _parse_on(args.on, settings, clock.now())
+    async with offline.admin_store(settings) as db:
+        st = await CnamRegistry(db, clock).set_provisioned(
+            config, args.number, args.name, on, force=args.force
+        )
+    print(
+        f"{st.number}: provisioned {st.provisioned!r}; {st.state}"
+        + (f" ({st.detail})" if st.detail else "")
+    )
+    return EX_OK
+
+
+async def _cnam_status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from agent.clock import SystemClock
+    from agent.contact.registry import CnamRegistry
+
+    config = offline.pools(settings, "cnam status")
+    async with offline.admin_store(settings) as db:
+        rows = await CnamRegistry(db, SystemClock()).status(config)
+    shown = [r for r in rows if args.all or r.state != "ok"]
+    if args.json:
+        for r in shown:
+            print(
+                json.dumps(
+                    {
+                        "number": r.number,
+                        "wanted": r.wanted,
+                        "provisioned": r.provisioned,
+                        "state": r.state,
+                        "detail": r.detail,
+                    }
+                )
+            )
+        return EX_OK
+    print(f"{'number':<16} {'state':<18} {'wanted':<16} {'provisioned':<16} detail")
+    for r in shown:
+        print(f"{r.number:<16} {r.state:<18} {r.wanted:<16} {r.provisioned or '-':<16} {r.detail}")
+    ok = sum(1 for r in rows if r.state == "ok")
+    print(f"{ok} of {len(rows)} numbers show their wanted name everywhere")
+    return EX_OK
