@@ -111,6 +111,7 @@ class Agent:
         first_start = s.database_url is None and not s.database_path.exists()
         self.db = await open_store(s, wait=False)
         self._stoppers.append(self.db.close)
+        await self.db.start_checkpoints()  # own connection and timer, never inside a claim
         hash_key = load_hash_key(s.hash_key_path)
 
         await self._start_alerts(config)
@@ -120,14 +121,8 @@ class Agent:
             on_alert=[self.metrics.on_alert, self.alerts.raise_soon],
         )
         self.outbound = OutboundService(self.db, self.clock, config, hash_key, hooks)
-        try:
-            await self.outbound.start()
-        except StoreError as exc:
-            # PostgreSQL not there yet: serve (every call gets its pool's fallback) and retry.
-            log.error("outbound: %s; calls get the fallback until the store answers", exc)
-            self._tasks.append(
-                asyncio.create_task(self._start_outbound_later(), name="outbound-start")
-            )
+        # PostgreSQL not there yet: serve (every call gets its pool's fallback) and retry.
+        await self._start_or_retry(self.outbound.start, "outbound")
         self._stoppers.append(self.outbound.stop)
         self.metrics.watch_usable(self.outbound.usable_by_pool)
 
@@ -223,30 +218,49 @@ class Agent:
                 log.exception("trustline: a component did not stop cleanly")
         log.info("trustline: stopped")
 
-    async def _start_outbound_later(self, initial: float = 0.5, maximum: float = 5.0) -> None:
-        assert self.outbound is not None
+    async def _start_or_retry(self, start: Callable[[], Awaitable[None]], what: str) -> None:
+        """Start a component that reads the store; when the store does not answer (PostgreSQL
+        down at start), the agent starts anyway and the component is started again, with
+        backoff, until the store answers."""
+        try:
+            await start()
+        except StoreError as exc:
+            log.error("%s: %s; starting without the store and retrying", what, exc)
+            task = asyncio.create_task(self._start_later(start, what), name=f"{what}-start")
+            self._tasks.append(task)
+
+    async def _start_later(
+        self,
+        start: Callable[[], Awaitable[None]],
+        what: str,
+        initial: float = 0.5,
+        maximum: float = 5.0,
+    ) -> None:
         delay = initial
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.outbound.start()
+                await start()
             except StoreError as exc:
                 delay = min(maximum, delay * 2)
-                log.warning("outbound: %s; retrying in %.1f s", exc, delay)
+                log.warning("%s: %s; retrying in %.1f s", what, exc, delay)
                 continue
-            log.info("outbound: store reached, serving from the store")
+            log.info("%s: store reached", what)
             return
 
     # -- the reputation loop: alerts, drift, reputation lookups, the weekly report ----------
     async def _start_alerts(self, config: Config) -> None:
         assert self.db is not None
         alert_metrics = AlertMetrics(self.metrics.registry)
-        self.alerts = AlertService(
+        alerts = self.alerts = AlertService(
             self.db, self.clock, load_webhooks(config.raw.alerts, config.source)
         )
-        alert_metrics.seed(await self.alerts.incidents(open_only=True))
-        self.alerts.on_change.append(alert_metrics.on_change)
-        alerts = self.alerts
+
+        async def seed_metrics() -> None:
+            alert_metrics.seed(await alerts.incidents(open_only=True))
+
+        await self._start_or_retry(seed_metrics, "alerts")
+        alerts.on_change.append(alert_metrics.on_change)
         deliverer = Deliverer(
             self.db,
             self.clock,
@@ -264,9 +278,9 @@ class Agent:
         self.scanner = ReputationScanner(self.db, self.clock, self.alerts)
         self.outcomes = OutcomesService(self.db, self.clock, self.alerts, self.scanner)
         await self._reputation_config_changed(config)
-        await self.scanner.start()
+        await self._start_or_retry(self.scanner.start, "reputation")
         self._stoppers.append(self.scanner.stop)
-        await self.outcomes.start()
+        await self._start_or_retry(self.outcomes.start, "outcomes")
         weekly = WeeklyReporter(
             self.db,
             self.clock,

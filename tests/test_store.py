@@ -103,3 +103,85 @@ async def test_a_transaction_cancelled_while_waiting_for_the_lock_is_undone(tmp_
     rows = await db.fetchall("SELECT message FROM alerts")
     await db.close()
     assert [r[0] for r in rows] == ["next"]
+
+
+async def test_migration_masks_spam_reports_of_numbers_not_ours(tmp_path: Path) -> None:
+    import sqlite3
+
+    from agent.store.db import _migrations
+
+    # A store as it was before 0007: a stranger's number in clear, and one of ours.
+    db = await open_database(tmp_path / "t.db", migrate=False)
+    await db.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for version, name, sql in _migrations():
+        if version >= 7:
+            break
+        conn = sqlite3.connect(tmp_path / "t.db")
+        conn.executescript(sql)
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+        conn.commit()
+        conn.close()
+    await db.execute(
+        "INSERT INTO spam_reports (number, reported_at, day, source, ours)"
+        " VALUES ('+12125550100', 1, '2026-11-17', 'ivr', 0),"
+        " ('+33142000001', 1, '2026-11-17', 'ivr', 1)"
+    )
+    await db.close()
+    db = await open_database(tmp_path / "t.db")
+    rows = await db.fetchall("SELECT number, ours FROM spam_reports ORDER BY id")
+    await db.close()
+    assert [tuple(r) for r in rows] == [("***0100", 0), ("+33142000001", 1)]
+
+
+async def test_checkpoints_run_on_their_own_connection_not_inside_writes(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "t.db")
+    try:
+        await db.start_checkpoints(interval=3600)  # the timer never fires during this test
+        for i in range(600):  # 4 KiB rows: past the 1,000-page auto-checkpoint of a default store
+            await db.execute(
+                "INSERT INTO alerts (at, kind, message) VALUES (?, 'k', ?)", (i, "x" * 4000)
+            )
+        # No commit copied the WAL back: writes only append while the checkpointer is in charge
+        # (SQLite's default would have copied it back and restarted it past 1,000 frames).
+        frames, copied = await db.reads.checkpoint()
+        assert frames > 1000 and copied == frames
+        # Background reads see every committed write, on their own connection.
+        assert (await db.reads.fetchone("SELECT COUNT(*) FROM alerts"))[0] == 600
+        with pytest.raises(StoreError):
+            await db.reads.execute("DELETE FROM alerts")  # the reads connection cannot write
+    finally:
+        await db.close()
+
+
+async def test_a_rest_decided_twice_is_stored_once(tmp_path: Path) -> None:
+    # Two agents may both see a number reach its intensive threshold (units come in grants).
+    db = await open_database(tmp_path / "t.db")
+    repo = OutboundRepo(db)
+    try:
+        await repo.add_rest("+33142000001", 100.0, 200.0, "intensive_days")
+        await repo.add_rest("+33142000001", 100.0, 200.0, "intensive_days")
+        await repo.add_rest("+33142000002", 100.0, 200.0, "intensive_days")
+        assert len(await repo.rests_after(0.0)) == 2
+    finally:
+        await db.close()
+
+
+async def test_grants_take_what_is_left_and_say_how_much(tmp_path: Path) -> None:
+    first = await open_database(tmp_path / "t.db")
+    second = await open_database(tmp_path / "t.db")  # another agent
+    try:
+        a, b = OutboundRepo(first), OutboundRepo(second)
+        assert await a.grant_many([("+1", "d", 10, 4), ("+2", "d", 3, 5)]) == {
+            "+1": (4, 4),
+            "+2": (3, 3),
+        }
+        assert await b.grant_many([("+1", "d", 10, 5), ("+2", "d", 3, 1)]) == {"+1": (9, 5)}
+        assert await a.grant_many([("+1", "d", 10, 5)]) == {"+1": (10, 1)}
+        await b.give_back("+1", "d", 2)  # units no call used
+        assert await a.claim("+1", "d", 10) == 9
+    finally:
+        await first.close()
+        await second.close()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from agent.errors import BadRequest, StoreError
-from agent.settings import Settings
 from agent.store import Database, open_database, redact
 from agent.store.base import parse_url
+
+if TYPE_CHECKING:  # the settings model loads pydantic: not on the --help path
+    from agent.settings import Settings
 
 _CHUNK = 1000
 # Rows the migrations insert themselves (one-row state tables): replaced by the source's.

@@ -71,6 +71,9 @@ def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
     return reports_today >= rules.reports_to_quarantine
 
 
+LEASE_UNITS = 4  # at most this many units of a number's cap held ahead of demand
+
+
 @dataclass(slots=True)
 class NumberState:
     """What the policy knows of one number right now."""
@@ -84,6 +87,8 @@ class NumberState:
     day: date | None = None  # the day ``used`` counts for
     used: int = 0
     reserved: int = 0  # claims sent to the store and not yet confirmed
+    held: int = 0  # units of today's cap counted in the store, held here for the next calls
+    rest_checked: date | None = None  # the day whose intensive threshold was already seen
     last_used_at: float = 0.0
     rest_windows: list[tuple[float, float]] = field(default_factory=list)
     quarantined_until: float | None = None
@@ -101,6 +106,19 @@ class NumberState:
 
     def quarantined(self, now: float) -> bool:
         return self.quarantined_until is not None and now < self.quarantined_until
+
+    def committed(self) -> int:
+        """Calls counted or on their way to be counted today (the lease held here aside)."""
+        return self.used - self.held + self.reserved
+
+    def may_claim(self, cap: int) -> bool:
+        """A call can get this number now: from the lease, or the store may still have room."""
+        return self.held > 0 or self.used + self.reserved < cap
+
+    def lease_target(self, cap: int) -> int:
+        """How many units to hold ahead of demand: a few, never from the last eighth of the
+        cap, so a unit idle here rarely stands between another agent and its last calls."""
+        return max(0, min(LEASE_UNITS, (cap - self.used - self.reserved) // 8))
 
     def healthy(self, now: float) -> bool:
         """Usable in principle: active, not resting, not quarantined (cap aside)."""
@@ -129,6 +147,7 @@ class Selector:
         self._where: dict[str, tuple[str, str | None]] = {}
         self._order = itertools.count()
         self._pushes = 0  # since the last compaction
+        self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
 
     def __len__(self) -> int:
         return len(self._where)
@@ -139,9 +158,11 @@ class Selector:
     def put(
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
     ) -> None:
+        self.discard(number)
         gen = self._generation.get(number, 0) + 1
         self._generation[number] = gen
         self._where[number] = (pool, presence)
+        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
         entry = (used, last_used_at, next(self._order), number, gen)
         heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
@@ -163,8 +184,10 @@ class Selector:
         return {key: len(heap) for key, heap in self._heaps.items()}
 
     def discard(self, number: str) -> None:
-        if self._where.pop(number, None) is not None:
+        where = self._where.pop(number, None)
+        if where is not None:
             self._generation[number] = self._generation.get(number, 0) + 1
+            self._per_pool[where[0]] -= 1
 
     def discard_pool(self, pool: str) -> None:
         for number, (p, _) in list(self._where.items()):
@@ -188,7 +211,7 @@ class Selector:
         return None
 
     def count(self, pool: str) -> int:
-        return sum(1 for p, _ in self._where.values() if p == pool)
+        return self._per_pool.get(pool, 0)
 
 
 def plan_promotions(

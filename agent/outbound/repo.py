@@ -1,8 +1,10 @@
 """SQL of the outbound engine: numbers, daily usage, rests, reports, quarantine, audit, alerts.
 
-The only place the cap is enforced for good: ``claim`` increments a number's count for a day
-in one statement that refuses to pass the cap, so concurrent calls and several agents can
-never hand out more than the cap. Nothing here decides policy.
+The only place the cap is enforced for good: ``grant_many`` (and ``claim``) add to numbers'
+counts for a day in one statement that never passes a cap and says how many units each took,
+so concurrent calls and several agents can never hand out more than the cap; ``give_back``
+uncounts units no call used. Nothing here decides policy. Portable SQL only (upsert with
+ON CONFLICT, RETURNING, CASE): the same statements run on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.store import Database
@@ -26,6 +28,7 @@ class NumberRow:
     promoted_at: float | None
     active: bool
     last_used_at: float | None
+    presence: str | None = None  # '' = no area; None = not computed yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +44,18 @@ class AuditRecord:
     case_ref: str | None
 
 
-# One statement claims a batch of distinct numbers: each row is counted only while under its
-# cap, and RETURNING lists the rows that were counted.
-_CLAIM_HEAD = "INSERT INTO daily_usage (number, day, used, cap) VALUES "
+# One statement claims a batch of distinct numbers, several units each: each row takes at most
+# what is left under its cap (all SET expressions read the old row), and RETURNING lists the
+# rows that took something, with their new count and how many units they took.
+_GRANT = (
+    "CASE WHEN excluded.cap - daily_usage.used < excluded.granted"
+    " THEN excluded.cap - daily_usage.used ELSE excluded.granted END"
+)
+_CLAIM_HEAD = "INSERT INTO daily_usage (number, day, used, cap, granted) VALUES "
 _CLAIM_TAIL = (
-    " ON CONFLICT (number, day) DO UPDATE SET used = daily_usage.used + 1, cap = excluded.cap"
-    " WHERE daily_usage.used < excluded.cap RETURNING number, used"
+    f" ON CONFLICT (number, day) DO UPDATE SET granted = {_GRANT},"
+    f" used = daily_usage.used + {_GRANT}, cap = excluded.cap"
+    " WHERE daily_usage.used < excluded.cap RETURNING number, used, granted"
 )
 
 
@@ -60,16 +69,32 @@ class OutboundRepo:
 
     # -- numbers ---------------------------------------------------------------------------
     async def sync_numbers(self, numbers: Iterable[tuple[str, str, bool]]) -> None:
-        """Make the numbers table match the config: (E.164, home pool, active)."""
+        """Make the numbers table match the config: (E.164, home pool, active).
+
+        Only rows that differ are written, so a restart with 100,000 unchanged numbers reads
+        the table once and writes nothing."""
         rows = list(numbers)
         async with self.db.transaction():
-            await self.db.execute("UPDATE numbers SET active = 0")
-            await self.db.executemany(
-                "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
-                "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
-                "active = excluded.active",
-                [(number, pool, int(active)) for number, pool, active in rows],
-            )
+            stored = {
+                r[0]: (r[1], bool(r[2]))
+                for r in await self.db.fetchall("SELECT number, home_pool, active FROM numbers")
+            }
+            wanted = {number for number, _, _ in rows}
+            gone = [(n,) for n, (_, active) in stored.items() if active and n not in wanted]
+            if gone:
+                await self.db.executemany("UPDATE numbers SET active = 0 WHERE number = ?", gone)
+            changed = [
+                (number, pool, int(active))
+                for number, pool, active in rows
+                if stored.get(number) != (pool, active)
+            ]
+            if changed:
+                await self.db.executemany(
+                    "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
+                    "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
+                    "active = excluded.active",
+                    changed,
+                )
             # A promotion into a pool that no longer exists ends with the config change.
             pools = {pool for _, pool, _ in rows}
             for row in await self.db.fetchall(
@@ -84,9 +109,16 @@ class OutboundRepo:
 
     async def numbers(self) -> list[NumberRow]:
         rows = await self.db.fetchall(
-            "SELECT number, home_pool, serving_pool, promoted_at, active, last_used_at FROM numbers"
+            "SELECT number, home_pool, serving_pool, promoted_at, active, last_used_at, presence"
+            " FROM numbers"
         )
-        return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+        return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+
+    async def set_presences(self, presences: Iterable[tuple[str, str]]) -> None:
+        await self.db.executemany(
+            "UPDATE numbers SET presence = ? WHERE number = ?",
+            [(presence, number) for number, presence in presences],
+        )
 
     async def set_serving_pool(self, number: str, pool: str | None, at: float | None) -> None:
         await self.db.execute(
@@ -100,15 +132,35 @@ class OutboundRepo:
         return (await self.claim_many([(number, day, cap)])).get(number)
 
     async def claim_many(self, claims: Sequence[tuple[str, str, int]]) -> dict[str, int]:
-        """Claim distinct numbers at once: {number: new count} for those under their cap."""
-        if len({number for number, _, _ in claims}) != len(claims):
+        """Claim one unit of distinct numbers at once: {number: new count} for those under cap."""
+        got = await self.grant_many([(number, day, cap, 1) for number, day, cap in claims])
+        return {number: used for number, (used, _) in got.items()}
+
+    async def grant_many(
+        self, claims: Sequence[tuple[str, str, int, int]]
+    ) -> dict[str, tuple[int, int]]:
+        """Take up to ``want`` units of each of distinct numbers at once, never past its cap.
+
+        ``claims`` are (number, day, cap, want); returns {number: (new count, units taken)} for
+        the numbers that took at least one unit (the units taken are the last ones counted).
+        """
+        if len({number for number, _, _, _ in claims}) != len(claims):
             raise ValueError("a claim batch names each number once")
         params: list[object] = []
         # Sorted: two agents' batches lock rows in one order on PostgreSQL (no deadlock).
-        for number, day, cap in sorted(claims):
-            params += (number, day, cap)
-        sql = _CLAIM_HEAD + ",".join(["(?, ?, 1, ?)"] * len(claims)) + _CLAIM_TAIL
-        return {row[0]: int(row[1]) for row in await self.db.fetchall(sql, params)}
+        for number, day, cap, want in sorted(claims):
+            first = max(0, min(want, cap))
+            params += (number, day, first, cap, first)
+        sql = _CLAIM_HEAD + ",".join(["(?, ?, ?, ?, ?)"] * len(claims)) + _CLAIM_TAIL
+        rows = await self.db.fetchall(sql, params)
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows if int(row[2]) > 0}
+
+    async def give_back(self, number: str, day: str, units: int) -> None:
+        """Uncount ``units`` claimed for ``number`` on ``day`` that no call used."""
+        await self.db.execute(
+            "UPDATE daily_usage SET used = used - ? WHERE number = ? AND day = ? AND used >= ?",
+            (units, number, day, units),
+        )
 
     async def usage_since(self, day: str) -> list[tuple[str, str, int]]:
         rows = await self.db.fetchall(
@@ -129,7 +181,8 @@ class OutboundRepo:
     # -- rests and quarantine --------------------------------------------------------------
     async def add_rest(self, number: str, start: float, end: float, reason: str) -> None:
         await self.db.execute(
-            "INSERT INTO rests (number, starts_at, ends_at, reason) VALUES (?, ?, ?, ?)",
+            "INSERT INTO rests (number, starts_at, ends_at, reason) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (number, starts_at) DO NOTHING",
             (number, start, end, reason),
         )
 
@@ -239,32 +292,60 @@ class OutboundRepo:
             )
 
 
+Spare = Callable[[str, str, int, int, int], None]
+
+
+@dataclass(slots=True)
+class _Wanted:
+    day: str
+    cap: int
+    waiters: list[asyncio.Future[int | None]]
+    extra: int = 0  # units asked beyond the waiters (a lease to refill)
+
+
 class ClaimBatcher:
     """Group commit for claims: every claim waiting while a batch runs goes in the next one.
 
-    One round trip to the database thread and one SQLite commit serve a whole batch, so the
-    cost per call falls as load rises. A number appears once per batch (a second claim on it
-    waits for the next batch); each claim's future gets its new count or None (at cap).
+    Claims on one number are merged into one row of the batch that asks for as many units as
+    there are calls waiting on it (plus any lease refill), so calls on a small pool never
+    queue behind each other. One round trip and one commit serve a whole batch. Each claim's
+    future gets its own count (an ordinal in the day) or None (at cap). Units taken for a call
+    that went away meanwhile, and refills, go to ``on_spare(number, day, refill asked, units,
+    count)`` (called for every row that asked a refill or has units left over, with 0 units
+    when the batch failed): the caller keeps them as a lease or gives them back, so no unit is
+    lost or spent for nothing.
     """
 
-    def __init__(self, repo: OutboundRepo, *, max_batch: int = 200) -> None:
+    def __init__(self, repo: OutboundRepo, on_spare: Spare, *, max_batch: int = 200) -> None:
         self._repo = repo
+        self._on_spare = on_spare
         self._max_batch = max_batch
-        self._pending: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
+        self._pending: dict[tuple[str, str], _Wanted] = {}
         self._runner: asyncio.Task[None] | None = None
+
+    def _wanted(self, number: str, day: str, cap: int) -> _Wanted:
+        wanted = self._pending.get((number, day))
+        if wanted is None:
+            wanted = self._pending[(number, day)] = _Wanted(day, cap, [])
+        wanted.cap = cap
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="claim-batcher")
+        return wanted
 
     def claim(self, number: str, day: str, cap: int) -> asyncio.Future[int | None]:
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((number, day, cap, future))
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run(), name="claim-batcher")
+        self._wanted(number, day, cap).waiters.append(future)
         return future
+
+    def refill(self, number: str, day: str, cap: int, units: int) -> None:
+        """Ask for ``units`` more than the calls need, in the next batch (for a lease)."""
+        self._wanted(number, day, cap).extra += units
 
     def withdraw(self, future: asyncio.Future[int | None]) -> bool:
         """Take back a claim not yet sent (its call moved on); False once it is on its way."""
-        for i, item in enumerate(self._pending):
-            if item[3] is future:
-                del self._pending[i]
+        for wanted in self._pending.values():
+            if future in wanted.waiters:
+                wanted.waiters.remove(future)
                 future.cancel()
                 return True
         return False
@@ -272,26 +353,44 @@ class ClaimBatcher:
     async def _run(self) -> None:
         try:
             while self._pending:
-                batch: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
-                later: list[tuple[str, str, int, asyncio.Future[int | None]]] = []
+                batch: list[tuple[str, _Wanted]] = []
                 seen: set[str] = set()
-                for item in self._pending:
-                    if item[0] in seen or len(batch) >= self._max_batch:
-                        later.append(item)
-                    else:
-                        batch.append(item)
-                        seen.add(item[0])
-                self._pending = later
-                try:
-                    counts = await self._repo.claim_many([(n, d, c) for n, d, c, _ in batch])
-                except Exception as exc:
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                for key, wanted in list(self._pending.items()):
+                    if len(batch) >= self._max_batch:
+                        break
+                    if key[0] in seen:  # the same number for another day (midnight): next batch
+                        continue
+                    del self._pending[key]
+                    if wanted.waiters or wanted.extra:
+                        batch.append((key[0], wanted))
+                        seen.add(key[0])
+                if not batch:
                     continue
-                for number, _, _, future in batch:
-                    if not future.done():
-                        future.set_result(counts.get(number))
+                rows = [(n, w.day, w.cap, len(w.waiters) + w.extra) for n, w in batch]
+                try:
+                    granted = await self._repo.grant_many(rows)
+                except Exception as exc:
+                    for number, wanted in batch:
+                        for future in wanted.waiters:
+                            if not future.done():
+                                future.set_exception(exc)
+                        if wanted.extra:
+                            self._on_spare(number, wanted.day, wanted.extra, 0, 0)
+                    continue
+                for number, wanted in batch:
+                    used, units = granted.get(number, (0, 0))
+                    ordinal = used - units
+                    for future in wanted.waiters:
+                        if future.done():  # its call went away after the claim was sent
+                            continue
+                        if units:
+                            ordinal += 1
+                            units -= 1
+                            future.set_result(ordinal)
+                        else:
+                            future.set_result(None)
+                    if units or wanted.extra:
+                        self._on_spare(number, wanted.day, wanted.extra, units, used)
         finally:
             self._runner = None
 

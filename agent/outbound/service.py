@@ -4,6 +4,14 @@ Holds the in-memory view of every number (for O(log n) ranking) and keeps it in 
 store, which stays the source of truth: the cap is enforced by the store's atomic claim, and
 changes made by other processes (CLI, another agent) are picked up through the store's state
 version. Policy comes from agent.outbound.policy; this module sequences I/O around it.
+
+Cap units: a call takes a unit from its number's lease when one is held (no store round trip),
+else waits for a batched claim. A lease is a few units counted in the store ahead of demand,
+or units claimed for a call that meanwhile got its fallback: they serve the next calls, and go
+back to the store when idle for LEASE_IDLE_SECONDS, at the pool's midnight and at stop, so the
+store ends up counting exactly the calls that were handed a number. Health (promotions) is
+re-planned only for pools where an event (rest or quarantine starting or ending, a new day,
+a report, a reload) changed it.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from agent import contract, phone
 from agent.clock import Clock
@@ -25,6 +33,7 @@ from agent.outbound.policy import (
     Selector,
     intensive_rest,
     local_day,
+    next_midnight,
     plan_promotions,
     quarantine_due,
 )
@@ -32,6 +41,8 @@ from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, Outbound
 from agent.store import Database
 
 log = logging.getLogger(__name__)
+
+LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +54,21 @@ class Decision:
     name: str | None = None  # caller name (CNAM)
 
 
+# The state of a reported number after its report (ReportResult.state).
+REPORT_QUARANTINED = "quarantined"  # out of its pool (by this report or an earlier one)
+REPORT_IN_POOL = "in_pool"  # one of ours, still handed out from its pool
+REPORT_UNKNOWN = "unknown"  # a valid number that is not one of ours: recorded as a keyed hash
+REPORT_INVALID = "invalid"  # not a phone number: nothing recorded
+
+
 @dataclass(frozen=True, slots=True)
 class ReportResult:
-    number: str  # E.164 (or the raw text when it could not be parsed)
+    number: str  # E.164 of ours; masked when not ours or unparseable (never a stranger's number)
     ours: bool
     reports_today: int
-    quarantined: bool
+    quarantined: bool  # this report quarantined the number
     duplicate: bool = False  # the same AMI event was already recorded (another agent)
+    state: str = REPORT_UNKNOWN  # the number's real state now: one of REPORT_*
 
 
 @dataclass(slots=True)
@@ -61,7 +80,6 @@ class _CallContext:
     pool: str
     callee_hash: str | None
     case_ref: str | None
-    abandoned: bool = False  # the call got the fallback (deadline) while the claim was sent
 
     def audit(self, now: float, number: str | None, status: str, reason: str) -> AuditRecord:
         return AuditRecord(
@@ -95,6 +113,7 @@ class OutboundService:
         hooks: DecisionHooks | None = None,
     ) -> None:
         self._repo = OutboundRepo(db)
+        self._reads = OutboundRepo(db.reads)  # background reads: never queued behind claims
         self._clock = clock
         self._config = config
         self._hash_key = hash_key
@@ -104,9 +123,20 @@ class OutboundService:
         self._selector = Selector()
         self._pool_day: dict[str, str] = {}
         self._wakeups: list[tuple[float, str]] = []
+        self._wake_at: dict[str, float] = {}  # the wake-up queued for each number
+        self._day_memo: dict[str, tuple[float, float, date]] = {}  # pool -> [start, end), day
+        self._members: dict[str, list[NumberState]] = {}  # numbers by home pool
+        # Pools whose health (usable numbers) may have changed since promotions were planned:
+        # health is re-planned for these only, when an event changes it, never on a timer.
+        self._dirty_pools: set[str] = set()
         self._state_version = -1
         self._lock = asyncio.Lock()  # serialises state rebuilds, not decisions
-        self._claims = ClaimBatcher(self._repo)
+        self._claims = ClaimBatcher(self._repo, self._on_spare)
+        # Numbers holding a lease -> when it was last used (the loop's monotonic time).
+        self._holding: dict[str, float] = {}
+        # Numbers with a lease refill on its way, with the state it was asked for and its size.
+        self._refilling: dict[str, tuple[NumberState, int]] = {}
+        self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
         self._claims_in_flight: dict[str, int] = {}  # per pool
         self._claim_settled_event = asyncio.Event()  # set (and replaced) at every settled claim
         self._background: set[asyncio.Task[None]] = set()
@@ -134,6 +164,10 @@ class OutboundService:
     async def stop(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            await self.return_leases()
+        except Exception:  # the units stay counted (caps safe); the audit must still be written
+            log.exception("outbound: could not give back the units held here")
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -154,12 +188,20 @@ class OutboundService:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._audit.flush()
 
+    async def return_leases(self) -> None:
+        """Uncount every unit held here and not handed out (at stop; before reading counts)."""
+        for number in list(self._holding):
+            self._release(number)
+        await self._give_back_now()
+
     async def _watch(self, interval: float) -> None:
         """Pick up changes other processes made (CLI reports, reinstatements) and timed ones."""
         while True:
             await asyncio.sleep(interval)
             try:
-                if await self._repo.state_version() != self._state_version:
+                self._release_idle(LEASE_IDLE_SECONDS)
+                await self._give_back_now()
+                if await self._reads.state_version() != self._state_version:
                     await self.reload_state()
                 else:
                     await self._reconcile()
@@ -185,29 +227,36 @@ class OutboundService:
         config = config or self._config
         async with self._lock:
             now = self._clock.now()
-            version = await self._repo.state_version()
-            rows = {r.number: r for r in await self._repo.numbers()}
+            version = await self._reads.state_version()
+            rows = {r.number: r for r in await self._reads.numbers()}
             oldest = min(local_day(now, p.rules.timezone) for p in config.pools.values())
             usage: dict[tuple[str, str], int] = {
                 (n, d): u
-                for n, d, u in await self._repo.usage_since(
+                for n, d, u in await self._reads.usage_since(
                     (oldest - timedelta(days=1)).isoformat()
                 )
             }
             rests: dict[str, list[tuple[float, float]]] = {}
-            for number, start, end in await self._repo.rests_after(now):
+            for number, start, end in await self._reads.rests_after(now):
                 rests.setdefault(number, []).append((start, end))
-            quarantined = dict(await self._repo.quarantines_after(now))
+            quarantined = dict(await self._reads.quarantines_after(now))
+            self._day_memo = {}  # a pool's time zone may have changed
             states: dict[str, NumberState] = {}
+            computed: list[tuple[str, str]] = []  # presence keys new to the store
             for cfg in config.numbers.values():
                 row = rows.get(cfg.number)
                 serving = row.serving_pool if row and row.serving_pool in config.pools else None
+                if row is not None and row.presence is not None:
+                    presence = row.presence or None
+                else:  # parsing is the costly part of a start: once per number, then stored
+                    presence = phone.presence_key(cfg.number)
+                    computed.append((cfg.number, presence or ""))
                 st = NumberState(
                     number=cfg.number,
                     home_pool=cfg.pool,
                     name=cfg.name,
                     full_cap=cfg.daily_cap,
-                    presence=phone.presence_key(cfg.number),
+                    presence=presence,
                     active=cfg.active,
                     last_used_at=(row.last_used_at or 0.0) if row else 0.0,
                     rest_windows=rests.get(cfg.number, []),
@@ -215,21 +264,38 @@ class OutboundService:
                     serving_pool=serving,
                 )
                 pool = config.pools[serving or cfg.pool]
-                today = local_day(now, pool.rules.timezone)
+                today = self._today(pool, now)
                 st.day = today
                 st.used = usage.get((cfg.number, today.isoformat()), 0)
                 if serving and row and row.promoted_at:
                     st.promoted_day = local_day(row.promoted_at, pool.rules.timezone)
                 states[cfg.number] = st
+            for number, old in self._states.items():
+                new = states.get(number)
+                if not old.held:
+                    continue
+                if new is not None and new.day == old.day:
+                    new.held = old.held  # counted in the rows just read: still ours to hand out
+                    new.used = max(new.used, old.used)
+                else:
+                    self._uncount(number, old.day, old.held)
+                    self._holding.pop(number, None)
             self._config = config
             self._states = states
             self._state_version = version
             self._rebuild_selector(now)
+        if computed and not self._read_only:
+            await self._repo.set_presences(computed)
         await self._reconcile()
 
     def _rebuild_selector(self, now: float) -> None:
         self._selector = Selector()
         self._wakeups = []
+        self._wake_at = {}
+        self._members = {}
+        for st in self._states.values():
+            self._members.setdefault(st.home_pool, []).append(st)
+        self._dirty_pools = set(self._config.pools)
         self._pool_day = {
             name: local_day(now, p.rules.timezone).isoformat()
             for name, p in self._config.pools.items()
@@ -237,21 +303,34 @@ class OutboundService:
         for st in self._states.values():
             self._place(st, now)
 
+    def _today(self, pool: PoolConfig, now: float) -> date:
+        """``local_day`` for a pool, remembered until its next midnight (a hot path)."""
+        memo = self._day_memo.get(pool.name)
+        if memo is not None and memo[0] <= now < memo[1]:
+            return memo[2]
+        tz = pool.rules.timezone
+        today = local_day(now, tz)
+        start = datetime.combine(today, time(0), tz).timestamp()
+        self._day_memo[pool.name] = (start, next_midnight(now, tz), today)
+        return today
+
     def _place(self, st: NumberState, now: float) -> None:
         """Put a number in the selector if it may be handed out now, else note when to look."""
         self._selector.discard(st.number)
         pool = self._pool_of(st)
-        today = local_day(now, pool.rules.timezone)
+        today = self._today(pool, now)
         if st.day != today:
-            st.day, st.used = today, 0
+            if st.held:  # yesterday's lease: uncounted, so yesterday's count stays exact
+                self._uncount(st.number, st.day, st.held)
+                self._holding.pop(st.number, None)
+            st.day, st.used, st.held = today, 0, 0
         wake = st.next_change(now)
-        if wake is not None:
+        if wake is not None and self._wake_at.get(st.number) != wake:
+            self._wake_at[st.number] = wake
             heapq.heappush(self._wakeups, (wake, st.number))
-        if not st.healthy(now) or st.used + st.reserved >= st.cap_on(today, pool.rules.warmup_days):
+        if not st.healthy(now) or not st.may_claim(st.cap_on(today, pool.rules.warmup_days)):
             return
-        self._selector.put(
-            st.number, pool.name, st.presence, st.used + st.reserved, st.last_used_at
-        )
+        self._selector.put(st.number, pool.name, st.presence, st.committed(), st.last_used_at)
 
     def _roll_days(self, now: float) -> None:
         """At a pool's local midnight every count restarts at zero: re-rank that pool."""
@@ -260,23 +339,35 @@ class OutboundService:
             if self._pool_day.get(name) != today:
                 self._pool_day[name] = today
                 self._selector.discard_pool(name)
+                self._dirty_pools.add(name)
                 for st in self._states.values():
                     if self._pool_of(st).name == name:
                         self._place(st, now)
         while self._wakeups and self._wakeups[0][0] <= now:
-            _, number = heapq.heappop(self._wakeups)
+            wake, number = heapq.heappop(self._wakeups)
+            if self._wake_at.get(number) == wake:
+                del self._wake_at[number]
             woken = self._states.get(number)
             if woken is not None:
+                self._dirty_pools.add(self._pool_of(woken).name)  # a rest or quarantine ends
                 self._place(woken, now)
 
     async def _reconcile(self) -> None:
         """Promote reserve numbers into pools that fell below min_active, or send them back."""
         now = self._clock.now()
         self._roll_days(now)
-        if self._read_only:
+        if self._read_only or not self._dirty_pools:
             return
-        pools = {name: (p.reserve, p.rules.min_active) for name, p in self._config.pools.items()}
-        moves = plan_promotions(pools, list(self._states.values()), now)
+        dirty, self._dirty_pools = self._dirty_pools, set()
+        if any(self._config.pools[name].reserve for name in dirty if name in self._config.pools):
+            dirty = set(self._config.pools)  # reserve numbers came back: every pool may want one
+        pools = {
+            name: (p.reserve, p.rules.min_active)
+            for name, p in self._config.pools.items()
+            if name in dirty or p.reserve
+        }
+        states = [st for name in pools for st in self._members.get(name, ())]
+        moves = plan_promotions(pools, states, now)
         for number, target in moves:
             st = self._states[number]
             await self._repo.set_serving_pool(number, target, now)
@@ -379,7 +470,7 @@ class OutboundService:
     async def _claim_from(
         self, pool: PoolConfig, presence: str | None, now: float, ctx: _CallContext
     ) -> NumberState | None:
-        """Reserve the best candidate and claim it in the store; try the next when one is full.
+        """Take the best candidate: from its lease at once, else by a claim in the store.
 
         The reservation re-ranks the number at once, so concurrent calls spread over the pool
         while the store confirms. The store has the last word on the cap. A pool is exhausted
@@ -396,24 +487,101 @@ class OutboundService:
                 continue
             st = self._states[number]
             cap = st.cap_on(day, pool.rules.warmup_days)
+            if st.held and st.day == day:
+                # Counted in the store already: no round trip on the call's path.
+                st.held -= 1
+                self._holding[number] = asyncio.get_running_loop().time()
+                if not st.held:
+                    self._holding.pop(number, None)
+                self._handed(st, pool, st.used - st.held, now)
+                self._refill(st, cap, day)
+                self._place(st, now)
+                return st
             st.reserved += 1
             self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._place(st, now)
             future = self._claims.claim(number, day.isoformat(), cap)
+            self._refill(st, cap, day)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
             future.add_done_callback(
-                functools.partial(self._claim_settled, st, pool, cap, day, now, ctx)
+                functools.partial(self._claim_settled, st, pool, cap, day, now)
             )
             try:
                 used = await asyncio.shield(future)
             except asyncio.CancelledError:
-                # Not sent yet: withdrawn, nothing counted. Already sent: the count is spent
-                # (caps stay safe) and the audit will say the call did not use it.
+                # Not sent yet: withdrawn, nothing counted. Already sent: a unit it gets comes
+                # back through on_spare and serves the next call (or is uncounted): the call
+                # that got the fallback spends nothing.
                 if not self._claims.withdraw(future):
-                    ctx.abandoned = True
+                    future.cancel()  # the batch sees a call gone: its unit becomes a spare
                 raise
             if used is not None:
                 return st
+
+    def _refill(self, st: NumberState, cap: int, day: date) -> None:
+        """Keep a small lease on a number in use, asked in the same batch as the calls."""
+        want = st.lease_target(cap) - st.held
+        if want > 0 and st.number not in self._refilling:
+            self._refilling[st.number] = (st, want)
+            st.reserved += want
+            self._claims.refill(st.number, day.isoformat(), cap, want)
+
+    def _on_spare(self, number: str, day: str, asked: int, units: int, used: int) -> None:
+        """Units the store counted beyond the calls served: hold them for the next calls."""
+        if asked:
+            refill = self._refilling.pop(number, None)
+            if refill is not None:
+                refill[0].reserved -= refill[1]
+        if not units:
+            return
+        st = self._states.get(number)
+        if st is None or st.day is None or st.day.isoformat() != day:
+            self._uncount(number, day, units)
+            return
+        st.held += units
+        st.used = max(st.used, used)
+        self._holding.setdefault(number, asyncio.get_running_loop().time())
+        self._place(st, self._clock.now())
+
+    def _release_idle(self, idle: float) -> None:
+        """Give back leases unused for ``idle`` seconds, so other agents may use the units."""
+        cutoff = asyncio.get_running_loop().time() - idle
+        for number, last in list(self._holding.items()):
+            if last <= cutoff:
+                self._release(number)
+
+    def _release(self, number: str) -> None:
+        self._holding.pop(number, None)
+        st = self._states.get(number)
+        if st is None or not st.held or st.day is None:
+            return
+        self._uncount(number, st.day, st.held)
+        st.used -= st.held
+        st.held = 0
+        self._place(st, self._clock.now())
+
+    def _uncount(self, number: str, day: date | str | None, units: int) -> None:
+        if day is None or units <= 0:
+            return
+        key = (number, day if isinstance(day, str) else day.isoformat())
+        self._give_backs[key] = self._give_backs.get(key, 0) + units
+
+    async def _give_back_now(self) -> None:
+        while self._give_backs:
+            (number, day), units = next(iter(self._give_backs.items()))
+            await self._repo.give_back(number, day, units)
+            del self._give_backs[(number, day)]
+
+    def _handed(self, st: NumberState, pool: PoolConfig, ordinal: int, now: float) -> None:
+        """A call got this number as the ``ordinal``-th of its day."""
+        st.last_used_at = max(st.last_used_at, now)
+        # Units come in grants shared with other agents, so "reached" rather than "equal":
+        # once a day per agent; the store keeps one rest per window whoever decides it.
+        if ordinal >= pool.rules.intensive_threshold and st.rest_checked != st.day:
+            st.rest_checked = st.day
+            task = asyncio.get_running_loop().create_task(self._rest_safely(st.number, pool, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _claim_settled(
         self,
@@ -422,7 +590,6 @@ class OutboundService:
         cap: int,
         day: date,
         now: float,
-        ctx: _CallContext,
         future: asyncio.Future[int | None],
     ) -> None:
         st.reserved -= 1
@@ -439,16 +606,8 @@ class OutboundService:
                 st.used = max(st.used, cap)  # full in the store (another agent filled it)
             else:
                 st.used = max(st.used, used)
-                st.last_used_at = max(st.last_used_at, now)
         if used is not None:
-            if ctx.abandoned:
-                self._audit.add(ctx.audit(now, st.number, "late", "claimed_after_deadline"))
-            if used == pool.rules.intensive_threshold:
-                task = asyncio.get_running_loop().create_task(
-                    self._rest_safely(st.number, pool, now)
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self._handed(st, pool, used, now)
         if current:
             self._place(st, self._clock.now())
 
@@ -466,7 +625,7 @@ class OutboundService:
             (today - timedelta(days=i)).isoformat()
             for i in range(1, rules.intensive_days_before_rest)
         ]
-        history = await self._repo.usage_for(number, days)
+        history = await self._reads.usage_for(number, days)
         previous = [history.get(d, 0) for d in days]
         window = intensive_rest(rules.intensive_threshold, previous, rules, now)
         if window is None:
@@ -531,19 +690,25 @@ class OutboundService:
                 source,
                 phone.mask(number_text),
             )
-            return ReportResult(phone.mask(number_text), False, 0, False)
+            return ReportResult(phone.mask(number_text), False, 0, False, state=REPORT_INVALID)
         cfg = self._config.numbers.get(number)
         if cfg is None:
             day = local_day(now, self._config.pools[next(iter(self._config.pools))].rules.timezone)
+            # A stranger's number (often a patient's) is stored as a keyed hash, like callees.
             await self._repo.add_report(
-                number, now, day.isoformat(), source, ours=False, event_id=event_id
+                phone.keyed_hash(self._hash_key, number),
+                now,
+                day.isoformat(),
+                source,
+                ours=False,
+                event_id=event_id,
             )
             log.info(
                 "spam report from %s for %s: not one of ours, recorded and ignored",
                 source,
                 phone.mask(number),
             )
-            return ReportResult(number, False, 0, False)
+            return ReportResult(phone.mask(number), False, 0, False, state=REPORT_UNKNOWN)
         st = self._states.get(number)
         pool = self._pool_of(st) if st else self._config.pools[cfg.pool]
         rules = pool.rules
@@ -557,7 +722,9 @@ class OutboundService:
         )
         if not added:
             log.info("spam report from %s for %s: already recorded", source, phone.mask(number))
-            return ReportResult(number, True, count, False, duplicate=True)
+            return ReportResult(
+                number, True, count, False, duplicate=True, state=self._report_state(number, now)
+            )
         quarantined = False
         if quarantine_due(count, rules) and not (st and st.quarantined(now)):
             until = now + rules.quarantine_days * 86400.0
@@ -572,10 +739,15 @@ class OutboundService:
             if st is not None:
                 st.quarantined_until = until
                 self._place(st, now)
+            self._dirty_pools.add(pool.name)
             await self._reconcile()
         await self._repo.bump_state_version()
         log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)
-        return ReportResult(number, True, count, quarantined)
+        return ReportResult(number, True, count, quarantined, state=self._report_state(number, now))
+
+    def _report_state(self, number: str, now: float) -> str:
+        st = self._states.get(number)
+        return REPORT_QUARANTINED if st is not None and st.quarantined(now) else REPORT_IN_POOL
 
     async def reinstate(self, number_text: str) -> bool:
         number = self.resolve_number(number_text)

@@ -56,6 +56,16 @@ class Database(Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Database]: ...
 
+    @property
+    def reads(self) -> Database:
+        """Where background reads go (state polls, reloads), so they never queue in front of
+        a claim: a connection of their own on SQLite; the pool itself on PostgreSQL."""
+        ...
+
+    async def start_checkpoints(self, interval: float = 1.0) -> None:
+        """Housekeeping off the write path (SQLite's WAL checkpoints); nothing elsewhere."""
+        ...
+
     async def close(self) -> None: ...
 
 

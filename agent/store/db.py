@@ -3,6 +3,12 @@
 One connection serialises every statement through aiosqlite's worker thread, so the store
 never races with itself inside one agent; other processes (the CLI, a second agent) are
 serialised by SQLite's own locking (busy timeout, BEGIN IMMEDIATE for read-modify-write).
+
+Work that must not queue behind the call path's writes has its own connection: ``reads`` (a
+read-only connection for background reads: state polling, reloads) and the WAL checkpoint,
+which ``start_checkpoints`` runs on that connection on a timer instead of inside whichever
+commit crosses SQLite's threshold. The interface (execute, fetchone, fetchall, transaction,
+reads) is what a PostgreSQL backend implements too; its ``reads`` may be itself.
 """
 
 from __future__ import annotations
@@ -46,6 +52,44 @@ class SqliteDatabase(Database):
         self.path = path
         self.description = str(path)
         self._tx_lock = asyncio.Lock()
+        self._reads: SqliteDatabase | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+
+    @property
+    def reads(self) -> SqliteDatabase:
+        """The store for background reads, on a connection of its own (itself if none)."""
+        return self._reads or self
+
+    async def open_reads(self) -> None:
+        """Open the read-only connection ``reads`` uses."""
+        if self._reads is None:
+            conn = await _connect(self.path)
+            await conn.execute("PRAGMA query_only=ON")
+            self._reads = SqliteDatabase(conn, self.path)
+
+    async def start_checkpoints(self, interval: float = 1.0) -> None:
+        """Checkpoint the WAL every ``interval`` seconds on the reads connection (PASSIVE:
+        never waits for writers, never makes them wait), and no longer inside commits."""
+        await self.open_reads()
+        await self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpoints = asyncio.create_task(self._checkpoint_loop(interval), name="wal")
+
+    async def _checkpoint_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reads.checkpoint()
+            except StoreError:
+                log.warning("store: WAL checkpoint failed; will retry", exc_info=True)
+
+    async def checkpoint(self) -> tuple[int, int]:
+        """One PASSIVE checkpoint: (frames in the WAL, frames copied back)."""
+        try:
+            rows = await self._conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store checkpoint failed: {exc}") from exc
+        row = next(iter(rows), None)
+        return (int(row[1]), int(row[2])) if row else (0, 0)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement (its own transaction unless inside ``transaction()``)."""
@@ -122,15 +166,21 @@ class SqliteDatabase(Database):
                 _IN_TX.reset(token)
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
+            # What is left in the WAL goes back now, so the file stands alone after a stop.
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self._reads is not None:
+            await self._reads.close()
+            self._reads = None
         await self._conn.close()
 
 
-async def open_database(path: Path, *, migrate: bool = True) -> Database:
-    """Open (creating if needed) the SQLite store at ``path`` and apply pending migrations."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+async def _connect(path: Path) -> aiosqlite.Connection:
     try:
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:
@@ -141,12 +191,21 @@ async def open_database(path: Path, *, migrate: bool = True) -> Database:
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
     await conn.execute("PRAGMA busy_timeout=10000")
-    db = SqliteDatabase(conn, path)
+    return conn
+
+
+async def open_database(path: Path, *, migrate: bool = True) -> SqliteDatabase:
+    """Open (creating if needed) the SQLite store at ``path`` and apply pending migrations."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    db = SqliteDatabase(await _connect(path), path)
     if migrate:
         try:
             await apply_migrations(db)
         except BaseException:
-            await conn.close()  # e.g. a database newer than this agent: leave no thread behind
+            await db.close()  # e.g. a database newer than this agent: leave no thread behind
             raise
     return db
 

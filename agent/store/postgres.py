@@ -156,6 +156,14 @@ class PostgresDatabase(Database):
             return False, self._problem or "not connected"
         return True, self.description
 
+    @property
+    def reads(self) -> PostgresDatabase:
+        """The pool serves background reads on connections of their own already."""
+        return self
+
+    async def start_checkpoints(self, interval: float = 1.0) -> None:
+        """PostgreSQL checkpoints by itself: nothing to schedule."""
+
     async def close(self) -> None:
         if self._reconnect is not None:
             self._reconnect.cancel()

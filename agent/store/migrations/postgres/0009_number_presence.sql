@@ -1,0 +1,5 @@
+-- PostgreSQL twin of ../0009_number_presence.sql: the same statements (portable SQL).
+-- The local-presence key of each number (country and area code, from phonenumbers), kept so a
+-- restart does not parse every number of a large pool again. '' = the number has no area
+-- (mobile, non-geographic); NULL = not computed yet (the agent fills it in).
+ALTER TABLE numbers ADD COLUMN presence TEXT;

@@ -1,0 +1,61 @@
+"""Bursts on a small pool (issue 16 item 3): real FastAGI sockets, real SQLite, default deadline.
+
+With enough capacity, a burst on three numbers is answered ``ok``; a call that got a fallback
+spends no cap unit: the store's count equals the calls that were handed a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections import Counter
+
+from tests.conftest import agi_port
+from tests.fake_asterisk import run_session
+from tests.test_outbound_engine import pools
+
+
+async def _burst(agent, calls: int) -> list[dict[str, str]]:
+    port = agi_port(agent)
+    sessions = await asyncio.gather(
+        *(run_session("127.0.0.1", port, args=["reminder", f"06{i:08d}"]) for i in range(calls))
+    )
+    return [s.variables for s in sessions]
+
+
+def _store_counts(agent) -> dict[str, int]:
+    """What the store counts once the agent stopped (and gave back what it held)."""
+    with contextlib.closing(sqlite3.connect(agent.settings.database_path)) as conn:
+        rows = conn.execute("SELECT number, used FROM daily_usage").fetchall()
+    return {r[0]: r[1] for r in rows if r[1]}
+
+
+def _handed(results: list[dict[str, str]]) -> dict[str, int]:
+    return dict(Counter(r["CALLERID(num)"] for r in results if r["TRUSTLINE_STATUS"] == "ok"))
+
+
+async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent) -> None:
+    agent = await make_agent(pools(cap=80, numbers=3))  # default 250 ms deadline
+    results = await _burst(agent, 200)
+    statuses = Counter(r["TRUSTLINE_STATUS"] for r in results)
+    assert statuses["ok"] >= 198, statuses
+    await agent.stop()
+    assert _store_counts(agent) == _handed(results)
+
+
+async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(make_agent) -> None:
+    agent = await make_agent(pools(cap=200, numbers=3))  # default 250 ms deadline
+    blocker = sqlite3.connect(agent.settings.database_path, timeout=1)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the store for 800 ms
+    release = asyncio.get_running_loop().call_later(0.8, blocker.rollback)
+    try:
+        results = await _burst(agent, 500)
+    finally:
+        release.cancel()
+        blocker.close()
+    statuses = Counter(r["TRUSTLINE_STATUS"] for r in results)
+    assert statuses["fallback"] > 0 and set(statuses) <= {"ok", "fallback"}, statuses
+    # Claims sent before the deadline passed landed after it: none of them is spent.
+    await agent.stop()
+    assert _store_counts(agent) == _handed(results)
