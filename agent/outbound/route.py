@@ -1,4 +1,5 @@
-"""The ``outbound`` FastAGI route: AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>]).
+"""The ``outbound`` FastAGI route:
+AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>[,area=<postal code|département>]]).
 
 Translates the request into OutboundService.decide and the Decision into channel variables.
 The callee is the second argument only (filtered to digits and '+' by the subroutine), never a
@@ -17,6 +18,7 @@ from agent.errors import BadRequest
 from agent.outbound.service import Decision, OutboundService
 
 _CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+_AREA = re.compile(r"area=([0-9A-Ba-b]{1,5})")  # a postal code or a département, nothing else
 
 
 def _reply(request: AgiRequest, decision: Decision) -> AgiAnswer:
@@ -47,26 +49,27 @@ class OutboundRoute:
         self._service = service
 
     @staticmethod
-    def _args(request: AgiRequest) -> tuple[str, str, str | None]:
+    def _args(request: AgiRequest) -> tuple[str, str, str | None, str | None]:
         # The purpose may also come as ?purpose= in the script path (seen in real dialplans).
         purpose = (request.arg(1) or request.query.get("purpose", "")).strip()
         callee = request.arg(2).strip()
         case_ref = request.arg(3).strip() or None
         if case_ref is not None and not _CASE_REF.fullmatch(case_ref):
             case_ref = None  # free text from the dialplan is not stored: it could hold health data
-        return purpose, callee, case_ref
+        found = _AREA.fullmatch(request.arg(4).strip())
+        return purpose, callee, case_ref, found.group(1) if found else None
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        purpose, callee, case_ref = self._args(request)
+        purpose, callee, case_ref, area = self._args(request)
         try:
-            decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref)
+            decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref, area)
         except BadRequest as exc:
             decision = Decision(contract.STATUS_ERROR, str(exc))
             self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
         return _reply(request, decision)
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
-        purpose, callee, case_ref = self._args(request)
+        purpose, callee, case_ref, _ = self._args(request)
         if reason == "unknown_route":
             decision = Decision(contract.STATUS_ERROR, "unknown_route")
         else:

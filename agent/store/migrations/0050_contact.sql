@@ -1,4 +1,7 @@
 -- Patient contact (agent/contact): the SMS outbox, pinned caller IDs, the CNAM registry.
+-- Local presence is by département now (agent/contact/presence.py): the area keys stored by
+-- 0009 were the five zones; forget them so the agent computes the new ones at its next start.
+UPDATE numbers SET presence = NULL;
 -- Times are UTC epoch seconds. No patient number in clear: the outbox keeps the destination
 -- and the text sealed (AES-GCM, key derived from the callee-hash key) only until the message
 -- is sent or given up, then wipes them; pins and outbox rows know the callee by keyed hash.
