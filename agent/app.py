@@ -30,6 +30,10 @@ from agent.alerts.service import AlertService
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
+from agent.contact.config import ContactConfig, contact_of
+from agent.contact.http import vcard_routes
+from agent.contact.outbox import SmsOutbox
+from agent.contact.service import ContactService
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.metrics import Metrics
@@ -89,6 +93,7 @@ class Agent:
         self.alerts: AlertService | None = None
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
+        self.contact: ContactService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -130,6 +135,7 @@ class Agent:
             config_provider=lambda: self.config, db=self.db, clock=self.clock, hash_key=hash_key
         )
         self._stoppers.append(self.screening.close)
+        await self._start_contact(hash_key)
 
         # Recordings before AMI: the link hands completed recordings to this service.
         self.recordings = RecordingsService(s, self.db, self.clock)
@@ -174,17 +180,17 @@ class Agent:
         warn_if_exposed(s)
         self._stoppers.append(self.agi.stop)
 
-        self._http = make_runner(
-            build_http_app(
-                self.metrics,
-                [
-                    self._ready_config,
-                    cached(self._ready_store),  # a store query at most once a second
-                    self._ready_ami,
-                    self._ready_recordings,
-                ],
-            )
+        http_app = build_http_app(
+            self.metrics,
+            [
+                self._ready_config,
+                cached(self._ready_store),  # a store query at most once a second
+                self._ready_ami,
+                self._ready_recordings,
+            ],
         )
+        http_app.add_routes(vcard_routes(lambda: self.config, self._contact_config))
+        self._http = make_runner(http_app)
         await self._http.setup()
         site = web.TCPSite(self._http, *s.http_address)
         await site.start()
@@ -247,6 +253,23 @@ class Agent:
                 continue
             log.info("%s: store reached", what)
             return
+
+    # -- patient contact: pins, the SMS outbox, the vCard --------------------------------------
+    def _contact_config(self) -> ContactConfig:
+        return contact_of(self.config)
+
+    async def _start_contact(self, hash_key: bytes) -> None:
+        assert self.db is not None and self.outbound is not None and self.screening is not None
+        outbox = SmsOutbox(self.db, self.clock, hash_key, lambda: self._contact_config().sms)
+        await outbox.start()
+        self._stoppers.append(outbox.stop)
+        self.contact = ContactService(
+            self.db, self.clock, hash_key, self.outbound, self._contact_config, outbox
+        )
+        await self.contact.start()
+        self._stoppers.append(self.contact.stop)
+        self.outbound.pins = self.contact  # the call announced gets the pinned number
+        self.screening.also_called = self.contact.called_recently
 
     # -- the reputation loop: alerts, drift, reputation lookups, the weekly report ----------
     async def _start_alerts(self, config: Config) -> None:

@@ -173,26 +173,6 @@ class ContactRepo:
         )
         return changed > 0
 
-    async def pins_for_number(self, number: str, since: float) -> list[Pin]:
-        rows = await self.db.fetchall(
-            _PIN + " WHERE number = ? AND expires_at >= ? ORDER BY id", (number, since)
-        )
-        return [_pin(r) for r in rows]
-
-    async def pinned_callee(self, callee_hash: str, since: float) -> bool:
-        """A pin to this callee was live at or after ``since`` (a callback after the SMS)."""
-        row = await self.db.fetchone(
-            "SELECT 1 FROM contact_pins WHERE callee_hash = ? AND expires_at >= ? LIMIT 1",
-            (callee_hash, since),
-        )
-        return row is not None
-
-    async def expired_pins(self, now: float) -> list[Pin]:
-        rows = await self.db.fetchall(
-            _PIN + " WHERE released_at IS NULL AND expires_at <= ? ORDER BY id", (now,)
-        )
-        return [_pin(r) for r in rows]
-
     # -- CNAM ------------------------------------------------------------------------------
     async def add_provisioned(self, number: str, name: str, on: float, now: float) -> None:
         await self.db.execute(
@@ -207,3 +187,16 @@ class ContactRepo:
             "SELECT number, name, provisioned_on FROM cnam_provisioned ORDER BY provisioned_on, id"
         )
         return {str(r[0]): (str(r[1]), float(r[2])) for r in rows}
+
+    async def open_pins(self) -> list[Pin]:
+        rows = await self.db.fetchall(_PIN + " WHERE released_at IS NULL ORDER BY id")
+        return [_pin(r) for r in rows]
+
+    async def recent_pins(self, since: float) -> dict[str, float]:
+        """callee hash -> latest pin time, for pins made since ``since`` (callbacks)."""
+        rows = await self.db.fetchall(
+            "SELECT callee_hash, MAX(pinned_at) FROM contact_pins WHERE pinned_at >= ?"
+            " GROUP BY callee_hash",
+            (since,),
+        )
+        return {str(r[0]): float(r[1]) for r in rows}

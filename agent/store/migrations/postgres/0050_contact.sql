@@ -43,7 +43,7 @@ CREATE TABLE contact_pins (
     release_reason TEXT                      -- used | expired | unhealthy | replaced
 );
 CREATE UNIQUE INDEX contact_pins_open ON contact_pins (callee_hash, purpose) WHERE released_at IS NULL;
-CREATE INDEX contact_pins_number ON contact_pins (number, expires_at);
+CREATE INDEX contact_pins_callee ON contact_pins (callee_hash, pinned_at);
 
 -- What the carrier shows for each number, as admins record it (wanted names are in pools.toml).
 CREATE TABLE cnam_provisioned (
