@@ -7,7 +7,10 @@ from another process and the agent picks the pin up."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +32,7 @@ from agent.outbound.service import OutboundService
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.store import Database, open_database
-from tests.conftest import PARIS
+from tests.conftest import PARIS, AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 
 KEY = b"c" * 32
@@ -215,3 +218,32 @@ async def test_refused_announcements(stack: Stack) -> None:
     with pytest.raises(BadRequest, match="in the past"):
         await stack.contact.announce("reminder", PATIENT, at=now - 3600)
     assert await stack.db.fetchone("SELECT 1 FROM contact_pins") is None
+
+
+async def test_trustline_announce_pins_for_the_running_agent(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
+
+    clock.set(time.time())  # the command runs on the system clock: the same day for both
+    agent = await make_agent(POOLS)
+    env_args = ["--data-dir", str(agent.settings.data_dir), "--config", str(agent.settings.config)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "announce", "--purpose", "reminder",
+        "--callee", PATIENT, "--area", "13", *env_args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("pinned +33491000005 (Clinique StMarc) for ***5678 until ")
+    assert agent.contact is not None
+    await agent.contact.refresh()  # what its refresh loop does every 2 s
+    session = await run_session("127.0.0.1", agi_port(agent), args=["reminder", PATIENT])
+    assert session.variables["CALLERID(num)"] == "+33491000005"
+    assert session.variables["TRUSTLINE_REASON"] == "pinned"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "announce", "--purpose", "reminder",
+        "--callee", PATIENT, "--sms", *env_args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 64 and "--sms needs [contact.sms] in pools.toml" in err.decode()

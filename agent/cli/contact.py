@@ -16,6 +16,7 @@ from agent.cli import EX_DATAERR, EX_OK, EX_USAGE, add_json_flag, common_options
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from zoneinfo import ZoneInfo
 
     from agent.contact.importer import ImportResult
     from agent.settings import Settings
@@ -37,6 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--pool", required=True, help="pool to add the numbers to")
     p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     p.set_defaults(handler=_import)
+
+    p = sub.add_parser(
+        "announce",
+        parents=common,
+        help="pin the caller ID of a coming call to its callee, and queue the pre-call SMS",
+        description="Picks the number the call will present now (counted as that call's), pins "
+        "it to the callee for pin_hours, and with --sms queues the purpose's SMS "
+        "sms_lead_minutes before --at. The running agent sends it and presents the pinned number "
+        "(TRUSTLINE_REASON=pinned) when the call comes.",
+    )
+    p.add_argument("--purpose", required=True)
+    p.add_argument("--callee", required=True, help="the patient's number")
+    p.add_argument("--case", help="case reference (letters, digits, ._:/-)")
+    p.add_argument("--at", help="planned call time today: HH:MM, or YYYY-MM-DDTHH:MM (default now)")
+    p.add_argument("--area", help="the patient's postal code or département (for a mobile)")
+    p.add_argument("--sms", action="store_true", help="queue the pre-call SMS")
+    p.set_defaults(handler=_announce)
 
     cnam = sub.add_parser("cnam", help="caller names (CNAM): provisioned at the carrier vs wanted")
     cnam_sub = cnam.add_subparsers(dest="cnam_action", required=True, metavar="ACTION")
@@ -167,4 +185,63 @@ async def _cnam_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{r.number:<16} {r.state:<18} {r.wanted:<16} {r.provisioned or '-':<16} {r.detail}")
     ok = sum(1 for r in rows if r.state == "ok")
     print(f"{ok} of {len(rows)} numbers show their wanted name everywhere")
+    return EX_OK
+
+
+def _planned_time(text: str | None, zone: ZoneInfo) -> float | None:
+    from datetime import datetime
+
+    from agent.errors import BadRequest
+
+    if not text:
+        return None
+    try:
+        if len(text) <= 5:
+            clock_time = datetime.strptime(text, "%H:%M").time()
+            when = datetime.combine(datetime.now(zone).date(), clock_time, zone)
+        else:
+            when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"--at {text!r}: expected HH:MM or YYYY-MM-DDTHH:MM") from None
+    return (when if when.tzinfo else when.replace(tzinfo=zone)).timestamp()
+
+
+async def _announce(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from agent import phone
+    from agent.clock import SystemClock
+    from agent.contact.config import contact_of
+    from agent.contact.outbox import SmsOutbox
+    from agent.contact.service import ContactService
+    from agent.outbound.service import OutboundService
+
+    config = offline.pools(settings, "announce")
+    pool = config.pool_for(args.purpose)
+    zone = (pool or next(iter(config.pools.values()))).rules.timezone
+    at = _planned_time(args.at, zone)
+    key = offline.hash_key(settings)
+    clock = SystemClock()
+    contact = contact_of(config)
+    async with offline.admin_store(settings) as db:
+        outbound = OutboundService(db, clock, config, key)
+        await outbound.start(watch_interval=None)
+        try:
+            outbox = SmsOutbox(db, clock, key, lambda: contact.sms)
+            service = ContactService(db, clock, key, outbound, lambda: contact, outbox)
+            await service.refresh()
+            pinned = await service.announce(
+                args.purpose, args.callee, case_ref=args.case, at=at, sms=args.sms, area=args.area
+            )
+            await service.flush()
+        finally:
+            await outbound.stop()  # gives back any unit held beyond the one pinned
+    print(
+        f"{'kept' if pinned.reused else 'pinned'} {pinned.number} ({pinned.name}) for "
+        f"{phone.mask(args.callee)} until "
+        f"{datetime.fromtimestamp(pinned.expires_at, zone):%Y-%m-%d %H:%M}"
+    )
+    if pinned.sms_at is not None:
+        sms_at = datetime.fromtimestamp(pinned.sms_at, zone)
+        print(f"SMS queued for {sms_at:%H:%M} (the running agent sends it)")
     return EX_OK
