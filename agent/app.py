@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,8 +28,12 @@ from agent.alerts.config import load_webhooks
 from agent.alerts.deliver import Deliverer
 from agent.alerts.metrics import AlertMetrics
 from agent.alerts.service import AlertService
+from agent.alerts.watch import Check, SystemWatch
 from agent.ami.link import AmiLink
 from agent.clock import Clock, SystemClock
+from agent.compliance.config import from_sections
+from agent.compliance.route import ComplianceRoute
+from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
 from agent.contact.config import ContactConfig, contact_of
 from agent.contact.http import vcard_routes
@@ -36,6 +41,7 @@ from agent.contact.outbox import SmsOutbox
 from agent.contact.service import ContactService
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
+from agent.http.context import AdminContext
 from agent.metrics import Metrics
 from agent.outbound.route import OutboundRoute
 from agent.outbound.service import DecisionHooks, OutboundService
@@ -94,6 +100,8 @@ class Agent:
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
         self.contact: ContactService | None = None
+        self.watch: SystemWatch | None = None
+        self.compliance: ComplianceService | None = None
         self.routes: dict[str, Route] = {}
         self._http: web.AppRunner | None = None
         self._config_mtime: float | None = None
@@ -101,6 +109,7 @@ class Agent:
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
         self.http_address: tuple[str, int] | None = None
+        self.read_db: Database | None = None  # the dashboard's and API's reads
 
     @property
     def config(self) -> Config:
@@ -138,6 +147,18 @@ class Agent:
         await self._start_contact(hash_key)
 
         # Recordings before AMI: the link hands completed recordings to this service.
+        self.compliance = ComplianceService(
+            self.db,
+            self.clock,
+            hash_key,
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
+        await self._start_or_retry(self.compliance.start, "compliance")
+        self._stoppers.append(self.compliance.stop)
+        self.config_listeners.append(self._compliance_config_changed)
+
         self.recordings = RecordingsService(s, self.db, self.clock)
         await self.recordings.start()
         self._stoppers.append(self.recordings.stop)
@@ -155,6 +176,7 @@ class Agent:
                 self.recordings.on_recording_complete,
                 self.metrics.registry,
             )
+            self.ami.on_user_event.append(self.compliance.on_user_event)
             await self.ami.start()
             self._stoppers.append(self.ami.stop)
             self.config_listeners.append(lambda _config: self._ami_config_changed())
@@ -166,7 +188,9 @@ class Agent:
             self.ami.on_call_ended.append(self.outcomes.call_ended)
 
         outbound_route = OutboundRoute(self.outbound)
-        self.routes[contract.ROUTE_OUTBOUND] = outbound_route
+        self.routes[contract.ROUTE_OUTBOUND] = ComplianceRoute(
+            outbound_route, self.compliance, self.outbound
+        )
         self.routes[contract.ROUTE_INBOUND] = InboundRoute(self.screening)
         self.agi = FastAgiServer(
             self.routes,
@@ -188,16 +212,18 @@ class Agent:
                 self._ready_ami,
                 self._ready_recordings,
             ],
+            admin=await self._admin_context(hash_key),
         )
         http_app.add_routes(vcard_routes(lambda: self.config, self._contact_config))
         self._http = make_runner(http_app)
         await self._http.setup()
-        site = web.TCPSite(self._http, *s.http_address)
+        site = web.TCPSite(self._http, *s.http_address, ssl_context=tls_context(s))
         await site.start()
         self.http_address = self._http.addresses[0][:2] if self._http.addresses else s.http_address
         self._stoppers.append(self._http.cleanup)
         log.info("http: listening on %s:%s", *self.http_address)
 
+        await self._start_system_watch()
         self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -206,6 +232,31 @@ class Agent:
         )
         if first_start:
             log_next_steps(s, self.http_address)
+
+    async def _admin_context(self, hash_key: bytes) -> AdminContext:
+        """The API's and dashboard's services; their reads go through a connection of their
+        own, so a page never queues in front of a call's claim."""
+        from agent.admin.actions import AdminActions
+        from agent.admin.audit import AdminAudit
+        from agent.admin.views import DashboardViews
+        from agent.tokens.service import TokenService
+
+        assert self.db is not None
+        s = self.settings
+        self.read_db = await open_database(s.database, migrate=False, pool_size=2, wait=False)
+        self._stoppers.append(self.read_db.close)
+        actions = AdminActions(
+            outbound=lambda: self.outbound,
+            alerts=self.alerts,
+            screening=self.screening,
+            recordings=self.recordings,
+            tokens=TokenService(self.db, self.clock, read_db=self.read_db),
+            audit=AdminAudit(self.db, self.clock),
+            hash_key=hash_key,
+        )
+        return AdminContext(
+            actions, DashboardViews(self.read_db), self.read_db, self.clock, lambda: self.config
+        )
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -300,6 +351,9 @@ class Agent:
         assert self.db is not None and self.alerts is not None
         self.scanner = ReputationScanner(self.db, self.clock, self.alerts)
         self.outcomes = OutcomesService(self.db, self.clock, self.alerts, self.scanner)
+        if self.outbound is not None:  # the pool's on_drift / on_flag: rest or quarantine
+            self.scanner.on_flag.append(self.outbound.sideline)
+            self.outcomes.on_drift.append(self.outbound.sideline)
         await self._reputation_config_changed(config)
         await self._start_or_retry(self.scanner.start, "reputation")
         self._stoppers.append(self.scanner.stop)
@@ -314,6 +368,33 @@ class Agent:
         await weekly.start()
         self._stoppers.append(weekly.stop)
         self.config_listeners.append(self._reputation_config_changed)
+
+    async def _start_system_watch(self) -> None:
+        """AMI down, store down, keyring missing, deadline misses: alerts from the same
+        checks /readyz shows (agent/alerts/watch.py)."""
+        assert self.alerts is not None
+
+        def check(ready: Callable[[], Awaitable[tuple[str, bool, str]]]) -> Check:
+            async def healthy() -> tuple[bool, str]:
+                _name, ok, detail = await ready()
+                return ok, detail
+
+            return healthy
+
+        def deadline_misses() -> float:
+            samples = (s for m in self.metrics.deadline_misses.collect() for s in m.samples)
+            return sum(s.value for s in samples if s.name.endswith("_total"))
+
+        self.watch = SystemWatch(
+            self.alerts,
+            self.clock,
+            {"ami_down": check(self._ready_ami), "keyring_missing": check(self._ready_recordings)},
+            check(self._ready_store),
+            deadline_misses,
+            lambda: self.config.raw.alerts.deadline_misses_per_5min,
+        )
+        await self._start_or_retry(self.watch.start, "alerts watch")
+        self._stoppers.append(self.watch.stop)
 
     async def _alerts_config_changed(self, config: Config) -> None:
         assert self.alerts is not None
@@ -402,6 +483,14 @@ class Agent:
         ok = self.outbound is not None
         return "config", ok, self.config.source if ok else "not loaded"
 
+    async def _compliance_config_changed(self, config: Config) -> None:
+        assert self.compliance is not None
+        self.compliance.apply_config(
+            from_sections(config.raw),
+            region=config.default_region,
+            timezone=config.raw.defaults.timezone,
+        )
+
     async def _ami_config_changed(self) -> None:
         assert self.ami is not None
         await self.ami.config_changed()
@@ -434,6 +523,23 @@ class Agent:
         ):
             return "store", False, f"{path} is not writable"
         return "store", True, self.db.description
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the HTTP listener when TRUSTLINE_HTTP_TLS_CERT and _KEY are both set."""
+    cert, key = settings.http_tls_cert, settings.http_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(
+            "environment", ["TRUSTLINE_HTTP_TLS_CERT and TRUSTLINE_HTTP_TLS_KEY go together"]
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("environment", [f"TRUSTLINE_HTTP_TLS_CERT/KEY: {exc}"]) from None
+    return context
 
 
 def warn_if_exposed(settings: Settings) -> None:

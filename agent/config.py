@@ -32,6 +32,8 @@ from pydantic import (
 
 from agent import phone
 from agent.alerts.config import AlertsConfig
+from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
+from agent.compliance.config import ComplianceConfig
 from agent.errors import ConfigError
 from agent.outcomes.config import DriftFields, OnFlag, PoolDriftFields, ReputationConfig
 from agent.screening.config import ScreeningConfig
@@ -131,6 +133,7 @@ class ConfigFile(_Strict):
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,18 +286,25 @@ class _Positions:
 
 
 class _Problems:
-    def __init__(self, source: str, positions: _Positions) -> None:
+    """The problems of one file. Their lines are found only when there is something to say:
+    tomlkit's position-keeping parser is about 15 times slower than tomllib (a 100,000-number
+    file: tens of seconds), so a sound file is never parsed with it."""
+
+    def __init__(self, source: str, text: str) -> None:
         self.source = source
-        self.positions = positions
-        self.found: dict[tuple[str, str], int | None] = {}
+        self.text = text
+        self.found: dict[tuple[str, str], Loc] = {}
 
     def add(self, loc: Loc, message: str) -> None:
         # One problem, one line: a bad defaults.timezone shared by four pools is said once.
-        self.found.setdefault((_path(loc), message), self.positions.line(loc))
+        self.found.setdefault((_path(loc), message), loc)
 
     @property
     def items(self) -> list[str]:
-        ordered = sorted(self.found.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
+        positions = _Positions(self.text)
+        positions.parse()  # the text already parsed with tomllib: no syntax error here
+        lines = {key: positions.line(loc) for key, loc in self.found.items()}
+        ordered = sorted(lines.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
         return [
             f"{self.source}:{line}: {path}: {msg}" if line else f"{self.source}: {path}: {msg}"
             for (path, msg), line in ordered
@@ -368,21 +378,31 @@ def _section(model: type[M], data: Any, loc: Loc, problems: _Problems) -> M | No
         return None
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation")
+_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation", *COMPLIANCE_SECTIONS)
 
 
-def parse_config(text: str, source: str = "pools.toml") -> Config:
-    """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
+def _syntax_problem(text: str, source: str, error: Exception) -> str:
+    """The syntax error in tomlkit's words and at its line (the ones editors jump to)."""
     from tomlkit.exceptions import TOMLKitError
 
     positions = _Positions(text)
     try:
-        data = positions.parse()
+        positions.parse()
     except TOMLKitError as exc:
         message = str(exc).rsplit(" at line ", 1)[0]
-        line = positions.syntax_line(exc)
-        raise ConfigError(source, [f"{source}:{line}: TOML syntax: {message}"]) from None
-    problems = _Problems(source, positions)
+        return f"{source}:{positions.syntax_line(exc)}: TOML syntax: {message}"
+    return f"{source}: TOML syntax: {error}"  # a file only tomllib refuses: its own words
+
+
+def parse_config(text: str, source: str = "pools.toml") -> Config:
+    """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [_syntax_problem(text, source, exc)]) from None
+    problems = _Problems(source, text)
     for key in data:
         if key not in _TOP_LEVEL:
             problems.add((key,), "unknown key (check the spelling)")
@@ -390,6 +410,9 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     screening = _section(ScreeningConfig, data.get("screening", {}), ("screening",), problems)
     alerts = _section(AlertsConfig, data.get("alerts", {}), ("alerts",), problems)
     reputation = _section(ReputationConfig, data.get("reputation", {}), ("reputation",), problems)
+    compliance = _section(
+        ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
+    )
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
     raw_pools = data.get("pools")
@@ -414,6 +437,7 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         partial,
         alerts=alerts or AlertsConfig(),
         reputation=reputation or ReputationConfig(),
+        compliance=compliance or ComplianceConfig(),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -472,6 +496,7 @@ def _resolve(
     *,
     alerts: AlertsConfig,
     reputation: ReputationConfig,
+    compliance: ComplianceConfig,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -542,6 +567,7 @@ def _resolve(
         screening=screening,
         alerts=alerts,
         reputation=reputation,
+        compliance=compliance,
     )
     return Config(
         source=source,

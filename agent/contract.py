@@ -23,6 +23,13 @@ STATUS_FALLBACK = "fallback"
 STATUS_EXHAUSTED = "exhausted"
 STATUS_REFUSED = "refused"
 STATUS_ERROR = "error"
+# Compliance refusals: the call must not be dialled (agent/compliance).
+STATUS_OUTSIDE_WINDOW = "outside_window"
+STATUS_ATTEMPTS_EXCEEDED = "attempts_exceeded"
+STATUS_OPTED_OUT = "opted_out"
+VAR_NEXT_WINDOW = "TRUSTLINE_NEXT_WINDOW"  # ISO 8601 in the callee's zone, with outside_window
+# AMI UserEvent the IVR raises when a patient opts out: UserEvent(OptOut,Number: ...,Purpose: ...)
+USEREVENT_OPTOUT = "OptOut"
 
 # Channel variables the agent sets for the inbound route.
 VAR_VERDICT = "TRUSTLINE_VERDICT"
@@ -75,6 +82,7 @@ OUTBOUND_SETS = (CALLERID_NUM, CALLERID_NAME, VAR_STATUS, VAR_POOL, VAR_REASON)
 INBOUND_SETS = (VAR_VERDICT, VAR_SCORE, VAR_REASONS)
 AGENT_SET_VARIABLES = frozenset(
     {
+        VAR_NEXT_WINDOW,
         VAR_ANSWER,
         CALLERID_NUM,
         CALLERID_NAME,

@@ -27,6 +27,14 @@ def parse(text: str, region: str) -> phonenumbers.PhoneNumber:
         raw = "+" + raw[2:]
     if not raw or len(raw) > 20:
         raise InvalidNumber("empty or too long")
+    return _parse_raw(raw, region)
+
+
+@lru_cache(maxsize=4096)
+def _parse_raw(raw: str, region: str) -> phonenumbers.PhoneNumber:
+    """phonenumbers' parse is the costliest step of a decision, and one call's callee is read
+    by several features (compliance, then outbound): the recent ones are kept. Callers must
+    not modify the returned object."""
     try:
         num = phonenumbers.parse(raw, region)
     except NumberParseException as exc:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Peers allowed to open FastAGI sessions (addresses or networks, comma separated).
     agi_allow: str = "127.0.0.1/32,::1/128"
     http_listen: str = "127.0.0.1:8080"
+    # Both set: the HTTP listener (API, dashboard, probes) speaks TLS with this PEM pair.
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
     deadline_ms: int = Field(250, ge=10, le=10_000)
     # FastAGI sessions being decided at once; beyond, the route's fallback answers at once.
     agi_max_in_flight: int = Field(256, ge=1, le=100_000)

@@ -180,3 +180,42 @@ def test_a_name_with_the_separator_survives_the_split() -> None:
     assert asterisk_cut(value, "|", "1") == "ok"
     assert asterisk_cut(value, "|", "4") == "+33142000001"
     assert asterisk_cut(value, "|", "5-") == 'Dr "A|B", C'
+
+
+def _context(name: str) -> str:
+    text = "\n".join(f.read_text() for f in sorted(DIALPLAN.glob("*.conf")))
+    start = text.index(f"[{name}]")
+    end = text.find("\n[", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_a_call_a_compliance_rule_forbids_is_never_dialled() -> None:
+    outbound = _context("trustline-outbound")
+    for status in (
+        contract.STATUS_OUTSIDE_WINDOW,
+        contract.STATUS_ATTEMPTS_EXCEEDED,
+        contract.STATUS_OPTED_OUT,
+    ):
+        assert f'GotoIf($["${{TRUSTLINE_STATUS}}" = "{status}"]?not_now)' in outbound, status
+    not_now = outbound[outbound.index("n(not_now)") :]
+    assert "Hangup(" in not_now and "Return(" not in not_now  # back to Dial() never happens
+    # A window left on the channel by an earlier call is never read as this call's.
+    assert f"Set({contract.VAR_NEXT_WINDOW}=)" in outbound
+
+
+def test_the_ivr_opt_out_raises_the_event_the_agent_decodes() -> None:
+    ivr = _context("trustline-optout-ivr")
+    assert (
+        f"UserEvent({contract.USEREVENT_OPTOUT},Number: ${{number}},Purpose: ${{purpose}})" in ivr
+    )
+    assert "Set(LOCAL(number)=${FILTER(0-9+,${ARG1})})" in ivr  # nothing unfiltered reaches AMI
+
+
+def test_recording_plays_consent_first_and_skips_purposes_not_recorded() -> None:
+    consent = _context("trustline-record-consent")
+    assert consent.index("Playback(${RECORDING_CONSENT_PROMPT})") < consent.index("Return(record)")
+    assert "FIELDNUM(RECORDING_SKIP_PURPOSES,|,${purpose})" in consent
+    for way in ("trustline-record", "trustline-record-hook"):
+        body = _context(way)
+        assert body.index("Gosub(trustline-record-consent") < body.index("MixMonitor(")
+        assert '"${GOSUB_RETVAL}" = "skip"]?done' in body

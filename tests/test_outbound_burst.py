@@ -46,7 +46,7 @@ async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent) -> Non
 
 async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(make_agent) -> None:
     agent = await make_agent(pools(cap=200, numbers=3))  # default 250 ms deadline
-    blocker = sqlite3.connect(agent.settings.database_path, timeout=1)
+    blocker = sqlite3.connect(agent.settings.database_path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")  # another process holds the store for 800 ms
     release = asyncio.get_running_loop().call_later(0.8, blocker.rollback)
     try:

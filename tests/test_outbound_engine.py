@@ -267,7 +267,7 @@ async def test_deadline_holds_when_the_store_stalls(make_agent, tmp_path) -> Non
     agent = await make_agent(pools(), deadline_ms=200)
     assert agent.db is not None
     # Another process holds the database's write lock: every claim waits on it.
-    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         loop = asyncio.get_running_loop()
@@ -451,7 +451,7 @@ async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent, cloc
 
 async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make_agent) -> None:
     agent = await make_agent(pools(cap=3, numbers=1, on_exhausted="refuse"), deadline_ms=200)
-    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         during = [(await call(agent))["TRUSTLINE_STATUS"] for _ in range(4)]
@@ -489,7 +489,7 @@ numbers = [ { number = "+33142000050", name = "Clinique StMarc" } ]
         pools(cap=2, numbers=1, on_exhausted="refuse", extra=extra), deadline_ms=5000
     )
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"  # 1 of 2 on the 17th
-    blocker = sqlite3.connect(agent.db.path, timeout=1)
+    blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
     late = asyncio.create_task(call(agent))  # its claim, for the 17th, waits on the store
     await asyncio.sleep(0.1)

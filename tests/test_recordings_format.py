@@ -275,8 +275,9 @@ def test_parallel_file_sealing_writes_the_same_format_and_refuses_a_changing_sou
     src.write_bytes(data)
     digest = hashlib.sha256()
     with open(src, "rb") as s, open(dst, "wb") as d:
-        info = fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data), chunk_size=SMALL_CHUNK,
-                                hasher=digest)
+        info = fmt.encrypt_file(
+            s.fileno(), d.fileno(), k, len(data), chunk_size=SMALL_CHUNK, hasher=digest
+        )
     blob = dst.read_bytes()
     assert info.sealed_size == len(blob) and digest.hexdigest() == hashlib.sha256(blob).hexdigest()
     assert unseal(blob, k) == data

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from agent.errors import ConfigError
 
@@ -35,9 +35,9 @@ class WebhookConfig(_Strict):
 class AlertsConfig(_Strict):
     webhooks: list[WebhookConfig] = []
     # How long the deliverer keeps retrying one message before it gives up (and logs it).
-    retry_hours: float = Field(24.0, gt=0, le=24 * 14)
+    retry_hours: StrictFloat = Field(24.0, gt=0, le=24 * 14, allow_inf_nan=False)
     # Deadline misses (FastAGI answered with the fallback) per 5 minutes that raise an alert.
-    deadline_misses_per_5min: int = Field(10, ge=1)
+    deadline_misses_per_5min: StrictInt = Field(10, ge=1, le=1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

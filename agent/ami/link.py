@@ -134,6 +134,9 @@ class AmiLink:
         self._repo = OutcomeRepo(db)
         # Features that learn from each stored outcome (drift detection), in order.
         self.on_call_ended: list[CallEndedListener] = []
+        # Features that want every UserEvent (compliance: OptOut), as a plain dict.
+        self.on_user_event: list[Callable[[dict[str, str]], Awaitable[object]]] = []
+        self._user_event_tasks: set[asyncio.Future[object]] = set()
         self._tracker = CallTracker()
         self._metrics = _LinkMetrics(registry if registry is not None else CollectorRegistry())
         self._metrics.tracked.set_function(lambda: self._tracker.calls_in_progress)
@@ -373,6 +376,11 @@ class AmiLink:
     def _on_event(self, event: Message) -> None:
         self.events_seen += 1
         self._metrics.events.inc()
+        if event.get("Event") == "UserEvent":
+            for listener in self.on_user_event:
+                task = asyncio.ensure_future(listener(dict(event)))
+                self._user_event_tasks.add(task)
+                task.add_done_callback(self._user_event_tasks.discard)
         for effect in self._tracker.feed(event, self._clock.now()):
             self._enqueue(effect)
 

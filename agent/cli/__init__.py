@@ -83,6 +83,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
     from agent.cli import (
+        compliance,
         contact,
         db,
         outbound,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         reputation,
         screening,
         stats,
+        tokens,
     )
 
     parser = _Parser(
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # contact after outbound: it adds `numbers import` under outbound's `numbers`.
-    for feature in (outbound, contact, stats, screening, recordings, reputation, db, packaging):
+    features = (outbound, contact, stats, screening, recordings, reputation, compliance, db)
+    for feature in (*features, packaging, tokens):
         feature.register(sub)
     return parser
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the handlers import what they use: `trustline --help` stays
     from agent.settings import Settings
     from agent.store import Database
 
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from agent.cli import common_options
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -18,6 +19,9 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from agent.metrics import CONTENT_TYPE, Metrics
+
+if TYPE_CHECKING:
+    from agent.http.context import AdminContext
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("agent.http.access")
@@ -41,7 +45,7 @@ class AccessLogger(AbstractAccessLogger):
                 "%s %s %s %d %.1f ms",
                 request.remote,
                 request.method,
-                request.path[:100],
+                _masked(request.path[:100]),
                 response.status,
                 time * 1000,
             )
@@ -76,11 +80,27 @@ def cached(check: ReadinessCheck, ttl: float = READY_CACHE_SECONDS) -> Readiness
     return run
 
 
+def _masked(path: str) -> str:
+    from agent.http.security import scrub  # a path may name a number: logs show 4 digits
+
+    return scrub(path)
+
+
 def build_http_app(
-    metrics: Metrics, checks: Sequence[ReadinessCheck], *, check_timeout: float = 2.0
+    metrics: Metrics,
+    checks: Sequence[ReadinessCheck],
+    *,
+    check_timeout: float = 2.0,
+    admin: AdminContext | None = None,
 ) -> web.Application:
-    """``checks`` run on every /readyz request: wrap those that do I/O in ``cached``."""
-    app = web.Application()
+    """``checks`` run on every /readyz request: wrap those that do I/O in ``cached``.
+    ``admin``: also serve the API (/api/v1/) and the dashboard (/)."""
+    if admin is None:
+        app = web.Application()
+    else:
+        from agent.http.security import error_middleware
+
+        app = web.Application(middlewares=[error_middleware()])
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "up"})
@@ -109,4 +129,10 @@ def build_http_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    if admin is not None:
+        from agent.http.api import add_api_routes
+        from agent.http.dashboard import add_dashboard_routes
+
+        add_api_routes(app, admin)
+        add_dashboard_routes(app, admin)
     return app

@@ -341,6 +341,13 @@ class ClaimBatcher:
         """Ask for ``units`` more than the calls need, in the next batch (for a lease)."""
         self._wanted(number, day, cap).extra += units
 
+    async def drain(self) -> None:
+        """Wait until every claim asked so far has landed (at stop, before leases go back:
+        a refill still in flight would otherwise come back after them and stay counted)."""
+        while self._runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._runner)
+
     def withdraw(self, future: asyncio.Future[int | None]) -> bool:
         """Take back a claim not yet sent (its call moved on); False once it is on its way."""
         for wanted in self._pending.values():

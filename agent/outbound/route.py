@@ -49,18 +49,24 @@ class OutboundRoute:
         self._service = service
 
     @staticmethod
-    def _args(request: AgiRequest) -> tuple[str, str, str | None, str | None]:
+    def _args(request: AgiRequest) -> tuple[str, str, str | None]:
         # The purpose may also come as ?purpose= in the script path (seen in real dialplans).
         purpose = (request.arg(1) or request.query.get("purpose", "")).strip()
         callee = request.arg(2).strip()
         case_ref = request.arg(3).strip() or None
         if case_ref is not None and not _CASE_REF.fullmatch(case_ref):
             case_ref = None  # free text from the dialplan is not stored: it could hold health data
+        return purpose, callee, case_ref
+
+    @staticmethod
+    def _area(request: AgiRequest) -> str | None:
+        """The optional 4th argument ``area=<postal code|département>`` (local presence)."""
         found = _AREA.fullmatch(request.arg(4).strip())
-        return purpose, callee, case_ref, found.group(1) if found else None
+        return found.group(1) if found else None
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        purpose, callee, case_ref, area = self._args(request)
+        purpose, callee, case_ref = self._args(request)
+        area = self._area(request)
         try:
             decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref, area)
         except BadRequest as exc:
@@ -69,7 +75,7 @@ class OutboundRoute:
         return _reply(request, decision)
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
-        purpose, callee, case_ref, _ = self._args(request)
+        purpose, callee, case_ref = self._args(request)
         if reason == "unknown_route":
             decision = Decision(contract.STATUS_ERROR, "unknown_route")
         else:

@@ -30,6 +30,7 @@ from agent.clock import Clock
 from agent.config import Config, PoolConfig
 from agent.contact.presence import area_hint, number_area
 from agent.errors import BadRequest, UnknownNumber
+from agent.outbound.fallback import PATTERN_USES, FallbackGuard
 from agent.outbound.policy import (
     NumberState,
     Selector,
@@ -141,6 +142,7 @@ class OutboundService:
         self.hooks = hooks or DecisionHooks()
         self._audit = AuditWriter(self._repo)
         self._states: dict[str, NumberState] = {}
+        self._fallback = FallbackGuard(lambda number: self._states.get(number))
         self._selector = Selector()
         self._pool_day: dict[str, str] = {}
         self._wakeups: list[tuple[float, str]] = []
@@ -184,12 +186,8 @@ class OutboundService:
             )
 
     async def stop(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        try:
-            await self.return_leases()
-        except Exception:  # the units stay counted (caps safe); the audit must still be written
-            log.exception("outbound: could not give back the units held here")
+        # The watch first (it refills and gives back too), then every claim still in flight,
+        # then the leases: nothing granted after this point stays counted for nobody.
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -197,6 +195,13 @@ class OutboundService:
             except asyncio.CancelledError:
                 pass
             self._watch_task = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._claims.drain()
+        try:
+            await self.return_leases()
+        except Exception:  # the units stay counted (caps safe); the audit must still be written
+            log.exception("outbound: could not give back the units held here")
         await self._audit.stop()
 
     async def apply_config(self, config: Config) -> None:
@@ -437,9 +442,20 @@ class OutboundService:
         pool = self._config.pool_for(purpose)
         if pool is None:
             return Decision(contract.STATUS_ERROR, "unknown_purpose")
-        return Decision(
-            contract.STATUS_FALLBACK, reason, pool.name, pool.fallback, pool.fallback_name
-        )
+        return self._fallback_answer(pool, contract.STATUS_FALLBACK, reason, self._clock.now())
+
+    def _fallback_answer(self, pool: PoolConfig, status: str, reason: str, now: float) -> Decision:
+        """The pool's fallback while it is healthy, else a healthy reserve number, else no
+        number (the dialplan keeps its own fallback); see agent/outbound/fallback.py."""
+        chosen = self._fallback.choose(pool, self._config.reserve_pools, now)
+        if chosen is None:
+            return Decision(status, reason, pool.name)
+        number, name = chosen
+        if self._fallback.count(pool, number, now):
+            message = f"pool {pool.name}: fallback caller ID used {PATTERN_USES} times in an hour"
+            for hook in self.hooks.on_alert:
+                hook("fallback_used", pool.name, message)
+        return Decision(status, reason, pool.name, number, name)
 
     async def decide(
         self,
@@ -538,13 +554,7 @@ class OutboundService:
         if mode == "refuse":
             decision = Decision(contract.STATUS_REFUSED, "pool_exhausted", pool.name)
         else:
-            decision = Decision(
-                contract.STATUS_EXHAUSTED,
-                "pool_exhausted",
-                pool.name,
-                pool.fallback,
-                pool.fallback_name,
-            )
+            decision = self._fallback_answer(pool, contract.STATUS_EXHAUSTED, "pool_exhausted", now)
         return self._record(now, ctx, decision)
 
     async def _claim_from(
@@ -826,6 +836,30 @@ class OutboundService:
         log.info("spam report from %s for %s (%d today)", source, phone.mask(number), count)
         return ReportResult(number, True, count, quarantined, state=self._report_state(number, now))
 
+    async def sideline(self, number: str, pool_name: str, policy: str) -> None:
+        """Act on a drift or reputation signal (the pool's ``on_drift``/``on_flag``): "rest"
+        rests the number for the pool's rest_hours from now, "quarantine" quarantines it for
+        quarantine_days; "alert" (or anything else) changes nothing here. A number that is
+        not ours, or already out of its pool, is left as it is."""
+        st = self._states.get(number)
+        if policy not in ("rest", "quarantine") or st is None:
+            return
+        now = self._clock.now()
+        pool = self._pool_of(st)
+        if policy == "quarantine" and not st.quarantined(now):
+            until = now + pool.rules.quarantine_days * 86400.0
+            await self._repo.quarantine(number, now, until, f"{policy} on a reputation signal")
+            kind, message = "number_quarantined", f"{phone.mask(number)} quarantined: drift or flag"
+        elif policy == "rest" and not st.resting(now):
+            until = now + pool.rules.rest_hours * 3600.0
+            await self._repo.add_rest(number, now, until, "reputation signal")
+            kind, message = "number_rested", f"{phone.mask(number)} rested: drift or flag"
+        else:
+            return
+        await self._repo.bump_state_version()
+        await self.reload_state()
+        await self._alert(now, kind, pool_name, message)
+
     def _report_state(self, number: str, now: float) -> str:
         st = self._states.get(number)
         return REPORT_QUARANTINED if st is not None and st.quarantined(now) else REPORT_IN_POOL
@@ -842,7 +876,17 @@ class OutboundService:
         return changed
 
     def fallbacks(self) -> dict[str, str]:
-        return self._config.fallbacks()
+        """purpose -> the caller ID the dialplan keeps in AstDB for when the agent is down:
+        the same healthy choice as a fallback answer; a purpose with none is left out (its
+        key is deleted, so the dialplan's global TRUSTLINE_FALLBACK_CID applies)."""
+        now = self._clock.now()
+        out: dict[str, str] = {}
+        for purpose, pool_name in self._config.purposes.items():
+            pool = self._config.pools[pool_name]
+            chosen = self._fallback.choose(pool, self._config.reserve_pools, now)
+            if chosen is not None:
+                out[purpose] = chosen[0]
+        return out
 
     def usable_by_pool(self) -> dict[str, int]:
         """Numbers that can be handed out right now, per pool (for metrics and readiness)."""

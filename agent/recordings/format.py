@@ -188,9 +188,9 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
 
-def new_header(key: SealingKey, plain_length: int, chunk_size: int = DEFAULT_CHUNK) -> tuple[
-    Header, AESGCM
-]:
+def new_header(
+    key: SealingKey, plain_length: int, chunk_size: int = DEFAULT_CHUNK
+) -> tuple[Header, AESGCM]:
     """A fresh header with a new random data key, wrapped by ``key``; returns the chunk cipher."""
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise ValueError(f"chunk size must be between {MIN_CHUNK} and {MAX_CHUNK}")
@@ -394,9 +394,7 @@ def read_header(src: Source, size: int, name: str = "recording") -> Header:
     key_id = kid_raw.decode("ascii", "replace")
     if flags != 0 or not MIN_CHUNK <= chunk_size <= MAX_CHUNK or not KEY_ID_RE.match(key_id):
         raise HeaderTampered(f"{name}: the header was modified (invalid field values)")
-    return Header(
-        chunk_size, plain_length, prefix, key_id, check_value, wrap_nonce, wrapped, fixed
-    )
+    return Header(chunk_size, plain_length, prefix, key_id, check_value, wrap_nonce, wrapped, fixed)
 
 
 def unwrap(header: Header, keys: Mapping[str, SealingKey], name: str = "recording") -> AESGCM:
@@ -504,16 +502,15 @@ def spot_check(
         if len(sealed) < want:
             raise TruncatedRecording(f"{name}: truncated while reading chunk {index}")
         try:
-            aead.decrypt(_nonce(header.nonce_prefix, index, index == count - 1), sealed,
-                         header.fixed)
+            aead.decrypt(
+                _nonce(header.nonce_prefix, index, index == count - 1), sealed, header.fixed
+            )
         except InvalidTag:
             _diagnose_chunk(header, aead, index, sealed, name)
     return header
 
 
-def _diagnose_chunk(
-    header: Header, aead: AESGCM, index: int, sealed: bytes, name: str
-) -> NoReturn:
+def _diagnose_chunk(header: Header, aead: AESGCM, index: int, sealed: bytes, name: str) -> NoReturn:
     """Raise the precise error for a chunk that failed to authenticate at ``index``."""
     count = header.chunk_count
     # An authentic chunk from another position (same length, so only full-size chunks can move).

@@ -117,8 +117,11 @@ class HandoffServer:
                 raise
             # A data folder path too long for a Unix socket, a read-only folder: the agent
             # runs on, post-commands seal by themselves.
-            log.warning("recordings: no hand-off socket at %s (%s); post-commands will seal"
-                        " by themselves", self.path, exc)
+            log.warning(
+                "recordings: no hand-off socket at %s (%s); post-commands will seal by themselves",
+                self.path,
+                exc,
+            )
             return False
         self._inode = os.stat(self.path).st_ino
         self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=_MAX_LINE)

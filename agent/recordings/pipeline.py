@@ -34,8 +34,26 @@ from agent.recordings.keyring import Keyring, fsync_dir
 
 # What MixMonitor (and Monitor) can write, by format name; anything else in the folder is left.
 AUDIO_SUFFIXES = frozenset(
-    {".wav", ".wav49", ".gsm", ".ulaw", ".alaw", ".ul", ".al", ".sln", ".sln16", ".raw",
-     ".g722", ".g729", ".mp3", ".ogg", ".opus", ".au", ".siren7", ".siren14"}
+    {
+        ".wav",
+        ".wav49",
+        ".gsm",
+        ".ulaw",
+        ".alaw",
+        ".ul",
+        ".al",
+        ".sln",
+        ".sln16",
+        ".raw",
+        ".g722",
+        ".g729",
+        ".mp3",
+        ".ogg",
+        ".opus",
+        ".au",
+        ".siren7",
+        ".siren14",
+    }
 )
 TEMP_MARK = ".tlrec-tmp"
 REWRAP_MARK = ".tlrec-rewrap"
@@ -146,7 +164,10 @@ class Survey:
 
 
 def survey(
-    folder: Path, settle_seconds: float, quiet_seconds: float, temps_older_than: float | None,
+    folder: Path,
+    settle_seconds: float,
+    quiet_seconds: float,
+    temps_older_than: float | None,
     proc: Path = Path("/proc"),
 ) -> Survey:
     """One pass for a sweep: scan, drop our stale temp files, split ready from busy.
@@ -234,7 +255,11 @@ def settled(path: Path, held_open: set[str] | None, settle_seconds: float) -> bo
 
 
 def settle_state(
-    path: Path, settle_seconds: float, *, quiet_seconds: float, reported: bool,
+    path: Path,
+    settle_seconds: float,
+    *,
+    quiet_seconds: float,
+    reported: bool,
     proc: Path = Path("/proc"),
 ) -> str:
     """``ready`` to seal, ``busy`` (open or recently written), ``missing`` or ``sealed``.
@@ -252,8 +277,7 @@ def settle_state(
 
 def open_folder_lock(folder: Path) -> int:
     """A descriptor on the folder's lock file (created 0600 if needed), for ``try_lock``."""
-    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   0o600)
+    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def try_lock(fd: int) -> bool:
@@ -316,8 +340,12 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         try:
             with os.fdopen(fd, "wb") as dst:
                 info = fmt.encrypt_file(
-                    src.fileno(), dst.fileno(), keyring.active, before.st_size,
-                    chunk_size=chunk_size, hasher=digest,
+                    src.fileno(),
+                    dst.fileno(),
+                    keyring.active,
+                    before.st_size,
+                    chunk_size=chunk_size,
+                    hasher=digest,
                 )
                 os.fsync(dst.fileno())
             after = os.stat(plain)
@@ -337,9 +365,7 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
     # lies on disk. Every later reader still authenticates every chunk.
     with open(target, "rb", opener=_nofollow) as sealed_file:
         fmt.spot_check(sealed_file, dict(keyring.keys), name=str(target))
-    return Sealed(
-        target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime
-    )
+    return Sealed(target, info.plain_size, info.sealed_size, info.key_id, sha256, before.st_mtime)
 
 
 def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None:
@@ -351,13 +377,16 @@ def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None
     before = os.stat(plain)
     with open(target, "rb", opener=_nofollow) as src, open(plain, "rb") as ref:
         sink = _CompareSink(ref)
-        header = fmt.decrypt_stream(src, sink, dict(keyring.keys), name=str(target),
-                                    hasher=digest)
+        header = fmt.decrypt_stream(src, sink, dict(keyring.keys), name=str(target), hasher=digest)
         same = sink.same and not ref.read(1)
     if not same:
         return None
     return Sealed(
-        target, header.plain_length, target.stat().st_size, header.key_id, digest.hexdigest(),
+        target,
+        header.plain_length,
+        target.stat().st_size,
+        header.key_id,
+        digest.hexdigest(),
         before.st_mtime,
     )
 
@@ -381,8 +410,9 @@ def set_aside(target: Path) -> Path:
     return aside
 
 
-_REJECTED_RE = re.compile(r"^\.(.+" + re.escape(fmt.SUFFIX) + r")\.\d+\.[0-9a-f]+"
-                          + re.escape(REJECTED_MARK) + "$")
+_REJECTED_RE = re.compile(
+    r"^\.(.+" + re.escape(fmt.SUFFIX) + r")\.\d+\.[0-9a-f]+" + re.escape(REJECTED_MARK) + "$"
+)
 
 
 def rejected_origin(aside: Path) -> Path:
@@ -425,8 +455,12 @@ def remove_temps(temps: list[Path], older_than: float | None) -> list[Path]:
 
 
 def verify(
-    path: Path, keyring: Keyring, *, expected_sha256: str | None = None,
-    pending_sha256: str | None = None, hash_file: bool = True,
+    path: Path,
+    keyring: Keyring,
+    *,
+    expected_sha256: str | None = None,
+    pending_sha256: str | None = None,
+    hash_file: bool = True,
 ) -> Sealed:
     """Authenticate every byte of a sealed file; optionally check it is the recorded file.
 
@@ -486,8 +520,13 @@ def open_unnamed(folder: Path) -> int | None:
 
 
 def decrypt_to(
-    path: Path, out: Path, keyring: Keyring, *, expected_sha256: str,
-    pending_sha256: str | None = None, stop: threading.Event | None = None,
+    path: Path,
+    out: Path,
+    keyring: Keyring,
+    *,
+    expected_sha256: str,
+    pending_sha256: str | None = None,
+    stop: threading.Event | None = None,
     register_part: Callable[[Path], None] | None = None,
 ) -> int:
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
@@ -510,8 +549,9 @@ def decrypt_to(
     digest = hashlib.sha256()
     try:
         with open(path, "rb", opener=_nofollow) as src, os.fdopen(fd, "wb") as dst:
-            header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys),
-                                        name=str(path), hasher=digest)
+            header = fmt.decrypt_stream(
+                src, _Guard(dst, stop), dict(keyring.keys), name=str(path), hasher=digest
+            )
             _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
@@ -539,8 +579,13 @@ def _link_unnamed(fd: int, out: Path) -> None:
 
 
 def decrypt_stream_to(
-    path: Path, dst: fmt.Sink, keyring: Keyring, *, expected_sha256: str,
-    pending_sha256: str | None = None, stop: threading.Event | None = None,
+    path: Path,
+    dst: fmt.Sink,
+    keyring: Keyring,
+    *,
+    expected_sha256: str,
+    pending_sha256: str | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Stream the authenticated plaintext of ``path`` to ``dst`` (a pipe to a player).
 
@@ -597,8 +642,7 @@ def prepare_rewrap(
         src.seek(0)
         header = fmt.read_header(src, size, str(path))
     if header.key_id == keyring.active_id:
-        done = verify(path, keyring, expected_sha256=expected_sha256,
-                      pending_sha256=pending_sha256)
+        done = verify(path, keyring, expected_sha256=expected_sha256, pending_sha256=pending_sha256)
         return PreparedRewrap(path, None, done)
     new_header = fmt.rewrap_header(header, keys, keyring.active, str(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{REWRAP_MARK}")
@@ -710,4 +754,3 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-

@@ -131,8 +131,9 @@ class RecordingsService:
         try:
             await self.recover_interrupted()
         except (TrustlineError, OSError) as exc:
-            log.warning("recordings: could not check for interrupted decryptions: %s",
-                        _describe(exc))
+            log.warning(
+                "recordings: could not check for interrupted decryptions: %s", _describe(exc)
+            )
         self._spawn(self._maintenance_loop())
 
     async def stop(self) -> None:
@@ -180,7 +181,9 @@ class RecordingsService:
         path = self._resolve(filename)
         if path is None:
             log.warning(
-                "recordings: %s: file %r is outside %s; not sealing it", uniqueid, filename,
+                "recordings: %s: file %r is outside %s; not sealing it",
+                uniqueid,
+                filename,
                 self._folder,
             )
             return
@@ -221,8 +224,9 @@ class RecordingsService:
 
     async def _seal_handed_off(self, filename: str, uniqueid: str | None) -> int:
         row = await self.seal_file(filename, uniqueid)
-        log.info("recordings: post-command handed over %s (recording %d)", Path(row.path).name,
-                 row.id)
+        log.info(
+            "recordings: post-command handed over %s (recording %d)", Path(row.path).name, row.id
+        )
         return row.id
 
     # -- sweep and retention ---------------------------------------------------------------
@@ -243,8 +247,12 @@ class RecordingsService:
             # At start-up no temp file can be ours in progress, and under the folder lock no
             # other process's either; later, only stale ones go.
             found = await asyncio.to_thread(
-                pipeline.survey, self._folder.resolve(), self._settle, self._quiet,
-                None if at_startup else 3600.0, self._proc,
+                pipeline.survey,
+                self._folder.resolve(),
+                self._settle,
+                self._quiet,
+                None if at_startup else 3600.0,
+                self._proc,
             )
         report.temps_removed = len(found.removed_temps)
         for tmp in found.removed_temps:
@@ -252,7 +260,8 @@ class RecordingsService:
         if not found.sees_writers and found.busy:
             log.info(
                 "recordings: cannot see which files Asterisk holds open (/proc); %d recordings"
-                " nobody reported complete wait until unchanged for %.0f s", len(found.busy),
+                " nobody reported complete wait until unchanged for %.0f s",
+                len(found.busy),
                 self._quiet,
             )
         for plain in found.busy:
@@ -277,13 +286,11 @@ class RecordingsService:
             if str(aside) in live or self._stopping:
                 continue
             try:
-                await self._record_rejected(pipeline.rejected_origin(aside), aside,
-                                            moved_now=False)
+                await self._record_rejected(pipeline.rejected_origin(aside), aside, moved_now=False)
                 report.rejected += 1
             except (TrustlineError, OSError) as exc:
                 report.failed += 1
-                log.error("recordings: could not list set-aside file %s: %s", aside,
-                          _describe(exc))
+                log.error("recordings: could not list set-aside file %s: %s", aside, _describe(exc))
         plain_set = set(found.ready) | set(found.busy)
         for sealed in found.sealed:
             if self._stopping:
@@ -295,18 +302,27 @@ class RecordingsService:
                     report.adopted += 1
             except (TrustlineError, OSError) as exc:
                 report.failed += 1
-                log.error("recordings: sealed file %s has no metadata and does not verify: %s",
-                          sealed, _describe(exc))
+                log.error(
+                    "recordings: sealed file %s has no metadata and does not verify: %s",
+                    sealed,
+                    _describe(exc),
+                )
         if report.sealed or report.adopted or report.failed:
             log.info(
                 "recordings: sweep sealed %d, adopted %d, waits for %d still being written,"
                 " %d failed",
-                report.sealed, report.adopted, report.busy, report.failed,
+                report.sealed,
+                report.adopted,
+                report.busy,
+                report.failed,
             )
         return report
 
     async def purge_expired(
-        self, *, operator: str = RETENTION_OPERATOR, dry_run: bool = False,
+        self,
+        *,
+        operator: str = RETENTION_OPERATOR,
+        dry_run: bool = False,
         progress: Progress | None = None,
     ) -> list[RecordingRow]:
         """Delete sealed recordings older than ``retention_days``; audit each deletion."""
@@ -329,11 +345,18 @@ class RecordingsService:
         if row is None or row.purged_at is not None:
             return False
         existed = await asyncio.to_thread(pipeline.delete_sealed, Path(row.path))
-        await self._repo.mark_purged(row, at=self._clock.now(), operator=operator,
-                                     reason=reason if existed else reason + " (file was"
-                                     " already gone)")
-        log.info("recordings: purged recording %d (%s, %s) under retention", row.id,
-                 row.uniqueid, row.state)
+        await self._repo.mark_purged(
+            row,
+            at=self._clock.now(),
+            operator=operator,
+            reason=reason if existed else reason + " (file was already gone)",
+        )
+        log.info(
+            "recordings: purged recording %d (%s, %s) under retention",
+            row.id,
+            row.uniqueid,
+            row.state,
+        )
         return True
 
     # -- access ----------------------------------------------------------------------------
@@ -372,7 +395,10 @@ class RecordingsService:
                 continue
             try:
                 await asyncio.to_thread(
-                    pipeline.verify, Path(row.path), ring, expected_sha256=row.sha256,
+                    pipeline.verify,
+                    Path(row.path),
+                    ring,
+                    expected_sha256=row.sha256,
                     pending_sha256=row.pending_sha256,
                 )
             except FileNotFoundError:
@@ -386,7 +412,12 @@ class RecordingsService:
         return results
 
     async def decrypt(
-        self, recording_id: int, out: Path | BinaryIO, *, operator: str, reason: str,
+        self,
+        recording_id: int,
+        out: Path | BinaryIO,
+        *,
+        operator: str,
+        reason: str,
         stop: threading.Event | None = None,
     ) -> RecordingRow:
         """Write one recording's audio to ``out`` (a new file, or a stream such as stdout),
@@ -413,29 +444,45 @@ class RecordingsService:
         ring = await self._ring()
         where = str(out) if isinstance(out, Path) else "-"
         audit_id = await self._repo.audit_started(
-            at=self._clock.now(), action="decrypt", recording_id=row.id, operator=operator,
-            reason=reason, detail={"out": where, "uniqueid": row.uniqueid, **_os_identity()},
+            at=self._clock.now(),
+            action="decrypt",
+            recording_id=row.id,
+            operator=operator,
+            reason=reason,
+            detail={"out": where, "uniqueid": row.uniqueid, **_os_identity()},
         )
         notes: list[Path] = []
         try:
             if isinstance(out, Path):
                 await asyncio.to_thread(
-                    pipeline.decrypt_to, Path(row.path), out, ring, expected_sha256=row.sha256,
-                    pending_sha256=row.pending_sha256, stop=stop,
+                    pipeline.decrypt_to,
+                    Path(row.path),
+                    out,
+                    ring,
+                    expected_sha256=row.sha256,
+                    pending_sha256=row.pending_sha256,
+                    stop=stop,
                     register_part=lambda part: notes.append(self._register_part(part)),
                 )
             else:
                 await asyncio.to_thread(
-                    pipeline.decrypt_stream_to, Path(row.path), out, ring,
-                    expected_sha256=row.sha256, pending_sha256=row.pending_sha256, stop=stop,
+                    pipeline.decrypt_stream_to,
+                    Path(row.path),
+                    out,
+                    ring,
+                    expected_sha256=row.sha256,
+                    pending_sha256=row.pending_sha256,
+                    stop=stop,
                 )
         except BaseException as exc:
             interrupted = isinstance(
                 exc, (pipeline.Interrupted, asyncio.CancelledError, BrokenPipeError)
             )
-            await asyncio.shield(self._repo.audit_outcome(
-                audit_id, INCOMPLETE if interrupted else f"failed: {type(exc).__name__}"
-            ))
+            await asyncio.shield(
+                self._repo.audit_outcome(
+                    audit_id, INCOMPLETE if interrupted else f"failed: {type(exc).__name__}"
+                )
+            )
             if isinstance(exc, FileNotFoundError) and exc.filename == row.path:
                 raise RecordingError(f"{row.path}: file is missing") from None
             if isinstance(exc, OSError):
@@ -444,8 +491,7 @@ class RecordingsService:
         finally:
             await asyncio.to_thread(_forget_parts, notes)
         await self._repo.audit_outcome(audit_id, "ok")
-        log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator,
-                 audit_id)
+        log.info("recordings: recording %d decrypted by %s (audit %d)", row.id, operator, audit_id)
         return row
 
     async def recover_interrupted(self) -> int:
@@ -483,8 +529,9 @@ class RecordingsService:
             if not pid.isdigit() or _alive(int(pid)):
                 continue
             for part in pipeline.remove_parts([Path(note.read_text())]):
-                log.warning("recordings: removed partial audio %s left by a killed decryption",
-                            part)
+                log.warning(
+                    "recordings: removed partial audio %s left by a killed decryption", part
+                )
             note.unlink(missing_ok=True)
 
     async def rewrap(self, progress: Progress | None = None) -> RewrapReport:
@@ -512,7 +559,10 @@ class RecordingsService:
         if row is None or row.purged_at is not None or row.rejected_at is not None:
             return False
         prepared = await asyncio.to_thread(
-            pipeline.prepare_rewrap, Path(row.path), ring, expected_sha256=row.sha256,
+            pipeline.prepare_rewrap,
+            Path(row.path),
+            ring,
+            expected_sha256=row.sha256,
             pending_sha256=row.pending_sha256,
         )
         try:
@@ -597,8 +647,7 @@ class RecordingsService:
             if not in_use:
                 log.warning("recordings: %s", message)
                 return
-            log.error("recordings: %s; recordings stay in plaintext until this is fixed",
-                      message)
+            log.error("recordings: %s; recordings stay in plaintext until this is fixed", message)
 
     def _resolve(self, filename: str) -> Path | None:
         """The recording's path if it lies inside the recordings folder, else None."""
@@ -650,23 +699,30 @@ class RecordingsService:
         except BadRequest as exc:
             log.warning("recordings: %s: %s", uniqueid or path.name, exc)
         except (TrustlineError, OSError) as exc:
-            log.error("recordings: %s: could not seal %s: %s", uniqueid or path.name, path,
-                      _describe(exc))
+            log.error(
+                "recordings: %s: could not seal %s: %s", uniqueid or path.name, path, _describe(exc)
+            )
 
     async def _wait_settled(self, path: Path, *, reported: bool = False) -> None:
         waited = 0.0
         while True:
             state = await asyncio.to_thread(
-                pipeline.settle_state, path, self._settle, quiet_seconds=self._quiet,
-                reported=reported or path in self._reported, proc=self._proc,
+                pipeline.settle_state,
+                path,
+                self._settle,
+                quiet_seconds=self._quiet,
+                reported=reported or path in self._reported,
+                proc=self._proc,
             )
             if state in ("ready", "sealed"):
                 return  # "sealed": done meanwhile (a sweep, the post-command hook)
             if state == "missing" and waited >= max(self._settle, 5.0):
                 raise BadRequest(f"recording {path} never appeared")
             if waited >= self._wait_limit:
-                raise BadRequest(f"{path} is still being written after {waited:.0f} s; the next"
-                                 " sweep will seal it")
+                raise BadRequest(
+                    f"{path} is still being written after {waited:.0f} s; the next"
+                    " sweep will seal it"
+                )
             await asyncio.sleep(self._poll)
             waited += self._poll
 
@@ -686,17 +742,26 @@ class RecordingsService:
             raise BadRequest(f"recording {plain} is gone")
         sealed = await asyncio.to_thread(pipeline.seal, plain, ring, chunk_size=self._chunk_size)
         if sealed.set_aside is not None:
-            log.warning("recordings: %s did not open and was moved aside as %s; the plaintext"
-                        " was sealed again", sealed.path.name, sealed.set_aside.name)
+            log.warning(
+                "recordings: %s did not open and was moved aside as %s; the plaintext"
+                " was sealed again",
+                sealed.path.name,
+                sealed.set_aside.name,
+            )
             await self._record_rejected(sealed.path, sealed.set_aside, moved_now=True)
         if sealed.displaced_by is not None:
-            log.warning("recordings: %s already holds another recording; %s sealed as %s",
-                        sealed.displaced_by.name, plain.name, sealed.path.name)
+            log.warning(
+                "recordings: %s already holds another recording; %s sealed as %s",
+                sealed.displaced_by.name,
+                plain.name,
+                sealed.path.name,
+            )
         row_id = await self._record(sealed, uniqueid, plain)
         # Only now, with a verified sealed file and its metadata stored, may the plaintext go.
         await asyncio.to_thread(pipeline.remove_plaintext, plain)
-        log.info("recordings: sealed %s as recording %d (key %s)", plain.name, row_id,
-                 sealed.key_id)
+        log.info(
+            "recordings: sealed %s as recording %d (key %s)", plain.name, row_id, sealed.key_id
+        )
         row = await self._repo.get(row_id)
         assert row is not None
         return row
@@ -707,20 +772,29 @@ class RecordingsService:
         if not await asyncio.to_thread(sealed_file.exists):
             return False  # retention, or a re-seal that set it aside
         sealed = await asyncio.to_thread(pipeline.verify, sealed_file, ring)
-        row_id = await self._record(sealed, pipeline.uniqueid_from_name(sealed_file.name),
-                                    pipeline.plain_path(sealed_file))
-        log.info("recordings: recorded metadata of sealed file %s as recording %d",
-                 sealed_file.name, row_id)
+        row_id = await self._record(
+            sealed, pipeline.uniqueid_from_name(sealed_file.name), pipeline.plain_path(sealed_file)
+        )
+        log.info(
+            "recordings: recorded metadata of sealed file %s as recording %d",
+            sealed_file.name,
+            row_id,
+        )
         return True
 
     async def _record_rejected(self, original: Path, aside: Path, *, moved_now: bool) -> int:
         info = await asyncio.to_thread(pipeline.describe, aside)
         plain = pipeline.plain_path(original)
         return await self._repo.record_rejected(
-            original=str(original), aside=str(aside), at=self._clock.now(),
+            original=str(original),
+            aside=str(aside),
+            at=self._clock.now(),
             uniqueid=pipeline.uniqueid_from_name(original.name),
-            source_name=self._source_name(plain), recorded_at=info.recorded_at,
-            size=info.size, sha256=info.sha256, moved_now=moved_now,
+            source_name=self._source_name(plain),
+            recorded_at=info.recorded_at,
+            size=info.size,
+            sha256=info.sha256,
+            moved_now=moved_now,
         )
 
     def _source_name(self, plain: Path) -> str:
@@ -731,9 +805,14 @@ class RecordingsService:
 
     async def _record(self, sealed: pipeline.Sealed, uniqueid: str | None, plain: Path) -> int:
         return await self._repo.record_sealed(
-            uniqueid=uniqueid, path=str(sealed.path), source_name=self._source_name(plain),
-            recorded_at=sealed.recorded_at, sealed_at=self._clock.now(),
-            plain_size=sealed.plain_size, size=sealed.size, key_id=sealed.key_id,
+            uniqueid=uniqueid,
+            path=str(sealed.path),
+            source_name=self._source_name(plain),
+            recorded_at=sealed.recorded_at,
+            sealed_at=self._clock.now(),
+            plain_size=sealed.plain_size,
+            size=sealed.size,
+            key_id=sealed.key_id,
             sha256=sealed.sha256,
         )
 
@@ -744,8 +823,12 @@ def _os_identity() -> dict[str, object]:
         login: str | None = getpass.getuser()
     except (OSError, KeyError):
         login = None
-    return {"os_login": login, "sudo_user": os.environ.get("SUDO_USER"), "euid": os.geteuid(),
-            "pid": os.getpid()}
+    return {
+        "os_login": login,
+        "sudo_user": os.environ.get("SUDO_USER"),
+        "euid": os.geteuid(),
+        "pid": os.getpid(),
+    }
 
 
 def _forget_parts(notes: list[Path]) -> None:
@@ -757,9 +840,13 @@ def _forget_parts(notes: list[Path]) -> None:
 
 def handoff_kind(exc: BaseException) -> str | None:
     """How a hand-off failure is reported to the post-command (its exit code follows)."""
-    for kind, name in ((BadRequest, "usage"), (KeyringError, "keyring"),
-                       (RecordingError, "recording"), (TrustlineError, "error"),
-                       (OSError, "io")):
+    for kind, name in (
+        (BadRequest, "usage"),
+        (KeyringError, "keyring"),
+        (RecordingError, "recording"),
+        (TrustlineError, "error"),
+        (OSError, "io"),
+    ):
         if isinstance(exc, kind):
             return name
     return None
@@ -781,4 +868,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
     return str(exc)
-

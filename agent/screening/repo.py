@@ -125,8 +125,15 @@ class ScreeningRepo:
             params: list[object] = []
             for r in chunk:
                 params += (
-                    r.at, r.uniqueid, r.dialled, r.caller_hash, r.caller_masked,
-                    r.attestation, r.score, r.verdict, r.reasons,
+                    r.at,
+                    r.uniqueid,
+                    r.dialled,
+                    r.caller_hash,
+                    r.caller_masked,
+                    r.attestation,
+                    r.score,
+                    r.verdict,
+                    r.reasons,
                 )
             await self._db.execute(
                 "INSERT INTO screening_decisions (at, uniqueid, dialled, caller_hash,"

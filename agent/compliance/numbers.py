@@ -1,0 +1,63 @@
+"""A callee's number as compliance reads it: E.164 that knows France's overseas departments.
+
+France's ten-digit plan also numbers La Réunion, Mayotte, Guadeloupe (with Saint-Barthélemy
+and Saint-Martin), Martinique and Guyane: ``0692 12 34 56`` dialled from Paris is a Réunion
+mobile, +262 692 12 34 56, while phonenumbers reads it in region FR as an invalid +33 number.
+When a national-format number is not valid in the configured region, the regions sharing that
+region's plan are tried (phonenumbers parses and validates; this module only lists who shares
+a plan). No I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import phonenumbers
+
+from agent import phone
+from agent.compliance import policy
+
+# Regions dialled with the same national numbers as the key region (ARCEP's plan for FR).
+SHARED_PLANS: dict[str, tuple[str, ...]] = {"FR": ("RE", "YT", "GP", "MQ", "GF")}
+
+
+@dataclass(frozen=True, slots=True)
+class Callee:
+    e164: str  # as compliance reads it (an overseas number dialled nationally: its own code)
+    plain: str  # as phone.to_e164(text, region, require_valid=False) reads it (call_audit's)
+    zone: str  # IANA time zone (policy.zone_of), else the fallback zone
+    audit_forms: tuple[str, ...]  # every E.164 form call_audit may hold this callee under
+
+
+def read(text: str, region: str, fallback_zone: str) -> Callee:
+    """Parse a callee once (phonenumbers' dearest step). Raises phone.InvalidNumber.
+
+    A number whose time zone phonenumbers cannot tell is not valid in ``region``; read in
+    national format, it is tried in the regions sharing ``region``'s plan."""
+    num = phone.parse(text, region)
+    plain = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    zone = policy.zone_of(num)
+    shared = SHARED_PLANS.get(region.upper(), ())
+    if zone is None and shared and not text.strip().startswith(("+", "00")):
+        for other in shared:
+            try:
+                candidate = phone.parse(text, other)
+            except phone.InvalidNumber:
+                continue
+            if phonenumbers.is_valid_number(candidate):
+                num, zone = candidate, policy.zone_of(candidate)
+                break
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    forms = {e164, plain}
+    if phonenumbers.region_code_for_number(num) in shared:
+        # Written in E.164 now, it may have been dialled nationally before.
+        national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+        with contextlib.suppress(phone.InvalidNumber):
+            forms.add(phone.to_e164(national, region, require_valid=False))
+    return Callee(e164, plain, zone or fallback_zone, tuple(sorted(forms)))
+
+
+def to_e164(text: str, region: str) -> str:
+    """E.164 of a callee as compliance reads it; raises phone.InvalidNumber."""
+    return read(text, region, "UTC").e164

@@ -1,0 +1,260 @@
+"""SQL of compliance: opt-outs, attempt counts, the admin audit, the hash chain, retention.
+
+May: write optouts, optout_events, compliance_state, admin_audit, audit_chain and
+audit_anchors (migration 0030, the only writer); read call_audit and recording_audit to count
+attempts, chain and export them; delete metadata past its retention (call_audit rows and their
+outcome columns, screening_decisions, spam_reports, optout_events). Must not: decide policy or
+hold state. Portable SQL only (``?`` placeholders, ON CONFLICT), for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store import Database
+
+# The columns of each chained table that a row's hash covers: what was decided or done.
+# call_audit's outcome columns are filled in later by the AMI link (call progress), and are
+# not covered; recording_audit rows are chained once their outcome is settled.
+CHAINED: dict[str, tuple[str, ...]] = {
+    "call_audit": (
+        "id", "at", "uniqueid", "purpose", "pool", "number", "status", "reason",
+        "callee_hash", "case_ref",
+    ),
+    "admin_audit": ("id", "at", "actor", "action", "target", "detail"),
+    "recording_audit": (
+        "id", "at", "action", "recording_id", "operator", "reason", "outcome", "detail",
+    ),
+}  # fmt: skip
+
+# Decisions that let a call go out count as attempts; a call never dialled does not.
+ATTEMPT_STATUSES = ("ok", "exhausted", "fallback")
+
+# Retention: table -> (time column, statement kind).
+PURGEABLE = {
+    "call_audit": "at",
+    "screening_decisions": "at",
+    "spam_reports": "reported_at",
+    "optout_events": "at",
+}
+_OUTCOME_COLUMNS = (
+    "outcome", "dial_status", "hangup_cause", "cdr_disposition", "talk_seconds", "linkedid",
+    "ended_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    seq: int
+    tbl: str
+    row_id: int
+    row_at: float
+    row_hash: str
+    prev_hash: str
+    detail: str | None
+
+
+class ComplianceRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- opt-outs --------------------------------------------------------------------------
+    async def add_optout(
+        self, callee_hash: str, purpose: str, at: float, source: str, event_id: str | None
+    ) -> bool:
+        """Record an opt-out; False when this AMI event was already stored (another agent)
+        or the callee had already opted out of this purpose."""
+        async with self.db.transaction():
+            fresh = await self.db.execute(
+                "INSERT INTO optout_events (at, action, callee_hash, purpose, source, event_id)"
+                " VALUES (?, 'add', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (at, callee_hash, purpose, source, event_id),
+            )
+            if not fresh:
+                return False
+            added = await self.db.execute(
+                "INSERT INTO optouts (callee_hash, purpose, at, source) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (callee_hash, purpose, at, source),
+            )
+            await self._bump()
+        return added > 0
+
+    async def remove_optout(self, callee_hash: str, purpose: str, at: float, source: str) -> bool:
+        async with self.db.transaction():
+            removed = await self.db.execute(
+                "DELETE FROM optouts WHERE callee_hash = ? AND purpose = ?", (callee_hash, purpose)
+            )
+            if removed:
+                await self.db.execute(
+                    "INSERT INTO optout_events (at, action, callee_hash, purpose, source)"
+                    " VALUES (?, 'remove', ?, ?, ?)",
+                    (at, callee_hash, purpose, source),
+                )
+                await self._bump()
+        return removed > 0
+
+    async def _bump(self) -> None:
+        await self.db.execute(
+            "INSERT INTO compliance_state (id, optout_version) VALUES (1, 1) ON CONFLICT (id)"
+            " DO UPDATE SET optout_version = compliance_state.optout_version + 1"
+        )
+
+    async def optout_version(self) -> int:
+        row = await self.db.fetchone("SELECT optout_version FROM compliance_state WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    async def optouts(self) -> set[tuple[str, str]]:
+        rows = await self.db.fetchall("SELECT callee_hash, purpose FROM optouts")
+        return {(str(r[0]), str(r[1])) for r in rows}
+
+    async def optouts_of(self, callee_hash: str) -> list[tuple[str, float, str]]:
+        rows = await self.db.fetchall(
+            "SELECT purpose, at, source FROM optouts WHERE callee_hash = ? ORDER BY purpose",
+            (callee_hash,),
+        )
+        return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
+
+    # -- attempts --------------------------------------------------------------------------
+    async def attempt_rows(
+        self, after_id: int, since: float, purposes: Sequence[str]
+    ) -> tuple[list[tuple[str, str, float]], int]:
+        """Calls let out for ``purposes`` ("*": all) in rows after ``after_id`` (0: every row
+        since ``since``): ([(callee hash, purpose, at)], the highest id read). Filtered here,
+        so a tail reads by primary key and the first load by time, each with its index."""
+        head = "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE "
+        where, start = ("id > ?", after_id) if after_id else ("at >= ?", since)
+        wanted = set(purposes)
+        out: list[tuple[str, str, float]] = []
+        top = after_id
+        for r in await self.db.fetchall(head + where, (start,)):
+            top = max(top, int(r[0]))
+            counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
+            if counted and ("*" in wanted or r[2] in wanted):
+                out.append((str(r[1]), str(r[2]), float(r[3])))
+        return out, top
+
+    # -- admin audit -----------------------------------------------------------------------
+    async def add_admin(self, at: float, actor: str, action: str, target: str, detail: str) -> None:
+        await self.db.execute(
+            "INSERT INTO admin_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (at, actor, action, target, detail),
+        )
+
+    # -- the chain -------------------------------------------------------------------------
+    async def chain_head(self) -> ChainEntry | None:
+        row = await self.db.fetchone(
+            "SELECT seq, tbl, row_id, row_at, row_hash, prev_hash, detail FROM audit_chain"
+            " ORDER BY seq DESC LIMIT 1"
+        )
+        return _entry(row) if row else None
+
+    async def chained_up_to(self, tbl: str) -> int:
+        row = await self.db.fetchone("SELECT MAX(row_id) FROM audit_chain WHERE tbl = ?", (tbl,))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def rows_after(self, tbl: str, after_id: int, limit: int) -> list[tuple[Any, ...]]:
+        """Rows of a chained table in id order, with the chained columns."""
+        cols = ", ".join(CHAINED[tbl])
+        rows = await self.db.fetchall(
+            f"SELECT {cols} FROM {tbl} WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [tuple(r) for r in rows]
+
+    async def append_chain(self, expected_head: int, entries: Sequence[ChainEntry]) -> bool:
+        """Append entries if the head is still ``expected_head`` (0: empty); False when
+        another process chained meanwhile (nothing written: try again later)."""
+        async with self.db.transaction():
+            head = await self.chain_head()
+            if (head.seq if head else 0) != expected_head:
+                return False
+            await self.db.executemany(
+                "INSERT INTO audit_chain (seq, tbl, row_id, row_at, row_hash, prev_hash, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.seq, e.tbl, e.row_id, e.row_at, e.row_hash, e.prev_hash, e.detail)
+                    for e in entries
+                ],
+            )
+        return True
+
+    async def chain_entries(self, after_seq: int, limit: int) -> list[ChainEntry]:
+        rows = await self.db.fetchall(
+            "SELECT seq, tbl, row_id, row_at, row_hash, prev_hash, detail FROM audit_chain"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [_entry(r) for r in rows]
+
+    async def add_anchor(self, day: str, seq: int, head_hash: str, at: float) -> bool:
+        return (
+            await self.db.execute(
+                "INSERT INTO audit_anchors (day, seq, head_hash, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (day, seq, head_hash, at),
+            )
+            > 0
+        )
+
+    async def anchors(self) -> list[tuple[str, int, str]]:
+        rows = await self.db.fetchall("SELECT day, seq, head_hash FROM audit_anchors ORDER BY seq")
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    # -- retention -------------------------------------------------------------------------
+    async def count_before(self, table: str, cutoff: float) -> int:
+        col = PURGEABLE[table]
+        row = await self.db.fetchone(f"SELECT COUNT(*) FROM {table} WHERE {col} < ?", (cutoff,))
+        return int(row[0]) if row else 0
+
+    async def count_outcomes_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM call_audit WHERE at < ? AND ("
+            + " OR ".join(f"{c} IS NOT NULL" for c in _OUTCOME_COLUMNS)
+            + ")",
+            (cutoff,),
+        )
+        return int(row[0]) if row else 0
+
+    async def purge_before(self, table: str, cutoff: float) -> int:
+        col = PURGEABLE[table]
+        return await self.db.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,))
+
+    async def clear_outcomes_before(self, cutoff: float) -> int:
+        sets = ", ".join(f"{c} = NULL" for c in _OUTCOME_COLUMNS)
+        nonnull = " OR ".join(f"{c} IS NOT NULL" for c in _OUTCOME_COLUMNS)
+        return await self.db.execute(
+            f"UPDATE call_audit SET {sets} WHERE at < ? AND ({nonnull})", (cutoff,)
+        )
+
+    # -- export ----------------------------------------------------------------------------
+    async def calls_between(self, since: float, until: float) -> list[tuple[Any, ...]]:
+        rows = await self.db.fetchall(
+            "SELECT at, purpose, case_ref, pool, number, status, reason, outcome, callee_hash"
+            " FROM call_audit WHERE at >= ? AND at < ? ORDER BY at, id",
+            (since, until),
+        )
+        return [tuple(r) for r in rows]
+
+    async def admin_between(self, since: float, until: float) -> list[tuple[Any, ...]]:
+        rows = await self.db.fetchall(
+            "SELECT at, actor, action, target, detail FROM admin_audit"
+            " WHERE at >= ? AND at < ? ORDER BY at, id",
+            (since, until),
+        )
+        return [tuple(r) for r in rows]
+
+    async def recording_access_between(self, since: float, until: float) -> list[tuple[Any, ...]]:
+        rows = await self.db.fetchall(
+            "SELECT at, operator, action, recording_id, reason, outcome FROM recording_audit"
+            " WHERE at >= ? AND at < ? ORDER BY at, id",
+            (since, until),
+        )
+        return [tuple(r) for r in rows]
+
+
+def _entry(row: Any) -> ChainEntry:
+    return ChainEntry(
+        int(row[0]), str(row[1]), int(row[2]), float(row[3]), str(row[4]), str(row[5]), row[6]
+    )

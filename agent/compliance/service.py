@@ -1,0 +1,347 @@
+"""Compliance use cases: may this call go out now, opt-outs (CLI, IVR over AMI), retention, and
+the periodic work of the audit chain.
+
+Policy comes from agent.compliance.policy; this module sequences I/O around it. Opt-outs are
+held in memory as keyed hashes and reloaded when the store's opt-out version moves (checked
+every ``refresh_seconds``), so an opt-out added from the CLI stops calls within seconds.
+Attempts are counted from the store's call_audit through an index tailed at the same pace
+(attempts.py), plus the calls this process let out whose rows are not in it yet. Never logs
+a full number (phone.mask).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import getpass
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from agent import phone
+from agent.clock import Clock
+from agent.compliance import numbers, policy
+from agent.compliance.attempts import AttemptIndex
+from agent.compliance.chain import AuditChain
+from agent.compliance.config import ComplianceConfig
+from agent.compliance.repo import ComplianceRepo
+from agent.errors import BadRequest
+from agent.store import Database
+
+log = logging.getLogger(__name__)
+
+OPTOUT_USEREVENT = "OptOut"
+_PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@dataclass(frozen=True, slots=True)
+class _Callee:
+    e164: str
+    hashed: str  # keys opt-outs
+    audit_hashes: tuple[str, ...]  # every hash its call_audit rows may carry
+    written: str  # the hash the outbound service writes for this text now
+    zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    table: str  # call_audit | outcomes | screening_decisions | spam_reports | optout_events
+    days: int
+    cutoff: float
+    rows: int
+
+
+class ComplianceService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        hash_key: bytes,
+        config: ComplianceConfig,
+        *,
+        region: str = "FR",
+        timezone: str = "Europe/Paris",
+    ) -> None:
+        self._repo = ComplianceRepo(db)
+        self._clock = clock
+        self._hash_key = hash_key
+        self.chain = AuditChain(self._repo)
+        self._optouts: set[tuple[str, str]] = set()
+        self._version = -1
+        self._attempts = AttemptIndex()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.apply_config(config, region=region, timezone=timezone)
+
+    @property
+    def repo(self) -> ComplianceRepo:
+        return self._repo
+
+    def apply_config(self, config: ComplianceConfig, *, region: str, timezone: str) -> None:
+        self._config = config
+        self._region = region
+        self._timezone = timezone
+        self._rules = functools.lru_cache(maxsize=256)(config.rules_for)
+        limits = config.limits.root
+        limited = [p for p in limits if p != "default"]
+        if "default" in limits:
+            limited.append("*")  # every purpose: the index reads them all
+        self._attempts.configure(
+            limited, max((x.days for x in limits.values()), default=0) * 86400.0
+        )
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(
+        self,
+        *,
+        refresh_seconds: float | None = 2.0,
+        chain_seconds: float = 10.0,
+        purge_seconds: float = 3600.0,
+    ) -> None:
+        await self.refresh()
+        if refresh_seconds:  # opt-outs and attempts made by other processes
+            self._tasks += [
+                asyncio.create_task(self._every(refresh_seconds, self.refresh), name="optouts"),
+                asyncio.create_task(self._every(chain_seconds, self.chain_work), name="chain"),
+                asyncio.create_task(self._every(purge_seconds, self.purge_work), name="purge"),
+            ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("compliance: periodic job failed; will retry")
+
+    async def refresh(self) -> None:
+        """Reload the opt-out set when another process (CLI, another agent) changed it."""
+        await self._attempts.refresh(self._repo, self._clock.now())
+        version = await self._repo.optout_version()
+        if version != self._version:
+            self._optouts = await self._repo.optouts()
+            self._version = version
+
+    async def chain_work(self) -> None:
+        now = self._clock.now()
+        await self.chain.extend(now)
+        await self.chain.anchor(now)
+
+    async def purge_work(self) -> None:
+        await self.chain.extend(self._clock.now())
+        for plan in await self.purge(dry_run=False):
+            if plan.rows:
+                log.info(
+                    "retention: deleted %d %s rows older than %d days",
+                    plan.rows,
+                    plan.table,
+                    plan.days,
+                )
+
+    # -- numbers ---------------------------------------------------------------------------
+    @functools.lru_cache(maxsize=65536)  # noqa: B019  (bounded; lives as long as the service)
+    def _callee(self, callee: str, region: str) -> _Callee | None:
+        """A callee read once: its numbers, hashes and zone; None for an extension or junk."""
+        try:
+            read = numbers.read(callee, region, self._timezone)
+        except phone.InvalidNumber:
+            return None
+        return _Callee(
+            read.e164,
+            phone.keyed_hash(self._hash_key, read.e164),
+            tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in read.audit_forms})),
+            phone.keyed_hash(self._hash_key, read.plain),
+            read.zone,
+        )
+
+    def _resolve(self, number: str) -> tuple[str, str]:
+        found = self._callee(number, self._region)
+        if found is None:
+            raise BadRequest(f"not a phone number: {phone.mask(number)}")
+        return found.e164, found.hashed
+
+    @staticmethod
+    def _check_purpose(purpose: str) -> str:
+        if not purpose or len(purpose) > 32 or not set(purpose) <= _PURPOSE_CHARS:
+            raise BadRequest("purpose: use letters, digits, '-' or '_' (at most 32)")
+        return purpose
+
+    # -- deciding --------------------------------------------------------------------------
+    def _quick(
+        self, purpose: str, callee: str, now: float
+    ) -> tuple[policy.Verdict, tuple[str, ...]]:
+        """Opt-out and window from memory; attempts not counted yet (pass 0). Also returns the
+        hashes the callee's call_audit rows may carry."""
+        rules = self._rules(purpose)
+        found = self._callee(callee, self._region)
+        hashes: tuple[str, ...] = ()
+        if found is None:  # an extension or junk: the window in the centre's zone still holds
+            zone, opted = self._timezone, False
+        else:
+            zone = found.zone
+            opted, hashes = (found.hashed, purpose) in self._optouts, found.audit_hashes
+        return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), hashes
+
+    def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
+        """The verdict without I/O (a deadline path): windows and opt-outs, not attempts."""
+        return self._quick(purpose, callee, self._clock.now())[0]
+
+    async def check(self, purpose: str, callee: str) -> policy.Verdict:
+        """May a call for ``purpose`` go to ``callee`` now?"""
+        now = self._clock.now()
+        verdict, hashes = self._quick(purpose, callee, now)
+        limit = self._rules(purpose).limit
+        if not verdict.allowed or limit is None or not hashes:
+            return verdict
+        attempts = self._count(hashes, purpose, now - limit.seconds)
+        if attempts < limit.attempts:
+            return verdict
+        return policy.decide(
+            self._rules(purpose), now=now, zone=verdict.zone, opted_out=False, attempts=attempts
+        )
+
+    def _count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
+        return self._attempts.count([(h, purpose) for h in hashes], since)
+
+    def note_attempt(self, purpose: str, callee: str) -> None:
+        """A call was let out: count it before its audit row reaches the store."""
+        if self._rules(purpose).limit is None:
+            return
+        found = self._callee(callee, self._region)
+        if found is not None:
+            self._attempts.note((found.written, purpose), self._clock.now())
+
+    async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
+        """Every rule for this call: (rule, passes|stops|not set, detail)."""
+        now = self._clock.now()
+        rules = self._rules(self._check_purpose(purpose))
+        _, hashed = self._resolve(callee)
+        found = self._callee(callee, self._region)
+        assert found is not None
+        zone = found.zone
+        out = [("time zone", "info", zone)]
+        opted = (hashed, purpose) in self._optouts
+        out.append(("opt-out", "stops" if opted else "passes", "opted out" if opted else ""))
+        if rules.limit is None:
+            out.append(("attempt limit", "not set", ""))
+        else:
+            n = self._count(found.audit_hashes, purpose, now - rules.limit.seconds)
+            stop = n >= rules.limit.attempts
+            text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
+            out.append(("attempt limit", "stops" if stop else "passes", text))
+        if rules.window is None and rules.calendar is None:
+            out.append(("window", "not set", "unrestricted"))
+        else:
+            v = policy.decide(rules, now=now, zone=zone, opted_out=False, attempts=0)
+            shown = rules.window.text if rules.window else "any time"
+            cal = f", holidays {rules.calendar}" if rules.calendar else ""
+            detail = f"{shown}{cal}" + (f"; {v.detail}; next {v.next_window}" if v.detail else "")
+            out.append(("window", "passes" if v.allowed else "stops", detail))
+        return out
+
+    # -- opt-outs --------------------------------------------------------------------------
+    async def add_optout(
+        self, number: str, purpose: str, source: str, *, event_id: str | None = None,
+        actor: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Record a callee's wish not to be called for ``purpose``; True when new."""
+        e164, hashed = self._resolve(number)
+        purpose = self._check_purpose(purpose)
+        now = self._clock.now()
+        added = await self._repo.add_optout(hashed, purpose, now, source, event_id)
+        if actor is not None:
+            await self._admin(now, actor, "optout_add", hashed, purpose)
+        self._optouts.add((hashed, purpose))
+        log.info("compliance: %s opted out of %s (%s)", phone.mask(e164), purpose, source)
+        return added
+
+    async def remove_optout(self, number: str, purpose: str, *, actor: str) -> bool:
+        e164, hashed = self._resolve(number)
+        purpose = self._check_purpose(purpose)
+        now = self._clock.now()
+        removed = await self._repo.remove_optout(hashed, purpose, now, "cli")
+        await self._admin(now, actor, "optout_remove", hashed, purpose)
+        self._optouts.discard((hashed, purpose))
+        log.info("compliance: opt-out of %s from %s removed", phone.mask(e164), purpose)
+        return removed
+
+    async def optouts_of(self, number: str) -> list[tuple[str, float, str]]:
+        return await self._repo.optouts_of(self._resolve(number)[1])
+
+    async def _admin(self, now: float, actor: str, action: str, hashed: str, purpose: str) -> None:
+        detail = json.dumps({"purpose": purpose}, sort_keys=True)
+        await self._repo.add_admin(now, actor, action, f"callee {hashed}", detail)
+
+    async def on_user_event(self, event: Mapping[str, str]) -> bool:
+        """AMI ``UserEvent(OptOut,Number: ...,Purpose: survey)`` from the IVR ("press 8").
+
+        Returns True when an opt-out was stored. Bad fields are logged (masked) and dropped;
+        the event's Uniqueid makes it count once when several agents receive it."""
+        if event.get("UserEvent") != OPTOUT_USEREVENT:
+            return False
+        number = event.get("Number", "").strip()
+        purpose = event.get("Purpose", "").strip()
+        try:
+            return await self.add_optout(
+                number, purpose, "ivr", event_id=event.get("Uniqueid") or None
+            )
+        except BadRequest as exc:
+            log.warning("compliance: OptOut event for %s ignored: %s", phone.mask(number), exc)
+            return False
+
+    # -- retention -------------------------------------------------------------------------
+    async def purge(self, *, dry_run: bool, actor: str | None = None) -> list[PurgePlan]:
+        """Delete call metadata past its retention ([retention] in pools.toml); with
+        ``dry_run`` only count. Purged audit rows are recorded in the chain."""
+        now = self._clock.now()
+        days = self._config.retention
+        plans: list[PurgePlan] = []
+        for table, keep in (
+            ("call_audit", days.call_audit),
+            ("outcomes", days.outcomes),
+            ("screening_decisions", days.screening_decisions),
+            ("spam_reports", days.spam_reports),
+            ("optout_events", days.optout_events),
+        ):
+            cutoff = now - keep * 86400.0
+            if table == "outcomes":
+                rows = await (
+                    self._repo.count_outcomes_before(cutoff)
+                    if dry_run
+                    else self._repo.clear_outcomes_before(cutoff)
+                )
+            elif dry_run:
+                rows = await self._repo.count_before(table, cutoff)
+            else:
+                if table == "call_audit":
+                    await self.chain.extend(now)
+                rows = await self._repo.purge_before(table, cutoff)
+                if table == "call_audit" and rows:
+                    await self.chain.record_purge(table, cutoff, rows, now)
+            plans.append(PurgePlan(table, keep, cutoff, rows))
+        if not dry_run and actor is not None:
+            detail = json.dumps({p.table: p.rows for p in plans}, sort_keys=True)
+            await self._repo.add_admin(now, actor, "audit_purge", "retention", detail)
+        return plans
+
+
+def os_actor() -> str:
+    """Who runs an admin command: the OS login (and the sudo user behind it)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{user} (sudo by {sudo})" if sudo else user

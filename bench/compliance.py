@@ -1,0 +1,256 @@
+"""Cost of compliance on an outbound decision: windows, attempt limits and opt-outs enabled.
+
+Run by hand:  .venv/bin/python bench/compliance.py [--decisions 3000]
+
+In one process, real SQLite in a temporary folder, a clock inside the window:
+  baseline   - OutboundService.decide (selection and claim), as bench/outbound.py's selection
+  compliance - ComplianceService.check then OutboundService.decide, as the compliance route
+               runs them: a window with a holiday calendar, a limit on the purpose (counted
+               in a call_audit of 50,000 rows over 10,000 callees; high enough never to
+               refuse, so both sides do the same work after the check) and 10,000 opt-outs
+  check only - the compliance check alone
+then, end to end over FastAGI at 50 concurrent sessions (as bench/outbound.py measures: the
+one-variable answer, a callee never seen before each call), `trustline run` with and without
+the compliance route in front, and the bare FastAGI server, to show the outbound bench's goals
+still hold.
+Baseline and compliance rounds alternate (9 each after a warm-up round, which one goes first
+alternating too), so both see the same machine load; figures are medians, the ratio the median
+of each round's ratio. The goal: compliance adds at most a tenth to a decision, so the outbound bench's goals
+(agent/bare >= 50%, p99 <= 25 ms at c=50) keep their margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import outbound as outbound_bench  # noqa: E402  (bench/outbound.py: load generator, servers)
+
+from agent import phone  # noqa: E402
+from agent.clock import FrozenClock  # noqa: E402
+from agent.compliance.config import parse_compliance  # noqa: E402
+from agent.compliance.service import ComplianceService  # noqa: E402
+from agent.config import parse_config  # noqa: E402
+from agent.outbound.repo import AuditRecord, OutboundRepo  # noqa: E402
+from agent.outbound.service import OutboundService  # noqa: E402
+from agent.store import open_database  # noqa: E402
+
+KEY = b"k" * 32
+POOLS = """
+[defaults]
+daily_cap = 100000
+intensive_threshold = 100000
+[pools.surveys]
+purposes = ["survey"]
+numbers = [
+%s
+]
+"""
+COMPLIANCE = """
+[windows]
+default = "Mon-Fri 09:00-19:00; Sat 09:00-12:00"
+holidays = "FR"
+[limits]
+survey = { attempts = 1000000, days = 7 }
+"""
+GOAL = 1.10
+# `trustline run`, with the compliance route wired in front of outbound as app.py will do.
+COMPLIANT_AGENT = """
+import asyncio, sys
+from agent.app import Agent, load_hash_key
+from agent.compliance.config import parse_compliance
+from agent.compliance.route import ComplianceRoute
+from agent.compliance.service import ComplianceService
+from agent.settings import load_settings
+async def main():
+    sys.setswitchinterval(0.0005)
+    settings = load_settings()
+    agent = Agent(settings)
+    await agent.start()
+    loaded = parse_compliance(%r)
+    service = ComplianceService(
+        agent.db, agent.clock, load_hash_key(settings.hash_key_path), loaded.compliance
+    )
+    await service.start()
+    agent.routes["outbound"] = ComplianceRoute(agent.routes["outbound"], service, agent.outbound)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+E2E_COMPLIANCE = """
+[windows]
+default = "Mon-Sun 00:00-24:00"
+holidays = "FR"
+[limits]
+reminder = { attempts = 100000000, days = 7 }
+"""
+ROWS = 50_000
+ROUNDS = 9
+
+
+async def setup(tmp: Path) -> tuple[OutboundService, ComplianceService, list[str]]:
+    numbers = ",\n".join(
+        f'  {{ number = "+33{1 + i % 5}{42000000 + i:08d}", name = "Clinique" }}' for i in range(20)
+    )
+    config = parse_config(POOLS % numbers)
+    db = await open_database(tmp / "b.sqlite3")
+    clock = FrozenClock(datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("Europe/Paris")))
+    outbound = OutboundService(db, clock, config, KEY)
+    await outbound.start(watch_interval=None)
+    loaded = parse_compliance(COMPLIANCE)
+    compliance = ComplianceService(db, clock, KEY, loaded.compliance)
+    callees = [f"06{12000000 + i:08d}" for i in range(10_000)]
+    now = clock.now()
+    hashes = [phone.keyed_hash(KEY, phone.to_e164(c, "FR")) for c in callees]
+    records = [
+        AuditRecord(
+            now - (i % 6) * 86400.0 - i,
+            f"u{i}",
+            "survey",
+            "surveys",
+            "+33142000001",
+            "ok",
+            "least_used",
+            hashes[i % 10_000],
+            None,
+        )
+        for i in range(ROWS)
+    ]
+    await OutboundRepo(db).write_audit(records, {})
+    # Opt-outs for another purpose: the set is big, these calls pass.
+    await db.executemany(
+        "INSERT INTO optouts (callee_hash, purpose, at, source) VALUES (?, 'reminder', ?, 'cli')",
+        [(r.callee_hash, now) for r in records[:10_000]],
+    )
+    await compliance.start(refresh_seconds=None)  # loads the opt-outs and the attempt index
+    return outbound, compliance, callees
+
+
+async def timed(job, batch: list[str]) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    for callee in batch:
+        await job(callee)
+    return (time.perf_counter() - start) / len(batch) * 1e6
+
+
+async def end_to_end(sessions: int) -> None:
+    bare_port = outbound_bench.free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", outbound_bench.BARE_SERVER, str(bare_port)],
+            stdout=subprocess.DEVNULL,
+        )
+    ]
+    ports = {"bare": bare_port}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "pools.toml"
+        config.write_text(outbound_bench.pools_toml(20, 100_000))
+        for label, argv in (
+            ("agent", ["-m", "agent", "run"]),
+            ("compliant", ["-c", COMPLIANT_AGENT % E2E_COMPLIANCE]),
+        ):
+            port = outbound_bench.free_port()
+            data = Path(tmp) / label
+            data.mkdir()
+            env = outbound_bench.agent_env(config, data, port)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *argv], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+                )
+            )
+            ports[label] = port
+        try:
+            for port in ports.values():
+                outbound_bench.wait_port(port)
+            rates: dict[str, list[float]] = {k: [] for k in ports}
+            p99s: dict[str, list[float]] = {k: [] for k in ports}
+            for port in ports.values():  # warm-up
+                await outbound_bench.load(port, outbound_bench.callee_blocks(200, 0), 50)
+            for r in range(3):  # interleaved rounds, medians; callees never seen before
+                blocks = outbound_bench.callee_blocks(sessions, 1000 + r * sessions)
+                for label, port in ports.items():
+                    elapsed, lat = await outbound_bench.load(port, blocks, 50)
+                    rates[label].append(len(lat) / elapsed)
+                    p99s[label].append(statistics.quantiles(lat, n=100)[98] * 1000)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+    for label in ports:
+        print(
+            f"e2e c=50  {label:<9} {statistics.median(rates[label]):7.0f} sessions/s"
+            f"   p99 {statistics.median(p99s[label]):6.2f} ms"
+        )
+    bare = statistics.median(rates["bare"])
+    agent = statistics.median(rates["agent"])
+    compliant = statistics.median(rates["compliant"])
+    print(
+        f"e2e c=50: compliant/bare = {compliant / bare:.0%} (outbound target >= 50%),"
+        f" compliant/agent = {compliant / agent:.0%},"
+        f" compliant p99 {statistics.median(p99s['compliant']):.2f} ms (target <= 25 ms)"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--decisions", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=2000)
+    args = parser.parse_args()
+    sys.setswitchinterval(0.0005)  # as `trustline run` sets it (agent/app.py run_agent)
+    with tempfile.TemporaryDirectory() as tmp:
+        outbound, compliance, callees = await setup(Path(tmp))
+
+        async def baseline(callee: str) -> None:
+            await outbound.decide("survey", callee)
+
+        async def checked(callee: str) -> None:
+            verdict = await compliance.check("survey", callee)
+            assert verdict.allowed, verdict
+            await outbound.decide("survey", callee)
+            compliance.note_attempt("survey", callee)
+
+        async def check_only(callee: str) -> None:
+            await compliance.check("survey", callee)
+
+        runs: dict[str, list[float]] = {"base": [], "full": [], "alone": [], "ratio": []}
+        for r in range(ROUNDS + 1):
+            batch = [callees[(r * 7919 + i * 7) % len(callees)] for i in range(args.decisions)]
+            figures = {}
+            jobs = [("base", baseline), ("full", checked)]
+            for name, job in (*(jobs if r % 2 else jobs[::-1]), ("alone", check_only)):
+                figures[name] = await timed(job, batch)  # which goes first alternates
+            if r:  # the first round warms caches and SQLite pages
+                for name, figure in figures.items():
+                    runs[name].append(figure)
+                runs["ratio"].append(figures["full"] / figures["base"])
+        base, full, alone, ratio = (
+            statistics.median(runs[k]) for k in ("base", "full", "alone", "ratio")
+        )
+        await outbound.stop()
+        await outbound._repo.db.close()
+    print(f"baseline    {base:7.1f} us/decision (outbound selection and claim)")
+    print(
+        f"compliance  {full:7.1f} us/decision (windows + holidays + limit + opt-out, then the same)"
+    )
+    print(f"check only  {alone:7.1f} us/check")
+    await end_to_end(args.sessions)
+    print(
+        f"compliance: {full:.1f} us/decision = {ratio:.2f} of {base:.1f} us/decision"
+        f" without compliance [goal <= {GOAL:.2f}]"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
