@@ -255,7 +255,12 @@ class Agent:
             hash_key=hash_key,
         )
         return AdminContext(
-            actions, DashboardViews(self.read_db), self.read_db, self.clock, lambda: self.config
+            actions,
+            DashboardViews(self.read_db),
+            self.read_db,
+            self.clock,
+            lambda: self.config,
+            contact=self.contact,
         )
 
     async def stop(self) -> None:

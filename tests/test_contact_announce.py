@@ -246,4 +246,30 @@ async def test_trustline_announce_pins_for_the_running_agent(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
-    assert proc.returncode == 64 and "--sms needs [contact.sms] in pools.toml" in err.decode()
+    assert (
+        proc.returncode == 64 and "a pre-call SMS needs [contact.sms] in pools.toml" in err.decode()
+    )
+
+
+async def test_post_api_v1_announce(make_agent: AgentFactory) -> None:
+    from tests.admin_rig import start_rig
+
+    rig = await start_rig(make_agent, pools=POOLS)
+    body = {"purpose": "reminder", "callee": PATIENT, "area": "13008"}
+    status, _ = await rig.call("POST", "/api/v1/announce", "viewer", json=body)
+    assert status == 403  # a viewer reads; announcing acts
+    status, answer = await rig.call("POST", "/api/v1/announce", "operator", json=body)
+    assert status == 200, answer
+    assert answer["number"] == "+33491000005" and answer["reused"] is False
+    status, answer = await rig.call(
+        "POST", "/api/v1/announce", "operator", json={**body, "sms": True}
+    )
+    assert status == 400 and "a pre-call SMS needs [contact.sms]" in str(answer)
+    assert rig.agent.db is not None
+    row = await rig.agent.db.fetchone(
+        "SELECT action, target, detail FROM admin_audit WHERE action = 'announce'"
+    )
+    assert row is not None and row[1] == "+33491000005"
+    assert "12345678" not in row[2] and "***5678" in row[2]  # the patient, masked
+    got = await run_session("127.0.0.1", agi_port(rig.agent), args=["reminder", PATIENT])
+    assert got.variables["TRUSTLINE_REASON"] == "pinned"

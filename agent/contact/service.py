@@ -162,7 +162,7 @@ class ContactService:
         template = contact.templates.get(purpose)
         if sms and (contact.sms is None or template is None):
             missing = "[contact.sms]" if contact.sms is None else f"[contact.templates] {purpose}"
-            raise BadRequest(f"--sms needs {missing} in pools.toml")
+            raise BadRequest(f"a pre-call SMS needs {missing} in pools.toml")
         callee_hash = phone.keyed_hash(self._hash_key, e164)
 
         pin = self._open.get((callee_hash, purpose))
