@@ -35,6 +35,10 @@ from agent.compliance.config import from_sections
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
+from agent.contact.config import ContactConfig, contact_of
+from agent.contact.http import vcard_routes
+from agent.contact.outbox import SmsOutbox
+from agent.contact.service import ContactService
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.http.context import AdminContext
@@ -97,6 +101,7 @@ class Agent:
         self.alerts: AlertService | None = None
         self.scanner: ReputationScanner | None = None
         self.outcomes: OutcomesService | None = None
+        self.contact: ContactService | None = None
         self.watch: SystemWatch | None = None
         self.compliance: ComplianceService | None = None
         self.routes: dict[str, Route] = {}
@@ -141,6 +146,7 @@ class Agent:
             config_provider=lambda: self.config, db=self.db, clock=self.clock, hash_key=hash_key
         )
         self._stoppers.append(self.screening.close)
+        await self._start_contact(hash_key)
 
         # Recordings before AMI: the link hands completed recordings to this service.
         self.compliance = ComplianceService(
@@ -198,18 +204,18 @@ class Agent:
         warn_if_exposed(s)
         self._stoppers.append(self.agi.stop)
 
-        self._http = make_runner(
-            build_http_app(
-                self.metrics,
-                [
-                    self._ready_config,
-                    cached(self._ready_store),  # a store query at most once a second
-                    self._ready_ami,
-                    self._ready_recordings,
-                ],
-                admin=await self._admin_context(hash_key),
-            )
+        http_app = build_http_app(
+            self.metrics,
+            [
+                self._ready_config,
+                cached(self._ready_store),  # a store query at most once a second
+                self._ready_ami,
+                self._ready_recordings,
+            ],
+            admin=await self._admin_context(hash_key),
         )
+        http_app.add_routes(vcard_routes(lambda: self.config, self._contact_config))
+        self._http = make_runner(http_app)
         await self._http.setup()
         site = web.TCPSite(self._http, *s.http_address, ssl_context=tls_context(s))
         await site.start()
@@ -249,7 +255,12 @@ class Agent:
             hash_key=hash_key,
         )
         return AdminContext(
-            actions, DashboardViews(self.read_db), self.read_db, self.clock, lambda: self.config
+            actions,
+            DashboardViews(self.read_db),
+            self.read_db,
+            self.clock,
+            lambda: self.config,
+            contact=self.contact,
         )
 
     async def stop(self) -> None:
@@ -298,6 +309,23 @@ class Agent:
                 continue
             log.info("%s: store reached", what)
             return
+
+    # -- patient contact: pins, the SMS outbox, the vCard --------------------------------------
+    def _contact_config(self) -> ContactConfig:
+        return contact_of(self.config)
+
+    async def _start_contact(self, hash_key: bytes) -> None:
+        assert self.db is not None and self.outbound is not None and self.screening is not None
+        outbox = SmsOutbox(self.db, self.clock, hash_key, lambda: self._contact_config().sms)
+        await outbox.start()
+        self._stoppers.append(outbox.stop)
+        self.contact = ContactService(
+            self.db, self.clock, hash_key, self.outbound, self._contact_config, outbox
+        )
+        await self.contact.start()
+        self._stoppers.append(self.contact.stop)
+        self.outbound.pins = self.contact  # the call announced gets the pinned number
+        self.screening.also_called = self.contact.called_recently
 
     # -- the reputation loop: alerts, drift, reputation lookups, the weekly report ----------
     async def _start_alerts(self, config: Config) -> None:

@@ -65,7 +65,7 @@ async def test_captured_outbound_session_is_served_byte_correctly(make_agent) ->
         'SET VARIABLE CALLERID(name) "Clinique StMarc"',
         'SET VARIABLE TRUSTLINE_STATUS "ok"',
         'SET VARIABLE TRUSTLINE_POOL "reminders"',
-        'SET VARIABLE TRUSTLINE_REASON "local_presence"',
+        'SET VARIABLE TRUSTLINE_REASON "local_number"',
     ]
     assert session.closed_by_agent
 

@@ -94,7 +94,7 @@ async def test_two_agents_on_one_store_share_the_cap(make_agent, tmp_path) -> No
     assert max(Counter(r["CALLERID(num)"] for r in ok).values()) == 5
 
 
-async def test_local_presence_then_least_used_then_least_recent(make_agent, clock) -> None:
+async def test_local_number_then_least_used_then_least_recent(make_agent, clock) -> None:
     extra = ""
     agent = await make_agent(
         pools(numbers=2).replace(
@@ -105,7 +105,7 @@ async def test_local_presence_then_least_used_then_least_recent(make_agent, cloc
     )
     # A Lyon callee gets the Lyon (04 72) number while it is under its cap.
     lyon = await call(agent, "04 72 11 22 33")
-    assert lyon["CALLERID(num)"] == "+33472000003" and lyon["TRUSTLINE_REASON"] == "local_presence"
+    assert lyon["CALLERID(num)"] == "+33472000003" and lyon["TRUSTLINE_REASON"] == "local_number"
     # Paris callees alternate between the two Paris numbers: least used first.
     first = await call(agent, "0142123456")
     clock.advance(1)
@@ -392,7 +392,7 @@ async def test_metrics_report_decisions_latency_and_usable_numbers(make_agent) -
             ready = await resp.json()
         async with http.get(f"http://{host}:{port}/healthz") as resp:
             assert resp.status == 200
-    assert 'trustline_outbound_decisions_total{reason="local_presence",status="ok"} 1.0' in text
+    assert 'trustline_outbound_decisions_total{reason="local_number",status="ok"} 1.0' in text
     assert 'trustline_pool_usable_numbers{pool="reminders"} 2.0' in text
     assert "trustline_agi_decision_seconds_bucket" in text
     assert ready["status"] == "ready"

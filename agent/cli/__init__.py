@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here: the feature modules import common_options from this module.
     from agent.cli import (
         compliance,
+        contact,
         db,
         outbound,
         packaging,
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    features = (outbound, stats, screening, recordings, reputation, compliance, db, packaging)
-    for feature in (*features, tokens):
+    # contact after outbound: it adds `numbers import` under outbound's `numbers`.
+    features = (outbound, contact, stats, screening, recordings, reputation, compliance, db)
+    for feature in (*features, packaging, tokens):
         feature.register(sub)
     return parser
 

@@ -31,6 +31,7 @@ from agent.http.security import actor_of, bearer_principal, may
 from agent.outbound.policy import local_day
 from agent.outcomes.repo import OutcomeRepo
 from agent.outcomes.stats import aggregate
+from agent.phone import mask
 from agent.tokens.roles import Permission
 from agent.tokens.service import Principal
 
@@ -230,6 +231,24 @@ class RevokeOut(BaseModel):
     revoked: bool
 
 
+class AnnounceIn(BaseModel):
+    purpose: str = Field(max_length=32)
+    callee: str = Field(max_length=40, description="the patient's number (never stored in clear)")
+    case_ref: str | None = Field(None, pattern=r"^[A-Za-z0-9._:/-]{1,64}$")
+    at: float | None = Field(None, description="planned call time (UTC epoch); default now")
+    area: str | None = Field(None, max_length=5, description="postal code or département")
+    sms: bool = Field(False, description="queue the purpose's pre-call SMS")
+
+
+class AnnounceOut(BaseModel):
+    pool: str
+    number: str = Field(description="the pinned caller ID the call will present")
+    name: str
+    expires_at: float
+    sms_at: float | None
+    reused: bool = Field(description="an open pin for this callee and purpose already existed")
+
+
 # -- endpoint table -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Call:
@@ -373,6 +392,23 @@ async def _report(ctx: AdminContext, call: Call) -> ReportOut:
         quarantined=result.quarantined,
         duplicate=result.duplicate,
     )
+
+
+async def _announce(ctx: AdminContext, call: Call) -> AnnounceOut:
+    body = cast(AnnounceIn, call.body)
+    if ctx.contact is None:
+        raise BadRequest("patient contact is not running on this agent")
+    pinned = await ctx.contact.announce(
+        body.purpose, body.callee, case_ref=body.case_ref, at=body.at, sms=body.sms, area=body.area
+    )
+    await ctx.actions.audit.record(
+        call.actor, "announce", pinned.number, purpose=body.purpose, sms=body.sms,
+        callee=mask(body.callee),
+    )  # fmt: skip
+    return AnnounceOut(
+        pool=pinned.pool, number=pinned.number, name=pinned.name, expires_at=pinned.expires_at,
+        sms_at=pinned.sms_at, reused=pinned.reused,
+    )  # fmt: skip
 
 
 async def _reinstate(ctx: AdminContext, call: Call) -> ReinstateOut:
@@ -550,6 +586,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/alerts/{id}/ack", "act", "Acknowledge an alert", AckOut, _ack),
     Endpoint("POST", "/reports", "act", "Report spam against a caller ID", ReportOut, _report,
              body=ReportIn),
+    Endpoint("POST", "/announce", "act",
+             "Pin the caller ID of a coming call to its callee; optionally queue the SMS",
+             AnnounceOut, _announce, body=AnnounceIn),
     Endpoint("POST", "/numbers/{number}/reinstate", "act", "End a quarantine or rest now",
              ReinstateOut, _reinstate),
     Endpoint("GET", "/screening/lists/{kind}", "read", "A block or allow list", ListOut, _list),

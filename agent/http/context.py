@@ -12,6 +12,7 @@ from agent.admin.actions import AdminActions
 from agent.admin.views import DashboardViews
 from agent.clock import Clock
 from agent.config import Config
+from agent.contact.service import ContactService
 from agent.http.security import Sessions
 from agent.outbound.policy import local_day
 from agent.store import Database
@@ -24,6 +25,7 @@ class AdminContext:
     read_db: Database  # the dashboard's own connection: its queries never queue before calls
     clock: Clock
     config: Callable[[], Config]
+    contact: ContactService | None = None  # POST /api/v1/announce (patient contact)
     sessions: Sessions = field(init=False)
 
     def __post_init__(self) -> None:

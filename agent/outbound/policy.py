@@ -67,6 +67,17 @@ def intensive_rest(
     return start, start + rules.rest_hours * 3600.0
 
 
+def presence_wanted(own_area: str | None, hinted_area: str | None) -> tuple[str | None, str]:
+    """The area to look for first, and the reason a match gives: the callee's own number's
+    area (a landline: where the patient is), else the area the dialplan passed (a mobile
+    patient's postal code or département), else none (least used)."""
+    if own_area is not None:
+        return own_area, "local_number"
+    if hinted_area is not None:
+        return hinted_area, "local_area"
+    return None, "least_used"
+
+
 def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
     return reports_today >= rules.reports_to_quarantine
 

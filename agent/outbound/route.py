@@ -1,4 +1,5 @@
-"""The ``outbound`` FastAGI route: AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>]).
+"""The ``outbound`` FastAGI route:
+AGI(agi://host:4573/outbound,<purpose>,<callee>[,<case_ref>[,area=<postal code|département>]]).
 
 Translates the request into OutboundService.decide and the Decision into channel variables.
 The callee is the second argument only (filtered to digits and '+' by the subroutine), never a
@@ -17,6 +18,7 @@ from agent.errors import BadRequest
 from agent.outbound.service import Decision, OutboundService
 
 _CASE_REF = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+_AREA = re.compile(r"area=([0-9A-Ba-b]{1,5})")  # a postal code or a département, nothing else
 
 
 def _reply(request: AgiRequest, decision: Decision) -> AgiAnswer:
@@ -56,10 +58,17 @@ class OutboundRoute:
             case_ref = None  # free text from the dialplan is not stored: it could hold health data
         return purpose, callee, case_ref
 
+    @staticmethod
+    def _area(request: AgiRequest) -> str | None:
+        """The optional 4th argument ``area=<postal code|département>`` (local presence)."""
+        found = _AREA.fullmatch(request.arg(4).strip())
+        return found.group(1) if found else None
+
     async def handle(self, request: AgiRequest) -> AgiAnswer:
         purpose, callee, case_ref = self._args(request)
+        area = self._area(request)
         try:
-            decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref)
+            decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref, area)
         except BadRequest as exc:
             decision = Decision(contract.STATUS_ERROR, str(exc))
             self._service.record_failure(request.uniqueid, purpose, decision, callee, case_ref)

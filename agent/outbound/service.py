@@ -23,10 +23,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Protocol
 
 from agent import contract, phone
 from agent.clock import Clock
 from agent.config import Config, PoolConfig
+from agent.contact.presence import area_hint, number_area
 from agent.errors import BadRequest, UnknownNumber
 from agent.outbound.fallback import PATTERN_USES, FallbackGuard
 from agent.outbound.policy import (
@@ -36,6 +38,7 @@ from agent.outbound.policy import (
     local_day,
     next_midnight,
     plan_promotions,
+    presence_wanted,
     quarantine_due,
 )
 from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
@@ -81,6 +84,7 @@ class _CallContext:
     pool: str
     callee_hash: str | None
     case_ref: str | None
+    audited: bool = True  # False: a reservation for an announced call, not a call
 
     def audit(self, now: float, number: str | None, status: str, reason: str) -> AuditRecord:
         return AuditRecord(
@@ -94,6 +98,23 @@ class _CallContext:
             self.callee_hash,
             self.case_ref,
         )
+
+
+class PinnedNumber(Protocol):
+    """A caller ID announced to a callee (agent.contact), counted when it was announced."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def reserved_day(self) -> str: ...  # the pool's local day its unit was counted for
+
+
+class PinSource(Protocol):
+    """Pins, asked on the call's path: in memory, no I/O (writes go in the background)."""
+
+    def pinned(self, purpose: str, callee_hash: str, now: float) -> PinnedNumber | None: ...
+    def used(self, pin: PinnedNumber, now: float) -> None: ...
+    def dropped(self, pin: PinnedNumber, reason: str, now: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -144,6 +165,7 @@ class OutboundService:
         self._background: set[asyncio.Task[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
         self._read_only = False
+        self.pins: PinSource | None = None  # set by app.py when patient contact runs
 
     @property
     def config(self) -> Config:
@@ -254,7 +276,7 @@ class OutboundService:
                 if row is not None and row.presence is not None:
                     presence = row.presence or None
                 else:  # parsing is the costly part of a start: once per number, then stored
-                    presence = phone.presence_key(cfg.number)
+                    presence = number_area(cfg.number)
                     computed.append((cfg.number, presence or ""))
                 st = NumberState(
                     number=cfg.number,
@@ -406,7 +428,7 @@ class OutboundService:
             e164 = phone.to_e164(callee, region, require_valid=False)
         except phone.InvalidNumber:
             return None, None  # an internal extension or junk: no local presence, still served
-        return phone.presence_key(e164), phone.keyed_hash(self._hash_key, e164)
+        return number_area(e164), phone.keyed_hash(self._hash_key, e164)
 
     def callee_hash(self, callee: str) -> str | None:
         try:
@@ -436,15 +458,65 @@ class OutboundService:
         return Decision(status, reason, pool.name, number, name)
 
     async def decide(
-        self, purpose: str, callee: str, uniqueid: str = "", case_ref: str | None = None
+        self,
+        purpose: str,
+        callee: str,
+        uniqueid: str = "",
+        case_ref: str | None = None,
+        area: str | None = None,
     ) -> Decision:
-        decision = await self._decide(purpose, callee, uniqueid, case_ref)
+        decision = await self._decide(purpose, callee, uniqueid, case_ref, area)
         for hook in self.hooks.on_decision:
             hook(decision)
         return decision
 
+    async def reserve(self, purpose: str, callee: str, area: str | None = None) -> Decision:
+        """The number a call announced now will present (agent.contact's announce): chosen and
+        counted now as that call's, without an audit row; the call then presents it through
+        ``pins`` without counting it again."""
+        return await self._decide(purpose, callee, "", None, area, audited=False)
+
+    def give_back(self, number: str, day: str) -> None:
+        """Uncount a unit reserved for an announced call that will not present it."""
+        self._uncount(number, day, 1)
+        st = self._states.get(number)
+        if st is not None and st.day is not None and st.day.isoformat() == day and st.used:
+            st.used -= 1
+            self._place(st, self._clock.now())
+
+    def _pinned(
+        self, pool: PoolConfig, purpose: str, callee_hash: str, now: float
+    ) -> NumberState | None:
+        """The number announced to this callee, while it may be presented (no claim: its unit
+        was counted when it was announced); else the pin is dropped with the reason."""
+        assert self.pins is not None
+        pin = self.pins.pinned(purpose, callee_hash, now)
+        if pin is None:
+            return None
+        st = self._states.get(pin.number)
+        if st is None or self._pool_of(st).name != pool.name:
+            why = "not_in_pool"
+        elif not st.healthy(now):
+            why = "unhealthy"
+        elif pin.reserved_day != self._today(pool, now).isoformat():
+            why = "another_day"
+        else:
+            st.last_used_at = max(st.last_used_at, now)
+            self.pins.used(pin, now)
+            return st
+        self.give_back(pin.number, pin.reserved_day)
+        self.pins.dropped(pin, why, now)
+        return None
+
     async def _decide(
-        self, purpose: str, callee: str, uniqueid: str, case_ref: str | None
+        self,
+        purpose: str,
+        callee: str,
+        uniqueid: str,
+        case_ref: str | None,
+        area: str | None = None,
+        *,
+        audited: bool = True,
     ) -> Decision:
         if not purpose:
             raise BadRequest("missing_purpose")
@@ -453,12 +525,20 @@ class OutboundService:
             raise BadRequest("unknown_purpose")
         now = self._clock.now()
         self._roll_days(now)
-        presence, callee_hash = self._callee(callee, pool.rules.region)
-        ctx = _CallContext(uniqueid, purpose, pool.name, callee_hash, case_ref)
+        own_area, callee_hash = self._callee(callee, pool.rules.region)
+        ctx = _CallContext(uniqueid, purpose, pool.name, callee_hash, case_ref, audited)
+        if self.pins is not None and callee_hash is not None and audited:
+            pinned = self._pinned(pool, purpose, callee_hash, now)
+            if pinned is not None:
+                decision = Decision(
+                    contract.STATUS_OK, "pinned", pool.name, pinned.number, pinned.name
+                )
+                return self._record(now, ctx, decision)
+        presence, local_reason = presence_wanted(own_area, area_hint(area) if area else None)
 
         st = await self._claim_from(pool, presence, now, ctx)
         if st is not None:
-            reason = "local_presence" if presence and st.presence == presence else "least_used"
+            reason = local_reason if presence and st.presence == presence else "least_used"
             decision = Decision(contract.STATUS_OK, reason, pool.name, st.number, st.name)
             return self._record(now, ctx, decision)
 
@@ -654,7 +734,8 @@ class OutboundService:
         )
 
     def _record(self, now: float, ctx: _CallContext, decision: Decision) -> Decision:
-        self._audit.add(ctx.audit(now, decision.number, decision.status, decision.reason))
+        if ctx.audited:
+            self._audit.add(ctx.audit(now, decision.number, decision.status, decision.reason))
         return decision
 
     def record_failure(

@@ -85,6 +85,9 @@ class ScreeningService:
         self._matchers_for: tuple[object, object] | None = None
         self._callees = RecentCallees(self._repo)
         self._pending: list[DecisionRow] = []
+        # Callees told by SMS to expect our call (agent.contact's pins): a callback too. In
+        # memory, no I/O; set by app.py.
+        self.also_called: Callable[[str, float], bool] | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
     # -- the use case -----------------------------------------------------------------------
@@ -147,9 +150,10 @@ class ScreeningService:
             if caller.e164 and cfg.callback_days > 0 and cfg.weights.callback != 0:
                 # caller_hash is the HMAC of caller.e164 here: the key call_audit uses.
                 assert caller_hash is not None and caller.hash_source == caller.e164
-                callback = await self._callees.called_since(
-                    caller_hash, now - cfg.callback_days * DAY, now
-                )
+                since = now - cfg.callback_days * DAY
+                callback = await self._callees.called_since(caller_hash, since, now)
+                if not callback and self.also_called is not None:
+                    callback = self.also_called(caller_hash, since)  # announced, not yet called
             facts = rules.CallFacts(
                 caller=caller,
                 line=line,
