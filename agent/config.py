@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import phone
@@ -39,6 +40,8 @@ from agent.config_schema import (
     PoolRulesFields,
     PoolSection,
 )
+from agent.contact.config import ContactConfig
+from agent.contact.config import problems as contact_problems
 from agent.errors import ConfigError
 from agent.outcomes.config import OnFlag, ReputationConfig
 from agent.screening.config import ScreeningConfig
@@ -129,7 +132,15 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 
 
-_TOP_LEVEL = ("defaults", "pools", "screening", "alerts", "reputation", *COMPLIANCE_SECTIONS)
+_TOP_LEVEL = (
+    "defaults",
+    "pools",
+    "screening",
+    "alerts",
+    "reputation",
+    "contact",
+    *COMPLIANCE_SECTIONS,
+)
 
 
 def parse_config(text: str, source: str = "pools.toml") -> Config:
@@ -155,6 +166,7 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
     compliance = validate_section(
         ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
     )
+    contact = validate_section(ContactConfig, data.get("contact", {}), ("contact",), problems)
     sections: dict[str, PoolSection] = {}
     partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
     raw_pools = data.get("pools")
@@ -177,9 +189,12 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
         problems,
         source,
         partial,
-        alerts=alerts or AlertsConfig(),
-        reputation=reputation or ReputationConfig(),
-        compliance=compliance or ComplianceConfig(),
+        ConfigExtras(
+            alerts=alerts or AlertsConfig(),
+            reputation=reputation or ReputationConfig(),
+            compliance=compliance or ComplianceConfig(),
+            contact=contact or ContactConfig(),
+        ),
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
@@ -235,10 +250,7 @@ def _resolve(
     problems: Problems,
     source: str,
     partial: set[str],
-    *,
-    alerts: AlertsConfig,
-    reputation: ReputationConfig,
-    compliance: ComplianceConfig,
+    extras: ConfigExtras,
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -273,20 +285,35 @@ def _resolve(
             rules=rules,
             numbers=tuple(pool_numbers),
         )
+    _check_contact(extras["contact"], sections, purposes, defaults.region, problems)
     if not problems.found and not any(not p.reserve for p in pools.values()):
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
         return None
-    raw = ConfigFile(
-        defaults=defaults,
-        pools=sections,
-        screening=screening,
-        alerts=alerts,
-        reputation=reputation,
-        compliance=compliance,
-    )
+    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening, **extras)
     frozen = MappingProxyType
     return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)
+
+
+class ConfigExtras(TypedDict):
+    """The sections other features own, validated on their own and kept whole in ``raw``."""
+
+    alerts: AlertsConfig
+    reputation: ReputationConfig
+    compliance: ComplianceConfig
+    contact: ContactConfig
+
+
+def _check_contact(
+    contact: ContactConfig,
+    sections: dict[str, PoolSection],
+    purposes: dict[str, str],
+    region: str,
+    problems: Problems,
+) -> None:
+    """[contact] names pools and purposes: checked against the ones the file declares."""
+    for loc, message in contact_problems(contact, sections, purposes, region):
+        problems.add(("contact", *loc), message)
 
 
 def _claim_purposes(

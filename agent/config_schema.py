@@ -23,6 +23,8 @@ from pydantic import (
 
 from agent.alerts.config import AlertsConfig
 from agent.compliance.config import ComplianceConfig
+from agent.contact import cnam
+from agent.contact.config import ContactConfig
 from agent.outcomes.config import DriftFields, PoolDriftFields, ReputationConfig
 from agent.screening.config import ScreeningConfig
 
@@ -61,8 +63,9 @@ class NumberEntry(_Strict):
             raise ValueError("caller name must not contain control characters")
         if not v.strip():
             raise ValueError("caller name must not be empty")
-        if len(v) > CNAM_MAX:
-            raise ValueError(f"caller name is {len(v)} characters; CNAM allows at most {CNAM_MAX}")
+        problem = cnam.cnam_problem(v)  # 15 characters of plain ASCII, with a suggestion
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
 
@@ -122,3 +125,4 @@ class ConfigFile(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
+    contact: ContactConfig = Field(default_factory=ContactConfig)

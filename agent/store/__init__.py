@@ -25,6 +25,8 @@ Other features ask the owner's service, or read through a named query the owner 
 | optouts, optout_events, compliance_state,      | agent/compliance/repo.py       |
 | audit_chain, audit_anchors, admin_audit        |                                |
 | api_tokens                                     | agent/tokens/repo.py           |
+| contact_pins, contact_sms_outbox,              | agent/contact/repo.py          |
+| cnam_provisioned                               |                                |
 | schema_migrations                              | agent/store/db.py and          |
 |                                                | agent/store/postgres.py        |
 
