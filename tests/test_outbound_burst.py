@@ -36,7 +36,10 @@ def _handed(results: list[dict[str, str]]) -> dict[str, int]:
 
 
 async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent) -> None:
-    agent = await make_agent(pools(cap=80, numbers=3))  # default 250 ms deadline
+    # Claims for one number go out together: a few round trips serve the whole burst. Were
+    # they queued one per batch (~67 round trips in a row), a loaded machine would miss even
+    # this 2 s deadline. The 250 ms figure is measured in bench/claims.py, not asserted here.
+    agent = await make_agent(pools(cap=80, numbers=3), deadline_ms=2000)
     results = await _burst(agent, 200)
     statuses = Counter(r["TRUSTLINE_STATUS"] for r in results)
     assert statuses["ok"] >= 198, statuses

@@ -103,6 +103,8 @@ async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> 
             # The machine running the tests is shared and small: a generous deadline keeps
             # late claims (counted, answered with the fallback) out of this exact count.
             "TRUSTLINE_DEADLINE_MS": "8000",
+            # Every session is decided: none is shed as overload (the default bound is 256).
+            "TRUSTLINE_AGI_MAX_IN_FLIGHT": "1000",
             "TRUSTLINE_LOG_LEVEL": "WARNING",
         }
         async with (
