@@ -207,7 +207,9 @@ async def test_agent_down_falls_back_to_astdb_then_the_global() -> None:
 async def test_a_silent_agent_gets_the_fallback_within_the_deadline() -> None:
     held: list[asyncio.StreamWriter] = []
 
-    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def accept_and_say_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         held.append(writer)  # a hung agent: the connection opens, no command ever comes
 
     server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)

@@ -207,7 +207,9 @@ async def test_admin_commands_that_do_not_need_the_pools_work_while_the_file_is_
     assert "block list, allow list, reinstate +E164, keys and recordings still work" in needs.stderr
 
 
-def test_usage_errors_exit_64_and_version_comes_from_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_64_and_version_comes_from_the_package(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     for argv in ([], ["stats", "--days", "abc"], ["block"], ["numbers", "--nope"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)

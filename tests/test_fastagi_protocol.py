@@ -138,7 +138,9 @@ async def test_bad_input_closes_that_connection_and_the_server_keeps_serving(
     await _still_serves(port)
 
 
-async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(make_agent: AgentFactory) -> None:
+async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent()
     port = agi_port(agent)
     # The caller hangs up right after our first command, as in fastagi-hangup-mid-session.jsonl.
@@ -192,7 +194,9 @@ async def test_deadline_answers_with_the_routes_failure_policy() -> None:
         await server.stop()
 
 
-async def test_one_variable_answer_is_one_round_trip_with_the_same_values(make_agent: AgentFactory) -> None:
+async def test_one_variable_answer_is_one_round_trip_with_the_same_values(
+    make_agent: AgentFactory,
+) -> None:
     from agent import contract
     from tests.test_dialplan_contract import asterisk_cut
 

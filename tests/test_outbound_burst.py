@@ -48,7 +48,9 @@ async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent: AgentF
     assert _store_counts(agent) == _handed(results)
 
 
-async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(make_agent: AgentFactory) -> None:
+async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools(cap=200, numbers=3))  # default 250 ms deadline
     blocker = sqlite3.connect(agent.settings.database_path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")  # another process holds the store for 800 ms

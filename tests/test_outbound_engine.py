@@ -72,7 +72,9 @@ async def call(
 
 
 @pytest.mark.parametrize("sessions,numbers,cap", [(40, 3, 10), (25, 3, 10), (30, 3, 10)])
-async def test_concurrent_sessions_never_exceed_caps(make_agent: AgentFactory, sessions: int, numbers: int, cap: int) -> None:
+async def test_concurrent_sessions_never_exceed_caps(
+    make_agent: AgentFactory, sessions: int, numbers: int, cap: int
+) -> None:
     agent = await make_agent(
         pools(cap=cap, numbers=numbers, on_exhausted="refuse", reserve=1), deadline_ms=5000
     )
@@ -90,7 +92,9 @@ async def test_concurrent_sessions_never_exceed_caps(make_agent: AgentFactory, s
     assert {r[0]: r[1] for r in rows} == dict(per_number)
 
 
-async def test_two_agents_on_one_store_share_the_cap(make_agent: AgentFactory, tmp_path: Path) -> None:
+async def test_two_agents_on_one_store_share_the_cap(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     config = pools(cap=5, numbers=2, on_exhausted="refuse")
     first = await make_agent(config)
     second = await make_agent(config)  # same data dir, same SQLite file: a second agent process
@@ -100,7 +104,9 @@ async def test_two_agents_on_one_store_share_the_cap(make_agent: AgentFactory, t
     assert max(Counter(r["CALLERID(num)"] for r in ok).values()) == 5
 
 
-async def test_local_number_then_least_used_then_least_recent(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_local_number_then_least_used_then_least_recent(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     extra = ""
     agent = await make_agent(
         pools(numbers=2).replace(
@@ -124,7 +130,9 @@ async def test_local_number_then_least_used_then_least_recent(make_agent: AgentF
     assert other["CALLERID(num)"] == "+33472000003"
 
 
-async def test_cap_resets_at_midnight_in_the_pools_time_zone(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_cap_resets_at_midnight_in_the_pools_time_zone(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     clock.set(datetime(2026, 11, 17, 23, 58, tzinfo=PARIS))
     agent = await make_agent(pools(cap=2, numbers=1, on_exhausted="refuse"))
     assert [(await call(agent))["TRUSTLINE_STATUS"] for _ in range(3)] == ["ok", "ok", "refused"]
@@ -161,7 +169,9 @@ async def test_on_exhausted_borrow_reserve(make_agent: AgentFactory) -> None:
     assert (await call(agent))["TRUSTLINE_STATUS"] == "exhausted"
 
 
-async def test_three_intensive_days_earn_a_48h_rest(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_three_intensive_days_earn_a_48h_rest(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(cap=3, numbers=2, threshold=2, on_exhausted="refuse"))
     assert agent.outbound is not None
     rested = "+33142000001"
@@ -185,7 +195,9 @@ async def test_three_intensive_days_earn_a_48h_rest(make_agent: AgentFactory, cl
     assert rested in {back["CALLERID(num)"], "+33142000002"}
 
 
-async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(cap=5, numbers=1, threshold=2, on_exhausted="refuse"))
     for day, calls in ((17, 2), (18, 2), (19, 1), (20, 2)):
         clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
@@ -224,7 +236,9 @@ async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(
     assert rows["+33142990001"]["pool"] == "reserve"
 
 
-async def test_reports_on_different_days_do_not_quarantine(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_reports_on_different_days_do_not_quarantine(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(numbers=2))
     assert agent.outbound is not None
     await agent.outbound.report_spam("+33142000001", "ivr")
@@ -233,7 +247,9 @@ async def test_reports_on_different_days_do_not_quarantine(make_agent: AgentFact
     assert not result.quarantined and result.reports_today == 1
 
 
-async def test_quarantine_ends_after_quarantine_days(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_quarantine_ends_after_quarantine_days(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(numbers=1, on_exhausted="refuse", reports=1))
     assert agent.outbound is not None
     await agent.outbound.report_spam("+33142000001", "ivr")
@@ -242,7 +258,9 @@ async def test_quarantine_ends_after_quarantine_days(make_agent: AgentFactory, c
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_report_for_a_number_not_ours_is_recorded_and_ignored(make_agent: AgentFactory, tmp_path: Path) -> None:
+async def test_report_for_a_number_not_ours_is_recorded_and_ignored(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     from agent import phone
 
     agent = await make_agent(pools())
@@ -275,7 +293,9 @@ async def test_a_report_says_the_numbers_real_state(make_agent: AgentFactory) ->
     assert row[0] == 3
 
 
-async def test_deadline_holds_when_the_store_stalls(make_agent: AgentFactory, tmp_path: Path) -> None:
+async def test_deadline_holds_when_the_store_stalls(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     agent = await make_agent(pools(), deadline_ms=200)
     assert agent.outbound is not None
     assert agent.db is not None
@@ -314,7 +334,9 @@ async def test_deadline_holds_when_the_store_stalls(make_agent: AgentFactory, tm
     assert used[0] == statuses.count("ok") == 1
 
 
-async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(make_agent: AgentFactory) -> None:
+async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools())
     assert agent.db is not None and agent.outbound is not None
     await call(agent, "0611223344", overrides={"agi_uniqueid": "1795344829.1"})
@@ -333,7 +355,9 @@ async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(make_agent:
     assert rows[0]["callee_hash"] == rows[1]["callee_hash"]
 
 
-async def test_a_bad_reload_keeps_the_running_config(make_agent: AgentFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_bad_reload_keeps_the_running_config(
+    make_agent: AgentFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     agent = await make_agent(pools(numbers=1))
     path = tmp_path / "pools.toml"
     write_config(path, pools(numbers=1).replace("daily_cap = 80", "daily_cap = 0"))
@@ -347,7 +371,9 @@ async def test_a_bad_reload_keeps_the_running_config(make_agent: AgentFactory, t
     assert (await call(agent))["CALLERID(num)"] == "+33142000007"
 
 
-async def test_the_running_agent_reloads_when_the_file_changes(make_agent: AgentFactory, tmp_path: Path) -> None:
+async def test_the_running_agent_reloads_when_the_file_changes(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     agent = await make_agent(pools(numbers=1))
     write_config(
         tmp_path / "pools.toml",
@@ -360,7 +386,9 @@ async def test_the_running_agent_reloads_when_the_file_changes(make_agent: Agent
     assert (await call(agent))["CALLERID(num)"] == "+33142000008"
 
 
-async def test_no_full_phone_number_in_logs(make_agent: AgentFactory, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_full_phone_number_in_logs(
+    make_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     # Our own log lines, unfiltered: the code masks numbers itself.
     with caplog.at_level(logging.DEBUG, logger="agent"):
         agent = await make_agent(pools(numbers=2, min_active=2, reports=1))
@@ -396,7 +424,9 @@ def test_the_log_filter_masks_numbers_in_tracebacks_too() -> None:
     assert "612345678" not in text
 
 
-async def test_metrics_report_decisions_latency_and_usable_numbers(make_agent: AgentFactory) -> None:
+async def test_metrics_report_decisions_latency_and_usable_numbers(
+    make_agent: AgentFactory,
+) -> None:
     import aiohttp
 
     agent = await make_agent(pools(numbers=2))
@@ -451,7 +481,9 @@ async def test_rest_is_earned_when_the_threshold_is_crossed_by_concurrent_calls(
     assert (await call(agent))["TRUSTLINE_STATUS"] == "refused"
 
 
-async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     config = pools(cap=10, numbers=1, threshold=2, on_exhausted="refuse")
     first = await make_agent(config)
     second = await make_agent(config)  # same SQLite file: a second agent
@@ -469,7 +501,9 @@ async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent: Agen
     assert (await call(second))["TRUSTLINE_STATUS"] == "refused"
 
 
-async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make_agent: AgentFactory) -> None:
+async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools(cap=3, numbers=1, on_exhausted="refuse"), deadline_ms=200)
     assert agent.db is not None and agent.outbound is not None
     assert isinstance(agent.db, SqliteDatabase)  # locks the SQLite file
@@ -500,7 +534,9 @@ async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make
     assert [r[0] for r in rows] == [3]
 
 
-async def test_a_claim_pending_at_midnight_does_not_block_the_next_day(make_agent: AgentFactory, clock: FrozenClock) -> None:
+async def test_a_claim_pending_at_midnight_does_not_block_the_next_day(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     extra = """
 [pools.surveys]
 purposes = ["survey"]

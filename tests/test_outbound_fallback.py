@@ -35,7 +35,9 @@ async def test_a_quarantined_fallback_is_never_handed_out_the_reserve_takes_over
     assert agent.outbound.fallbacks() == {"reminder": RESERVE}
 
 
-async def test_with_no_healthy_reserve_the_agent_presents_no_number(make_agent: AgentFactory) -> None:
+async def test_with_no_healthy_reserve_the_agent_presents_no_number(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools(cap=1, numbers=1, on_exhausted="fallback"))
     assert agent.outbound is not None
     await _quarantine(agent, FALLBACK)
