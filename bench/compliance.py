@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -137,7 +138,7 @@ async def setup(tmp: Path) -> tuple[OutboundService, ComplianceService, list[str
     return outbound, compliance, callees
 
 
-async def timed(job, batch: list[str]) -> float:  # type: ignore[no-untyped-def]
+async def timed(job: Callable[[str], Awaitable[None]], batch: list[str]) -> float:
     start = time.perf_counter()
     for callee in batch:
         await job(callee)

@@ -351,14 +351,14 @@ async def open_loop_main(rate: float, duration: float, rounds: int) -> None:
             bare.terminate()
             agent.wait(30)
             bare.wait(30)
-    served = statistics.median(s for s, _ in figures["agent"])
+    served_share = statistics.median(s for s, _ in figures["agent"])
     bare_served = statistics.median(s for s, _ in figures["bare"])
     p99_ratio = statistics.median(p for _, p in figures["agent"]) / statistics.median(
         p for _, p in figures["bare"]
     )
     print(f"open loop: agent p99 = {p99_ratio:.2f}x bare's [goal <= 2]")
     print(
-        f"inbound-open-loop-{rate:.0f}: {served:.1%} served = {served / bare_served:.2f} of bare"
+        f"inbound-open-loop-{rate:.0f}: {served_share:.1%} served = {served_share / bare_served:.2f} of bare"
         " [goal >= 0.99]"
     )
 

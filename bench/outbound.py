@@ -421,14 +421,14 @@ async def open_loop_run(servers: Servers, rate: float, duration: float, rounds: 
                 f" ({served / n:.1%}), p99 {p99:.1f} ms, answers {dict(outcomes)}",
                 flush=True,
             )
-    served = statistics.median(s for s, _ in figures["agent"])
+    served_share = statistics.median(s for s, _ in figures["agent"])
     bare_served = statistics.median(s for s, _ in figures["bare"])
     p99_ratio = statistics.median(p for _, p in figures["agent"]) / statistics.median(
         p for _, p in figures["bare"]
     )
     print(f"open loop: agent p99 = {p99_ratio:.2f}x bare's [goal <= 2]")
     print(
-        f"outbound-open-loop-{rate:.0f}: {served:.1%} served = {served / bare_served:.2f} of bare"
+        f"outbound-open-loop-{rate:.0f}: {served_share:.1%} served = {served_share / bare_served:.2f} of bare"
         " [goal >= 0.99]"
     )
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tests.captures import capture_path
@@ -182,7 +182,7 @@ class ReplayAmiServer:
     def actions_named(self, name: str) -> list[dict[str, str]]:
         return [a for a in self.actions if a.get("Action", "").lower() == name.lower()]
 
-    async def wait_for(self, predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async def wait_for(self, predicate: Callable[[], object], within: float = 5.0) -> None:
         """Bounded wait until ``predicate()`` holds (checked on every server-side change)."""
         async with asyncio.timeout(within):
             async with self._changed:

@@ -67,7 +67,7 @@ async def make_agent(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[AgentF
             "config_poll_seconds": 0.05,
         }
         values.update(settings)
-        agent = Agent(Settings(**values), clock=clock)  # type: ignore[arg-type]
+        agent = Agent(Settings(**values), clock=clock)  # type: ignore[arg-type]  # pydantic checks them
         await agent.start()
         started.append(agent)
         return agent

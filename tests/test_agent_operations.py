@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -60,7 +61,7 @@ def test_every_way_of_writing_a_number_is_masked_and_each_record_is_one_line(
     log.info("uniqueid %s", "1795344877.17\r\n2026-01-01 INFO agent: forged line")
     log.info("peer %s at %s", "127.0.0.1:4573", "2026-11-24 09:00")
     try:
-        {}["0612345678"]
+        dict[str, str]()["0612345678"]
     except KeyError:
         log.exception("lookup failed")
     lines = log_stream.getvalue().splitlines()
@@ -124,8 +125,8 @@ def test_label_sets_stay_bounded_whatever_the_routes_and_reasons() -> None:
 # ---------------------------------------------------------------------------------- HTTP
 
 
-async def _serve_http(app: object) -> tuple[aiohttp.web.AppRunner, str]:
-    runner = make_runner(app)  # type: ignore[arg-type]
+async def _serve_http(app: aiohttp.web.Application) -> tuple[aiohttp.web.AppRunner, str]:
+    runner = make_runner(app)
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -371,7 +372,7 @@ async def test_a_session_already_late_is_answered_at_once_without_store_work(
     assert 'trustline_agi_overload_total{route="outbound"} 1.0' in page
 
 
-async def test_trustline_run_logs_json_lines_with_the_next_steps(tmp_path) -> None:
+async def test_trustline_run_logs_json_lines_with_the_next_steps(tmp_path: Path) -> None:
     """As an admin runs it: TRUSTLINE_LOG_FORMAT=json, first start, then SIGTERM."""
     import os
     import signal

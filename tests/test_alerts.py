@@ -26,7 +26,7 @@ from agent.alerts.deliver import (
 from agent.alerts.service import KINDS, AlertService
 from agent.clock import FrozenClock
 from agent.errors import ConfigError
-from agent.store.db import Database, open_database
+from agent.store.db import Database, SqliteDatabase, open_database
 
 REPO = str(Path(__file__).resolve().parents[1])
 SECRET = b"s3cret-for-the-webhook-tests-0123456789"
@@ -80,7 +80,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     database = await open_database(tmp_path / "store.db")
     yield database
     await database.close()
@@ -107,7 +107,7 @@ async def test_each_alert_reaches_the_webhook_once_with_a_valid_signature(
     finally:
         await deliverer.stop()
     assert receiver.bad_signatures == 0
-    events = [(b["event"], b["alert"]["kind"]) for _k, b in receiver.acked]  # type: ignore[index]
+    events = [(b["event"], b["alert"]["kind"]) for _k, b in receiver.acked]  # type: ignore[index]  # JSON body: dict[str, object]
     assert events == [
         ("raised", "pool_exhausted"),
         ("raised", "ami_down"),
@@ -139,7 +139,7 @@ asyncio.run(main())
 
 
 async def test_a_deliverer_killed_between_send_and_ack_resends_with_the_same_key(
-    tmp_path: Path, db: Database, receiver: Receiver
+    tmp_path: Path, db: SqliteDatabase, receiver: Receiver
 ) -> None:
     hooks = [Webhook(receiver.url, SECRET)]
     service = AlertService(db, FrozenClock(time.time()), hooks)
@@ -236,7 +236,7 @@ async def test_the_running_deliverer_sends_as_soon_as_an_alert_is_raised(
         await asyncio.wait_for(receiver.arrived.wait(), 30)
     finally:
         await deliverer.stop()
-    assert [b["alert"]["kind"] for _k, b in receiver.acked] == ["reserve_empty"]  # type: ignore[index]
+    assert [b["alert"]["kind"] for _k, b in receiver.acked] == ["reserve_empty"]  # type: ignore[index]  # JSON body
 
 
 def test_an_unreadable_or_short_secret_file_is_a_config_error(tmp_path: Path) -> None:

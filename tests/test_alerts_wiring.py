@@ -64,6 +64,7 @@ async def test_a_flag_under_on_flag_quarantine_takes_the_number_out_of_its_pool(
     flagged = Verdict("+33142000002", 0.97, "spam likely", True)
     assert await agent.scanner.record([flagged], "csv:vendor.csv") == (1, 0)
     rows = {r["number"]: r for r in agent.outbound.number_rows()}
+    assert isinstance(rows["+33142000002"]["state"], str)  # number_rows(): dict[str, object]
     assert rows["+33142000002"]["state"].startswith("quarantined")
     assert rows["+33142000001"]["state"] == "active"
     assert agent.alerts is not None

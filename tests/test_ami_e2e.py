@@ -103,7 +103,8 @@ async def _readyz(agent: Agent) -> dict[str, Any]:
     assert agent.http_address is not None
     host, port = agent.http_address
     async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/readyz") as resp:
-        return await resp.json()  # type: ignore[no-any-return]
+        body: dict[str, Any] = await resp.json()
+        return body
 
 
 async def _not_ready(agent: Agent) -> bool:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import agi_port
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import captured_headers, run_session
 
 SCRIPT = str(Path(sys.executable).with_name("trustline-agi"))
@@ -144,7 +144,7 @@ class FakeAsterisk:
         return Call(returncode, variables, commands, stderr)
 
 
-async def test_outbound_sets_the_same_variables_as_fastagi(make_agent) -> None:
+async def test_outbound_sets_the_same_variables_as_fastagi(make_agent: AgentFactory) -> None:
     agent = await make_agent(ONE_NUMBER)
     port = agi_port(agent)
     fastagi = await run_session("127.0.0.1", port, args=["reminder", CALLEE, "CASE-7"])
@@ -158,7 +158,7 @@ async def test_outbound_sets_the_same_variables_as_fastagi(make_agent) -> None:
     assert CALLEE not in classic.stderr
 
 
-async def test_inbound_sets_the_same_variables_as_fastagi(make_agent) -> None:
+async def test_inbound_sets_the_same_variables_as_fastagi(make_agent: AgentFactory) -> None:
     agent = await make_agent()
     port = agi_port(agent)
     args = ["0142000001", "TN-Validation-Passed-A"]
@@ -207,7 +207,9 @@ async def test_agent_down_falls_back_to_astdb_then_the_global() -> None:
 async def test_a_silent_agent_gets_the_fallback_within_the_deadline() -> None:
     held: list[asyncio.StreamWriter] = []
 
-    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def accept_and_say_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         held.append(writer)  # a hung agent: the connection opens, no command ever comes
 
     server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)

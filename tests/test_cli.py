@@ -18,7 +18,7 @@ import pytest
 
 from agent.cli import main
 from agent.settings import SYSTEM_DATA_DIR
-from tests.conftest import POOLS, agi_port, write_config
+from tests.conftest import POOLS, AgentFactory, agi_port, write_config
 from tests.fake_asterisk import run_session
 
 
@@ -40,9 +40,10 @@ async def trustline(
 
 
 async def test_report_spam_and_reinstate_reach_the_running_agent(
-    make_agent, tmp_path: Path
+    make_agent: AgentFactory, tmp_path: Path
 ) -> None:
     agent = await make_agent()
+    assert agent.outbound is not None
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
     first = await trustline("report-spam", "01 42 00 00 02", *where)
     assert first.returncode == 0, first.stderr
@@ -79,7 +80,7 @@ async def test_report_spam_and_reinstate_reach_the_running_agent(
 
 
 async def test_report_spam_rejects_what_is_not_a_number_and_stores_nothing(
-    make_agent, tmp_path: Path
+    make_agent: AgentFactory, tmp_path: Path
 ) -> None:
     await make_agent()
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
@@ -176,7 +177,7 @@ async def test_an_admin_command_never_creates_a_store_and_says_where_it_looked(
 
 
 async def test_admin_commands_that_do_not_need_the_pools_work_while_the_file_is_bad(
-    make_agent, tmp_path: Path
+    make_agent: AgentFactory, tmp_path: Path
 ) -> None:
     await make_agent()
     where = ["--data-dir", str(tmp_path / "data"), "--config", str(tmp_path / "pools.toml")]
@@ -206,7 +207,9 @@ async def test_admin_commands_that_do_not_need_the_pools_work_while_the_file_is_
     assert "block list, allow list, reinstate +E164, keys and recordings still work" in needs.stderr
 
 
-def test_usage_errors_exit_64_and_version_comes_from_the_package(capsys) -> None:
+def test_usage_errors_exit_64_and_version_comes_from_the_package(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     for argv in ([], ["stats", "--days", "abc"], ["block"], ["numbers", "--nope"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)

@@ -89,7 +89,7 @@ def test_national_numbers_are_stored_as_e164_with_pool_defaults() -> None:
         ),
     ],
 )
-def test_each_problem_names_its_location(change, expected) -> None:
+def test_each_problem_names_its_location(change: tuple[str, str], expected: str) -> None:
     text = GOOD.replace(*change)
     assert text != GOOD
     found = problems(text)
@@ -120,7 +120,9 @@ numbers = [ { number = "0142000001", name = "Resultats" } ]
     assert any("purpose 'reminder' is already served by pool 'reminders'" in p for p in found)
 
 
-def test_check_config_cli_lists_problems_and_exits_non_zero(tmp_path: Path, capsys) -> None:
+def test_check_config_cli_lists_problems_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "pools.toml"
     bad.write_text(
         GOOD.replace("timezone =", "timezon =").replace("daily_cap = 60", "daily_cap = -1")
@@ -175,7 +177,9 @@ numbers = [ { number = "+33142000030", name = "Enquete" } ]
 """
 
 
-def test_every_problem_once_at_its_own_line_in_file_line_form(tmp_path: Path, capsys) -> None:
+def test_every_problem_once_at_its_own_line_in_file_line_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     found = problems(NUMBERED)
     # The name on line 10 is reported on line 10 (a text search for its number found line 7,
     # the fallback); the time zone shared by four pools once; the schema error in
@@ -250,7 +254,9 @@ def test_every_problem_once_at_its_own_line_in_file_line_form(tmp_path: Path, ca
         ),
     ],
 )
-def test_types_are_strict_and_numbers_finite_and_bounded(change, expected) -> None:
+def test_types_are_strict_and_numbers_finite_and_bounded(
+    change: tuple[str, str], expected: str
+) -> None:
     old, new = change
     text = GOOD.replace(old, new) if old else GOOD + new
     assert text != GOOD
@@ -269,7 +275,7 @@ def test_a_fallback_may_be_a_declared_own_number() -> None:
 
 
 def test_the_readme_check_config_example_is_what_the_command_prints(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Files a PBX admin edits")[1]

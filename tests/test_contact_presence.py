@@ -5,8 +5,9 @@ part (prefixes, postal codes) is checked on its own."""
 
 from __future__ import annotations
 
+from agent.app import Agent
 from agent.contact.presence import area_hint, number_area
-from tests.conftest import agi_port
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 
 POOLS = """
@@ -25,7 +26,7 @@ numbers = [
 """
 
 
-async def call(agent, *args: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def call(agent: Agent, *args: str) -> dict[str, str]:
     session = await run_session("127.0.0.1", agi_port(agent), args=["reminder", *args])
     return session.variables
 
@@ -42,7 +43,7 @@ def test_areas_of_numbers_and_postal_codes() -> None:
     assert area_hint("99") is None and area_hint("1300") is None and area_hint("") is None
 
 
-async def test_marseille_landline_gets_a_marseille_number(make_agent) -> None:
+async def test_marseille_landline_gets_a_marseille_number(make_agent: AgentFactory) -> None:
     agent = await make_agent(POOLS)
     # Use the Marseille number once so it is not also the least used: locality decides.
     first = await call(agent, "04 91 11 22 33")
@@ -54,7 +55,9 @@ async def test_marseille_landline_gets_a_marseille_number(make_agent) -> None:
     assert lyon["CALLERID(num)"] == "+33472000003" and lyon["TRUSTLINE_REASON"] == "local_number"
 
 
-async def test_mobile_with_an_area_gets_a_number_of_that_departement(make_agent) -> None:
+async def test_mobile_with_an_area_gets_a_number_of_that_departement(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(POOLS)
     got = await call(agent, "0612345678", "CASE-1", "area=13008")
     assert got["CALLERID(num)"] in {"+33491000005", "+33442000004"}
@@ -63,7 +66,7 @@ async def test_mobile_with_an_area_gets_a_number_of_that_departement(make_agent)
     assert lyon["CALLERID(num)"] == "+33472000003" and lyon["TRUSTLINE_REASON"] == "local_area"
 
 
-async def test_without_a_hint_the_least_used(make_agent) -> None:
+async def test_without_a_hint_the_least_used(make_agent: AgentFactory) -> None:
     agent = await make_agent(POOLS)
     seen = [await call(agent, "0612345678") for _ in range(4)]
     assert {r["TRUSTLINE_REASON"] for r in seen} == {"least_used"}

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.clock import FrozenClock
 from agent.http.api import ENDPOINTS
 from agent.screening.service import InboundCall
 from agent.tokens.roles import ROLES, Permission, allows
@@ -232,14 +233,14 @@ async def test_tokens_are_neither_stored_nor_logged_in_clear(
 
 
 async def test_no_page_api_answer_or_log_line_holds_a_patient_number(
-    rig: Rig, clock: object, caplog: pytest.LogCaptureFixture
+    rig: Rig, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # As `trustline run` sets it up (agent.logs): aiosqlite's statement log stays off.
     caplog.set_level(logging.WARNING, logger="aiosqlite")
     agent = rig.agent
     assert agent.outbound is not None and agent.screening is not None
-    await seed_outcomes(agent, clock, {OUR: "reminders"}, 5)  # type: ignore[arg-type]
+    await seed_outcomes(agent, clock, {OUR: "reminders"}, 5)
     await agent.outbound.decide("reminder", PATIENT, "1795344893.1")
     await agent.screening.screen(InboundCall(caller=PATIENT, dialled=OUR))
     await agent.screening.flush()

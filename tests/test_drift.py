@@ -42,7 +42,7 @@ def run(detector: DriftDetector, outcomes: list[Outcome]) -> list[Signal]:
 
 
 def detector(**tunables: object) -> DriftDetector:
-    tun = DriftTunables(timezone=UTC, **tunables)  # type: ignore[arg-type]
+    tun = DriftTunables(timezone=UTC, **tunables)  # type: ignore[arg-type]  # per-test field overrides
     return DriftDetector(lambda _pool: tun)
 
 

@@ -10,7 +10,7 @@ import pytest
 from agent.agi.routing import AgiAnswer, AgiRequest
 from agent.agi.server import FastAgiServer
 from agent.agi.session import parse_reply, quote
-from tests.conftest import agi_port
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import capture, header_block, run_session
 
 
@@ -51,7 +51,7 @@ def test_captured_replies_parse() -> None:
     assert parse_reply(["510 Invalid or unknown command"]).code == 510
 
 
-async def test_captured_outbound_session_is_served_byte_correctly(make_agent) -> None:
+async def test_captured_outbound_session_is_served_byte_correctly(make_agent: AgentFactory) -> None:
     agent = await make_agent()
     session = await run_session(
         "127.0.0.1",
@@ -70,7 +70,7 @@ async def test_captured_outbound_session_is_served_byte_correctly(make_agent) ->
     assert session.closed_by_agent
 
 
-async def test_purpose_from_the_script_query_when_no_argument(make_agent) -> None:
+async def test_purpose_from_the_script_query_when_no_argument(make_agent: AgentFactory) -> None:
     agent = await make_agent()
     session = await run_session(
         "127.0.0.1", agi_port(agent), script="outbound?purpose=confirmation", args=[]
@@ -78,7 +78,7 @@ async def test_purpose_from_the_script_query_when_no_argument(make_agent) -> Non
     assert session.variables["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_unknown_route_and_bad_arguments_answer_error(make_agent) -> None:
+async def test_unknown_route_and_bad_arguments_answer_error(make_agent: AgentFactory) -> None:
     agent = await make_agent()
     port = agi_port(agent)
     unknown = await run_session("127.0.0.1", port, script="nosuch", args=["x"])
@@ -128,7 +128,7 @@ async def _still_serves(port: int) -> None:
     ],
 )
 async def test_bad_input_closes_that_connection_and_the_server_keeps_serving(
-    make_agent, payload, caplog
+    make_agent: AgentFactory, payload: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = await make_agent()
     port = agi_port(agent)
@@ -138,7 +138,9 @@ async def test_bad_input_closes_that_connection_and_the_server_keeps_serving(
     await _still_serves(port)
 
 
-async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(make_agent) -> None:
+async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent()
     port = agi_port(agent)
     # The caller hangs up right after our first command, as in fastagi-hangup-mid-session.jsonl.
@@ -148,7 +150,7 @@ async def test_hangup_mid_session_is_handled_and_the_server_keeps_serving(make_a
     await _still_serves(port)
 
 
-async def test_a_stalled_peer_is_dropped_without_blocking_others(make_agent) -> None:
+async def test_a_stalled_peer_is_dropped_without_blocking_others(make_agent: AgentFactory) -> None:
     agent = await make_agent()
     assert agent.agi is not None
     agent.agi._header_timeout = 0.3  # a peer that sends half a header block then nothing
@@ -161,7 +163,7 @@ async def test_a_stalled_peer_is_dropped_without_blocking_others(make_agent) -> 
     writer.close()
 
 
-async def test_peer_outside_the_allowlist_is_refused(make_agent) -> None:
+async def test_peer_outside_the_allowlist_is_refused(make_agent: AgentFactory) -> None:
     agent = await make_agent(agi_allow="10.9.9.9/32")
     reply = await _raw(
         agi_port(agent), header_block("fastagi-outbound.jsonl", "outbound", ["reminder", "1"])
@@ -192,7 +194,9 @@ async def test_deadline_answers_with_the_routes_failure_policy() -> None:
         await server.stop()
 
 
-async def test_one_variable_answer_is_one_round_trip_with_the_same_values(make_agent) -> None:
+async def test_one_variable_answer_is_one_round_trip_with_the_same_values(
+    make_agent: AgentFactory,
+) -> None:
     from agent import contract
     from tests.test_dialplan_contract import asterisk_cut
 

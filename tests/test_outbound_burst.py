@@ -11,12 +11,13 @@ import contextlib
 import sqlite3
 from collections import Counter
 
-from tests.conftest import agi_port
+from agent.app import Agent
+from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 from tests.test_outbound_engine import pools
 
 
-async def _burst(agent, calls: int) -> list[dict[str, str]]:
+async def _burst(agent: Agent, calls: int) -> list[dict[str, str]]:
     port = agi_port(agent)
     sessions = await asyncio.gather(
         *(run_session("127.0.0.1", port, args=["reminder", f"06{i:08d}"]) for i in range(calls))
@@ -24,7 +25,7 @@ async def _burst(agent, calls: int) -> list[dict[str, str]]:
     return [s.variables for s in sessions]
 
 
-def _store_counts(agent) -> dict[str, int]:
+def _store_counts(agent: Agent) -> dict[str, int]:
     """What the store counts once the agent stopped (and gave back what it held)."""
     with contextlib.closing(sqlite3.connect(agent.settings.database_path)) as conn:
         rows = conn.execute("SELECT number, used FROM daily_usage").fetchall()
@@ -35,7 +36,7 @@ def _handed(results: list[dict[str, str]]) -> dict[str, int]:
     return dict(Counter(r["CALLERID(num)"] for r in results if r["TRUSTLINE_STATUS"] == "ok"))
 
 
-async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent) -> None:
+async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent: AgentFactory) -> None:
     # Claims for one number go out together: a few round trips serve the whole burst. Were
     # they queued one per batch (~67 round trips in a row), a loaded machine would miss even
     # this 2 s deadline. The 250 ms figure is measured in bench/claims.py, not asserted here.
@@ -47,7 +48,9 @@ async def test_a_burst_of_200_on_three_numbers_is_answered_ok(make_agent) -> Non
     assert _store_counts(agent) == _handed(results)
 
 
-async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(make_agent) -> None:
+async def test_a_burst_of_500_during_a_store_stall_spends_no_cap_on_fallbacks(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools(cap=200, numbers=3))  # default 250 ms deadline
     blocker = sqlite3.connect(agent.settings.database_path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")  # another process holds the store for 800 ms

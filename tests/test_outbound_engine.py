@@ -8,10 +8,15 @@ import re
 import sqlite3
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import PARIS, agi_port, write_config
+from agent.app import Agent
+from agent.clock import FrozenClock
+from agent.store.db import SqliteDatabase
+from tests.conftest import PARIS, AgentFactory, agi_port, write_config
 from tests.fake_asterisk import run_session
 
 
@@ -60,17 +65,20 @@ numbers = [
 
 
 async def call(
-    agent, callee: str = "0142123456", purpose: str = "reminder", **kw
+    agent: Agent, callee: str = "0142123456", purpose: str = "reminder", **kw: Any
 ) -> dict[str, str]:
     session = await run_session("127.0.0.1", agi_port(agent), args=[purpose, callee], **kw)
     return session.variables
 
 
 @pytest.mark.parametrize("sessions,numbers,cap", [(40, 3, 10), (25, 3, 10), (30, 3, 10)])
-async def test_concurrent_sessions_never_exceed_caps(make_agent, sessions, numbers, cap) -> None:
+async def test_concurrent_sessions_never_exceed_caps(
+    make_agent: AgentFactory, sessions: int, numbers: int, cap: int
+) -> None:
     agent = await make_agent(
         pools(cap=cap, numbers=numbers, on_exhausted="refuse", reserve=1), deadline_ms=5000
     )
+    assert agent.outbound is not None
     results = await asyncio.gather(*(call(agent) for _ in range(sessions)))
     statuses = Counter(r["TRUSTLINE_STATUS"] for r in results)
     assert statuses["ok"] == min(sessions, numbers * cap)
@@ -84,7 +92,9 @@ async def test_concurrent_sessions_never_exceed_caps(make_agent, sessions, numbe
     assert {r[0]: r[1] for r in rows} == dict(per_number)
 
 
-async def test_two_agents_on_one_store_share_the_cap(make_agent, tmp_path) -> None:
+async def test_two_agents_on_one_store_share_the_cap(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     config = pools(cap=5, numbers=2, on_exhausted="refuse")
     first = await make_agent(config)
     second = await make_agent(config)  # same data dir, same SQLite file: a second agent process
@@ -94,7 +104,9 @@ async def test_two_agents_on_one_store_share_the_cap(make_agent, tmp_path) -> No
     assert max(Counter(r["CALLERID(num)"] for r in ok).values()) == 5
 
 
-async def test_local_number_then_least_used_then_least_recent(make_agent, clock) -> None:
+async def test_local_number_then_least_used_then_least_recent(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     extra = ""
     agent = await make_agent(
         pools(numbers=2).replace(
@@ -118,7 +130,9 @@ async def test_local_number_then_least_used_then_least_recent(make_agent, clock)
     assert other["CALLERID(num)"] == "+33472000003"
 
 
-async def test_cap_resets_at_midnight_in_the_pools_time_zone(make_agent, clock) -> None:
+async def test_cap_resets_at_midnight_in_the_pools_time_zone(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     clock.set(datetime(2026, 11, 17, 23, 58, tzinfo=PARIS))
     agent = await make_agent(pools(cap=2, numbers=1, on_exhausted="refuse"))
     assert [(await call(agent))["TRUSTLINE_STATUS"] for _ in range(3)] == ["ok", "ok", "refused"]
@@ -127,7 +141,7 @@ async def test_cap_resets_at_midnight_in_the_pools_time_zone(make_agent, clock) 
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_on_exhausted_modes(make_agent) -> None:
+async def test_on_exhausted_modes(make_agent: AgentFactory) -> None:
     fallback = await make_agent(pools(cap=1, numbers=1, on_exhausted="fallback"))
     await call(fallback)
     answer = await call(fallback)
@@ -136,7 +150,7 @@ async def test_on_exhausted_modes(make_agent) -> None:
     assert answer["TRUSTLINE_REASON"] == "pool_exhausted"
 
 
-async def test_on_exhausted_refuse(make_agent) -> None:
+async def test_on_exhausted_refuse(make_agent: AgentFactory) -> None:
     agent = await make_agent(pools(cap=1, numbers=1, on_exhausted="refuse"))
     await call(agent)
     answer = await call(agent)
@@ -144,7 +158,7 @@ async def test_on_exhausted_refuse(make_agent) -> None:
     assert "CALLERID(num)" not in answer
 
 
-async def test_on_exhausted_borrow_reserve(make_agent) -> None:
+async def test_on_exhausted_borrow_reserve(make_agent: AgentFactory) -> None:
     agent = await make_agent(pools(cap=1, numbers=1, on_exhausted="borrow_reserve", reserve=1))
     await call(agent)
     borrowed = await call(agent)
@@ -155,8 +169,11 @@ async def test_on_exhausted_borrow_reserve(make_agent) -> None:
     assert (await call(agent))["TRUSTLINE_STATUS"] == "exhausted"
 
 
-async def test_three_intensive_days_earn_a_48h_rest(make_agent, clock) -> None:
+async def test_three_intensive_days_earn_a_48h_rest(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(cap=3, numbers=2, threshold=2, on_exhausted="refuse"))
+    assert agent.outbound is not None
     rested = "+33142000001"
     for day in range(3):
         clock.set(datetime(2026, 11, 17 + day, 10, 0, tzinfo=PARIS))
@@ -178,7 +195,9 @@ async def test_three_intensive_days_earn_a_48h_rest(make_agent, clock) -> None:
     assert rested in {back["CALLERID(num)"], "+33142000002"}
 
 
-async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(make_agent, clock) -> None:
+async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(cap=5, numbers=1, threshold=2, on_exhausted="refuse"))
     for day, calls in ((17, 2), (18, 2), (19, 1), (20, 2)):
         clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
@@ -189,9 +208,10 @@ async def test_two_intensive_days_then_a_quiet_one_earn_no_rest(make_agent, cloc
 
 
 async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(
-    make_agent, clock
+    make_agent: AgentFactory, clock: FrozenClock
 ) -> None:
     agent = await make_agent(pools(numbers=2, min_active=2, reserve=1))
+    assert agent.db is not None
     assert agent.outbound is not None
     first = await agent.outbound.report_spam("01 42 00 00 01", "ivr")
     assert first.ours and not first.quarantined
@@ -216,7 +236,9 @@ async def test_two_spam_reports_in_a_day_quarantine_and_the_reserve_takes_over(
     assert rows["+33142990001"]["pool"] == "reserve"
 
 
-async def test_reports_on_different_days_do_not_quarantine(make_agent, clock) -> None:
+async def test_reports_on_different_days_do_not_quarantine(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(numbers=2))
     assert agent.outbound is not None
     await agent.outbound.report_spam("+33142000001", "ivr")
@@ -225,7 +247,9 @@ async def test_reports_on_different_days_do_not_quarantine(make_agent, clock) ->
     assert not result.quarantined and result.reports_today == 1
 
 
-async def test_quarantine_ends_after_quarantine_days(make_agent, clock) -> None:
+async def test_quarantine_ends_after_quarantine_days(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     agent = await make_agent(pools(numbers=1, on_exhausted="refuse", reports=1))
     assert agent.outbound is not None
     await agent.outbound.report_spam("+33142000001", "ivr")
@@ -234,10 +258,13 @@ async def test_quarantine_ends_after_quarantine_days(make_agent, clock) -> None:
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"
 
 
-async def test_report_for_a_number_not_ours_is_recorded_and_ignored(make_agent, tmp_path) -> None:
+async def test_report_for_a_number_not_ours_is_recorded_and_ignored(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     from agent import phone
 
     agent = await make_agent(pools())
+    assert agent.db is not None and agent.outbound is not None
     result = await agent.outbound.report_spam("+1 212 555 0100", "ivr")
     assert not result.ours and not result.quarantined and result.state == "unknown"
     assert "2125550100" not in result.number
@@ -249,8 +276,9 @@ async def test_report_for_a_number_not_ours_is_recorded_and_ignored(make_agent, 
     assert "2125550100" not in str(tuple(rows[0]))
 
 
-async def test_a_report_says_the_numbers_real_state(make_agent) -> None:
+async def test_a_report_says_the_numbers_real_state(make_agent: AgentFactory) -> None:
     agent = await make_agent(pools(numbers=2, reports=2))
+    assert agent.db is not None and agent.outbound is not None
     first = await agent.outbound.report_spam("+33142000001", "ivr")
     assert (first.quarantined, first.state) == (False, "in_pool")
     second = await agent.outbound.report_spam("+33142000001", "ivr")
@@ -260,12 +288,18 @@ async def test_a_report_says_the_numbers_real_state(make_agent) -> None:
     assert (third.quarantined, third.state, third.reports_today) == (False, "quarantined", 3)
     junk = await agent.outbound.report_spam("abc", "cli")
     assert (junk.ours, junk.state) == (False, "invalid")
-    assert (await agent.db.fetchone("SELECT COUNT(*) FROM spam_reports"))[0] == 3
+    row = await agent.db.fetchone("SELECT COUNT(*) FROM spam_reports")
+    assert row is not None
+    assert row[0] == 3
 
 
-async def test_deadline_holds_when_the_store_stalls(make_agent, tmp_path) -> None:
+async def test_deadline_holds_when_the_store_stalls(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     agent = await make_agent(pools(), deadline_ms=200)
+    assert agent.outbound is not None
     assert agent.db is not None
+    assert isinstance(agent.db, SqliteDatabase)  # locks the SQLite file
     # Another process holds the database's write lock: every claim waits on it.
     blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
@@ -296,11 +330,15 @@ async def test_deadline_holds_when_the_store_stalls(make_agent, tmp_path) -> Non
     # later call or went back; the store counts exactly the calls that were handed a number.
     await agent.outbound.return_leases()
     used = await agent.db.fetchone("SELECT SUM(used) FROM daily_usage")
+    assert used is not None
     assert used[0] == statuses.count("ok") == 1
 
 
-async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(make_agent) -> None:
+async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools())
+    assert agent.db is not None and agent.outbound is not None
     await call(agent, "0611223344", overrides={"agi_uniqueid": "1795344829.1"})
     session = await run_session(
         "127.0.0.1", agi_port(agent), args=["reminder", "0611223344", "CASE-42"]
@@ -317,7 +355,9 @@ async def test_audit_rows_hold_a_hash_of_the_callee_never_the_number(make_agent)
     assert rows[0]["callee_hash"] == rows[1]["callee_hash"]
 
 
-async def test_a_bad_reload_keeps_the_running_config(make_agent, tmp_path, caplog) -> None:
+async def test_a_bad_reload_keeps_the_running_config(
+    make_agent: AgentFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     agent = await make_agent(pools(numbers=1))
     path = tmp_path / "pools.toml"
     write_config(path, pools(numbers=1).replace("daily_cap = 80", "daily_cap = 0"))
@@ -331,7 +371,9 @@ async def test_a_bad_reload_keeps_the_running_config(make_agent, tmp_path, caplo
     assert (await call(agent))["CALLERID(num)"] == "+33142000007"
 
 
-async def test_the_running_agent_reloads_when_the_file_changes(make_agent, tmp_path) -> None:
+async def test_the_running_agent_reloads_when_the_file_changes(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
     agent = await make_agent(pools(numbers=1))
     write_config(
         tmp_path / "pools.toml",
@@ -344,10 +386,13 @@ async def test_the_running_agent_reloads_when_the_file_changes(make_agent, tmp_p
     assert (await call(agent))["CALLERID(num)"] == "+33142000008"
 
 
-async def test_no_full_phone_number_in_logs(make_agent, caplog) -> None:
+async def test_no_full_phone_number_in_logs(
+    make_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     # Our own log lines, unfiltered: the code masks numbers itself.
     with caplog.at_level(logging.DEBUG, logger="agent"):
         agent = await make_agent(pools(numbers=2, min_active=2, reports=1))
+        assert agent.outbound is not None
         await call(agent, "0611223344")
         await agent.outbound.report_spam("+33142000001", "ivr")
         await agent.outbound.report_spam("+12125550100", "ivr")
@@ -369,7 +414,7 @@ def test_the_log_filter_masks_numbers_in_tracebacks_too() -> None:
     log = logging.getLogger("agent.test")
     try:
         try:
-            {}["+33612345678"]
+            dict[str, str]()["+33612345678"]
         except KeyError:
             log.exception("lookup failed for %s", "0612345678")
     finally:
@@ -379,10 +424,13 @@ def test_the_log_filter_masks_numbers_in_tracebacks_too() -> None:
     assert "612345678" not in text
 
 
-async def test_metrics_report_decisions_latency_and_usable_numbers(make_agent) -> None:
+async def test_metrics_report_decisions_latency_and_usable_numbers(
+    make_agent: AgentFactory,
+) -> None:
     import aiohttp
 
     agent = await make_agent(pools(numbers=2))
+    assert agent.http_address is not None
     await call(agent)
     host, port = agent.http_address
     async with aiohttp.ClientSession() as http:
@@ -416,9 +464,10 @@ def test_day_boundary_helpers_follow_the_zone() -> None:
 
 
 async def test_rest_is_earned_when_the_threshold_is_crossed_by_concurrent_calls(
-    make_agent, clock
+    make_agent: AgentFactory, clock: FrozenClock
 ) -> None:
     agent = await make_agent(pools(cap=10, numbers=1, threshold=2, on_exhausted="refuse"))
+    assert agent.outbound is not None
     for day in (17, 18):
         clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
         for _ in range(2):
@@ -432,10 +481,13 @@ async def test_rest_is_earned_when_the_threshold_is_crossed_by_concurrent_calls(
     assert (await call(agent))["TRUSTLINE_STATUS"] == "refused"
 
 
-async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent, clock) -> None:
+async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     config = pools(cap=10, numbers=1, threshold=2, on_exhausted="refuse")
     first = await make_agent(config)
     second = await make_agent(config)  # same SQLite file: a second agent
+    assert first.outbound is not None and second.outbound is not None
     for day in (17, 18, 19):
         clock.set(datetime(2026, 11, day, 10, 0, tzinfo=PARIS))
         for _ in range(2):
@@ -449,8 +501,12 @@ async def test_a_rest_decided_by_one_agent_is_kept_by_the_other(make_agent, cloc
     assert (await call(second))["TRUSTLINE_STATUS"] == "refused"
 
 
-async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make_agent) -> None:
+async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(
+    make_agent: AgentFactory,
+) -> None:
     agent = await make_agent(pools(cap=3, numbers=1, on_exhausted="refuse"), deadline_ms=200)
+    assert agent.db is not None and agent.outbound is not None
+    assert isinstance(agent.db, SqliteDatabase)  # locks the SQLite file
     blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -478,7 +534,9 @@ async def test_a_store_stall_gives_fallbacks_not_refusals_and_spends_no_cap(make
     assert [r[0] for r in rows] == [3]
 
 
-async def test_a_claim_pending_at_midnight_does_not_block_the_next_day(make_agent, clock) -> None:
+async def test_a_claim_pending_at_midnight_does_not_block_the_next_day(
+    make_agent: AgentFactory, clock: FrozenClock
+) -> None:
     extra = """
 [pools.surveys]
 purposes = ["survey"]
@@ -488,6 +546,8 @@ numbers = [ { number = "+33142000050", name = "Clinique StMarc" } ]
     agent = await make_agent(
         pools(cap=2, numbers=1, on_exhausted="refuse", extra=extra), deadline_ms=5000
     )
+    assert agent.db is not None
+    assert isinstance(agent.db, SqliteDatabase)  # locks the SQLite file
     assert (await call(agent))["TRUSTLINE_STATUS"] == "ok"  # 1 of 2 on the 17th
     blocker = sqlite3.connect(agent.db.path, timeout=10)  # the agent may be writing
     blocker.execute("BEGIN EXCLUSIVE")

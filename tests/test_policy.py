@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from agent.config import parse_config
 from agent.outbound.policy import NumberState, Selector, intensive_rest, plan_promotions, warmup_cap
@@ -43,7 +44,7 @@ def test_rest_starts_at_the_next_local_midnight_for_rest_hours() -> None:
     assert intensive_rest(61, [75, 60], RULES, now) is None  # decided once, at the threshold
 
 
-def _state(number: str, pool: str, **kw) -> NumberState:
+def _state(number: str, pool: str, **kw: Any) -> NumberState:
     return NumberState(number=number, home_pool=pool, name="n", full_cap=80, presence=None, **kw)
 
 

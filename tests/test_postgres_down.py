@@ -120,7 +120,7 @@ async def test_agent_starts_without_postgres_serves_fallbacks_then_reconnects(
             async with running_agent(env) as (agi, http):
                 status, body = await readyz(http)
                 assert status == 503
-                store = body["checks"]["store"]  # type: ignore[index]
+                store = body["checks"]["store"]  # type: ignore[index]  # JSON body: dict[str, object]
                 assert "cannot connect" in store["detail"]
                 assert f"127.0.0.1:{port}" in store["detail"]
 

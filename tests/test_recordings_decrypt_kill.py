@@ -60,7 +60,7 @@ def trustline(settings: Settings, *argv: str, **kw: object) -> subprocess.Popen[
         TRUSTLINE_DATA_DIR=str(settings.data_dir),
         TRUSTLINE_RECORDINGS_DIR=str(settings.recordings_dir),
     )
-    return subprocess.Popen([sys.executable, "-m", "agent", *argv], env=env, **kw)  # type: ignore[call-overload, no-any-return]
+    return subprocess.Popen([sys.executable, "-m", "agent", *argv], env=env, **kw)  # type: ignore[call-overload, no-any-return]  # Popen keywords passed through
 
 
 def decrypt(settings: Settings, out: str, **kw: object) -> subprocess.Popen[bytes]:

@@ -209,7 +209,7 @@ class Zeros(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]  # a memoryview is what arrives
         n = min(len(b), self.left)
         b[:n] = bytes(n)
         self.left -= n
@@ -220,7 +220,7 @@ class Discard(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b: bytes) -> int:  # type: ignore[override]
+    def write(self, b: bytes) -> int:  # type: ignore[override]  # bytes is what arrives
         return len(b)
 
 

@@ -68,7 +68,7 @@ def service(
 ) -> RecordingsService:
     kw.setdefault("settle_seconds", 0.0)
     kw.setdefault("poll_seconds", 0.02)
-    return RecordingsService(settings, db, clock, proc=proc, **kw)  # type: ignore[arg-type]
+    return RecordingsService(settings, db, clock, proc=proc, **kw)  # type: ignore[arg-type]  # timing overrides
 
 
 def put(settings: Settings, name: str, data: bytes | None = None) -> Path:

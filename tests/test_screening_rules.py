@@ -105,7 +105,7 @@ def facts(caller: str, att: str = "A", pres: int = 0, **kw: object) -> CallFacts
         caller=classify_caller(caller, pres, line.region),
         line=line,
         attestation=parse_attestation(att),
-        **kw,  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]  # per-test field overrides
     )
 
 

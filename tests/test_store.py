@@ -10,6 +10,7 @@ import pytest
 from agent.errors import StoreError
 from agent.outbound.repo import OutboundRepo
 from agent.store import open_database
+from agent.store.db import SqliteDatabase
 
 
 async def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
@@ -20,6 +21,7 @@ async def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
     again = await open_database(tmp_path / "t.db")  # reopening applies nothing twice
     count = await again.fetchone("SELECT COUNT(*) FROM schema_migrations")
     await again.close()
+    assert count is not None
     assert count[0] == len(names)
 
 
@@ -51,7 +53,9 @@ async def test_a_failed_statement_rolls_the_transaction_back(tmp_path: Path) -> 
         async with db.transaction():
             await db.execute("INSERT INTO alerts (at, kind, message) VALUES (1, 'k', 'x')")
             await db.execute("INSERT INTO no_such_table VALUES (1)")
-    assert (await db.fetchone("SELECT COUNT(*) FROM alerts"))[0] == 0
+    row = await db.fetchone("SELECT COUNT(*) FROM alerts")
+    assert row is not None
+    assert row[0] == 0
     await db.close()
 
 
@@ -139,6 +143,7 @@ async def test_migration_masks_spam_reports_of_numbers_not_ours(tmp_path: Path) 
 async def test_checkpoints_run_on_their_own_connection_not_inside_writes(tmp_path: Path) -> None:
     db = await open_database(tmp_path / "t.db")
     try:
+        assert isinstance(db, SqliteDatabase)  # the WAL checkpoint is SQLite's
         await db.start_checkpoints(interval=3600)  # the timer never fires during this test
         for i in range(600):  # 4 KiB rows: past the 1,000-page auto-checkpoint of a default store
             await db.execute(
@@ -149,7 +154,9 @@ async def test_checkpoints_run_on_their_own_connection_not_inside_writes(tmp_pat
         frames, copied = await db.reads.checkpoint()
         assert frames > 1000 and copied == frames
         # Background reads see every committed write, on their own connection.
-        assert (await db.reads.fetchone("SELECT COUNT(*) FROM alerts"))[0] == 600
+        row = await db.reads.fetchone("SELECT COUNT(*) FROM alerts")
+        assert row is not None
+        assert row[0] == 600
         with pytest.raises(StoreError):
             await db.reads.execute("DELETE FROM alerts")  # the reads connection cannot write
     finally:
