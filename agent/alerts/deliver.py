@@ -25,6 +25,7 @@ from agent.alerts.config import Webhook
 from agent.alerts.repo import AlertRepo, OutboxRow
 from agent.clock import Clock
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,8 @@ class Deliverer:
         self._task = asyncio.create_task(self._run(), name="alert-deliverer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

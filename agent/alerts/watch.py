@@ -10,7 +10,6 @@ lives in the store, so "store down" cannot be stored while it lasts: it is logge
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from agent.alerts.service import AlertService
 from agent.clock import Clock
 from agent.errors import StoreError
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,8 @@ class SystemWatch:
         self._task = asyncio.create_task(self._run(interval), name="system-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self, interval: float) -> None:
         while True:

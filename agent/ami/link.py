@@ -11,7 +11,6 @@ event reader (``handler.submit`` never waits), or log a secret or a full phone n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +24,7 @@ from agent.clock import Clock
 from agent.errors import ConfigError
 from agent.outcomes.calls import CallEnded, CallTracker, Effect
 from agent.settings import Settings
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,8 @@ class AmiLink:
         self._supervisor = asyncio.create_task(self._supervise(), name="ami-link")
 
     async def stop(self, deadline: float = 5.0) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        await stop_task(self._supervisor)
+        self._supervisor = None
         # Facts already decoded reach the store, within the deadline.
         await self._handler.stop(deadline)
         self._metrics.up.set(0)

@@ -33,6 +33,7 @@ from agent.contact.config import SmsSection
 from agent.contact.repo import ContactRepo, OutboxRow
 from agent.contact.sms import SendResult, SmsProvider, provider_for
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,8 @@ class SmsOutbox:
         self._task = asyncio.create_task(self._run(), name="contact-sms-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

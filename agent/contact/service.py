@@ -16,7 +16,6 @@ unused unit back to the outbound service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from agent.errors import BadData, BadRequest, StoreError
 from agent.outbound.policy import local_day
 from agent.outbound.service import OutboundService, PinnedNumber
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,8 @@ class ContactService:
         self._task = asyncio.create_task(self._refresh_loop(), name="contact-pins")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.flush()
 
     async def flush(self) -> None:

@@ -43,6 +43,7 @@ from agent.outbound.policy import (
 )
 from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,8 @@ class OutboundService:
     async def stop(self) -> None:
         # The watch first (it refills and gives back too), then every claim still in flight,
         # then the leases: nothing granted after this point stays counted for nobody.
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            try:
-                await self._watch_task
-            except asyncio.CancelledError:
-                pass
-            self._watch_task = None
+        await stop_task(self._watch_task)
+        self._watch_task = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._claims.drain()

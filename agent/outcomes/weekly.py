@@ -9,7 +9,6 @@ agent was down at 07:00 (on start, a missing report of last week is made at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from agent.clock import Clock
 from agent.config import Config
 from agent.outcomes import report
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,8 @@ class WeeklyReporter:
         self._task = asyncio.create_task(self._run(), name="weekly-report")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

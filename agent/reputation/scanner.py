@@ -25,6 +25,7 @@ from agent.outcomes.config import OnFlag
 from agent.reputation.providers import ProviderError, ReputationProvider, Verdict
 from agent.reputation.repo import Check, ReputationRepo
 from agent.store import Database
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,8 @@ class ReputationScanner:
         self._task = asyncio.create_task(self._run(), name="reputation-scanner")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._provider is not None:
             await self._provider.close()
 

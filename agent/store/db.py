@@ -29,6 +29,7 @@ import aiosqlite
 from agent.errors import StoreError
 from agent.store.base import Database as Database  # the interface this module implements
 from agent.store.base import migrations, refuse_newer
+from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +168,7 @@ class SqliteDatabase(Database):
 
     async def close(self) -> None:
         if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoints
+            await stop_task(self._checkpoints)
             self._checkpoints = None
             # What is left in the WAL goes back now, so the file stands alone after a stop.
             with contextlib.suppress(sqlite3.Error):
