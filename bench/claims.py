@@ -133,6 +133,7 @@ async def two_agents(tmp: Path) -> tuple[Counter[str], int]:
 
 async def burst(tmp: Path) -> Counter[str]:
     """200 calls at once on a 3-number pool, at the default 250 ms deadline."""
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "burst.toml"
     config.write_text(pools_toml(3, 80))
     agent = Agent(config, tmp / "burst")
