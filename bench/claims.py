@@ -131,12 +131,16 @@ async def two_agents(tmp: Path) -> tuple[Counter[str], int]:
     return Counter(statuses), int(counted)
 
 
-async def burst(tmp: Path) -> Counter[str]:
-    """200 calls at once on a 3-number pool, at the default 250 ms deadline."""
+def burst_config(tmp: Path) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "burst.toml"
     config.write_text(pools_toml(3, 80))
-    agent = Agent(config, tmp / "burst")
+    return config
+
+
+async def burst(tmp: Path) -> Counter[str]:
+    """200 calls at once on a 3-number pool, at the default 250 ms deadline."""
+    agent = Agent(burst_config(tmp), tmp / "burst")
     try:
         return Counter(
             await asyncio.gather(*(status_of(agent.port, f"07{i:08d}") for i in range(200)))
