@@ -598,7 +598,15 @@ class OutboundService:
                 # Not sent yet: withdrawn, nothing counted. Already sent: a unit it gets comes
                 # back through on_spare and serves the next call (or is uncounted): the call
                 # that got the fallback spends nothing.
-                if not self._claims.withdraw(future):
+                if self._claims.withdraw(future):
+                    raise
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    granted = future.result()
+                    if granted is not None:
+                        # Granted just as the deadline passed: the unit is this call's, but the
+                        # call got its fallback, so it serves the next call instead.
+                        self._on_spare(number, day.isoformat(), 0, 1, granted)
+                else:
                     future.cancel()  # the batch sees a call gone: its unit becomes a spare
                 raise
             if used is not None:
