@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date
 
-from agent.config import NumberConfig, PoolConfig
+from agent.config import Config, NumberConfig, PoolConfig
 from agent.outbound.policy import NumberState, local_day
 
 PATTERN_USES = 20  # fallback hand-outs in one pool within PATTERN_SECONDS: alert
@@ -53,6 +53,16 @@ class FallbackGuard:
                 if entry.active and self.healthy(entry.number, reserve, now):
                     return entry.number, entry.name
         return None
+
+    def per_purpose(self, config: Config, now: float) -> dict[str, str]:
+        """purpose -> the same healthy choice as a fallback answer, for the AstDB copy; a
+        purpose with none is left out (its key is deleted: the dialplan's global applies)."""
+        out: dict[str, str] = {}
+        for purpose, pool_name in config.purposes.items():
+            chosen = self.choose(config.pools[pool_name], config.reserve_pools, now)
+            if chosen is not None:
+                out[purpose] = chosen[0]
+        return out
 
     def count(self, pool: PoolConfig, number: str, now: float) -> bool:
         """Count one hand-out; True when the pool's fallback use just became a pattern."""

@@ -880,17 +880,8 @@ class OutboundService:
         return changed
 
     def fallbacks(self) -> dict[str, str]:
-        """purpose -> the caller ID the dialplan keeps in AstDB for when the agent is down:
-        the same healthy choice as a fallback answer; a purpose with none is left out (its
-        key is deleted, so the dialplan's global TRUSTLINE_FALLBACK_CID applies)."""
-        now = self._clock.now()
-        out: dict[str, str] = {}
-        for purpose, pool_name in self._config.purposes.items():
-            pool = self._config.pools[pool_name]
-            chosen = self._fallback.choose(pool, self._config.reserve_pools, now)
-            if chosen is not None:
-                out[purpose] = chosen[0]
-        return out
+        """purpose -> the caller ID the dialplan keeps in AstDB for when the agent is down."""
+        return self._fallback.per_purpose(self._config, self._clock.now())
 
     def usable_by_pool(self) -> dict[str, int]:
         """Numbers that can be handed out right now, per pool (for metrics and readiness)."""
