@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
+
+from agent.store import Database, open_database
 
 SERVER = os.environ.get("TRUSTLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -42,3 +45,20 @@ async def fresh_schema() -> AsyncIterator[str]:
     finally:
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
+
+
+# The contract fixtures: every test that takes `db` runs on SQLite and on PostgreSQL.
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'trustline.sqlite3'}"
+        return
+    async for url in fresh_schema():
+        yield url
+
+
+@pytest.fixture
+async def db(store_url: str) -> AsyncIterator[Database]:
+    database = await open_database(store_url)
+    yield database
+    await database.close()

@@ -3,18 +3,13 @@ the machine's server): opt-outs, attempts, the chain and its verify, retention."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from agent import phone
 from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance
 from agent.compliance.service import ComplianceService
 from agent.outbound.repo import AuditRecord, OutboundRepo
 from agent.store import Database, open_database
-from tests.postgres_schema import fresh_schema
+from tests.postgres_schema import db, store_url
 
 KEY = b"k" * 32
 NOW = 1_795_000_000.0
@@ -22,20 +17,7 @@ DAY = 86400.0
 PATIENT = "0612345678"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'trustline.sqlite3'}"
-        return
-    async for url in fresh_schema():
-        yield url
-
-
-@pytest.fixture
-async def db(store_url: str) -> AsyncIterator[Database]:
-    database = await open_database(store_url)
-    yield database
-    await database.close()
+__all__ = ["db", "store_url"]  # the contract fixtures, on both backends
 
 
 async def service_on(db: Database) -> ComplianceService:

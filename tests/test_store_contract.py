@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,25 +16,12 @@ from agent.recordings.repo import RecordingsRepo
 from agent.screening.repo import DecisionRow, ScreeningRepo
 from agent.store import Database, SchemaTooNew, open_database
 from agent.store.base import migrations
-from tests.postgres_schema import fresh_schema
+from tests.postgres_schema import db, fresh_schema, store_url
 
 DAY = "2026-11-17"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'trustline.sqlite3'}"
-        return
-    async for url in fresh_schema():
-        yield url
-
-
-@pytest.fixture
-async def db(store_url: str) -> AsyncIterator[Database]:
-    database = await open_database(store_url)
-    yield database
-    await database.close()
+__all__ = ["db", "store_url"]  # the contract fixtures, on both backends
 
 
 @pytest.fixture
