@@ -12,7 +12,6 @@ keyed by the webhook's secret.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -24,8 +23,9 @@ import aiohttp
 from agent.alerts.config import Webhook
 from agent.alerts.repo import AlertRepo, OutboxRow
 from agent.clock import Clock
+from agent.outbox import Pump
+from agent.outbox import backoff as _backoff
 from agent.store import Database
-from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def verify(secret: bytes, timestamp: str, body: bytes, header: str) -> bool:
 def backoff(attempts: int, rng: random.Random) -> float:
     """Seconds before the next try: doubling from 10 s up to 30 min, with 50-100 % jitter so
     many agents coming back together do not hit the receiver in step."""
-    return min(1800.0, 10.0 * 2.0 ** min(attempts, 20)) * (0.5 + 0.5 * rng.random())
+    return _backoff(attempts, rng, base=10.0, ceiling=1800.0)
 
 
 class Deliverer:
@@ -74,24 +74,20 @@ class Deliverer:
         self._timeout = timeout
         self._lease = max(lease, timeout * 2)
         self._batch = batch
-        self._poll = poll_seconds
-        self._session: aiohttp.ClientSession | None = None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._pump = Pump(
+            "alert-deliverer", clock, self.run_once, self._repo.next_due, log,
+            poll_seconds=poll_seconds,
+        )  # fmt: skip
         self.on_result: list[Callable[[str], None]] = []  # delivered | retry | gave_up
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="alert-deliverer")
+        self._pump.start()
 
     async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pump.stop()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._pump.wake()
 
     async def run_once(self) -> int:
         """Send every message due now; returns how many were acknowledged."""
@@ -99,15 +95,15 @@ class Deliverer:
         rows = await self._repo.claim_due(now, now + self._lease, self._batch)
         if not rows:
             return 0
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
-            )
+        session = await self._pump.session(self._timeout)
         hooks = {h.url: h for h in self._webhooks()}
-        results = await asyncio.gather(*(self._send(row, hooks.get(row.webhook)) for row in rows))
+        sends = (self._send(session, row, hooks.get(row.webhook)) for row in rows)
+        results = await asyncio.gather(*sends)
         return sum(results)
 
-    async def _send(self, row: OutboxRow, hook: Webhook | None) -> bool:
+    async def _send(
+        self, session: aiohttp.ClientSession, row: OutboxRow, hook: Webhook | None
+    ) -> bool:
         if hook is None:
             await self._finish(row, "webhook is no longer configured", give_up=True)
             return False
@@ -119,9 +115,8 @@ class Deliverer:
             SIGNATURE_HEADER: signature(hook.secret, stamp, body),
             KEY_HEADER: row.idempotency_key,
         }
-        assert self._session is not None
         try:
-            async with self._session.post(hook.url, data=body, headers=headers) as resp:
+            async with session.post(hook.url, data=body, headers=headers) as resp:
                 await resp.read()
                 ok, error = 200 <= resp.status < 300, f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -151,17 +146,3 @@ class Deliverer:
     def _report(self, result: str) -> None:
         for hook in self.on_result:
             hook(result)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-                due = await self._repo.next_due()
-            except Exception:
-                log.exception("alerts: delivery round failed; retrying")
-                due = None
-            wait = self._poll if due is None else min(self._poll, due - self._clock.now())
-            self._wake.clear()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)

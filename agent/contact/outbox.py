@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -32,8 +31,9 @@ from agent.clock import Clock
 from agent.contact.config import SmsSection
 from agent.contact.repo import ContactRepo, OutboxRow
 from agent.contact.sms import SendResult, SmsProvider, provider_for
+from agent.outbox import Pump
+from agent.outbox import backoff as _backoff
 from agent.store import Database
-from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Sealer:
 def backoff(attempts: int, rng: random.Random, base: float = 30.0) -> float:
     """Seconds before the next try: doubling from ``base`` up to 15 min, with 50-100 % jitter
     so agents coming back together do not hit the provider in step."""
-    return min(900.0, base * 2.0 ** min(attempts, 20)) * (0.5 + 0.5 * rng.random())
+    return _backoff(attempts, rng, base=base, ceiling=900.0)
 
 
 class SmsOutbox:
@@ -87,11 +87,10 @@ class SmsOutbox:
         self._base = backoff_base
         self._lease = lease
         self._batch = batch
-        self._poll = poll_seconds
-        self._session: aiohttp.ClientSession | None = None
-        self._session_timeout: float | None = None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._pump = Pump(
+            "contact-sms-outbox", clock, self.run_once, self._repo.next_due, log,
+            poll_seconds=poll_seconds,
+        )  # fmt: skip
         self.on_result: list[Callable[[str], None]] = []  # sent | retry | gave_up
 
     async def enqueue(
@@ -111,18 +110,14 @@ class SmsOutbox:
         added = await self._repo.enqueue(
             key, purpose, pool, callee_hash, sealed, self._clock.now(), send_at, expires_at
         )
-        self._wake.set()
+        self._pump.wake()
         return added
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="contact-sms-outbox")
+        self._pump.start()
 
     async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pump.stop()
 
     async def run_once(self) -> int:
         """Send every message due now; returns how many the provider accepted."""
@@ -133,21 +128,12 @@ class SmsOutbox:
         rows = await self._repo.claim_due(now, now + self._lease, self._batch)
         if not rows:
             return 0
-        session = await self._session_for(section.timeout_seconds)
+        session = await self._pump.session(section.timeout_seconds)
         provider = provider_for(section)
         results = await asyncio.gather(
             *(self._send(session, provider, section, row) for row in rows)
         )
         return sum(results)
-
-    async def _session_for(self, seconds: float) -> aiohttp.ClientSession:
-        if self._session is not None and self._session_timeout != seconds:
-            await self._session.close()
-            self._session = None
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds))
-            self._session_timeout = seconds
-        return self._session
 
     async def _send(
         self,
@@ -200,19 +186,3 @@ class SmsOutbox:
     def _report(self, result: str) -> None:
         for hook in self.on_result:
             hook(result)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-                due = await self._repo.next_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("contact: SMS round failed; retrying")
-                due = None
-            wait = self._poll if due is None else min(self._poll, due - self._clock.now())
-            self._wake.clear()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
