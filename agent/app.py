@@ -156,6 +156,7 @@ class Agent:
             from_sections(config.raw),
             region=config.default_region,
             timezone=config.raw.defaults.timezone,
+            snapshot=s.data_dir / "optouts.json",  # opt-outs known when the store is down at start
         )
         await self._start_or_retry(self.compliance.start, "compliance")
         self._stoppers.append(self.compliance.stop)

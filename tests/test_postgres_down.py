@@ -1,5 +1,7 @@
-"""PostgreSQL not there when the agent starts: it starts anyway, answers every call with the
-pool's fallback, says why on /readyz, and serves from the store once the server is reachable.
+"""PostgreSQL not there when the agent starts: it starts anyway, answers every call within the
+deadline, says why on /readyz, and serves from the store once the server is reachable. Calls
+get the pool's fallback, and opt-outs hold from the agent's copy of the set; an agent that
+never read the set (first start) lets no call to a patient out until it has.
 
 The database sits behind a TCP forwarder on a port that is closed at first (the server is
 "down"); opening the forwarder brings it "up", without touching the real server.
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -124,6 +129,8 @@ async def test_agent_starts_without_postgres_serves_fallbacks_then_reconnects(
                 assert "cannot connect" in store["detail"]
                 assert f"127.0.0.1:{port}" in store["detail"]
 
+                # Opt-outs never read (no copy on a first start): no patient is called; the
+                # dialer is told to try again in a minute.
                 sessions = await asyncio.gather(
                     *(
                         run_session("127.0.0.1", agi, args=["reminder", "0142123456"])
@@ -131,8 +138,10 @@ async def test_agent_starts_without_postgres_serves_fallbacks_then_reconnects(
                     )
                 )
                 for s in sessions:
-                    assert s.variables["CALLERID(num)"] == "+33142000099"  # the pool's fallback
-                    assert s.variables["TRUSTLINE_STATUS"] in {"exhausted", "fallback"}
+                    assert s.variables["TRUSTLINE_STATUS"] == "outside_window"
+                    assert s.variables["TRUSTLINE_REASON"] == "optouts_unknown"
+                    assert "TRUSTLINE_NEXT_WINDOW" in s.variables
+                    assert not s.variables.get("CALLERID(num)")
 
                 forwarder = await start_forwarder(port, real.hostname or "", real.port or 5432)
                 for _ in range(300):
@@ -196,3 +205,56 @@ async def test_postgres_lost_mid_traffic_every_call_answered_no_ok_count_lost_or
         # batch's commit and its acknowledgement: the audit writer retries the batch. Known
         # gap, see the PostgreSQL section of the README.)
         assert audited >= statuses["ok"]
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_restart_without_postgres_keeps_every_opt_out_and_serves_fallbacks(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "pools.toml", POOL)
+    copy = tmp_path / "data" / "optouts.json"
+    async for url in fresh_schema():
+        real = urlsplit(url)
+        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+        env = {
+            "TRUSTLINE_CONFIG": str(config),
+            "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
+            "TRUSTLINE_DATABASE_URL": real._replace(
+                netloc=f"{real.username}@127.0.0.1:{forwarder.port}"
+            ).geturl(),
+        }
+        await forwarder.up()
+        try:
+            async with running_agent(env) as (agi, _http):
+                await asyncio.to_thread(
+                    cli, env, "optout", "add", "0142123457", "--purpose", "reminder"
+                )
+                for _ in range(100):  # the running agent reads it within seconds, and copies it
+                    if copy.exists() and '"reminder"' in copy.read_text():
+                        break
+                    await asyncio.sleep(0.1)
+                assert '"reminder"' in copy.read_text()
+                assert "0142123457" not in copy.read_text()  # hashes, never the number
+                assert "+33142123457" not in copy.read_text()
+                assert copy.stat().st_mode & 0o777 == 0o600
+            await forwarder.down()  # the database is gone when the agent starts again
+            async with running_agent(env) as (agi, _http):
+                patient = await run_session("127.0.0.1", agi, args=["reminder", "0142123456"])
+                assert patient.variables["CALLERID(num)"] == "+33142000099"  # the fallback
+                assert patient.variables["TRUSTLINE_STATUS"] in {"exhausted", "fallback"}
+                opted = await run_session("127.0.0.1", agi, args=["reminder", "0142123457"])
+                assert opted.variables["TRUSTLINE_STATUS"] == "opted_out"
+                assert not opted.variables.get("CALLERID(num)")
+        finally:
+            await forwarder.down()

@@ -74,7 +74,7 @@ class PurposeRules:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: str  # allowed | outside_window | attempts_exceeded | opted_out
-    reason: str  # a code for TRUSTLINE_REASON: window | holiday | attempt_limit | opted_out
+    reason: str  # TRUSTLINE_REASON: window | holiday | attempt_limit | opted_out | optouts_unknown
     zone: str  # the callee's time zone used
     next_window: str | None = None  # ISO 8601 in the callee's zone, for outside_window
     detail: str = ""  # the rule in words, for explain-call
@@ -222,6 +222,19 @@ def window_state(
                 return True, "", None
             return False, why or f"outside {window.text if window else 'the window'}", start_at
     return False, why or "no window in the next month", None
+
+
+def optouts_unknown(zone: str, now: float, retry_seconds: float = 60.0) -> Verdict:
+    """A call to a patient while the opt-out set has never been read (the store is down at
+    start and there is no local copy): it does not go out; the dialer tries again shortly."""
+    later = datetime.fromtimestamp(now + retry_seconds, ZoneInfo(zone)).replace(microsecond=0)
+    return Verdict(
+        OUTSIDE_WINDOW,
+        "optouts_unknown",
+        zone,
+        later.isoformat(),
+        "the opt-out list has not been read from the store yet",
+    )
 
 
 def decide(

@@ -4,6 +4,10 @@ the periodic work of the audit chain.
 Policy comes from agent.compliance.policy; this module sequences I/O around it. Opt-outs are
 held in memory as keyed hashes and reloaded when the store's opt-out version moves (checked
 every ``refresh_seconds``), so an opt-out added from the CLI stops calls within seconds.
+Each set read is also copied to ``snapshot`` (snapshot.py): when the store does not answer at
+start, the agent decides from that copy; with no copy either, the set is unknown and no call
+to a patient goes out (``outside_window``, reason ``optouts_unknown``, a retry in a minute)
+until the store answers. Calls to extensions are not held back.
 Attempts are counted from the store's call_audit through an index tailed at the same pace
 (attempts.py), plus the calls this process let out whose rows are not in it yet. Never logs
 a full number (phone.mask).
@@ -20,15 +24,16 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent import phone
 from agent.clock import Clock
-from agent.compliance import numbers, policy
+from agent.compliance import numbers, policy, snapshot
 from agent.compliance.attempts import AttemptIndex
 from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
 from agent.compliance.repo import ComplianceRepo
-from agent.errors import BadRequest
+from agent.errors import BadRequest, StoreError
 from agent.store import Database
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class ComplianceService:
         *,
         region: str = "FR",
         timezone: str = "Europe/Paris",
+        snapshot: Path | None = None,
     ) -> None:
         self._repo = ComplianceRepo(db)
         self._clock = clock
@@ -71,6 +77,8 @@ class ComplianceService:
         self.chain = AuditChain(self._repo)
         self._optouts: set[tuple[str, str]] = set()
         self._version = -1
+        self._known = False  # the opt-out set was read (from the store, or else the copy)
+        self._snapshot = snapshot
         self._attempts = AttemptIndex()
         self._tasks: list[asyncio.Task[None]] = []
         self.apply_config(config, region=region, timezone=timezone)
@@ -100,7 +108,11 @@ class ComplianceService:
         chain_seconds: float = 10.0,
         purge_seconds: float = 3600.0,
     ) -> None:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except StoreError:
+            await self._from_snapshot()
+            raise  # the agent starts this service again until the store answers
         if refresh_seconds:  # opt-outs and attempts made by other processes
             self._tasks += [
                 asyncio.create_task(self._every(refresh_seconds, self.refresh), name="optouts"),
@@ -133,6 +145,29 @@ class ComplianceService:
         if version != self._version:
             self._optouts = await self._repo.optouts()
             self._version = version
+            if self._snapshot is not None:
+                try:
+                    await asyncio.to_thread(
+                        snapshot.write, self._snapshot, self._optouts, self._clock.now()
+                    )
+                except OSError as exc:
+                    log.warning("compliance: cannot keep the opt-out copy: %s", exc)
+        self._known = True
+
+    async def _from_snapshot(self) -> None:
+        """The store did not answer: decide from the last copy, if there is one."""
+        if self._known or self._snapshot is None:
+            return
+        try:
+            found, read_at = await asyncio.to_thread(snapshot.read, self._snapshot)
+        except snapshot.SnapshotError as exc:
+            log.error("compliance: opt-outs unknown until the store answers: %s", exc)
+            return
+        self._optouts, self._known = found, True
+        age = (self._clock.now() - read_at) / 3600.0
+        log.warning(
+            "compliance: using the opt-out copy read %.1f h ago until the store answers", age
+        )
 
     async def chain_work(self) -> None:
         now = self._clock.now()
@@ -191,6 +226,8 @@ class ComplianceService:
             zone, opted = self._timezone, False
         else:
             zone = found.zone
+            if not self._known:
+                return policy.optouts_unknown(zone, now), found.audit_hashes
             opted, hashes = (found.hashed, purpose) in self._optouts, found.audit_hashes
         return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), hashes
 
