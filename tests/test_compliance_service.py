@@ -17,7 +17,8 @@ import pytest
 
 from agent import contract
 from agent.agi.routing import AgiRequest
-from agent.app import Agent, load_hash_key
+from agent.app import Agent
+from agent.build import load_hash_key
 from agent.cli import compliance as compliance_cli
 from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance

@@ -12,7 +12,8 @@ import pytest
 
 from agent import contract
 from agent.agi.server import FastAgiServer
-from agent.app import Agent, load_hash_key
+from agent.app import Agent
+from agent.build import load_hash_key
 from agent.clock import FrozenClock
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService

@@ -52,7 +52,7 @@ async def admin_store(settings: Settings) -> AsyncIterator[Database]:
 
 def hash_key(settings: Settings) -> bytes:
     """The callee-hash key beside an existing store."""
-    from agent.app import load_hash_key
+    from agent.build import load_hash_key
 
     if not settings.hash_key_path.is_file():
         raise StoreNotFound(
