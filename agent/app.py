@@ -25,12 +25,13 @@ from agent.alerts.metrics import AlertMetrics
 from agent.alerts.service import AlertService
 from agent.alerts.watch import SystemWatch
 from agent.ami.link import AmiLink
-from agent.build import Builder, CurrentConfig, load_hash_key, open_store
+from agent.build import Builder, CurrentConfig
 from agent.clock import Clock, SystemClock
 from agent.compliance.service import ComplianceService
 from agent.config import Config, load_config
 from agent.contact.http import vcard_routes
 from agent.contact.service import ContactService
+from agent.datadir import load_hash_key, open_store
 from agent.errors import ConfigError, StoreError
 from agent.http.app import build_http_app, cached, make_runner
 from agent.http.probes import Probes
@@ -113,10 +114,8 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
-        config = self.config
-        log.info(
-            "trustline: started with %d pools, %d numbers", len(config.pools), len(config.numbers)
-        )
+        pools, numbers = len(self.config.pools), len(self.config.numbers)
+        log.info("trustline: started with %d pools, %d numbers", pools, numbers)
         if first_start:
             log_next_steps(s, self.http_address)
 

@@ -11,78 +11,41 @@ anything (app.py and the CLI do that, in order), open a listening socket, or rea
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent import contract
-from agent.admin.actions import AdminActions
-from agent.admin.audit import AdminAudit
-from agent.admin.views import DashboardViews
-from agent.agi.routing import Route
-from agent.agi.server import FastAgiServer
-from agent.alerts.config import load_webhooks
-from agent.alerts.deliver import Deliverer
-from agent.alerts.service import AlertService
-from agent.alerts.watch import Check, SystemWatch
-from agent.ami.link import AmiLink
-from agent.clock import Clock
-from agent.compliance.config import Loaded, from_sections
-from agent.compliance.route import ComplianceRoute
-from agent.compliance.service import ComplianceService
-from agent.config import Config
-from agent.contact.config import ContactConfig, contact_of
-from agent.contact.outbox import SmsOutbox
-from agent.contact.service import ContactService
-from agent.errors import ConfigError
-from agent.http.context import AdminContext
-from agent.http.probes import Probes
-from agent.metrics import Metrics
-from agent.outbound.astdb import FallbackSync
-from agent.outbound.route import OutboundRoute
-from agent.outbound.service import DecisionHooks, OutboundService
-from agent.outcomes.drift import DriftTunables
-from agent.outcomes.intake import OutcomeIntake
-from agent.outcomes.service import OutcomesService
-from agent.outcomes.weekly import WeeklyReporter
-from agent.recordings.service import RecordingsService
-from agent.reputation.providers import HttpJsonProvider
-from agent.reputation.scanner import ReputationScanner
-from agent.screening.route import InboundRoute
-from agent.screening.service import ScreeningService
-from agent.settings import Settings
-from agent.store import Database, open_database
-from agent.tokens.service import TokenService
+if TYPE_CHECKING:
+    from agent.admin.audit import AdminAudit
+    from agent.agi.routing import Route
+    from agent.agi.server import FastAgiServer
+    from agent.alerts.deliver import Deliverer
+    from agent.alerts.service import AlertService
+    from agent.alerts.watch import SystemWatch
+    from agent.ami.link import AmiLink
+    from agent.clock import Clock
+    from agent.compliance.config import Loaded
+    from agent.compliance.service import ComplianceService
+    from agent.config import Config
+    from agent.contact.config import ContactConfig
+    from agent.contact.outbox import SmsOutbox
+    from agent.contact.service import ContactService
+    from agent.http.context import AdminContext
+    from agent.http.probes import Probes
+    from agent.metrics import Metrics
+    from agent.outbound.service import OutboundService
+    from agent.outcomes.intake import OutcomeIntake
+    from agent.outcomes.service import OutcomesService
+    from agent.outcomes.weekly import WeeklyReporter
+    from agent.recordings.service import RecordingsService
+    from agent.reputation.scanner import ReputationScanner
+    from agent.screening.service import ScreeningService
+    from agent.settings import Settings
+    from agent.store import Database
+    from agent.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
-Take = Callable[[Config], Awaitable[None]]
-
-
-def load_hash_key(path: Path) -> bytes:
-    """The secret that keys callee hashes; created on first use, readable by the agent only."""
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return key
-    if len(key) < 32:
-        raise ConfigError(str(path), ["callee hash key is shorter than 32 bytes"])
-    return key
-
-
-async def open_store(settings: Settings, *, wait: bool = True) -> Database:
-    """The store TRUSTLINE_DATABASE_URL names; ``wait=False`` lets the agent start while a
-    PostgreSQL server is still unreachable (calls get the fallback until it connects)."""
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # store and keys: agent only
-    return await open_database(settings.database, pool_size=settings.database_pool_size, wait=wait)
+Take = Callable[["Config"], Awaitable[None]]
 
 
 class CurrentConfig:
@@ -146,6 +109,8 @@ class Builder:
     def outbound(self, alerts: AlertService | None = None) -> OutboundService:
         """Decisions are counted in the metrics and raise alerts when the agent runs; the
         outbound service takes a reload itself (app.py applies it first: it may refuse)."""
+        from agent.outbound.service import DecisionHooks, OutboundService
+
         hooks = DecisionHooks()
         if self.metrics is not None:
             hooks.on_decision.append(self.metrics.on_decision)
@@ -155,15 +120,21 @@ class Builder:
         return OutboundService(self.db, self.clock, self.config, self.hash_key, hooks)
 
     def screening(self) -> ScreeningService:
+        from agent.screening.service import ScreeningService
+
         assert self.current is not None, "screening needs pools.toml"
         return ScreeningService(
             config_provider=self.current.get, db=self.db, clock=self.clock, hash_key=self.hash_key
         )
 
     def contact_config(self) -> ContactConfig:
+        from agent.contact.config import contact_of
+
         return contact_of(self.config)
 
     def sms_outbox(self) -> SmsOutbox:
+        from agent.contact.outbox import SmsOutbox
+
         return SmsOutbox(self.db, self.clock, self.hash_key, lambda: self.contact_config().sms)
 
     def contact(
@@ -174,6 +145,8 @@ class Builder:
     ) -> ContactService:
         """Pins and the pre-call SMS; with ``screening`` (the agent) the call announced gets
         the pinned number and a callee calling back is let through."""
+        from agent.contact.service import ContactService
+
         service = ContactService(
             self.db, self.clock, self.hash_key, outbound, self.contact_config, outbox
         )
@@ -186,6 +159,9 @@ class Builder:
     def compliance(self, loaded: Loaded | None = None) -> ComplianceService:
         """From the config in force (and following its reloads), or from ``loaded``: the
         compliance sections alone, for the audit commands that work on an invalid pools.toml."""
+        from agent.compliance.config import from_sections
+        from agent.compliance.service import ComplianceService
+
         if loaded is not None:
             return ComplianceService(
                 self.db, self.clock, self.hash_key, loaded.compliance,
@@ -208,11 +184,16 @@ class Builder:
         return service
 
     def recordings(self) -> RecordingsService:
+        from agent.recordings.service import RecordingsService
+
         return RecordingsService(self.settings, self.db, self.clock)
 
     # -- alerts and the reputation loop ----------------------------------------------------
     def alerts(self) -> AlertService:
         """With pools.toml, its webhooks (and their reloads); without, alerts are only read."""
+        from agent.alerts.config import load_webhooks
+        from agent.alerts.service import AlertService
+
         if self.current is None:
             return AlertService(self.db, self.clock)
         config = self.config
@@ -225,6 +206,8 @@ class Builder:
         return service
 
     def deliverer(self, alerts: AlertService) -> Deliverer:
+        from agent.alerts.deliver import Deliverer
+
         deliverer = Deliverer(
             self.db,
             self.clock,
@@ -239,7 +222,9 @@ class Builder:
     ) -> tuple[ReputationScanner, OutcomesService]:
         """The scanner and the drift watch, configured now and on every reload; a flag or a
         drift rests or quarantines the number (the pool's on_flag / on_drift)."""
-        scanner = ReputationScanner(self.db, self.clock, alerts)
+        from agent.outcomes.service import OutcomesService
+
+        scanner = self.scanner(alerts)
         outcomes = OutcomesService(self.db, self.clock, alerts, scanner)
         if outbound is not None:
             scanner.on_flag.append(outbound.sideline)
@@ -252,7 +237,15 @@ class Builder:
         self._subscribe(take)
         return scanner, outcomes
 
+    def scanner(self, alerts: AlertService) -> ReputationScanner:
+        """Unconfigured: the caller (``reputation`` below, or a CSV import) configures it."""
+        from agent.reputation.scanner import ReputationScanner
+
+        return ReputationScanner(self.db, self.clock, alerts)
+
     def weekly(self, alerts: AlertService) -> WeeklyReporter:
+        from agent.outcomes.weekly import WeeklyReporter
+
         assert self.current is not None, "the weekly report needs pools.toml"
         reports = self.settings.data_dir / "reports"
         return WeeklyReporter(self.db, self.clock, alerts, self.current.get, reports)
@@ -266,6 +259,10 @@ class Builder:
     ) -> tuple[AmiLink, OutcomeIntake]:
         """The AMI link: call outcomes in, recordings handed over, the AstDB fallback copy
         kept; it re-syncs that copy on every reload."""
+        from agent.ami.link import AmiLink
+        from agent.outbound.astdb import FallbackSync
+        from agent.outcomes.intake import OutcomeIntake
+
         registry = self.metrics.registry if self.metrics is not None else None
         intake = OutcomeIntake(self.db, outbound, recordings.on_recording_complete, registry)
         link = AmiLink(
@@ -286,6 +283,11 @@ class Builder:
         screening: ScreeningService,
     ) -> tuple[dict[str, Route], Route]:
         """A FastAGI route per script, and the one an unknown script gets (outbound's)."""
+        from agent import contract
+        from agent.compliance.route import ComplianceRoute
+        from agent.outbound.route import OutboundRoute
+        from agent.screening.route import InboundRoute
+
         fallback = OutboundRoute(outbound)
         return {
             contract.ROUTE_OUTBOUND: ComplianceRoute(fallback, compliance, outbound),
@@ -293,6 +295,8 @@ class Builder:
         }, fallback
 
     def agi(self, routes: dict[str, Route], fallback: Route) -> FastAgiServer:
+        from agent.agi.server import FastAgiServer
+
         s = self.settings
         return FastAgiServer(
             routes,
@@ -306,33 +310,28 @@ class Builder:
     def system_watch(self, alerts: AlertService, probes: Probes) -> SystemWatch:
         """AMI down, store down, keyring missing, deadline misses: alerts from the same
         checks /readyz shows (agent/alerts/watch.py)."""
+        from agent.alerts.watch import SystemWatch
+        from agent.http.probes import counted, healthy
+
         assert self.metrics is not None, "the system watch runs in the agent"
         misses = self.metrics.deadline_misses
-
-        def check(ready: Callable[[], Awaitable[tuple[str, bool, str]]]) -> Check:
-            async def healthy() -> tuple[bool, str]:
-                _name, ok, detail = await ready()
-                return ok, detail
-
-            return healthy
-
-        def deadline_misses() -> float:
-            samples = (s for m in misses.collect() for s in m.samples)
-            return sum(s.value for s in samples if s.name.endswith("_total"))
-
         return SystemWatch(
             alerts,
             self.clock,
-            {"ami_down": check(probes.ami), "keyring_missing": check(probes.recordings)},
-            check(probes.store),
-            deadline_misses,
+            {"ami_down": healthy(probes.ami), "keyring_missing": healthy(probes.recordings)},
+            healthy(probes.store),
+            lambda: counted(misses),
             lambda: self.config.raw.alerts.deadline_misses_per_5min,
         )
 
     def tokens(self, read_db: Database | None = None) -> TokenService:
+        from agent.tokens.service import TokenService
+
         return TokenService(self.db, self.clock, read_db=read_db)
 
     def audit(self) -> AdminAudit:
+        from agent.admin.audit import AdminAudit
+
         return AdminAudit(self.db, self.clock)
 
     def admin(
@@ -347,6 +346,10 @@ class Builder:
     ) -> AdminContext:
         """The API's and dashboard's services; their reads go through ``read_db``, a
         connection of their own, so a page never queues in front of a call's claim."""
+        from agent.admin.actions import AdminActions
+        from agent.admin.views import DashboardViews
+        from agent.http.context import AdminContext
+
         assert self.current is not None, "the admin API needs pools.toml"
         actions = AdminActions(
             outbound=lambda: outbound,
@@ -370,6 +373,9 @@ class Builder:
 def _configure_reputation(
     config: Config, scanner: ReputationScanner, outcomes: OutcomesService
 ) -> None:
+    from agent.outcomes.drift import DriftTunables
+    from agent.reputation.providers import HttpJsonProvider
+
     rep = config.raw.reputation
     scanner.configure(
         {n: c.pool for n, c in config.numbers.items()},
@@ -380,12 +386,7 @@ def _configure_reputation(
     )
     outcomes.configure(
         {
-            p: DriftTunables(
-                pc.rules.timezone,
-                pc.rules.drift_window_minutes,
-                pc.rules.drift_min_calls,
-                pc.rules.on_drift,
-            )
-            for p, pc in config.pools.items()
+            p: DriftTunables(r.timezone, r.drift_window_minutes, r.drift_min_calls, r.on_drift)
+            for p, r in ((p, pc.rules) for p, pc in config.pools.items())
         }
     )

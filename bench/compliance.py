@@ -71,7 +71,7 @@ GOAL = 1.10
 COMPLIANT_AGENT = """
 import asyncio, sys
 from agent.app import Agent
-from agent.build import load_hash_key
+from agent.datadir import load_hash_key
 from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService

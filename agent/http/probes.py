@@ -8,7 +8,7 @@ MixMonitor writes to. Must not: write to the store (a probe never queues in fron
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from agent.errors import StoreError
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from agent.ami.link import AmiLink
     from agent.config import Config
     from agent.recordings.service import RecordingsService
@@ -23,6 +25,22 @@ if TYPE_CHECKING:
     from agent.store import Database
 
 Answer = tuple[str, bool, str]
+
+
+def healthy(probe: Callable[[], Awaitable[Answer]]) -> Callable[[], Awaitable[tuple[bool, str]]]:
+    """A probe as the system watch asks it (agent/alerts/watch.py): ok and why."""
+
+    async def check() -> tuple[bool, str]:
+        _name, ok, detail = await probe()
+        return ok, detail
+
+    return check
+
+
+def counted(counter: Counter) -> float:
+    """A counter's total over all its labels (the deadline misses the system watch rates)."""
+    samples = (s for m in counter.collect() for s in m.samples)
+    return sum(s.value for s in samples if s.name.endswith("_total"))
 
 
 @dataclass(frozen=True)
