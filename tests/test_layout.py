@@ -34,7 +34,6 @@ MODULE_ALLOWLIST = {
 # Functions over the limit without a reason yet: "path:qualified name" -> lines today.
 FUNCTION_ALLOWLIST = {
     "agent/contact/service.py:ContactService.announce": 77,  # pick, pin, reserve, queue the SMS
-    "agent/cli/db.py:_copy_between": 63,  # the CLI is being rebuilt on the builder
     "agent/outbound/service.py:OutboundService.reload_state": 69,
     "agent/outbound/service.py:OutboundService.report_spam": 70,
     "agent/recordings/repo.py:RecordingsRepo.record_sealed": 65,
