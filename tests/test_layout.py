@@ -38,7 +38,6 @@ FUNCTION_ALLOWLIST = {
     "agent/recordings/repo.py:RecordingsRepo.record_sealed": 65,
     "agent/recordings/service.py:RecordingsService.sweep": 86,
     "agent/recordings/service.py:RecordingsService.decrypt": 82,
-    "agent/screening/service.py:ScreeningService._decide": 64,
 }
 
 
