@@ -70,7 +70,8 @@ GOAL = 1.10
 # `trustline run`, with the compliance route wired in front of outbound as app.py will do.
 COMPLIANT_AGENT = """
 import asyncio, sys
-from agent.app import Agent, load_hash_key
+from agent.app import Agent
+from agent.datadir import load_hash_key
 from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService

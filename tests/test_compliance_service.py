@@ -17,13 +17,14 @@ import pytest
 
 from agent import contract
 from agent.agi.routing import AgiRequest
-from agent.app import Agent, load_hash_key
+from agent.app import Agent
 from agent.cli import compliance as compliance_cli
 from agent.clock import FrozenClock
 from agent.compliance.config import parse_compliance
 from agent.compliance.route import ComplianceRoute
 from agent.compliance.service import ComplianceService
 from agent.config import ConfigFile
+from agent.datadir import load_hash_key
 from agent.outbound.repo import AuditRecord, OutboundRepo
 from agent.outbound.route import OutboundRoute
 from agent.settings import Settings

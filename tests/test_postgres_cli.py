@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.app import load_hash_key
+from agent.datadir import load_hash_key
 from agent.outbound.policy import local_day
 from agent.outbound.repo import AuditRecord, OutboundRepo
 from agent.outcomes.calls import CallEnded

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from agent import contract
-from agent.app import load_hash_key, open_store
 from agent.clock import FrozenClock
+from agent.datadir import load_hash_key, open_store
 from agent.settings import Settings
 from tests.conftest import AgentFactory, agi_port, write_config
 from tests.test_cli import trustline

@@ -12,8 +12,9 @@ import pytest
 
 from agent import contract
 from agent.agi.server import FastAgiServer
-from agent.app import Agent, load_hash_key
+from agent.app import Agent
 from agent.clock import FrozenClock
+from agent.datadir import load_hash_key
 from agent.screening.route import InboundRoute
 from agent.screening.service import ScreeningService
 from agent.store import Database, open_database

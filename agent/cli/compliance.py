@@ -72,21 +72,12 @@ async def offline_compliance(
 ) -> AsyncIterator[tuple[ComplianceService, str]]:
     """The compliance service over the agent's store, without servers; and the centre's time
     zone. The audit commands read no number, so they need no callee-hash key."""
-    from agent.clock import SystemClock
     from agent.compliance.config import load_compliance
-    from agent.compliance.service import ComplianceService
 
     loaded = load_compliance(settings.config)
     key = offline.hash_key(settings) if needs_key else b""
-    async with offline.admin_store(settings) as db:
-        service = ComplianceService(
-            db,
-            SystemClock(),
-            key,
-            loaded.compliance,
-            region=loaded.region,
-            timezone=loaded.timezone,
-        )
+    async with offline.build(settings, key=key) as build:
+        service = build.compliance(loaded)
         await service.start(refresh_seconds=None)
         yield service, loaded.timezone
 

@@ -210,25 +210,17 @@ async def _announce(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
     from agent import phone
-    from agent.clock import SystemClock
-    from agent.contact.config import contact_of
-    from agent.contact.outbox import SmsOutbox
-    from agent.contact.service import ContactService
-    from agent.outbound.service import OutboundService
 
     config = offline.pools(settings, "announce")
     pool = config.pool_for(args.purpose)
     zone = (pool or next(iter(config.pools.values()))).rules.timezone
     at = _planned_time(args.at, zone)
     key = offline.hash_key(settings)
-    clock = SystemClock()
-    contact = contact_of(config)
-    async with offline.admin_store(settings) as db:
-        outbound = OutboundService(db, clock, config, key)
+    async with offline.build(settings, config, key=key) as build:
+        outbound = build.outbound()
         await outbound.start(watch_interval=None)
         try:
-            outbox = SmsOutbox(db, clock, key, lambda: contact.sms)
-            service = ContactService(db, clock, key, outbound, lambda: contact, outbox)
+            service = build.contact(outbound, build.sms_outbox())
             await service.refresh()
             pinned = await service.announce(
                 args.purpose, args.callee, case_ref=args.case, at=at, sms=args.sms, area=args.area

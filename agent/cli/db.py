@@ -113,55 +113,21 @@ async def _copy_between(source: Database, source_url: str, target: Database, url
     missing = set(tables) - set(await _tables(target, url))
     if missing:
         raise StoreError(f"db copy: the target has no table {', '.join(sorted(missing))}")
-    counts: dict[str, int] = {}
-    for table in tables:
-        row = await source.fetchone(f"SELECT COUNT(*) FROM {table}")
-        counts[table] = int(row[0]) if row else 0
+    counts = await _counts(source, tables)
     total = sum(counts.values())
     print(f"copying {total} rows in {len(tables)} tables: {redact(source_url)} -> {redact(url)}")
     done = 0
     started = time.monotonic()
     async with target.transaction() as tx:
         for table in tables:
-            if table in _SEEDED:
-                await tx.execute(f"DELETE FROM {table}")
-            row = await tx.fetchone(f"SELECT COUNT(*) FROM {table}")
-            if row is not None and int(row[0]):
-                raise BadRequest(f"db copy: the target's table {table} is not empty")
-            columns = await _columns(source, table)
-            if not columns:
-                continue
-            names = ", ".join(columns)
-            marks = ", ".join("?" for _ in columns)
-            offset = 0
-            while True:
-                rows = await source.fetchall(
-                    f"SELECT {names} FROM {table} ORDER BY {columns[0]} LIMIT ? OFFSET ?",
-                    (_CHUNK, offset),
-                )
-                if not rows:
-                    break
-                await tx.executemany(
-                    f"INSERT INTO {table} ({names}) VALUES ({marks})",
-                    [tuple(r) for r in rows],
-                )
-                offset += len(rows)
-                done += len(rows)
-                _progress(done, total, table)
-            if "id" in columns and parse_url(url)[0] == "postgresql":
-                # Identity columns continue after the copied ids.
-                await tx.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                    f" (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
-                    f" WHERE pg_get_serial_sequence('{table}', 'id') IS NOT NULL"
-                )
+            done = await _copy_table(source, tx, table, parse_url(url)[0], done, total)
     print(file=sys.stdout)
-    wrong = []
-    for table in tables:
-        row = await target.fetchone(f"SELECT COUNT(*) FROM {table}")
-        got = int(row[0]) if row else 0
-        if got != counts[table]:
-            wrong.append(f"{table}: {counts[table]} in the source, {got} in the target")
+    found = await _counts(target, tables)
+    wrong = [
+        f"{table}: {counts[table]} in the source, {found[table]} in the target"
+        for table in tables
+        if found[table] != counts[table]
+    ]
     if wrong:
         raise StoreError("db copy: row counts differ: " + "; ".join(wrong))
     print(
@@ -169,6 +135,52 @@ async def _copy_between(source: Database, source_url: str, target: Database, url
         f" row counts match in all {len(tables)} tables"
     )
     return 0
+
+
+async def _counts(db: Database, tables: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in tables:
+        row = await db.fetchone(f"SELECT COUNT(*) FROM {table}")
+        counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+async def _copy_table(
+    source: Database, tx: Database, table: str, backend: str, done: int, total: int
+) -> int:
+    """Copy one table in chunks inside the target's transaction; the rows copied so far."""
+    if table in _SEEDED:
+        await tx.execute(f"DELETE FROM {table}")
+    row = await tx.fetchone(f"SELECT COUNT(*) FROM {table}")
+    if row is not None and int(row[0]):
+        raise BadRequest(f"db copy: the target's table {table} is not empty")
+    columns = await _columns(source, table)
+    if not columns:
+        return done
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    offset = 0
+    while True:
+        rows = await source.fetchall(
+            f"SELECT {names} FROM {table} ORDER BY {columns[0]} LIMIT ? OFFSET ?",
+            (_CHUNK, offset),
+        )
+        if not rows:
+            break
+        await tx.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({marks})", [tuple(r) for r in rows]
+        )
+        offset += len(rows)
+        done += len(rows)
+        _progress(done, total, table)
+    if "id" in columns and backend == "postgresql":
+        # Identity columns continue after the copied ids.
+        await tx.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+            f" (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+            f" WHERE pg_get_serial_sequence('{table}', 'id') IS NOT NULL"
+        )
+    return done
 
 
 def _progress(done: int, total: int, table: str) -> None:

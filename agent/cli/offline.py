@@ -1,4 +1,5 @@
-"""What admin commands share: the existing store, the pools file, the callee-hash key.
+"""What admin commands share: the existing store, the pools file, the callee-hash key, and the
+builder (agent.build) that makes their services as ``trustline run`` makes them.
 
 May: open the store the running agent uses, load pools.toml. Must not: create a store or a
 data folder (only ``trustline run`` does), so a command run with the wrong data folder says
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from agent.errors import ConfigError, StoreNotFound
 
 if TYPE_CHECKING:
+    from agent.build import Builder
     from agent.config import Config
     from agent.settings import Settings
     from agent.store import Database
@@ -50,9 +52,29 @@ async def admin_store(settings: Settings) -> AsyncIterator[Database]:
         await db.close()
 
 
+@contextlib.asynccontextmanager
+async def build(
+    settings: Settings, config: Config | None = None, *, key: bytes | None = None
+) -> AsyncIterator[Builder]:
+    """The builder over the agent's existing store, for one admin command. ``config``: the
+    pools.toml the command loaded (None: a command that works without it); ``key``: the
+    callee-hash key (None: read beside the store once it is open; b"": the command needs none)."""
+    from agent.build import Builder, CurrentConfig
+    from agent.clock import SystemClock
+
+    async with admin_store(settings) as db:
+        yield Builder(
+            settings,
+            db,
+            SystemClock(),
+            hash_key=hash_key(settings) if key is None else key,
+            config=None if config is None else CurrentConfig(config),
+        )
+
+
 def hash_key(settings: Settings) -> bytes:
     """The callee-hash key beside an existing store."""
-    from agent.app import load_hash_key
+    from agent.datadir import load_hash_key
 
     if not settings.hash_key_path.is_file():
         raise StoreNotFound(

@@ -79,12 +79,8 @@ async def offline_service(
     settings: Settings, command: str, *, write: bool = True
 ) -> AsyncIterator[OutboundService]:
     """The outbound service over the agent's store, without servers: for admin commands."""
-    from agent.clock import SystemClock
-    from agent.outbound.service import OutboundService
-
-    config = offline.pools(settings, command)
-    async with offline.admin_store(settings) as db:
-        service = OutboundService(db, SystemClock(), config, offline.hash_key(settings))
+    async with offline.build(settings, offline.pools(settings, command)) as build:
+        service = build.outbound()
         await service.start(watch_interval=None, write=write)
         try:
             yield service

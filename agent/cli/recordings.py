@@ -118,7 +118,7 @@ async def _service(settings: Settings, *, create: bool = False) -> AsyncIterator
     """The recordings service on the agent's store. Only the post-command's own seal may
     create the store (MixMonitor's files must never stay in plaintext); the admin commands
     say where the store was expected instead."""
-    from agent.recordings.service import RecordingsService
+    from agent.build import Builder
     from agent.store import open_database
 
     if create:
@@ -126,7 +126,7 @@ async def _service(settings: Settings, *, create: bool = False) -> AsyncIterator
     else:
         db = await offline.open_admin_store(settings)
     try:
-        service = RecordingsService(settings, db, SystemClock())
+        service = Builder(settings, db, SystemClock()).recordings()
         # A decryption killed earlier (SIGKILL) left an audit row open, maybe a partial file.
         await service.recover_interrupted()
         yield service

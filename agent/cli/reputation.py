@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from agent.cli import offline
 from agent.errors import BadRequest, UnknownNumber
 
 if TYPE_CHECKING:  # the handlers import what they use: `trustline --help` stays light
@@ -58,14 +59,8 @@ async def _store(settings: Settings) -> Database:
 
 
 async def _alerts(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.alerts.service import AlertService
-    from agent.clock import SystemClock
-
-    db = await _store(settings)
-    try:
-        incidents = await AlertService(db, SystemClock()).incidents(open_only=args.open)
-    finally:
-        await db.close()
+    async with offline.build(settings, key=b"") as build:
+        incidents = await build.alerts().incidents(open_only=args.open)
     if args.json:
         for incident in incidents:
             print(json.dumps(incident.as_dict(), sort_keys=True))
@@ -105,14 +100,8 @@ def _when(ts: float) -> str:
 
 
 async def _ack(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.alerts.service import AlertService
-    from agent.clock import SystemClock
-
-    db = await _store(settings)
-    try:
-        found = await AlertService(db, SystemClock()).ack(args.id)
-    finally:
-        await db.close()
+    async with offline.build(settings, key=b"") as build:
+        found = await build.alerts().ack(args.id)
     if not found:
         raise BadRequest(f"no alert with id {args.id}")
     print(f"alert {args.id} acknowledged")
@@ -143,25 +132,18 @@ async def _weekly(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.alerts.service import AlertService
-    from agent.clock import SystemClock
     from agent.config import load_config
     from agent.reputation.providers import parse_vendor_csv
-    from agent.reputation.scanner import ReputationScanner
 
     config = load_config(settings.config)
     path = Path(args.file)
     text = _read_list(path)
     verdicts = parse_vendor_csv(text, config.default_region)
     numbers = {n: c.pool for n, c in config.numbers.items()}
-    db = await _store(settings)
-    try:
-        alerts = AlertService(db, SystemClock())
-        scanner = ReputationScanner(db, SystemClock(), alerts)
-        scanner.configure(numbers, {}, None)
+    async with offline.build(settings, key=b"") as build:
+        scanner = build.scanner(build.alerts())
+        scanner.configure(numbers, {}, None)  # record the verdicts; no pool policy to apply
         ours, others = await scanner.record(verdicts, f"csv:{path.name}")
-    finally:
-        await db.close()
     if not ours and verdicts:
         raise UnknownNumber(f"{path}: none of its {others} numbers is one of ours")
     flagged = sum(1 for v in verdicts if v.flagged and v.number in numbers)

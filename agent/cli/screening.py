@@ -69,17 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 @contextlib.asynccontextmanager
 async def offline_screening(settings: Settings, command: str) -> AsyncIterator[ScreeningService]:
     """The screening service over the agent's store, without servers: for admin commands."""
-    from agent.clock import SystemClock
-    from agent.screening.service import ScreeningService
-
-    config = offline.pools(settings, command)
-    async with offline.admin_store(settings) as db:
-        service = ScreeningService(
-            config_provider=lambda: config,
-            db=db,
-            clock=SystemClock(),
-            hash_key=offline.hash_key(settings),
-        )
+    async with offline.build(settings, offline.pools(settings, command)) as build:
+        service = build.screening()
         try:
             yield service
         finally:

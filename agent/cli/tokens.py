@@ -47,19 +47,12 @@ def _actor() -> Actor:
 
 
 async def _create(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.admin.audit import AdminAudit
-    from agent.clock import SystemClock
-    from agent.tokens.service import TokenService
-
     actor = _actor()
-    async with offline.admin_store(settings) as db:
-        clock = SystemClock()
-        row, secret = await TokenService(db, clock).create(
+    async with offline.build(settings, key=b"") as build:
+        row, secret = await build.tokens().create(
             args.name, args.role, expires_days=args.expires_days, created_by=actor.name
         )
-        await AdminAudit(db, clock).record(
-            actor, "token_create", f"token {row.name}", role=row.role
-        )
+        await build.audit().record(actor, "token_create", f"token {row.name}", role=row.role)
     expiry = "never expires" if row.expires_at is None else f"expires {_when(row.expires_at)}"
     print(f"token {row.id} for {row.name} ({row.role}), {expiry}; shown once, keep it safe:")
     print(secret)
@@ -67,13 +60,9 @@ async def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.clock import SystemClock
-    from agent.tokens.service import TokenService
-
-    async with offline.admin_store(settings) as db:
-        clock = SystemClock()
-        rows = await TokenService(db, clock).listing()
-        now = clock.now()
+    async with offline.build(settings, key=b"") as build:
+        rows = await build.tokens().listing()
+        now = build.clock.now()
     for r in rows:
         state = "revoked" if r.revoked_at is not None else ("live" if r.live(now) else "expired")
         if args.json:
@@ -100,16 +89,11 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.admin.audit import AdminAudit
-    from agent.clock import SystemClock
-    from agent.tokens.service import TokenService
-
     actor = _actor()
-    async with offline.admin_store(settings) as db:
-        clock = SystemClock()
-        revoked = await TokenService(db, clock).revoke(args.name)
+    async with offline.build(settings, key=b"") as build:
+        revoked = await build.tokens().revoke(args.name)
         if revoked:
-            await AdminAudit(db, clock).record(actor, "token_revoke", f"token {args.name}")
+            await build.audit().record(actor, "token_revoke", f"token {args.name}")
     print(f"{args.name}: {'revoked' if revoked else 'nothing to do, no live token'}")
     return 0
 

@@ -26,7 +26,7 @@ import phonenumbers
 
 from agent import contract, phone
 from agent.clock import Clock
-from agent.config import Config
+from agent.config import Config, PoolConfig
 from agent.contact.config import ContactConfig
 from agent.contact.outbox import SmsOutbox
 from agent.contact.repo import ContactRepo, Pin
@@ -138,8 +138,40 @@ class ContactService:
         sms: bool = False,
         area: str | None = None,
     ) -> Announcement:
-        config, contact = self._config, self._contact()
-        pool = config.pool_for(purpose)
+        """Pin the caller ID the call for ``purpose`` will present to ``callee`` (an open pin
+        is kept), and with ``sms`` queue the pre-call SMS."""
+        config, contact = self._config, self._contact()  # as they were when asked
+        pool, e164, now, call_at = self._checked(purpose, callee, at, sms, contact)
+        pin_hours = contact.pin_hours_for(pool.name)
+        callee_hash = phone.keyed_hash(self._hash_key, e164)
+        pin = self._open.get((callee_hash, purpose))
+        reused = pin is not None and pin.expires_at > now and pin.pool == pool.name
+        if not reused:
+            pin = await self._pin(pool.name, purpose, e164, callee_hash, case_ref, now, call_at,
+                                  pin_hours, area)  # fmt: skip
+        assert pin is not None
+        cfg = config.numbers.get(pin.number)
+        sms_at = None
+        if sms:
+            sms_at = await self._queue_sms(pin, pool, contact, e164, now, call_at)
+        log.info(
+            "contact: %s pinned %s for a %s call (%s)",
+            "kept" if reused else "new",
+            phone.mask(pin.number),
+            purpose,
+            "SMS queued" if sms else "no SMS",
+        )
+        return Announcement(
+            pool.name, pin.number, cfg.name if cfg else "", pin.call_at, pin.expires_at,
+            sms_at, reused,
+        )  # fmt: skip
+
+    def _checked(
+        self, purpose: str, callee: str, at: float | None, sms: bool, contact: ContactConfig
+    ) -> tuple[PoolConfig, str, float, float]:
+        """The pool, the callee as E.164, now and the call's time; BadRequest / BadData when
+        the announcement cannot be taken."""
+        pool = self._config.pool_for(purpose)
         if pool is None:
             raise BadRequest(f"no pool serves purpose {purpose!r}")
         try:
@@ -156,55 +188,45 @@ class ContactService:
             raise BadRequest(f"the call is beyond the pin ({pin_hours:g} h): announce it later")
         if local_day(call_at, tz) != local_day(now, tz):
             raise BadRequest("announce on the day of the call (the number's cap counts today)")
-        template = contact.templates.get(purpose)
-        if sms and (contact.sms is None or template is None):
+        if sms and (contact.sms is None or purpose not in contact.templates):
             missing = "[contact.sms]" if contact.sms is None else f"[contact.templates] {purpose}"
             raise BadRequest(f"a pre-call SMS needs {missing} in pools.toml")
-        callee_hash = phone.keyed_hash(self._hash_key, e164)
+        return pool, e164, now, call_at
 
-        pin = self._open.get((callee_hash, purpose))
-        reused = pin is not None and pin.expires_at > now and pin.pool == pool.name
-        if not reused:
-            pin = await self._pin(pool.name, purpose, e164, callee_hash, case_ref, now, call_at,
-                                  pin_hours, area)  # fmt: skip
-        assert pin is not None
-        cfg = config.numbers.get(pin.number)
-        sms_at = None
-        if sms:
-            assert template is not None
-            sms_at = max(now, call_at - contact.lead_minutes_for(pool.name) * 60.0)
-            when = datetime.fromtimestamp(call_at, tz)
-            national = phonenumbers.format_number(
-                phonenumbers.parse(pin.number, None), phonenumbers.PhoneNumberFormat.NATIONAL
-            )
-            text = render(
-                template,
-                centre=contact.centre,
-                number=national,
-                date=when.strftime(contact.date_format),
-                time=when.strftime(contact.time_format),
-            )
-            await self._outbox.enqueue(
-                f"pin-{pin.id}",  # one SMS per pin, however often it is announced
-                purpose=purpose,
-                pool=pool.name,
-                callee_hash=callee_hash,
-                to=e164,
-                text=text,
-                send_at=sms_at,
-                expires_at=max(call_at, now + SMS_GRACE_SECONDS),
-            )
-        log.info(
-            "contact: %s pinned %s for a %s call (%s)",
-            "kept" if reused else "new",
-            phone.mask(pin.number),
-            purpose,
-            "SMS queued" if sms else "no SMS",
+    async def _queue_sms(
+        self,
+        pin: Pin,
+        pool: PoolConfig,
+        contact: ContactConfig,
+        e164: str,
+        now: float,
+        call_at: float,
+    ) -> float:
+        """Queue the pin's pre-call SMS for the call at ``call_at`` (one SMS per pin, however
+        often it is announced); when it goes out."""
+        sms_at = max(now, call_at - contact.lead_minutes_for(pool.name) * 60.0)
+        when = datetime.fromtimestamp(call_at, pool.rules.timezone)
+        national = phonenumbers.format_number(
+            phonenumbers.parse(pin.number, None), phonenumbers.PhoneNumberFormat.NATIONAL
         )
-        return Announcement(
-            pool.name, pin.number, cfg.name if cfg else "", pin.call_at, pin.expires_at,
-            sms_at, reused,
-        )  # fmt: skip
+        text = render(
+            contact.templates[pin.purpose],
+            centre=contact.centre,
+            number=national,
+            date=when.strftime(contact.date_format),
+            time=when.strftime(contact.time_format),
+        )
+        await self._outbox.enqueue(
+            f"pin-{pin.id}",
+            purpose=pin.purpose,
+            pool=pool.name,
+            callee_hash=pin.callee_hash,
+            to=e164,
+            text=text,
+            send_at=sms_at,
+            expires_at=max(call_at, now + SMS_GRACE_SECONDS),
+        )
+        return sms_at
 
     async def _pin(
         self,

@@ -1,4 +1,4 @@
-"""What the API and dashboard handlers need, built once by ``agent.app`` and passed in
+"""What the API and dashboard handlers need, built once by ``agent.build`` and passed in
 explicitly (no globals): the admin actions, the read-only views, the token service, the
 dashboard sessions, the clock and the current config."""
 

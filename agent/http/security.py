@@ -1,5 +1,5 @@
 """Who is asking, and what they may do: bearer tokens (API), cookie sessions with CSRF
-tokens (dashboard), error translation and security headers.
+tokens (dashboard), error translation, security headers and the listener's TLS context.
 
 May: authenticate through TokenService, keep dashboard sessions in memory (bounded; a restart
 signs everyone out), turn core errors into HTTP statuses. Must not: log a token, a session id
@@ -12,9 +12,11 @@ import hmac
 import logging
 import re
 import secrets
+import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -23,6 +25,9 @@ from agent.admin.audit import Actor
 from agent.clock import Clock
 from agent.tokens.roles import Permission, allows
 from agent.tokens.service import Principal, TokenService
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -181,3 +186,20 @@ def _error(api: bool, status: int, message: str) -> web.Response:
         f"<h1>{status}</h1><p>{escape(message)}</p><p><a href='/'>Back</a></p></main></body></html>"
     )
     return web.Response(status=status, text=body, content_type="text/html")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the HTTP listener when TRUSTLINE_HTTP_TLS_CERT and _KEY are both set."""
+    cert, key = settings.http_tls_cert, settings.http_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise errors.ConfigError(
+            "environment", ["TRUSTLINE_HTTP_TLS_CERT and TRUSTLINE_HTTP_TLS_KEY go together"]
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigError("environment", [f"TRUSTLINE_HTTP_TLS_CERT/KEY: {exc}"]) from None
+    return context

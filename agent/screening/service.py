@@ -22,6 +22,7 @@ from agent.config import Config
 from agent.errors import BadRequest, StoreError
 from agent.screening import rules
 from agent.screening.callees import RecentCallees
+from agent.screening.callers import Caller
 from agent.screening.config import ScreeningConfig
 from agent.screening.lists import ListMatcher, normalise_entry
 from agent.screening.repo import LIST_KINDS, DecisionRow, ListEntry, ScreeningRepo
@@ -146,14 +147,7 @@ class ScreeningService:
             )
             decision = rules.evaluate(facts, cfg, explain=not live)
         else:
-            callback = None
-            if caller.e164 and cfg.callback_days > 0 and cfg.weights.callback != 0:
-                # caller_hash is the HMAC of caller.e164 here: the key call_audit uses.
-                assert caller_hash is not None and caller.hash_source == caller.e164
-                since = now - cfg.callback_days * DAY
-                callback = await self._callees.called_since(caller_hash, since, now)
-                if not callback and self.also_called is not None:
-                    callback = self.also_called(caller_hash, since)  # announced, not yet called
+            callback = await self._callback(caller, caller_hash, cfg, now)
             facts = rules.CallFacts(
                 caller=caller,
                 line=line,
@@ -180,6 +174,20 @@ class ScreeningService:
             reasons=decision.reasons_text,
         )
         return decision, row
+
+    async def _callback(
+        self, caller: Caller, caller_hash: str | None, cfg: ScreeningConfig, now: float
+    ) -> bool | None:
+        """Did we call this caller lately (or announce a call to them)? None: not asked."""
+        if not (caller.e164 and cfg.callback_days > 0 and cfg.weights.callback != 0):
+            return None
+        # caller_hash is the HMAC of caller.e164 here: the key call_audit uses.
+        assert caller_hash is not None and caller.hash_source == caller.e164
+        since = now - cfg.callback_days * DAY
+        callback = await self._callees.called_since(caller_hash, since, now)
+        if not callback and self.also_called is not None:
+            callback = self.also_called(caller_hash, since)  # announced, not yet called
+        return callback
 
     # -- config and lists -------------------------------------------------------------------
 
