@@ -10,16 +10,19 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.alerts.config import Webhook
+from agent.alerts.deliver import Deliverer
 from agent.alerts.service import AlertService
 from agent.alerts.watch import SystemWatch
 from agent.clock import FrozenClock
 from agent.store import Database, open_database
 from tests.postgres_schema import db, store_url
+from tests.test_alerts import SECRET, Receiver, receiver
 
-__all__ = ["db", "store_url"]  # the contract fixtures, on both backends
+__all__ = ["db", "receiver", "store_url"]  # the contract fixtures, on both backends
 
 HOOKS = [Webhook("http://127.0.0.1:9/hook", b"secret-for-two-agents-0123456789")]
 ROUNDS = 20
+MESSAGES = 30
 
 
 @pytest.fixture
@@ -110,6 +113,30 @@ async def test_each_agent_keeps_its_own_ami_down_incident(db: Database, other: D
         ("raised", "ami_down"),
         ("resolved", "ami_down"),
     ]
+
+
+async def test_two_agents_deliverers_send_each_queued_message_once(
+    db: Database, other: Database, receiver: Receiver
+) -> None:
+    clock = FrozenClock(1_800_000_000)
+    hooks = [Webhook(receiver.url, SECRET)]
+    service = AlertService(db, clock, hooks, agent_name="pbx-a")
+    for n in range(MESSAGES):
+        await service.post("report", f"weekly-{n}", {"week": n})
+    deliverers = [Deliverer(store, clock, lambda: hooks, batch=4) for store in (db, other)]
+    try:
+        sent = [0, 0]
+        while True:
+            rounds = await asyncio.gather(*(d.run_once() for d in deliverers))
+            if not any(rounds):
+                break
+            sent = [total + n for total, n in zip(sent, rounds, strict=True)]
+    finally:
+        for deliverer in deliverers:
+            await deliverer.stop()
+    # Both deliverers worked side by side; every message arrived exactly once.
+    assert sum(sent) == MESSAGES and all(sent)
+    assert sorted(receiver.seen) == sorted(f"weekly-{n}" for n in range(MESSAGES))
 
 
 async def test_an_outbound_alert_without_a_pool_names_the_agent(db: Database) -> None:

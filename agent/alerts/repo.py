@@ -138,22 +138,27 @@ class AlertRepo:
 
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[OutboxRow]:
         """Rows due now, leased until ``lease_until`` so no other deliverer sends them
-        meanwhile; a deliverer killed mid-send leaves the lease to run out, then re-sends."""
-        async with self.db.transaction():
-            rows = await self.db.fetchall(
-                "SELECT id, webhook, event, idempotency_key, body, created_at, attempts"
-                " FROM alert_outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
-                " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                (now, limit),
-            )
-            for r in rows:
-                await self.db.execute(
-                    "UPDATE alert_outbox SET next_attempt_at = ? WHERE id = ?", (lease_until, r[0])
+        meanwhile; a deliverer killed mid-send leaves the lease to run out, then re-sends.
+
+        One conditional UPDATE, no transaction: deliverers of several agents never wait for
+        each other, and a row another one leased first no longer matches (PostgreSQL
+        re-checks the condition on the row it waited for), so it is never sent twice."""
+        due = "delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= ?"
+        rows = await self.db.fetchall(
+            f"UPDATE alert_outbox SET next_attempt_at = ? WHERE {due} AND id IN"
+            f" (SELECT id FROM alert_outbox WHERE {due} ORDER BY id LIMIT ?)"
+            " RETURNING id, webhook, event, idempotency_key, body, created_at, attempts",
+            (lease_until, now, now, limit),
+        )
+        return sorted(
+            (
+                OutboxRow(
+                    int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), int(r[6])
                 )
-        return [
-            OutboxRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), int(r[6]))
-            for r in rows
-        ]
+                for r in rows
+            ),
+            key=lambda row: row.id,
+        )
 
     async def delivered(self, row_id: int, now: float) -> None:
         await self.db.execute(
