@@ -87,9 +87,10 @@ class AlertService:
         now = self._clock.now()
         payload = json.dumps({"message": message, **(details or {})}, sort_keys=True)
         key = f"tl-{uuid.uuid4().hex}"
-        async with self._repo.db.transaction():
+        async with self._repo.db.transaction(lock=None):
             # One upsert, so two agents raising the same alert at once open one incident and
-            # only the one that opened it queues the webhook message.
+            # only the one that opened it queues the webhook message. Atomic statements: no
+            # store-wide lock (an alert never waits for another agent's unrelated work).
             incident, new = await self._repo.open_or_touch(kind, subject, sev, now, payload, key)
             if not new:
                 return incident, False
@@ -102,7 +103,7 @@ class AlertService:
         """Close the open incident of (kind, subject) and send a resolve message. False when
         none was open."""
         now = self._clock.now()
-        async with self._repo.db.transaction():
+        async with self._repo.db.transaction(lock=None):
             found = await self._repo.resolve_open(kind, subject, now)
             if found is None:
                 return False  # none open, or another agent resolved it first
@@ -122,7 +123,7 @@ class AlertService:
         """Queue any other message (the weekly report) to every webhook, once per key."""
         now = self._clock.now()
         text = json.dumps({"event": event, "idempotency_key": key, **body}, sort_keys=True)
-        async with self._repo.db.transaction():
+        async with self._repo.db.transaction(lock=None):
             for hook in self._webhooks:
                 await self._repo.enqueue(None, hook.url, event, key, text, now)
         self._wake()
