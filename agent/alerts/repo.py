@@ -52,10 +52,11 @@ class OutboxRow:
     attempts: int
 
 
-_INCIDENT = (
-    "SELECT id, kind, subject, severity, first_seen, last_seen, resolved_at, acked_at, payload,"
-    " idempotency_key FROM alert_incidents"
+_COLUMNS = (
+    "id, kind, subject, severity, first_seen, last_seen, resolved_at, acked_at, payload,"
+    " idempotency_key"
 )
+_INCIDENT = "SELECT " + _COLUMNS + " FROM alert_incidents"
 
 
 def _incident(r: Row) -> Incident:
@@ -77,35 +78,34 @@ class AlertRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def open_incident(self, kind: str, subject: str) -> Incident | None:
-        row = await self.db.fetchone(
-            _INCIDENT + " WHERE kind = ? AND subject = ? AND resolved_at IS NULL", (kind, subject)
-        )
-        return None if row is None else _incident(row)
-
-    async def insert_incident(
+    async def open_or_touch(
         self, kind: str, subject: str, severity: str, now: float, payload: str, key: str
-    ) -> int:
+    ) -> tuple[Incident, bool]:
+        """One atomic statement: open the incident of (kind, subject), or, when one is open
+        already (the unique partial index alert_incidents_open), take its last_seen and
+        payload forward (its severity stays what it opened with). Two agents raising the same
+        alert at once get one row; the one whose ``key`` it carries opened it."""
         row = await self.db.fetchone(
             "INSERT INTO alert_incidents (kind, subject, severity, first_seen, last_seen,"
-            " payload, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " payload, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, subject) WHERE resolved_at IS NULL"
+            " DO UPDATE SET last_seen = excluded.last_seen, payload = excluded.payload"
+            " RETURNING " + _COLUMNS,
             (kind, subject, severity, now, now, payload, key),
         )
         assert row is not None
-        return int(row[0])
+        incident = _incident(row)
+        return incident, incident.idempotency_key == key
 
-    async def touch_incident(self, incident_id: int, now: float, payload: str) -> None:
-        """Seen again: newer evidence, same incident (its severity stays what it opened with)."""
-        await self.db.execute(
-            "UPDATE alert_incidents SET last_seen = ?, payload = ? WHERE id = ?",
-            (now, payload, incident_id),
+    async def resolve_open(self, kind: str, subject: str, now: float) -> Incident | None:
+        """Close the open incident of (kind, subject) in one conditional statement: of two
+        agents resolving it at once, exactly one gets it back."""
+        row = await self.db.fetchone(
+            "UPDATE alert_incidents SET resolved_at = ?, last_seen = ?"
+            " WHERE kind = ? AND subject = ? AND resolved_at IS NULL RETURNING " + _COLUMNS,
+            (now, now, kind, subject),
         )
-
-    async def resolve_incident(self, incident_id: int, now: float) -> None:
-        await self.db.execute(
-            "UPDATE alert_incidents SET resolved_at = ?, last_seen = ? WHERE id = ?",
-            (now, now, incident_id),
-        )
+        return None if row is None else _incident(row)
 
     async def ack(self, incident_id: int, now: float) -> bool:
         changed = await self.db.execute(
@@ -138,22 +138,27 @@ class AlertRepo:
 
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[OutboxRow]:
         """Rows due now, leased until ``lease_until`` so no other deliverer sends them
-        meanwhile; a deliverer killed mid-send leaves the lease to run out, then re-sends."""
-        async with self.db.transaction():
-            rows = await self.db.fetchall(
-                "SELECT id, webhook, event, idempotency_key, body, created_at, attempts"
-                " FROM alert_outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
-                " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                (now, limit),
-            )
-            for r in rows:
-                await self.db.execute(
-                    "UPDATE alert_outbox SET next_attempt_at = ? WHERE id = ?", (lease_until, r[0])
+        meanwhile; a deliverer killed mid-send leaves the lease to run out, then re-sends.
+
+        One conditional UPDATE, no transaction: deliverers of several agents never wait for
+        each other, and a row another one leased first no longer matches (PostgreSQL
+        re-checks the condition on the row it waited for), so it is never sent twice."""
+        due = "delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= ?"
+        rows = await self.db.fetchall(
+            f"UPDATE alert_outbox SET next_attempt_at = ? WHERE {due} AND id IN"
+            f" (SELECT id FROM alert_outbox WHERE {due} ORDER BY id LIMIT ?)"
+            " RETURNING id, webhook, event, idempotency_key, body, created_at, attempts",
+            (lease_until, now, now, limit),
+        )
+        return sorted(
+            (
+                OutboxRow(
+                    int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), int(r[6])
                 )
-        return [
-            OutboxRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), int(r[6]))
-            for r in rows
-        ]
+                for r in rows
+            ),
+            key=lambda row: row.id,
+        )
 
     async def delivered(self, row_id: int, now: float) -> None:
         await self.db.execute(

@@ -3,14 +3,16 @@
 May: decide whether a raise opens a new incident or updates the open one, and write the
 messages the deliverer will send (through AlertRepo, in the same transaction). Must not: talk
 to the network (agent.alerts.deliver does) or put a patient number in an alert: subjects are
-pool names, our own numbers or "agent".
+pool names, our own numbers or "agent@<host>".
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -44,8 +46,18 @@ KINDS: Mapping[str, Severity] = {
 
 
 class AlertService:
-    def __init__(self, db: Database, clock: Clock, webhooks: Sequence[Webhook] = ()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        webhooks: Sequence[Webhook] = (),
+        *,
+        agent_name: str | None = None,
+    ) -> None:
         self._repo = AlertRepo(db)
+        # Alerts about this agent itself (AMI down, store down, ...) name it, so two hosts
+        # sharing one store each open and resolve their own incident.
+        self.agent_subject = agent_subject(agent_name)
         self._clock = clock
         self._webhooks = tuple(webhooks)
         self._pending: set[asyncio.Task[None]] = set()
@@ -74,17 +86,14 @@ class AlertService:
         sev: Severity = severity or KINDS.get(kind, "warning")
         now = self._clock.now()
         payload = json.dumps({"message": message, **(details or {})}, sort_keys=True)
-        async with self._repo.db.transaction():
-            found = await self._repo.open_incident(kind, subject)
-            if found is not None:
-                await self._repo.touch_incident(found.id, now, payload)
-                incident = await self._repo.open_incident(kind, subject)
-                assert incident is not None
+        key = f"tl-{uuid.uuid4().hex}"
+        async with self._repo.db.transaction(lock=None):
+            # One upsert, so two agents raising the same alert at once open one incident and
+            # only the one that opened it queues the webhook message. Atomic statements: no
+            # store-wide lock (an alert never waits for another agent's unrelated work).
+            incident, new = await self._repo.open_or_touch(kind, subject, sev, now, payload, key)
+            if not new:
                 return incident, False
-            key = f"tl-{uuid.uuid4().hex}"
-            incident_id = await self._repo.insert_incident(kind, subject, sev, now, payload, key)
-            incident = await self._repo.open_incident(kind, subject)
-            assert incident is not None and incident.id == incident_id
             await self._queue(incident, "raised", now)
         log.warning("alert %s (%s) %s: %s", kind, sev, _shown(subject), message)
         self._changed(kind, sev, True)
@@ -94,16 +103,11 @@ class AlertService:
         """Close the open incident of (kind, subject) and send a resolve message. False when
         none was open."""
         now = self._clock.now()
-        async with self._repo.db.transaction():
-            found = await self._repo.open_incident(kind, subject)
+        async with self._repo.db.transaction(lock=None):
+            found = await self._repo.resolve_open(kind, subject, now)
             if found is None:
-                return False
-            await self._repo.resolve_incident(found.id, now)
-            payload = {**found.payload, "resolution": message}
-            resolved = Incident(
-                found.id, found.kind, found.subject, found.severity, found.first_seen, now,
-                now, found.acked_at, payload, found.idempotency_key,
-            )  # fmt: skip
+                return False  # none open, or another agent resolved it first
+            resolved = dataclasses.replace(found, payload={**found.payload, "resolution": message})
             await self._queue(resolved, "resolved", now)
         log.info("alert %s resolved %s: %s", kind, _shown(subject), message)
         self._changed(kind, found.severity, False)  # type: ignore[arg-type]
@@ -119,7 +123,7 @@ class AlertService:
         """Queue any other message (the weekly report) to every webhook, once per key."""
         now = self._clock.now()
         text = json.dumps({"event": event, "idempotency_key": key, **body}, sort_keys=True)
-        async with self._repo.db.transaction():
+        async with self._repo.db.transaction(lock=None):
             for hook in self._webhooks:
                 await self._repo.enqueue(None, hook.url, event, key, text, now)
         self._wake()
@@ -137,7 +141,7 @@ class AlertService:
 
     async def _raise_logged(self, kind: str, subject: str | None, message: str) -> None:
         try:
-            await self.raise_(kind, subject or "agent", message)
+            await self.raise_(kind, subject or self.agent_subject, message)
         except Exception:
             log.exception("alert %s could not be stored: %s", kind, message)
 
@@ -158,6 +162,11 @@ class AlertService:
     def _changed(self, kind: str, severity: Severity, is_open: bool) -> None:
         for listener in self.on_change:
             listener(kind, severity, is_open)
+
+
+def agent_subject(name: str | None = None) -> str:
+    """The subject of an alert about one agent: "agent@<host name>" unless named otherwise."""
+    return f"agent@{name or socket.gethostname()}"
 
 
 def _key(incident: Incident, event: str) -> str:

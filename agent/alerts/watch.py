@@ -1,5 +1,6 @@
 """Alerts about the agent itself: AMI link down, store unreachable, keyring missing, deadline
-misses above a rate. One incident per condition (subject "agent"), resolved when it clears.
+misses above a rate. One incident per condition and agent (subject "agent@<host>", so agents
+sharing one store each keep their own), resolved when it clears.
 
 It polls the readiness checks the agent already has (the ones /readyz shows) every
 ``interval`` seconds; it does no I/O of its own beyond the alert service. The alert outbox
@@ -22,7 +23,6 @@ from agent.tasks import stop_task
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
-SUBJECT = "agent"
 MISS_WINDOW = 300.0  # deadline misses are counted over 5 minutes
 
 
@@ -37,6 +37,7 @@ class SystemWatch:
         misses_limit: Callable[[], int],
     ) -> None:
         self._alerts = alerts
+        self._subject = alerts.agent_subject
         self._clock = clock
         self._checks = dict(checks)  # alert kind -> readiness check (healthy, detail)
         self._store_check = store_check
@@ -48,9 +49,8 @@ class SystemWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, interval: float = 30.0) -> None:
-        self._open = {
-            i.kind for i in await self._alerts.incidents(open_only=True) if i.subject == SUBJECT
-        }
+        found = await self._alerts.incidents(open_only=True)
+        self._open = {i.kind for i in found if i.subject == self._subject}
         self._task = asyncio.create_task(self._run(interval), name="system-watch")
 
     async def stop(self) -> None:
@@ -101,15 +101,15 @@ class SystemWatch:
             lasted = now - self._store_down_since
             self._store_down_since = None
             await self._alerts.raise_(
-                "store_down", SUBJECT, f"store unreachable for {lasted:.0f} s"
+                "store_down", self._subject, f"store unreachable for {lasted:.0f} s"
             )
-            await self._alerts.resolve("store_down", SUBJECT, "store answers again")
+            await self._alerts.resolve("store_down", self._subject, "store answers again")
         return True
 
     async def _set(self, kind: str, bad: bool, detail: str) -> None:
         if bad and kind not in self._open:
-            await self._alerts.raise_(kind, SUBJECT, detail)
+            await self._alerts.raise_(kind, self._subject, detail)
             self._open.add(kind)
         elif not bad and kind in self._open:
-            await self._alerts.resolve(kind, SUBJECT, f"cleared: {detail}")
+            await self._alerts.resolve(kind, self._subject, f"cleared: {detail}")
             self._open.discard(kind)

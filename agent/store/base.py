@@ -19,6 +19,7 @@ from agent.errors import ConfigError, StoreError
 
 Params = Sequence[Any]
 URL_SETTING = "TRUSTLINE_DATABASE_URL"
+WHOLE_STORE = "store"  # the lock of every transaction that names no narrower one
 
 
 class Row(Protocol):
@@ -36,8 +37,12 @@ class Database(Protocol):
     Each statement outside ``transaction()`` is atomic on its own. Inside ``transaction()``
     (entered by a task; nested uses join the outer one), the task's statements, whether sent
     through the database object or the one the context yields, see and write one consistent
-    state; transactions are serialised against each other on every backend, as SQLite's
-    ``BEGIN IMMEDIATE`` does. Failures raise ``agent.errors.StoreError``.
+    state. Transactions naming the same ``lock`` (by default ``WHOLE_STORE``: every one that
+    names none) are serialised against each other on every backend, as SQLite's ``BEGIN
+    IMMEDIATE`` does; SQLite serialises every transaction whatever it names. A transaction
+    whose statements are each atomic and conditional on their own (an upsert, an UPDATE ...
+    WHERE still-open) passes ``lock=None`` so that, on PostgreSQL, it waits for nobody but the
+    rows it writes. Failures raise ``agent.errors.StoreError``.
     """
 
     description: str  # where the store is, for logs and /readyz; never holds a password
@@ -54,7 +59,9 @@ class Database(Protocol):
         """Many rows in one transaction."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[Database]: ...
+    def transaction(
+        self, lock: str | None = WHOLE_STORE
+    ) -> AbstractAsyncContextManager[Database]: ...
 
     @property
     def reads(self) -> Database:

@@ -27,8 +27,8 @@ from typing import Any
 import aiosqlite
 
 from agent.errors import StoreError
+from agent.store.base import WHOLE_STORE, migrations, refuse_newer
 from agent.store.base import Database as Database  # the interface this module implements
-from agent.store.base import migrations, refuse_newer
 from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,12 @@ class SqliteDatabase(Database):
                 raise StoreError(f"store statement failed: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Database]:
+    async def transaction(self, lock: str | None = WHOLE_STORE) -> AsyncIterator[Database]:
         """BEGIN IMMEDIATE ... COMMIT: statements inside see and write a consistent state.
 
         Only one coroutine may hold a transaction at a time on the shared connection; callers
-        serialise through ``self._tx_lock``.
+        serialise through ``self._tx_lock``. SQLite has one writer at a time: every
+        transaction is serialised, whatever ``lock`` it names.
         """
         if _holds_tx():
             yield self  # nested: part of the outer transaction

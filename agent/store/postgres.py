@@ -5,9 +5,13 @@ StoreError, apply the PostgreSQL migrations under an advisory lock, reconnect wi
 the server is not there at start. Must not: hold policy, or log a URL with its password.
 
 Statements outside a transaction take any pooled connection, so claims from many calls run in
-parallel (each claim is one atomic statement). ``transaction()`` pins one connection to the
-task through a ContextVar and takes a transaction-scoped advisory lock first, so transactions
-serialise across every agent on the database, as SQLite's ``BEGIN IMMEDIATE`` does.
+parallel (each claim is one atomic statement; the call path takes no transaction).
+``transaction(lock)`` pins one connection to the task through a ContextVar and first takes a
+transaction-scoped advisory lock named by ``lock``, so transactions naming the same lock
+serialise across every agent on the database, as SQLite's ``BEGIN IMMEDIATE`` does; the default,
+``WHOLE_STORE``, is the one key every agent version takes. ``lock=None`` takes none: for
+transactions made of atomic, conditional statements (an alert's upsert and its outbox row),
+which then wait only for the rows they write, never for another agent's unrelated work.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncpg
 
 from agent.errors import StoreError
 from agent.store.base import (
+    WHOLE_STORE,
     Database,
     Params,
     Row,
@@ -241,9 +246,13 @@ class PostgresDatabase(Database):
             raise StoreError(f"store statement failed: {_reason(exc)}") from exc
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Database]:
-        if self._mine() is not None:
-            yield self  # nested: part of the outer transaction
+    async def transaction(self, lock: str | None = WHOLE_STORE) -> AsyncIterator[Database]:
+        held = self._mine()
+        if held is not None:
+            # Nested: part of the outer transaction, which also takes this one's lock (held
+            # until the outer one ends; advisory locks are re-entrant).
+            await self._lock(held, lock)
+            yield self
             return
         pool = self._pool
         if pool is None:
@@ -255,7 +264,7 @@ class PostgresDatabase(Database):
                 await tx.start()
                 token = self._held.set((asyncio.current_task(), conn))
                 try:
-                    await conn.execute(f"SELECT pg_advisory_xact_lock({_TX_LOCK}, {_SCHEMA_KEY})")
+                    await self._lock(conn, lock)
                     in_body = True
                     yield self
                     in_body = False
@@ -272,6 +281,19 @@ class PostgresDatabase(Database):
         except _FAILURES as exc:
             if in_body:
                 raise  # the caller's own error (a file, a socket), not the store's
+            raise StoreError(f"store transaction failed: {_reason(exc)}") from exc
+
+    async def _lock(self, conn: Any, lock: str | None) -> None:
+        """Take ``lock`` until the transaction ends; the second key is the schema's."""
+        try:
+            if lock == WHOLE_STORE:
+                await conn.execute(f"SELECT pg_advisory_xact_lock({_TX_LOCK}, {_SCHEMA_KEY})")
+            elif lock is not None:
+                await conn.execute(
+                    f"SELECT pg_advisory_xact_lock(hashtext('tl:' || $1::text), {_SCHEMA_KEY})",
+                    lock,
+                )
+        except _FAILURES as exc:
             raise StoreError(f"store transaction failed: {_reason(exc)}") from exc
 
 
