@@ -5,7 +5,9 @@ Modules, by role:
 - ``keyring``: the sysadmin's key file (permission checks, init, rotate); the only place keys live.
 - ``pipeline``: blocking, crash-safe file steps (seal, verify, resolve leftovers, rewrap).
 - ``repo``: the SQL for recording metadata and the access/purge audit.
-- ``service``: ``RecordingsService``, the asyncio use cases the agent and the CLI call.
+- ``service``: ``RecordingsService``, the facade of the asyncio use cases the agent and the CLI
+  call; one module per job: ``sealing``, ``sweep``, ``retention``, ``access`` (verify,
+  decrypt, re-wrap), over ``runtime`` (the folder, keyring, store and locks they share).
 - ``handoff``: the post-command's Unix socket to the running agent (stdlib only).
 
 Nothing in this package logs key material or recording content.
