@@ -37,7 +37,6 @@ FUNCTION_ALLOWLIST = {
     "agent/cli/db.py:_copy_between": 63,  # the CLI is being rebuilt on the builder
     "agent/outbound/service.py:OutboundService.reload_state": 69,
     "agent/outbound/service.py:OutboundService.report_spam": 70,
-    "agent/recordings/repo.py:RecordingsRepo.record_sealed": 65,
     "agent/screening/service.py:ScreeningService._decide": 64,
 }
 
