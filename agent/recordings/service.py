@@ -69,7 +69,6 @@ class RecordingsService:
         proc: Path = Path("/proc"),
     ) -> None:
         self._rt = Runtime(settings, db, clock)
-        self._clock = clock
         self._retention_days = settings.retention_days
         self._sealer = Sealer(
             self._rt,
