@@ -1,11 +1,15 @@
 """Recordings at rest: MixMonitor WAVs sealed with AES-256-GCM, retention, audited decryption.
 
 Modules, by role:
-- ``format``: the versioned, streaming file format (pure crypto + byte layout, no paths policy).
+- ``format``: the versioned, streaming file format (pure crypto + byte layout, no paths policy):
+  ``header`` (layout, key wrapping, errors) and ``chunks`` (the AES-GCM chunk stream).
 - ``keyring``: the sysadmin's key file (permission checks, init, rotate); the only place keys live.
-- ``pipeline``: blocking, crash-safe file steps (seal, verify, resolve leftovers, rewrap).
+- ``pipeline``: blocking, crash-safe file steps (seal, verify, resolve leftovers, rewrap):
+  ``folder`` (names, scan, /proc, flock), ``seal_steps``, ``access_steps``.
 - ``repo``: the SQL for recording metadata and the access/purge audit.
-- ``service``: ``RecordingsService``, the asyncio use cases the agent and the CLI call.
+- ``service``: ``RecordingsService``, the facade of the asyncio use cases the agent and the CLI
+  call; one module per job: ``sealing``, ``sweep``, ``retention``, ``access`` (verify,
+  decrypt, re-wrap), over ``runtime`` (the folder, keyring, store and locks they share).
 - ``handoff``: the post-command's Unix socket to the running agent (stdlib only).
 
 Nothing in this package logs key material or recording content.

@@ -83,33 +83,14 @@ class RecordingsRepo:
         audit row, and the new recording gets a row of its own.
         """
         async with self._db.transaction() as tx:
-            existing = await tx.fetchone(
-                "SELECT id, sha256, pending_sha256 FROM recordings WHERE path = ?"
-                " AND purged_at IS NULL",
-                (path,),
-            )
-            if existing is not None and sha256 not in (existing[1], existing[2]):
-                old = await tx.fetchone(
-                    f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (existing[0],)
-                )
-                assert old is not None
-                await self._purge(
-                    tx,
-                    _row(old),
-                    at=sealed_at,
-                    operator="agent",
-                    outcome="ok",
-                    reason="its file was replaced by another recording under the same name"
-                    " (the file did not open and was set aside, or was lost)",
-                )
-                existing = None
+            existing = await self._live_row_of(tx, path, sha256, at=sealed_at)
             if existing is not None:
                 await tx.execute(
                     "UPDATE recordings SET uniqueid = COALESCE(?, uniqueid), size = ?,"
                     " key_id = ?, sha256 = ?, plain_size = ?, pending_sha256 = NULL WHERE id = ?",
-                    (uniqueid, size, key_id, sha256, plain_size, existing[0]),
+                    (uniqueid, size, key_id, sha256, plain_size, existing),
                 )
-                return int(existing[0])
+                return existing
             row = await tx.fetchone(
                 "INSERT INTO recordings (uniqueid, path, source_name, recorded_at, sealed_at,"
                 " plain_size, size, key_id, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -128,6 +109,34 @@ class RecordingsRepo:
             )
             assert row is not None
             return int(row[0])
+
+    async def _live_row_of(self, tx: Database, path: str, sha256: str, *, at: float) -> int | None:
+        """The id of the live row at ``path`` if it describes this file (same or pending hash).
+
+        A live row there that describes another file is marked purged (with its audit row)
+        and None is returned: the new recording gets a row of its own.
+        """
+        existing = await tx.fetchone(
+            "SELECT id, sha256, pending_sha256 FROM recordings WHERE path = ?"
+            " AND purged_at IS NULL",
+            (path,),
+        )
+        if existing is None:
+            return None
+        if sha256 in (existing[1], existing[2]):
+            return int(existing[0])
+        old = await tx.fetchone(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (existing[0],))
+        assert old is not None
+        await self._purge(
+            tx,
+            _row(old),
+            at=at,
+            operator="agent",
+            outcome="ok",
+            reason="its file was replaced by another recording under the same name"
+            " (the file did not open and was set aside, or was lost)",
+        )
+        return None
 
     async def get(self, recording_id: int) -> RecordingRow | None:
         r = await self._db.fetchone(
