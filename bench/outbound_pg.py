@@ -10,6 +10,12 @@ fresh schema; its rate is the sum of both. One-agent and two-agent runs alternat
 ``--rounds`` rounds and the median round is reported, so a load spike from elsewhere on the
 machine skews one round, not the verdict. Goals (issue 10): PostgreSQL one agent >= 50% of
 the SQLite rate with p99 within 1.5x; two agents together >= 0.9x one agent, p99 within 1.5x.
+
+What bounds two agents here (pg_stat_activity sampled during a two-agent run): commit fsyncs
+of the claim statements (WALSync) and CPU (backends waiting for a starved client mid-statement),
+then row locks on the numbers both agents claim; the advisory lock of transactions hardly
+shows (the call path takes none). With the cores saturated, 100 sessions in flight instead of
+50 at about the same total rate mean about twice the latency, so the p99 goal needs spare CPU.
 """
 
 from __future__ import annotations
