@@ -139,6 +139,22 @@ async def test_two_agents_deliverers_send_each_queued_message_once(
     assert sorted(receiver.seen) == sorted(f"weekly-{n}" for n in range(MESSAGES))
 
 
+async def test_an_ami_down_left_open_by_an_older_agent_is_closed_at_start(db: Database) -> None:
+    clock = FrozenClock(1_800_000_000)
+    alerts = AlertService(db, clock, HOOKS, agent_name="pbx-a")
+    await alerts.raise_("ami_down", "agent", "AMI link lost")  # as agents before this one did
+    await alerts.raise_("pool_exhausted", "agent", "not the watch's")
+
+    async def healthy() -> tuple[bool, str]:
+        return True, "fine"
+
+    watch = SystemWatch(alerts, clock, {"ami_down": healthy}, healthy, lambda: 0.0, lambda: 10)
+    await watch.start(interval=3600)
+    await watch.stop()
+    still_open = await alerts.incidents(open_only=True)
+    assert [(i.kind, i.subject) for i in still_open] == [("pool_exhausted", "agent")]
+
+
 async def test_an_outbound_alert_without_a_pool_names_the_agent(db: Database) -> None:
     service = AlertService(db, FrozenClock(1_800_000_000), agent_name="pbx-c")
     service.raise_soon("fallback_used", None, "store too slow: fallback answered")

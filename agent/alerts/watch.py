@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
 MISS_WINDOW = 300.0  # deadline misses are counted over 5 minutes
+LEGACY_SUBJECT = "agent"  # what agents before per-host subjects called themselves
 
 
 class SystemWatch:
@@ -51,6 +52,14 @@ class SystemWatch:
     async def start(self, interval: float = 30.0) -> None:
         found = await self._alerts.incidents(open_only=True)
         self._open = {i.kind for i in found if i.subject == self._subject}
+        # An incident an older agent opened as "agent" would stay open for ever (nobody
+        # raises that subject now): close it; if the condition lasts, it comes back named.
+        watched = {*self._checks, "deadline_misses", "store_down"}
+        for incident in found:
+            if incident.subject == LEGACY_SUBJECT and incident.kind in watched:
+                await self._alerts.resolve(
+                    incident.kind, LEGACY_SUBJECT, f"superseded by {self._subject}"
+                )
         self._task = asyncio.create_task(self._run(interval), name="system-watch")
 
     async def stop(self) -> None:
