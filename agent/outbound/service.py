@@ -30,6 +30,8 @@ from agent.clock import Clock
 from agent.config import Config, PoolConfig
 from agent.contact.presence import area_hint, number_area
 from agent.errors import BadRequest, UnknownNumber
+from agent.outbound.audit import AuditWriter, CallContext
+from agent.outbound.claims import ClaimBatcher
 from agent.outbound.fallback import PATTERN_USES, FallbackGuard
 from agent.outbound.policy import (
     NumberState,
@@ -41,7 +43,7 @@ from agent.outbound.policy import (
     presence_wanted,
     quarantine_due,
 )
-from agent.outbound.repo import AuditRecord, AuditWriter, ClaimBatcher, OutboundRepo
+from agent.outbound.repo import AuditRecord, OutboundRepo
 from agent.store import Database
 from agent.tasks import stop_task
 
@@ -74,31 +76,6 @@ class ReportResult:
     quarantined: bool  # this report quarantined the number
     duplicate: bool = False  # the same AMI event was already recorded (another agent)
     state: str = REPORT_UNKNOWN  # the number's real state now: one of REPORT_*
-
-
-@dataclass(slots=True)
-class _CallContext:
-    """What the audit needs when a claim lands after its call was answered otherwise."""
-
-    uniqueid: str
-    purpose: str
-    pool: str
-    callee_hash: str | None
-    case_ref: str | None
-    audited: bool = True  # False: a reservation for an announced call, not a call
-
-    def audit(self, now: float, number: str | None, status: str, reason: str) -> AuditRecord:
-        return AuditRecord(
-            now,
-            self.uniqueid,
-            self.purpose,
-            self.pool,
-            number,
-            status,
-            reason,
-            self.callee_hash,
-            self.case_ref,
-        )
 
 
 class PinnedNumber(Protocol):
@@ -522,7 +499,7 @@ class OutboundService:
         now = self._clock.now()
         self._roll_days(now)
         own_area, callee_hash = self._callee(callee, pool.rules.region)
-        ctx = _CallContext(uniqueid, purpose, pool.name, callee_hash, case_ref, audited)
+        ctx = CallContext(uniqueid, purpose, pool.name, callee_hash, case_ref, audited)
         if self.pins is not None and callee_hash is not None and audited:
             pinned = self._pinned(pool, purpose, callee_hash, now)
             if pinned is not None:
@@ -554,7 +531,7 @@ class OutboundService:
         return self._record(now, ctx, decision)
 
     async def _claim_from(
-        self, pool: PoolConfig, presence: str | None, now: float, ctx: _CallContext
+        self, pool: PoolConfig, presence: str | None, now: float, ctx: CallContext
     ) -> NumberState | None:
         """Take the best candidate: from its lease at once, else by a claim in the store.
 
@@ -737,7 +714,7 @@ class OutboundService:
             rules.intensive_days_before_rest,
         )
 
-    def _record(self, now: float, ctx: _CallContext, decision: Decision) -> Decision:
+    def _record(self, now: float, ctx: CallContext, decision: Decision) -> Decision:
         if ctx.audited:
             self._audit.add(ctx.audit(now, decision.number, decision.status, decision.reason))
         return decision
