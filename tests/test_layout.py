@@ -137,12 +137,11 @@ def test_protocol_adapters_import_no_feature() -> None:
 # -- one owner per table ---------------------------------------------------------------------
 
 # Cross-feature SQL in modules others are reworking now (issue 9); each must move behind the
-# owner's repo. The compliance retention sweep clears old outcome columns of call_audit (and
-# deletes old rows of other features' tables through a table-name parameter, which the
-# regexes below cannot see); its attempt count and export read call_audit and
-# recording_audit directly. The dashboard's read model queries other features' tables (reads
-# only, on its own connection).
-FOREIGN_WRITES = {("call_audit", "UPDATE", "agent/compliance/repo.py")}
+# owner's repo. No module writes another's table any more (the compliance retention sweep asks
+# each owner to purge its rows: agent/compliance/retention.py). The compliance attempt count
+# and export read call_audit and recording_audit directly. The dashboard's read model queries
+# other features' tables (reads only, on its own connection).
+FOREIGN_WRITES: set[tuple[str, str, str]] = set()
 FOREIGN_READS = {
     ("agent/compliance/repo.py", "call_audit"),
     ("agent/compliance/repo.py", "recording_audit"),

@@ -247,6 +247,25 @@ class OutboundRepo:
     async def bump_state_version(self) -> None:
         await self.db.execute("UPDATE state_version SET version = version + 1 WHERE id = 1")
 
+    # -- retention (the compliance sweep asks; only this owner deletes the rows) -----------
+    async def count_audit_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM call_audit WHERE at < ?", (cutoff,))
+        return int(row[0]) if row else 0
+
+    async def purge_audit_before(self, cutoff: float) -> int:
+        """Delete call_audit rows decided before ``cutoff``: how many went."""
+        return await self.db.execute("DELETE FROM call_audit WHERE at < ?", (cutoff,))
+
+    async def count_reports_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM spam_reports WHERE reported_at < ?", (cutoff,)
+        )
+        return int(row[0]) if row else 0
+
+    async def purge_reports_before(self, cutoff: float) -> int:
+        """Delete spam reports made before ``cutoff``: how many went."""
+        return await self.db.execute("DELETE FROM spam_reports WHERE reported_at < ?", (cutoff,))
+
     # -- audit -----------------------------------------------------------------------------
     async def write_audit(
         self, records: Sequence[AuditRecord], last_used: dict[str, float]
