@@ -3,7 +3,9 @@
 The only place the cap is enforced for good: ``grant_many`` (and ``claim``) add to numbers'
 counts for a day in one statement that never passes a cap and says how many units each took,
 so concurrent calls and several agents can never hand out more than the cap; ``give_back``
-uncounts units no call used. Nothing here decides policy. Portable SQL only (upsert with
+uncounts units no call used. Likewise ``move_reserves`` applies reserve promotions only from
+the latest shared state, so two agents never both promote one number. Nothing here decides
+policy. Portable SQL only (upsert with
 ON CONFLICT, RETURNING, CASE): the same statements run on PostgreSQL.
 """
 
@@ -52,6 +54,10 @@ _CLAIM_TAIL = (
     f" used = daily_usage.used + {_GRANT}, cap = excluded.cap"
     " WHERE daily_usage.used < excluded.cap RETURNING number, used, granted"
 )
+
+
+class _Moved(Exception):
+    """A reserve move found its number serving another pool than planned (rolls back)."""
 
 
 # 9 columns a row; SQLite allows 32,766 bound parameters a statement.
@@ -114,6 +120,35 @@ class OutboundRepo:
             "UPDATE numbers SET presence = ? WHERE number = ?",
             [(presence, number) for number, presence in presences],
         )
+
+    async def move_reserves(
+        self, moves: Sequence[tuple[str, str | None, str | None]], at: float, seen_version: int
+    ) -> bool:
+        """Promote reserve numbers or send them back, [(number, pool it serves now or None,
+        pool to serve or None)], all or none: only while the shared state is still at
+        ``seen_version`` (what the caller planned from) and each number still serves what the
+        caller saw. True when applied (the state version is then ``seen_version + 1``); False
+        when another process changed the state first (nothing written: read it, re-plan).
+
+        Transactions are serialised on both backends, so of two agents planning from one
+        version exactly one applies its moves: a reserve number is never promoted twice."""
+        try:
+            async with self.db.transaction():
+                if not await self.db.execute(
+                    "UPDATE state_version SET version = version + 1 WHERE id = 1 AND version = ?",
+                    (seen_version,),
+                ):
+                    return False
+                for number, was, to in moves:
+                    if not await self.db.execute(
+                        "UPDATE numbers SET serving_pool = ?, promoted_at = ? WHERE number = ?"
+                        " AND COALESCE(serving_pool, '') = ?",
+                        (to, at if to is not None else None, number, was or ""),
+                    ):
+                        raise _Moved  # changed without a version bump (a config sync): undo all
+        except _Moved:
+            return False
+        return True
 
     async def set_serving_pool(self, number: str, pool: str | None, at: float | None) -> None:
         await self.db.execute(

@@ -22,7 +22,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Protocol
 
 from agent import contract, phone
@@ -38,18 +38,20 @@ from agent.outbound.policy import (
     Selector,
     intensive_rest,
     local_day,
-    next_midnight,
     plan_promotions,
     presence_wanted,
     quarantine_due,
 )
 from agent.outbound.repo import AuditRecord, OutboundRepo
+from agent.outbound.view import PoolDays, build_states, number_row
 from agent.store import Database
 from agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
 LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
+# Re-plans of promotions after another process moved first, before leaving it to the watch.
+_RECONCILE_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class OutboundService:
         self._pool_day: dict[str, str] = {}
         self._wakeups: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}  # the wake-up queued for each number
-        self._day_memo: dict[str, tuple[float, float, date]] = {}  # pool -> [start, end), day
+        self._days = PoolDays()
         self._members: dict[str, list[NumberState]] = {}  # numbers by home pool
         # Pools whose health (usable numbers) may have changed since promotions were planned:
         # health is re-planned for these only, when an event changes it, never on a timer.
@@ -219,12 +221,17 @@ class OutboundService:
         return self._config.pools[st.serving_pool or st.home_pool]
 
     async def reload_state(self, config: Config | None = None) -> None:
-        """Rebuild the view from the store, for ``config`` (default: the current one).
+        """Rebuild the view from the store, for ``config`` (default: the current one), then
+        re-plan promotions.
 
         Everything is read first and swapped at the end, so a store failure midway leaves the
         running config and view as they were.
         """
-        config = config or self._config
+        await self._load_view(config or self._config)
+        await self._reconcile()
+
+    async def _load_view(self, config: Config) -> None:
+        """Read numbers, counts, rests and quarantines from the store into a new view."""
         async with self._lock:
             now = self._clock.now()
             version = await self._reads.state_version()
@@ -240,36 +247,9 @@ class OutboundService:
             for number, start, end in await self._reads.rests_after(now):
                 rests.setdefault(number, []).append((start, end))
             quarantined = dict(await self._reads.quarantines_after(now))
-            self._day_memo = {}  # a pool's time zone may have changed
-            states: dict[str, NumberState] = {}
-            computed: list[tuple[str, str]] = []  # presence keys new to the store
-            for cfg in config.numbers.values():
-                row = rows.get(cfg.number)
-                serving = row.serving_pool if row and row.serving_pool in config.pools else None
-                if row is not None and row.presence is not None:
-                    presence = row.presence or None
-                else:  # parsing is the costly part of a start: once per number, then stored
-                    presence = number_area(cfg.number)
-                    computed.append((cfg.number, presence or ""))
-                st = NumberState(
-                    number=cfg.number,
-                    home_pool=cfg.pool,
-                    name=cfg.name,
-                    full_cap=cfg.daily_cap,
-                    presence=presence,
-                    active=cfg.active,
-                    last_used_at=(row.last_used_at or 0.0) if row else 0.0,
-                    rest_windows=rests.get(cfg.number, []),
-                    quarantined_until=quarantined.get(cfg.number),
-                    serving_pool=serving,
-                )
-                pool = config.pools[serving or cfg.pool]
-                today = self._today(pool, now)
-                st.day = today
-                st.used = usage.get((cfg.number, today.isoformat()), 0)
-                if serving and row and row.promoted_at:
-                    st.promoted_day = local_day(row.promoted_at, pool.rules.timezone)
-                states[cfg.number] = st
+            self._days = PoolDays()  # a pool's time zone may have changed
+            days = self._days
+            states, computed = build_states(config, rows, usage, rests, quarantined, days, now)
             for number, old in self._states.items():
                 new = states.get(number)
                 if not old.held:
@@ -286,7 +266,6 @@ class OutboundService:
             self._rebuild_selector(now)
         if computed and not self._read_only:
             await self._repo.set_presences(computed)
-        await self._reconcile()
 
     def _rebuild_selector(self, now: float) -> None:
         self._selector = Selector()
@@ -304,15 +283,7 @@ class OutboundService:
             self._place(st, now)
 
     def _today(self, pool: PoolConfig, now: float) -> date:
-        """``local_day`` for a pool, remembered until its next midnight (a hot path)."""
-        memo = self._day_memo.get(pool.name)
-        if memo is not None and memo[0] <= now < memo[1]:
-            return memo[2]
-        tz = pool.rules.timezone
-        today = local_day(now, tz)
-        start = datetime.combine(today, time(0), tz).timestamp()
-        self._day_memo[pool.name] = (start, next_midnight(now, tz), today)
-        return today
+        return self._days.today(pool, now)
 
     def _place(self, st: NumberState, now: float) -> None:
         """Put a number in the selector if it may be handed out now, else note when to look."""
@@ -353,12 +324,37 @@ class OutboundService:
                 self._place(woken, now)
 
     async def _reconcile(self) -> None:
-        """Promote reserve numbers into pools that fell below min_active, or send them back."""
-        now = self._clock.now()
-        self._roll_days(now)
-        if self._read_only or not self._dirty_pools:
-            return
-        dirty, self._dirty_pools = self._dirty_pools, set()
+        """Promote reserve numbers into pools that fell below min_active, or send them back.
+
+        The store decides: the moves apply only if no other process changed the shared state
+        since this view was read (OutboundRepo.move_reserves); else the view is read again
+        and re-planned from what the other agent did. So two agents never both promote one
+        reserve number, nor one each for the same shortfall, and they end with one state."""
+        for _ in range(_RECONCILE_TRIES):
+            now = self._clock.now()
+            self._roll_days(now)
+            if self._read_only or not self._dirty_pools:
+                return
+            dirty, self._dirty_pools = self._dirty_pools, set()
+            moves = self._plan_moves(dirty, now)
+            if not moves:
+                return
+            seen = self._state_version
+            planned = [(n, self._states[n].serving_pool, target) for n, target in moves]
+            try:
+                applied = await self._repo.move_reserves(planned, now, seen)
+            except BaseException:
+                self._dirty_pools |= dirty  # not decided: planned again on the next event
+                raise
+            if applied:
+                if self._state_version == seen:
+                    self._state_version = seen + 1  # our own moves: nothing new to read
+                await self._moved(moves, now)
+                return
+            log.info("outbound: the reserves changed in the store meanwhile; following it")
+            await self._load_view(self._config)  # every pool is planned again from it
+
+    def _plan_moves(self, dirty: set[str], now: float) -> list[tuple[str, str | None]]:
         if any(self._config.pools[name].reserve for name in dirty if name in self._config.pools):
             dirty = set(self._config.pools)  # reserve numbers came back: every pool may want one
         pools = {
@@ -367,10 +363,14 @@ class OutboundService:
             if name in dirty or p.reserve
         }
         states = [st for name in pools for st in self._members.get(name, ())]
-        moves = plan_promotions(pools, states, now)
+        return plan_promotions(pools, states, now)
+
+    async def _moved(self, moves: list[tuple[str, str | None]], now: float) -> None:
+        """Reserve moves the store took: into the view, with an alert for each promotion."""
         for number, target in moves:
-            st = self._states[number]
-            await self._repo.set_serving_pool(number, target, now)
+            st = self._states.get(number)
+            if st is None:
+                continue
             st.serving_pool = target
             if target is not None:
                 st.promoted_day = local_day(now, self._config.pools[target].rules.timezone)
@@ -383,8 +383,6 @@ class OutboundService:
                 st.promoted_day = None
                 log.info("outbound: reserve number %s returns to the reserve", phone.mask(number))
             self._place(st, now)
-        if moves:
-            await self._repo.bump_state_version()  # other agents on this store follow
 
     async def _alert(self, now: float, kind: str, pool: str | None, message: str) -> None:
         log.warning("alert %s: %s", kind, message)
@@ -867,32 +865,7 @@ class OutboundService:
     def number_rows(self) -> list[dict[str, object]]:
         """One row per number for `trustline numbers` and the API."""
         now = self._clock.now()
-        rows = []
-        for st in sorted(
+        ordered = sorted(
             self._states.values(), key=lambda s: (s.serving_pool or s.home_pool, s.number)
-        ):
-            pool = self._pool_of(st)
-            today = local_day(now, pool.rules.timezone)
-            if not st.active:
-                state = "inactive"
-            elif st.quarantined(now):
-                state = "quarantined"
-            elif st.resting(now):
-                state = "resting"
-            elif st.used_on(today) >= st.cap_on(today, pool.rules.warmup_days):
-                state = "capped"
-            else:
-                state = "active"
-            if st.serving_pool:
-                state += f" (reserve from {st.home_pool})"
-            rows.append(
-                {
-                    "pool": pool.name,
-                    "number": st.number,
-                    "name": st.name,
-                    "used": st.used_on(today),
-                    "cap": st.cap_on(today, pool.rules.warmup_days),
-                    "state": state,
-                }
-            )
-        return rows
+        )
+        return [number_row(st, self._pool_of(st), now) for st in ordered]
