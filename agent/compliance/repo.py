@@ -2,9 +2,10 @@
 
 May: write optouts, optout_events, compliance_state, admin_audit, audit_chain and
 audit_anchors (migration 0030, the only writer); read call_audit and recording_audit to count
-attempts, chain and export them; delete metadata past its retention (call_audit rows and their
-outcome columns, screening_decisions, spam_reports, optout_events). Must not: decide policy or
-hold state. Portable SQL only (``?`` placeholders, ON CONFLICT), for SQLite and PostgreSQL.
+attempts, chain and export them; delete its own optout_events past their retention. Must not:
+write other features' tables (their owners' repos purge them: agent/compliance/retention.py
+asks each), decide policy or hold state. Portable SQL only (``?`` placeholders, ON CONFLICT),
+for SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,18 +32,6 @@ CHAINED: dict[str, tuple[str, ...]] = {
 
 # Decisions that let a call go out count as attempts; a call never dialled does not.
 ATTEMPT_STATUSES = ("ok", "exhausted", "fallback")
-
-# Retention: table -> (time column, statement kind).
-PURGEABLE = {
-    "call_audit": "at",
-    "screening_decisions": "at",
-    "spam_reports": "reported_at",
-    "optout_events": "at",
-}
-_OUTCOME_COLUMNS = (
-    "outcome", "dial_status", "hangup_cause", "cdr_disposition", "talk_seconds", "linkedid",
-    "ended_at",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,31 +191,14 @@ class ComplianceRepo:
         rows = await self.db.fetchall("SELECT day, seq, head_hash FROM audit_anchors ORDER BY seq")
         return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
-    # -- retention -------------------------------------------------------------------------
-    async def count_before(self, table: str, cutoff: float) -> int:
-        col = PURGEABLE[table]
-        row = await self.db.fetchone(f"SELECT COUNT(*) FROM {table} WHERE {col} < ?", (cutoff,))
+    # -- retention of its own table (the sweep asks every owner: compliance/retention.py) --
+    async def count_optout_events_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM optout_events WHERE at < ?", (cutoff,))
         return int(row[0]) if row else 0
 
-    async def count_outcomes_before(self, cutoff: float) -> int:
-        row = await self.db.fetchone(
-            "SELECT COUNT(*) FROM call_audit WHERE at < ? AND ("
-            + " OR ".join(f"{c} IS NOT NULL" for c in _OUTCOME_COLUMNS)
-            + ")",
-            (cutoff,),
-        )
-        return int(row[0]) if row else 0
-
-    async def purge_before(self, table: str, cutoff: float) -> int:
-        col = PURGEABLE[table]
-        return await self.db.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,))
-
-    async def clear_outcomes_before(self, cutoff: float) -> int:
-        sets = ", ".join(f"{c} = NULL" for c in _OUTCOME_COLUMNS)
-        nonnull = " OR ".join(f"{c} IS NOT NULL" for c in _OUTCOME_COLUMNS)
-        return await self.db.execute(
-            f"UPDATE call_audit SET {sets} WHERE at < ? AND ({nonnull})", (cutoff,)
-        )
+    async def purge_optout_events_before(self, cutoff: float) -> int:
+        """Delete opt-out events before ``cutoff`` (the opt-outs themselves stay)."""
+        return await self.db.execute("DELETE FROM optout_events WHERE at < ?", (cutoff,))
 
     # -- export ----------------------------------------------------------------------------
     async def calls_between(self, since: float, until: float) -> list[tuple[Any, ...]]:

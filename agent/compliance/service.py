@@ -33,6 +33,7 @@ from agent.compliance.attempts import AttemptIndex
 from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
 from agent.compliance.repo import ComplianceRepo
+from agent.compliance.retention import PurgePlan, Retention
 from agent.errors import BadRequest, StoreError
 from agent.store import Database
 
@@ -51,14 +52,6 @@ class _Callee:
     zone: str
 
 
-@dataclass(frozen=True, slots=True)
-class PurgePlan:
-    table: str  # call_audit | outcomes | screening_decisions | spam_reports | optout_events
-    days: int
-    cutoff: float
-    rows: int
-
-
 class ComplianceService:
     def __init__(
         self,
@@ -75,6 +68,7 @@ class ComplianceService:
         self._clock = clock
         self._hash_key = hash_key
         self.chain = AuditChain(self._repo)
+        self._retention = Retention(db, self._repo, self.chain)
         self._optouts: set[tuple[str, str]] = set()
         self._version = -1
         self._known = False  # the opt-out set was read (from the store, or else the copy)
@@ -341,33 +335,10 @@ class ComplianceService:
     # -- retention -------------------------------------------------------------------------
     async def purge(self, *, dry_run: bool, actor: str | None = None) -> list[PurgePlan]:
         """Delete call metadata past its retention ([retention] in pools.toml); with
-        ``dry_run`` only count. Purged audit rows are recorded in the chain."""
+        ``dry_run`` only count. Each table's owner deletes its rows (retention.py); purged
+        audit rows are recorded in the chain."""
         now = self._clock.now()
-        days = self._config.retention
-        plans: list[PurgePlan] = []
-        for table, keep in (
-            ("call_audit", days.call_audit),
-            ("outcomes", days.outcomes),
-            ("screening_decisions", days.screening_decisions),
-            ("spam_reports", days.spam_reports),
-            ("optout_events", days.optout_events),
-        ):
-            cutoff = now - keep * 86400.0
-            if table == "outcomes":
-                rows = await (
-                    self._repo.count_outcomes_before(cutoff)
-                    if dry_run
-                    else self._repo.clear_outcomes_before(cutoff)
-                )
-            elif dry_run:
-                rows = await self._repo.count_before(table, cutoff)
-            else:
-                if table == "call_audit":
-                    await self.chain.extend(now)
-                rows = await self._repo.purge_before(table, cutoff)
-                if table == "call_audit" and rows:
-                    await self.chain.record_purge(table, cutoff, rows, now)
-            plans.append(PurgePlan(table, keep, cutoff, rows))
+        plans = await self._retention.sweep(self._config, now, dry_run=dry_run)
         if not dry_run and actor is not None:
             detail = json.dumps({p.table: p.rows for p in plans}, sort_keys=True)
             await self._repo.add_admin(now, actor, "audit_purge", "retention", detail)

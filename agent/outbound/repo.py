@@ -3,22 +3,18 @@
 The only place the cap is enforced for good: ``grant_many`` (and ``claim``) add to numbers'
 counts for a day in one statement that never passes a cap and says how many units each took,
 so concurrent calls and several agents can never hand out more than the cap; ``give_back``
-uncounts units no call used. Nothing here decides policy. Portable SQL only (upsert with
+uncounts units no call used. Likewise ``move_reserves`` applies reserve promotions only from
+the latest shared state, so two agents never both promote one number. Nothing here decides
+policy. Portable SQL only (upsert with
 ON CONFLICT, RETURNING, CASE): the same statements run on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.store import Database
-from agent.tasks import stop_task
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +54,10 @@ _CLAIM_TAIL = (
     f" used = daily_usage.used + {_GRANT}, cap = excluded.cap"
     " WHERE daily_usage.used < excluded.cap RETURNING number, used, granted"
 )
+
+
+class _Moved(Exception):
+    """A reserve move found its number serving another pool than planned (rolls back)."""
 
 
 # 9 columns a row; SQLite allows 32,766 bound parameters a statement.
@@ -120,6 +120,35 @@ class OutboundRepo:
             "UPDATE numbers SET presence = ? WHERE number = ?",
             [(presence, number) for number, presence in presences],
         )
+
+    async def move_reserves(
+        self, moves: Sequence[tuple[str, str | None, str | None]], at: float, seen_version: int
+    ) -> bool:
+        """Promote reserve numbers or send them back, [(number, pool it serves now or None,
+        pool to serve or None)], all or none: only while the shared state is still at
+        ``seen_version`` (what the caller planned from) and each number still serves what the
+        caller saw. True when applied (the state version is then ``seen_version + 1``); False
+        when another process changed the state first (nothing written: read it, re-plan).
+
+        Transactions are serialised on both backends, so of two agents planning from one
+        version exactly one applies its moves: a reserve number is never promoted twice."""
+        try:
+            async with self.db.transaction():
+                if not await self.db.execute(
+                    "UPDATE state_version SET version = version + 1 WHERE id = 1 AND version = ?",
+                    (seen_version,),
+                ):
+                    return False
+                for number, was, to in moves:
+                    if not await self.db.execute(
+                        "UPDATE numbers SET serving_pool = ?, promoted_at = ? WHERE number = ?"
+                        " AND COALESCE(serving_pool, '') = ?",
+                        (to, at if to is not None else None, number, was or ""),
+                    ):
+                        raise _Moved  # changed without a version bump (a config sync): undo all
+        except _Moved:
+            return False
+        return True
 
     async def set_serving_pool(self, number: str, pool: str | None, at: float | None) -> None:
         await self.db.execute(
@@ -253,6 +282,25 @@ class OutboundRepo:
     async def bump_state_version(self) -> None:
         await self.db.execute("UPDATE state_version SET version = version + 1 WHERE id = 1")
 
+    # -- retention (the compliance sweep asks; only this owner deletes the rows) -----------
+    async def count_audit_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM call_audit WHERE at < ?", (cutoff,))
+        return int(row[0]) if row else 0
+
+    async def purge_audit_before(self, cutoff: float) -> int:
+        """Delete call_audit rows decided before ``cutoff``: how many went."""
+        return await self.db.execute("DELETE FROM call_audit WHERE at < ?", (cutoff,))
+
+    async def count_reports_before(self, cutoff: float) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM spam_reports WHERE reported_at < ?", (cutoff,)
+        )
+        return int(row[0]) if row else 0
+
+    async def purge_reports_before(self, cutoff: float) -> int:
+        """Delete spam reports made before ``cutoff``: how many went."""
+        return await self.db.execute("DELETE FROM spam_reports WHERE reported_at < ?", (cutoff,))
+
     # -- audit -----------------------------------------------------------------------------
     async def write_audit(
         self, records: Sequence[AuditRecord], last_used: dict[str, float]
@@ -291,169 +339,3 @@ class OutboundRepo:
                 f" WHERE number IN ({marks})",
                 [*params, *last_used],
             )
-
-
-Spare = Callable[[str, str, int, int, int], None]
-
-
-@dataclass(slots=True)
-class _Wanted:
-    day: str
-    cap: int
-    waiters: list[asyncio.Future[int | None]]
-    extra: int = 0  # units asked beyond the waiters (a lease to refill)
-
-
-class ClaimBatcher:
-    """Group commit for claims: every claim waiting while a batch runs goes in the next one.
-
-    Claims on one number are merged into one row of the batch that asks for as many units as
-    there are calls waiting on it (plus any lease refill), so calls on a small pool never
-    queue behind each other. One round trip and one commit serve a whole batch. Each claim's
-    future gets its own count (an ordinal in the day) or None (at cap). Units taken for a call
-    that went away meanwhile, and refills, go to ``on_spare(number, day, refill asked, units,
-    count)`` (called for every row that asked a refill or has units left over, with 0 units
-    when the batch failed): the caller keeps them as a lease or gives them back, so no unit is
-    lost or spent for nothing.
-    """
-
-    def __init__(self, repo: OutboundRepo, on_spare: Spare, *, max_batch: int = 200) -> None:
-        self._repo = repo
-        self._on_spare = on_spare
-        self._max_batch = max_batch
-        self._pending: dict[tuple[str, str], _Wanted] = {}
-        self._runner: asyncio.Task[None] | None = None
-
-    def _wanted(self, number: str, day: str, cap: int) -> _Wanted:
-        wanted = self._pending.get((number, day))
-        if wanted is None:
-            wanted = self._pending[(number, day)] = _Wanted(day, cap, [])
-        wanted.cap = cap
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run(), name="claim-batcher")
-        return wanted
-
-    def claim(self, number: str, day: str, cap: int) -> asyncio.Future[int | None]:
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._wanted(number, day, cap).waiters.append(future)
-        return future
-
-    def refill(self, number: str, day: str, cap: int, units: int) -> None:
-        """Ask for ``units`` more than the calls need, in the next batch (for a lease)."""
-        self._wanted(number, day, cap).extra += units
-
-    async def drain(self) -> None:
-        """Wait until every claim asked so far has landed (at stop, before leases go back:
-        a refill still in flight would otherwise come back after them and stay counted)."""
-        while self._runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._runner)
-
-    def withdraw(self, future: asyncio.Future[int | None]) -> bool:
-        """Take back a claim not yet sent (its call moved on); False once it is on its way."""
-        for wanted in self._pending.values():
-            if future in wanted.waiters:
-                wanted.waiters.remove(future)
-                future.cancel()
-                return True
-        return False
-
-    async def _run(self) -> None:
-        try:
-            while self._pending:
-                batch: list[tuple[str, _Wanted]] = []
-                seen: set[str] = set()
-                for key, wanted in list(self._pending.items()):
-                    if len(batch) >= self._max_batch:
-                        break
-                    if key[0] in seen:  # the same number for another day (midnight): next batch
-                        continue
-                    del self._pending[key]
-                    if wanted.waiters or wanted.extra:
-                        batch.append((key[0], wanted))
-                        seen.add(key[0])
-                if not batch:
-                    continue
-                rows = [(n, w.day, w.cap, len(w.waiters) + w.extra) for n, w in batch]
-                try:
-                    granted = await self._repo.grant_many(rows)
-                except Exception as exc:
-                    for number, wanted in batch:
-                        for future in wanted.waiters:
-                            if not future.done():
-                                future.set_exception(exc)
-                        if wanted.extra:
-                            self._on_spare(number, wanted.day, wanted.extra, 0, 0)
-                    continue
-                for number, wanted in batch:
-                    used, units = granted.get(number, (0, 0))
-                    ordinal = used - units
-                    for future in wanted.waiters:
-                        if future.done():  # its call went away after the claim was sent
-                            continue
-                        if units:
-                            ordinal += 1
-                            units -= 1
-                            future.set_result(ordinal)
-                        else:
-                            future.set_result(None)
-                    if units or wanted.extra:
-                        self._on_spare(number, wanted.day, wanted.extra, units, used)
-        finally:
-            self._runner = None
-
-
-class AuditWriter:
-    """Write-behind for the call audit: decisions are answered first, rows land in batches.
-
-    A batch is one transaction. ``stop`` flushes what is queued, so a clean shutdown loses
-    nothing; a crash may lose the last fraction of a second of audit rows, never a cap count
-    (counts are written synchronously by ``claim``).
-    """
-
-    def __init__(self, repo: OutboundRepo, *, interval: float = 0.05, max_batch: int = 500) -> None:
-        self._repo = repo
-        self._interval = interval
-        self._max_batch = max_batch
-        self._records: list[AuditRecord] = []
-        self._last_used: dict[str, float] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, record: AuditRecord) -> None:
-        self._records.append(record)
-        if record.number and record.status == "ok":
-            self._last_used[record.number] = record.at
-        if len(self._records) >= self._max_batch:
-            self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # a failed batch is retried on the next tick; the agent keeps serving
-                log.exception("audit: could not write a batch; will retry")
-
-    async def flush(self) -> None:
-        if not self._records and not self._last_used:
-            return
-        records, self._records = self._records, []
-        last_used, self._last_used = self._last_used, {}
-        try:
-            await self._repo.write_audit(records, last_used)
-        except BaseException:
-            self._records[:0] = records
-            for number, at in last_used.items():
-                self._last_used.setdefault(number, at)
-            raise
-
-    async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
-        await self.flush()

@@ -1,7 +1,8 @@
 """SQL for call outcomes and answer rates, on the call_audit table (migration 0002).
 
 May: update the outcome columns of the call_audit row a decision wrote (it owns those columns,
-see agent/store/__init__.py), read outcomes back for answer rates. Must not: create audit rows
+see agent/store/__init__.py), read outcomes back for answer rates, clear them past their
+retention (asked by the compliance sweep). Must not: create audit rows
 (the outbound repo owns them) or hold state.
 A channel that ran the outbound AGI twice has two rows; the last decision is the one dialled.
 """
@@ -23,6 +24,13 @@ from agent.store import Database
 # not_dialled (hung up before Dial), cancelled (our side hung up while it rang) and unknown
 # (AMI was down) say nothing about the number.
 DIALLED_OUTCOMES = (*(o for o in DIAL_OUTCOMES.values() if o != OUTCOME_CANCELLED), "failed")
+
+# The columns of call_audit this repo owns (agent/store/__init__.py).
+OUTCOME_COLUMNS = (
+    "outcome", "dial_status", "hangup_cause", "cdr_disposition", "talk_seconds", "linkedid",
+    "ended_at",
+)  # fmt: skip
+_ANY_OUTCOME = " OR ".join(f"{c} IS NOT NULL" for c in OUTCOME_COLUMNS)
 
 _LATEST = "id = (SELECT max(id) FROM call_audit WHERE uniqueid = ?)"
 
@@ -112,3 +120,19 @@ class OutcomeRepo:
             params.append(pool)
         rows = await self._db.fetchall(sql + " ORDER BY at", params)
         return [OutcomeRow(float(r[0]), r[1], r[2], str(r[3]), int(r[4])) for r in rows]
+
+    # -- retention (the compliance sweep asks; only this owner clears the columns) ---------
+    async def count_outcomes_before(self, cutoff: float) -> int:
+        """Rows decided before ``cutoff`` that still carry an outcome."""
+        row = await self._db.fetchone(
+            f"SELECT COUNT(*) FROM call_audit WHERE at < ? AND ({_ANY_OUTCOME})", (cutoff,)
+        )
+        return int(row[0]) if row else 0
+
+    async def clear_outcomes_before(self, cutoff: float) -> int:
+        """Clear the outcome columns of rows decided before ``cutoff`` (the row stays: its
+        decision has its own retention): how many rows were cleared."""
+        sets = ", ".join(f"{c} = NULL" for c in OUTCOME_COLUMNS)
+        return await self._db.execute(
+            f"UPDATE call_audit SET {sets} WHERE at < ? AND ({_ANY_OUTCOME})", (cutoff,)
+        )

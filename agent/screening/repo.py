@@ -130,3 +130,14 @@ class ScreeningRepo:
                 + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                 params,
             )
+
+    # -- retention (the compliance sweep asks; only this owner deletes the rows) -----------
+    async def count_decisions_before(self, cutoff: float) -> int:
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM screening_decisions WHERE at < ?", (cutoff,)
+        )
+        return int(row[0]) if row else 0
+
+    async def purge_decisions_before(self, cutoff: float) -> int:
+        """Delete screening decisions made before ``cutoff``: how many went."""
+        return await self._db.execute("DELETE FROM screening_decisions WHERE at < ?", (cutoff,))

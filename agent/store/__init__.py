@@ -31,19 +31,24 @@ Other features ask the owner's service, or read through a named query the owner 
 |                                                | agent/store/postgres.py        |
 
 call_audit is one row per decision with two owners by column, never by row: the outbound
-repo inserts it (and never updates it), the outcomes repo only fills in the outcome columns
-of the row a decision wrote (it never inserts). Named reads across features:
+repo inserts it (and never updates it; it deletes rows past retention), the outcomes repo only
+fills in (and clears past retention) the outcome columns of the row a decision wrote (it never
+inserts). Named reads across features:
 agent/outbound/reads.py (who we called, for screening's callback check; what happened to our
 numbers, for the weekly report), AlertRepo.incidents_between (the weekly report), OutcomeRepo
 reads (stats, drift, report). Outside features: the readiness probe in app.py reads
 state_version, and ``trustline db copy`` (agent/cli/db.py) copies every table whole.
 A feature that adds a table adds its line here.
 
+Retention: the compliance sweep (agent/compliance/retention.py) deletes nothing itself; it asks
+each owner to count or purge its old rows (OutboundRepo: call_audit rows and spam_reports;
+OutcomeRepo: outcome columns; ScreeningRepo: screening_decisions; ComplianceRepo:
+optout_events).
+
 Not yet so (tests/test_layout.py lists it, to be moved behind the owners' repos): the
-compliance feature's retention sweep deletes old rows of call_audit, screening_decisions and
-spam_reports and clears old outcome columns itself, and its attempt count and audit export
-read call_audit and recording_audit directly (agent/compliance/repo.py); the dashboard's read
-model (agent/admin/views.py, on its own read connection) queries other features' tables.
+compliance feature's attempt count and audit export read call_audit and recording_audit
+directly (agent/compliance/repo.py); the dashboard's read model (agent/admin/views.py, on its
+own read connection) queries other features' tables.
 """
 
 from __future__ import annotations

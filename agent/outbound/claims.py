@@ -1,0 +1,324 @@
+"""Cap units on the call's path: a unit from a lease held here, else a batched claim.
+
+``Claims`` takes the best candidate of a pool from the number view, from its lease at once
+(no store round trip) or through the ``ClaimBatcher`` (group commit: every claim waiting
+while a batch runs goes in the next one, one ``OutboundRepo.grant_many`` statement). A lease
+is a few units counted in the store ahead of demand, or units claimed for a call that
+meanwhile got its fallback: they serve the next calls, and go back to the store when idle,
+at the pool's midnight and at stop, so the store ends up counting exactly the calls that were
+handed a number. Must not: decide policy, write SQL of its own or keep units for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from agent.clock import Clock
+from agent.config import PoolConfig
+from agent.outbound.policy import NumberState, local_day
+from agent.outbound.repo import OutboundRepo
+from agent.outbound.view import NumberView
+
+# A call got this number as the ordinal-th of its day: (state, pool, ordinal, now).
+Handed = Callable[[NumberState, PoolConfig, int, float], None]
+
+Spare = Callable[[str, str, int, int, int], None]
+
+
+@dataclass(slots=True)
+class _Wanted:
+    day: str
+    cap: int
+    waiters: list[asyncio.Future[int | None]]
+    extra: int = 0  # units asked beyond the waiters (a lease to refill)
+
+
+class ClaimBatcher:
+    """Group commit for claims: every claim waiting while a batch runs goes in the next one.
+
+    Claims on one number are merged into one row of the batch that asks for as many units as
+    there are calls waiting on it (plus any lease refill), so calls on a small pool never
+    queue behind each other. One round trip and one commit serve a whole batch. Each claim's
+    future gets its own count (an ordinal in the day) or None (at cap). Units taken for a call
+    that went away meanwhile, and refills, go to ``on_spare(number, day, refill asked, units,
+    count)`` (called for every row that asked a refill or has units left over, with 0 units
+    when the batch failed): the caller keeps them as a lease or gives them back, so no unit is
+    lost or spent for nothing.
+    """
+
+    def __init__(self, repo: OutboundRepo, on_spare: Spare, *, max_batch: int = 200) -> None:
+        self._repo = repo
+        self._on_spare = on_spare
+        self._max_batch = max_batch
+        self._pending: dict[tuple[str, str], _Wanted] = {}
+        self._runner: asyncio.Task[None] | None = None
+
+    def _wanted(self, number: str, day: str, cap: int) -> _Wanted:
+        wanted = self._pending.get((number, day))
+        if wanted is None:
+            wanted = self._pending[(number, day)] = _Wanted(day, cap, [])
+        wanted.cap = cap
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="claim-batcher")
+        return wanted
+
+    def claim(self, number: str, day: str, cap: int) -> asyncio.Future[int | None]:
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._wanted(number, day, cap).waiters.append(future)
+        return future
+
+    def refill(self, number: str, day: str, cap: int, units: int) -> None:
+        """Ask for ``units`` more than the calls need, in the next batch (for a lease)."""
+        self._wanted(number, day, cap).extra += units
+
+    async def drain(self) -> None:
+        """Wait until every claim asked so far has landed (at stop, before leases go back:
+        a refill still in flight would otherwise come back after them and stay counted)."""
+        while self._runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._runner)
+
+    def withdraw(self, future: asyncio.Future[int | None]) -> bool:
+        """Take back a claim not yet sent (its call moved on); False once it is on its way."""
+        for wanted in self._pending.values():
+            if future in wanted.waiters:
+                wanted.waiters.remove(future)
+                future.cancel()
+                return True
+        return False
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch: list[tuple[str, _Wanted]] = []
+                seen: set[str] = set()
+                for key, wanted in list(self._pending.items()):
+                    if len(batch) >= self._max_batch:
+                        break
+                    if key[0] in seen:  # the same number for another day (midnight): next batch
+                        continue
+                    del self._pending[key]
+                    if wanted.waiters or wanted.extra:
+                        batch.append((key[0], wanted))
+                        seen.add(key[0])
+                if not batch:
+                    continue
+                rows = [(n, w.day, w.cap, len(w.waiters) + w.extra) for n, w in batch]
+                try:
+                    granted = await self._repo.grant_many(rows)
+                except Exception as exc:
+                    for number, wanted in batch:
+                        for future in wanted.waiters:
+                            if not future.done():
+                                future.set_exception(exc)
+                        if wanted.extra:
+                            self._on_spare(number, wanted.day, wanted.extra, 0, 0)
+                    continue
+                for number, wanted in batch:
+                    used, units = granted.get(number, (0, 0))
+                    ordinal = used - units
+                    for future in wanted.waiters:
+                        if future.done():  # its call went away after the claim was sent
+                            continue
+                        if units:
+                            ordinal += 1
+                            units -= 1
+                            future.set_result(ordinal)
+                        else:
+                            future.set_result(None)
+                    if units or wanted.extra:
+                        self._on_spare(number, wanted.day, wanted.extra, units, used)
+        finally:
+            self._runner = None
+
+
+class Claims:
+    """Leases and claims of cap units for the numbers of one view."""
+
+    def __init__(
+        self, view: NumberView, repo: OutboundRepo, clock: Clock, on_handed: Handed
+    ) -> None:
+        self._view = view
+        self._repo = repo
+        self._clock = clock
+        self._on_handed = on_handed
+        self._batcher = ClaimBatcher(repo, self.on_spare)
+        # Numbers holding a lease -> when it was last used (the loop's monotonic time).
+        self._holding: dict[str, float] = {}
+        # Numbers with a lease refill on its way, with the state it was asked for and its size.
+        self._refilling: dict[str, tuple[NumberState, int]] = {}
+        self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
+        self._claims_in_flight: dict[str, int] = {}  # per pool
+        self._settled_event = asyncio.Event()  # set (and replaced) at every settled claim
+
+    def drop_lease(self, number: str, day: date | None, units: int) -> None:
+        """The view dropped a lease held here (its day is over, or its state replaced)."""
+        self.uncount(number, day, units)
+        self._holding.pop(number, None)
+
+    async def drain(self) -> None:
+        """Wait until every claim sent so far has landed (at stop, before leases go back)."""
+        await self._batcher.drain()
+
+    async def return_leases(self) -> None:
+        """Uncount every unit held here and not handed out (at stop; before reading counts)."""
+        for number in list(self._holding):
+            self._release(number)
+        await self.give_back_now()
+
+    def give_back(self, number: str, day: str) -> None:
+        """Uncount a unit reserved for an announced call that will not present it."""
+        self.uncount(number, day, 1)
+        st = self._view.states.get(number)
+        if st is not None and st.day is not None and st.day.isoformat() == day and st.used:
+            st.used -= 1
+            self._view.place(st, self._clock.now())
+
+    async def claim_from(
+        self, pool: PoolConfig, presence: str | None, now: float
+    ) -> NumberState | None:
+        """Take the best candidate: from its lease at once, else by a claim in the store.
+
+        The reservation re-ranks the number at once, so concurrent calls spread over the pool
+        while the store confirms. The store has the last word on the cap. A pool is exhausted
+        only once no candidate is left and no claim on it is still in flight: a pending claim
+        may yet fail and give its room back.
+        """
+        day = local_day(now, pool.rules.timezone)
+        while True:
+            number = self._view.selector.take(pool.name, presence)
+            if number is None:
+                if not self._claims_in_flight.get(pool.name):
+                    return None
+                await self._settled_event.wait()
+                continue
+            st = self._view.states[number]
+            cap = st.cap_on(day, pool.rules.warmup_days)
+            if st.held and st.day == day:
+                # Counted in the store already: no round trip on the call's path.
+                st.held -= 1
+                self._holding[number] = asyncio.get_running_loop().time()
+                if not st.held:
+                    self._holding.pop(number, None)
+                self._handed(st, pool, st.used - st.held, now)
+                self._refill(st, cap, day)
+                self._view.place(st, now)
+                return st
+            st.reserved += 1
+            self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
+            self._view.place(st, now)
+            future = self._batcher.claim(number, day.isoformat(), cap)
+            self._refill(st, cap, day)
+            # The outcome updates our view whatever happens to this call (deadline, hang-up).
+            future.add_done_callback(functools.partial(self._settled, st, pool, cap, day, now))
+            try:
+                used = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Not sent yet: withdrawn, nothing counted. Already sent: a unit it gets comes
+                # back through on_spare and serves the next call (or is uncounted): the call
+                # that got the fallback spends nothing.
+                if self._batcher.withdraw(future):
+                    raise
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    granted = future.result()
+                    if granted is not None:
+                        # Granted just as the deadline passed: the unit is this call's, but the
+                        # call got its fallback, so it serves the next call instead.
+                        self.on_spare(number, day.isoformat(), 0, 1, granted)
+                else:
+                    future.cancel()  # the batch sees a call gone: its unit becomes a spare
+                raise
+            if used is not None:
+                return st
+
+    def _refill(self, st: NumberState, cap: int, day: date) -> None:
+        """Keep a small lease on a number in use, asked in the same batch as the calls."""
+        want = st.lease_target(cap) - st.held
+        if want > 0 and st.number not in self._refilling:
+            self._refilling[st.number] = (st, want)
+            st.reserved += want
+            self._batcher.refill(st.number, day.isoformat(), cap, want)
+
+    def on_spare(self, number: str, day: str, asked: int, units: int, used: int) -> None:
+        """Units the store counted beyond the calls served: hold them for the next calls."""
+        if asked:
+            refill = self._refilling.pop(number, None)
+            if refill is not None:
+                refill[0].reserved -= refill[1]
+        if not units:
+            return
+        st = self._view.states.get(number)
+        if st is None or st.day is None or st.day.isoformat() != day:
+            self.uncount(number, day, units)
+            return
+        st.held += units
+        st.used = max(st.used, used)
+        self._holding.setdefault(number, asyncio.get_running_loop().time())
+        self._view.place(st, self._clock.now())
+
+    def release_idle(self, idle: float) -> None:
+        """Give back leases unused for ``idle`` seconds, so other agents may use the units."""
+        cutoff = asyncio.get_running_loop().time() - idle
+        for number, last in list(self._holding.items()):
+            if last <= cutoff:
+                self._release(number)
+
+    def _release(self, number: str) -> None:
+        self._holding.pop(number, None)
+        st = self._view.states.get(number)
+        if st is None or not st.held or st.day is None:
+            return
+        self.uncount(number, st.day, st.held)
+        st.used -= st.held
+        st.held = 0
+        self._view.place(st, self._clock.now())
+
+    def uncount(self, number: str, day: date | str | None, units: int) -> None:
+        if day is None or units <= 0:
+            return
+        key = (number, day if isinstance(day, str) else day.isoformat())
+        self._give_backs[key] = self._give_backs.get(key, 0) + units
+
+    async def give_back_now(self) -> None:
+        while self._give_backs:
+            (number, day), units = next(iter(self._give_backs.items()))
+            await self._repo.give_back(number, day, units)
+            del self._give_backs[(number, day)]
+
+    def _handed(self, st: NumberState, pool: PoolConfig, ordinal: int, now: float) -> None:
+        """A call got this number as the ``ordinal``-th of its day."""
+        st.last_used_at = max(st.last_used_at, now)
+        self._on_handed(st, pool, ordinal, now)
+
+    def _settled(
+        self,
+        st: NumberState,
+        pool: PoolConfig,
+        cap: int,
+        day: date,
+        now: float,
+        future: asyncio.Future[int | None],
+    ) -> None:
+        st.reserved -= 1
+        self._claims_in_flight[pool.name] -= 1
+        settled, self._settled_event = self._settled_event, asyncio.Event()
+        settled.set()
+        counted = not future.cancelled() and future.exception() is None
+        used = future.result() if counted else None
+        # A reload may have replaced this number's state, and midnight may have passed: only
+        # a count for the state's own day goes into the view.
+        current = self._view.states.get(st.number) is st
+        if current and counted and st.day == day:
+            if used is None:
+                st.used = max(st.used, cap)  # full in the store (another agent filled it)
+            else:
+                st.used = max(st.used, used)
+        if used is not None:
+            self._handed(st, pool, used, now)
+        if current:
+            self._view.place(st, self._clock.now())
