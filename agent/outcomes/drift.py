@@ -43,10 +43,16 @@ from agent.outcomes.drift_stats import (
 OnDrift = Literal["alert", "rest", "quarantine"]
 SignalKind = Literal["number_drift", "number_recovered", "pool_drift", "pool_recovered", "lookup"]
 
-NUMBER_THRESHOLD = 10.0  # CUSUM decision limit for one number (log-likelihood units)
+NUMBER_THRESHOLD = 9.25  # CUSUM decision limit for one number (log-likelihood units)
 POOL_THRESHOLD = 14.0  # ... for a pool as a whole
 SHORT_RATIO = 3.0  # a flagged number's short-answer share among its answers, vs its peers'
 BASELINE_DAYS = 7
+# Today's peers run like the pool's usual hours until their own calls say otherwise: the ratio
+# (peers' answers / what their hours predicted) leans on 1 with the weight of this many calls.
+# Shrinkage for a day-to-day spread of about 5% in a pool's level (n = (1 - p) / (p * 0.05^2)
+# at p = 0.4). At 30 calls the ratio's own noise over a 2-hour window (some 9%) nearly doubled
+# the false alerts of bench/reputation.py.
+RATIO_PRIOR_CALLS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +138,21 @@ class DriftDetector:
         short = outcome.answered and outcome.talk_seconds < SHORT_ANSWER_SECONDS
         signals: list[Signal] = []
         counts = self._hour_counts(pool, outcome.at, tun)
+        # A number in alert is its own incident: the pool's test and its usual hour rates
+        # count the numbers not in alert.
+        healthy = not number.drift.alerted
         # A pool-wide fall is the pool's incident, not each number's: while the pool's own
         # statistic is high or it is in alert, its numbers' tests wait (peers still at the old
         # level would make every number look flagged, peers fallen with it would hide one).
         if not pool.drift.alerted and pool.drift.stat < POOL_THRESHOLD / 2:
             self._number_test(pool, number, outcome, short, tun, signals)
-        self._pool_test(pool, outcome, short, tun, signals)
+        if healthy:
+            self._pool_test(pool, outcome, short, tun, signals)
         if signals and signals[-1].kind in ("pool_drift", "pool_recovered"):
             self._restart_peers(pool)
-        counts[0] += 1
-        counts[1] += outcome.answered
+        if healthy:
+            counts[0] += 1
+            counts[1] += outcome.answered
         pool.window.append((outcome.at, outcome.number, outcome.answered, short, pool.baseline))
         pool.tally.add(outcome.answered, short, pool.baseline)
         number.window.add(outcome.answered, short, pool.baseline)
@@ -226,15 +237,15 @@ class DriftDetector:
         the evening), so their raw rate is not this hour's. Each peer call is weighed by the
         pool's usual rate at its own hour: the peers' answers over the answers their hours
         predicted is how today runs against the usual (a campaign, a holiday), and this hour's
-        usual rate times that ratio is the peers' rate at this hour. The ratio leans on 1,
-        worth ``min_calls`` calls, while the peers have few calls (the first minutes of a day).
+        usual rate times that ratio is the peers' rate at this hour. The ratio leans on 1 with
+        the weight of ``RATIO_PRIOR_CALLS`` calls.
         """
         usual = pool.baseline
         if usual is None:
             if peers.calls < tun.min_calls:
                 return None
             return peers.answered / peers.calls
-        prior = tun.min_calls * usual
+        prior = RATIO_PRIOR_CALLS * usual
         return usual * (peers.profiled_answered + prior) / (peers.expected + prior)
 
     def _hour_counts(self, pool: _PoolState, at: float, tun: DriftTunables) -> list[int]:
