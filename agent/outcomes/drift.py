@@ -92,6 +92,8 @@ class _NumberState:
     short: float = 0.0  # short-answer CUSUM (lookup only)
     short_asked: bool = False
     window: Tally = field(default_factory=Tally)
+    # its calls counted in the pool's hours: local day, hour, calls, answered
+    slot: list[int] = field(default_factory=lambda: [-1, -1, 0, 0])
 
 
 @dataclass(slots=True)
@@ -153,6 +155,11 @@ class DriftDetector:
         if healthy:
             counts[0] += 1
             counts[1] += outcome.answered
+            slot = number.slot
+            if (slot[0], slot[1]) != pool.baseline_key:
+                slot[:] = [*pool.baseline_key, 0, 0]
+            slot[2] += 1
+            slot[3] += outcome.answered
         pool.window.append((outcome.at, outcome.number, outcome.answered, short, pool.baseline))
         pool.tally.add(outcome.answered, short, pool.baseline)
         number.window.add(outcome.answered, short, pool.baseline)
@@ -196,7 +203,7 @@ class DriftDetector:
         for other in pool.alerted:
             if other is not number:
                 peers = peers.minus(other.window)
-        peer_rate = self._peer_rate(pool, peers, tun)
+        peer_rate = self._peer_rate(pool, number, peers, tun)
         if peer_rate is None:
             return
         cusum = number.drift
@@ -230,7 +237,9 @@ class DriftDetector:
             out.append(_signal("lookup", o, o.number, tun, cusum))
 
     @staticmethod
-    def _peer_rate(pool: _PoolState, peers: Tally, tun: DriftTunables) -> float | None:
+    def _peer_rate(
+        pool: _PoolState, number: _NumberState, peers: Tally, tun: DriftTunables
+    ) -> float | None:
         """What the number should answer at now, by its peers: None while too few to say.
 
         Peers' calls in the window span hours whose usual rates differ (the lunch hour is not
@@ -241,10 +250,11 @@ class DriftDetector:
         the weight of ``RATIO_PRIOR_CALLS`` calls.
         """
         usual = pool.baseline
-        if usual is None:
-            if peers.calls < tun.min_calls:
-                return None
-            return peers.answered / peers.calls
+        if usual is None:  # no usual rates yet (a new pool): the peers' calls this hour
+            calls, answered = pool.hours.get(pool.baseline_key, (0, 0))
+            if (number.slot[0], number.slot[1]) == pool.baseline_key:
+                calls, answered = calls - number.slot[2], answered - number.slot[3]
+            return answered / calls if calls >= tun.min_calls else None
         prior = RATIO_PRIOR_CALLS * usual
         return usual * (peers.profiled_answered + prior) / (peers.expected + prior)
 
