@@ -160,3 +160,17 @@ def test_a_number_calling_in_low_answer_hours_is_flagged_when_it_falls_below_its
     assert [s.number for s in drift] == [NUMBERS[0]]
     # It was compared with what its peers answer at its hours, not over the whole day.
     assert 0.18 < drift[0].evidence.peer_rate < 0.32
+
+
+def test_a_number_still_low_after_its_pool_came_back_is_flagged_alone() -> None:
+    # A whole-pool fall is one incident; when the pool is back, the number that stayed low is
+    # singled out against its recovered peers (the fallen day does not hide it).
+    rng = random.Random(8)
+    det = detector()
+    run(det, stream(rng, range(3), {}))
+    fell = run(det, stream(rng, range(3, 4), dict.fromkeys(NUMBERS, 0.42 / 4)))
+    assert [s.kind for s in fell if s.kind.startswith("pool")] == ["pool_drift"]
+    assert not [s for s in fell if s.kind == "number_drift"]
+    after = run(det, stream(rng, range(4, 6), {NUMBERS[3]: 0.42 / 4}))
+    assert [s.kind for s in after if s.kind.startswith("pool")] == ["pool_recovered"]
+    assert [s.number for s in after if s.kind == "number_drift"] == [NUMBERS[3]]
