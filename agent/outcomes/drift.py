@@ -10,10 +10,12 @@ call the same patients, so campaign effects cancel. Their calls over the last
 pool's usual rate at its own local hour (the last ``BASELINE_DAYS`` days): the peers' rate for
 this hour is this hour's usual rate times the peers' answers over what their hours predicted.
 The alternative it is tuned for is a flagged number, whose answer rate falls to ``FLAG_RATIO``
-of its peers'. While the pool's own test is high or in alert, the numbers' tests wait: a pool
-that falls as a whole is one incident, and when it ends or starts the numbers start afresh.
-The pool as a whole runs the same test against its own
-rate at the same local hour over the last ``BASELINE_DAYS`` days. Answered calls shorter than
+of its peers'. A new pool, with no usual hours yet, compares a number with its peers' calls in
+the same local hour. While the pool's own test is high or in alert, the numbers' tests wait: a
+pool that falls as a whole is one incident, and when it starts or ends the numbers start
+afresh. The pool as a whole runs the same test against its own rate at the same local hour
+over the last ``BASELINE_DAYS`` days; it and the usual hour rates count only numbers not in
+alert (a flagged number is its own incident). Answered calls shorter than
 ``SHORT_ANSWER_SECONDS`` (the patient picked up, saw the label, hung up) feed a second CUSUM;
 it only asks for a reputation lookup. A number whose statistic passes half its threshold asks
 for a lookup too: a weak signal buys a strong one. After an alert the reverse test runs, and a
@@ -104,7 +106,7 @@ class _PoolState:
     tally: Tally = field(default_factory=Tally)
     numbers: dict[str, _NumberState] = field(default_factory=dict)
     alerted: list[_NumberState] = field(default_factory=list)
-    # (local day ordinal, local hour) -> [calls, answered]
+    # (local day ordinal, local hour) -> [calls, answered] of its numbers not in alert
     hours: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     baseline_key: tuple[int, int] = (-1, -1)
     baseline: float | None = None
