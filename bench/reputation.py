@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from agent.outcomes.drift import FLAG_RATIO, DriftDetector, DriftTunables, Outcome
+from agent.outcomes.drift import DriftDetector, DriftTunables, Outcome
+from agent.outcomes.drift_stats import FLAG_RATIO
 
 NUMBERS = 20
 CALLS_PER_DAY = 80

@@ -124,3 +124,53 @@ def test_too_few_peer_calls_means_no_test() -> None:
     # One number alone in its pool: no peers to compare with, nothing raised however it does.
     outcomes = [Outcome(36000 + i * 60, "solo", "+33142000001", False) for i in range(200)]
     assert [s for s in run(det, outcomes) if s.kind != "pool_drift"] == []
+
+
+def evening_stream(rng: random.Random, days: range, late_rate: float) -> list[Outcome]:
+    """Patients answer 60% of calls before 15:00 and 25% after. Nineteen numbers call all day;
+    NUMBERS[0] calls only from 15:00 to 16:00 and answers at ``late_rate``."""
+    calls = []
+    for day in days:
+        for number in NUMBERS:
+            late = number == NUMBERS[0]
+            for _ in range(80):
+                at = day * DAY + rng.uniform(
+                    15 * 3600 if late else 10 * 3600, 16 * 3600 if late else 20 * 3600
+                )
+                rate = late_rate if late else (0.60 if at % DAY < 15 * 3600 else 0.25)
+                answered = rng.random() < rate
+                calls.append(Outcome(at, "reminders", number, answered, 60 if answered else 0))
+    return sorted(calls, key=lambda o: o.at)
+
+
+def test_a_number_calling_in_low_answer_hours_is_held_to_its_peers_in_those_hours() -> None:
+    # Its peers answer 25% after 15:00, and so does it: not flagged, although their calls
+    # of the two hours before (at 60%) are in the window it used to be compared with.
+    det = detector()
+    signals = run(det, evening_stream(random.Random(6), range(4), 0.25))
+    assert [s for s in signals if s.kind == "number_drift"] == []
+
+
+def test_a_number_calling_in_low_answer_hours_is_flagged_when_it_falls_below_its_peers() -> None:
+    rng = random.Random(7)
+    det = detector()
+    assert not [s for s in run(det, evening_stream(rng, range(2), 0.25)) if s.kind != "lookup"]
+    signals = run(det, evening_stream(rng, range(2, 4), 0.25 / 4))
+    drift = [s for s in signals if s.kind == "number_drift"]
+    assert [s.number for s in drift] == [NUMBERS[0]]
+    # It was compared with what its peers answer at its hours, not over the whole day.
+    assert 0.18 < drift[0].evidence.peer_rate < 0.32
+
+
+def test_a_number_still_low_after_its_pool_came_back_is_flagged_alone() -> None:
+    # A whole-pool fall is one incident; when the pool is back, the number that stayed low is
+    # singled out against its recovered peers (the fallen day does not hide it).
+    rng = random.Random(8)
+    det = detector()
+    run(det, stream(rng, range(3), {}))
+    fell = run(det, stream(rng, range(3, 4), dict.fromkeys(NUMBERS, 0.42 / 4)))
+    assert [s.kind for s in fell if s.kind.startswith("pool")] == ["pool_drift"]
+    assert not [s for s in fell if s.kind == "number_drift"]
+    after = run(det, stream(rng, range(4, 6), {NUMBERS[3]: 0.42 / 4}))
+    assert [s.kind for s in after if s.kind.startswith("pool")] == ["pool_recovered"]
+    assert [s.number for s in after if s.kind == "number_drift"] == [NUMBERS[3]]

@@ -4,11 +4,18 @@ May: keep in-memory counters of recent call outcomes and return signals with the
 Must not: read a clock (every outcome carries its own time), touch the store or the network,
 or act on a signal (the outcomes service decides what an alert, a rest or a lookup means).
 
-Each number runs a Bernoulli CUSUM (answered / not) against the rate of its pool peers over the
-last ``window_minutes``: peers call the same patients at the same hours, so time-of-day and
-campaign effects cancel. The alternative it is tuned for is a flagged number, whose answer rate
-falls to ``FLAG_RATIO`` of its peers'. The pool as a whole runs the same test against its own
-rate at the same local hour over the last ``BASELINE_DAYS`` days. Answered calls shorter than
+Each number runs a Bernoulli CUSUM (answered / not) against the rate of its pool peers: peers
+call the same patients, so campaign effects cancel. Their calls over the last
+``window_minutes`` span hours whose usual rates differ, so each peer call is weighed by the
+pool's usual rate at its own local hour (the last ``BASELINE_DAYS`` days): the peers' rate for
+this hour is this hour's usual rate times the peers' answers over what their hours predicted.
+The alternative it is tuned for is a flagged number, whose answer rate falls to ``FLAG_RATIO``
+of its peers'. A new pool, with no usual hours yet, compares a number with its peers' calls in
+the same local hour. While the pool's own test is high or in alert, the numbers' tests wait: a
+pool that falls as a whole is one incident, and when it starts or ends the numbers start
+afresh. The pool as a whole runs the same test against its own rate at the same local hour
+over the last ``BASELINE_DAYS`` days; it and the usual hour rates count only numbers not in
+alert (a flagged number is its own incident). Answered calls shorter than
 ``SHORT_ANSWER_SECONDS`` (the patient picked up, saw the label, hung up) feed a second CUSUM;
 it only asks for a reputation lookup. A number whose statistic passes half its threshold asks
 for a lookup too: a weak signal buys a strong one. After an alert the reverse test runs, and a
@@ -27,17 +34,27 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from agent.outcomes.drift_stats import (
+    CLIP,
+    SHORT_ANSWER_SECONDS,
+    Cusum,
+    Evidence,
+    Tally,
+)
+
 OnDrift = Literal["alert", "rest", "quarantine"]
 SignalKind = Literal["number_drift", "number_recovered", "pool_drift", "pool_recovered", "lookup"]
 
-FLAG_RATIO = 0.25  # a flagged number answers at a quarter of its normal rate
-NUMBER_THRESHOLD = 10.0  # CUSUM decision limit for one number (log-likelihood units)
+NUMBER_THRESHOLD = 9.25  # CUSUM decision limit for one number (log-likelihood units)
 POOL_THRESHOLD = 14.0  # ... for a pool as a whole
-SHORT_ANSWER_SECONDS = 10
 SHORT_RATIO = 3.0  # a flagged number's short-answer share among its answers, vs its peers'
 BASELINE_DAYS = 7
-_CLIP = (0.02, 0.98)
-_LOG_FLAG = math.log(FLAG_RATIO)
+# Today's peers run like the pool's usual hours until their own calls say otherwise: the ratio
+# (peers' answers / what their hours predicted) leans on 1 with the weight of this many calls.
+# Shrinkage for a day-to-day spread of about 5% in a pool's level (n = (1 - p) / (p * 0.05^2)
+# at p = 0.4). At 30 calls the ratio's own noise over a 2-hour window (some 9%) nearly doubled
+# the false alerts of bench/reputation.py.
+RATIO_PRIOR_CALLS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +79,6 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class Evidence:
-    calls: int  # since ``since``
-    answered: int
-    short_answered: int  # answered, talk < SHORT_ANSWER_SECONDS
-    peer_rate: float  # what the number was compared with (mean over its calls)
-    since: float  # epoch seconds: when the statistic last left zero
-    statistic: float
-    threshold: float
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "calls": self.calls,
-            "answered": self.answered,
-            "short_answered": self.short_answered,
-            "peer_rate": round(self.peer_rate, 4),
-            "since": self.since,
-            "statistic": round(self.statistic, 3),
-            "threshold": self.threshold,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Signal:
     kind: SignalKind
     pool: str
@@ -93,77 +88,32 @@ class Signal:
     evidence: Evidence
 
 
-@dataclass(slots=True)
-class _Cusum:
-    """One excursion of a CUSUM, with what it saw since it left zero."""
-
-    threshold: float
-    stat: float = 0.0
-    since: float = 0.0
-    calls: int = 0
-    answered: int = 0
-    short: int = 0
-    base_sum: float = 0.0
-    alerted: bool = False
-    recovery: float = 0.0
-    asked_lookup: bool = False
-
-    def step(self, at: float, answered: bool, short: bool, p0: float) -> float:
-        p0 = min(max(p0, _CLIP[0]), _CLIP[1])
-        llr = _LOG_FLAG if answered else math.log((1.0 - FLAG_RATIO * p0) / (1.0 - p0))
-        if self.alerted:
-            self.recovery = max(0.0, self.recovery - llr)
-            return llr
-        if self.stat <= 0.0:
-            self.since, self.calls, self.answered, self.short, self.base_sum = at, 0, 0, 0, 0.0
-            self.asked_lookup = False
-        self.stat = max(0.0, self.stat + llr)
-        self.calls += 1
-        self.answered += answered
-        self.short += short
-        self.base_sum += p0
-        return llr
-
-    def evidence(self) -> Evidence:
-        rate = self.base_sum / self.calls if self.calls else 0.0
-        return Evidence(
-            self.calls, self.answered, self.short, rate, self.since, self.stat, self.threshold
-        )
-
-    def alert(self) -> None:
-        self.alerted, self.recovery = True, 0.0
-
-    def recovered(self) -> None:
-        self.alerted, self.stat, self.recovery = False, 0.0, 0.0
-
-
 @dataclass(slots=True, eq=False)
 class _NumberState:
-    drift: _Cusum = field(default_factory=lambda: _Cusum(NUMBER_THRESHOLD))
+    drift: Cusum = field(default_factory=lambda: Cusum(NUMBER_THRESHOLD))
     short: float = 0.0  # short-answer CUSUM (lookup only)
     short_asked: bool = False
-    win_calls: int = 0
-    win_answered: int = 0
-    win_short: int = 0
+    window: Tally = field(default_factory=Tally)
+    # its calls counted in the pool's hours: local day, hour, calls, answered
+    slot: list[int] = field(default_factory=lambda: [-1, -1, 0, 0])
 
 
 @dataclass(slots=True)
 class _PoolState:
-    drift: _Cusum = field(default_factory=lambda: _Cusum(POOL_THRESHOLD))
-    window: deque[tuple[float, str, bool, bool]] = field(default_factory=deque)
-    win_calls: int = 0
-    win_answered: int = 0
-    win_short: int = 0
+    drift: Cusum = field(default_factory=lambda: Cusum(POOL_THRESHOLD))
+    # (at, number, answered, short, the pool's usual rate at that call's hour)
+    window: deque[tuple[float, str, bool, bool, float | None]] = field(default_factory=deque)
+    tally: Tally = field(default_factory=Tally)
     numbers: dict[str, _NumberState] = field(default_factory=dict)
     alerted: list[_NumberState] = field(default_factory=list)
-    # (local day ordinal, local hour) -> [calls, answered]
+    # (local day ordinal, local hour) -> [calls, answered] of its numbers not in alert
     hours: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     baseline_key: tuple[int, int] = (-1, -1)
     baseline: float | None = None
 
 
 def _signal(
-    kind: SignalKind, o: Outcome, number: str | None, tun: DriftTunables, cusum: _Cusum
+    kind: SignalKind, o: Outcome, number: str | None, tun: DriftTunables, cusum: Cusum
 ) -> Signal:
     return Signal(kind, o.pool, number, o.at, tun.on_drift, cusum.evidence())
 
@@ -192,17 +142,29 @@ class DriftDetector:
         short = outcome.answered and outcome.talk_seconds < SHORT_ANSWER_SECONDS
         signals: list[Signal] = []
         counts = self._hour_counts(pool, outcome.at, tun)
-        self._number_test(pool, number, outcome, short, tun, signals)
-        self._pool_test(pool, outcome, short, tun, signals)
-        counts[0] += 1
-        counts[1] += outcome.answered
-        pool.window.append((outcome.at, outcome.number, outcome.answered, short))
-        pool.win_calls += 1
-        pool.win_answered += outcome.answered
-        pool.win_short += short
-        number.win_calls += 1
-        number.win_answered += outcome.answered
-        number.win_short += short
+        # A number in alert is its own incident: the pool's test and its usual hour rates
+        # count the numbers not in alert.
+        healthy = not number.drift.alerted
+        # A pool-wide fall is the pool's incident, not each number's: while the pool's own
+        # statistic is high or it is in alert, its numbers' tests wait (peers still at the old
+        # level would make every number look flagged, peers fallen with it would hide one).
+        if not pool.drift.alerted and pool.drift.stat < POOL_THRESHOLD / 2:
+            self._number_test(pool, number, outcome, short, tun, signals)
+        if healthy:
+            self._pool_test(pool, outcome, short, tun, signals)
+        if signals and signals[-1].kind in ("pool_drift", "pool_recovered"):
+            self._restart_peers(pool)
+        if healthy:
+            counts[0] += 1
+            counts[1] += outcome.answered
+            slot = number.slot
+            if (slot[0], slot[1]) != pool.baseline_key:
+                slot[:] = [*pool.baseline_key, 0, 0]
+            slot[2] += 1
+            slot[3] += outcome.answered
+        pool.window.append((outcome.at, outcome.number, outcome.answered, short, pool.baseline))
+        pool.tally.add(outcome.answered, short, pool.baseline)
+        number.window.add(outcome.answered, short, pool.baseline)
         return signals
 
     def forget(self, pool: str, number: str | None = None) -> None:
@@ -211,10 +173,10 @@ class DriftDetector:
         if state is None:
             return
         if number is None:
-            state.drift = _Cusum(POOL_THRESHOLD)
+            state.drift = Cusum(POOL_THRESHOLD)
         elif number in state.numbers:
             found = state.numbers[number]
-            found.drift, found.short = _Cusum(NUMBER_THRESHOLD), 0.0
+            found.drift, found.short = Cusum(NUMBER_THRESHOLD), 0.0
             if found in state.alerted:
                 state.alerted.remove(found)
 
@@ -239,28 +201,18 @@ class DriftDetector:
     ) -> None:
         # Peers are the pool's other numbers, less those already in alert: a flagged number
         # would drag the rate it is compared with down, and hide the next one.
-        peer_calls = pool.win_calls - number.win_calls
-        peer_answered = pool.win_answered - number.win_answered
-        peer_short = pool.win_short - number.win_short
+        peers = pool.tally.minus(number.window)
         for other in pool.alerted:
             if other is not number:
-                peer_calls -= other.win_calls
-                peer_answered -= other.win_answered
-                peer_short -= other.win_short
-        # Few peer calls yet (the first minutes of the day): lean on the pool's usual rate at
-        # this hour, worth ``min_calls`` calls, rather than skip the call or trust a handful.
-        prior = pool.baseline
-        if prior is not None:
-            peer_rate = (peer_answered + tun.min_calls * prior) / (peer_calls + tun.min_calls)
-        elif peer_calls >= tun.min_calls:
-            peer_rate = peer_answered / peer_calls
-        else:
+                peers = peers.minus(other.window)
+        peer_rate = self._peer_rate(pool, number, peers, tun)
+        if peer_rate is None:
             return
         cusum = number.drift
         cusum.step(o.at, o.answered, short, peer_rate)
         if o.answered:
-            share = (peer_short + 1) / (peer_answered + 2)
-            share = min(max(share, _CLIP[0]), 1.0 / (SHORT_RATIO + 0.1))
+            share = (peers.short + 1) / (peers.answered + 2)
+            share = min(max(share, CLIP[0]), 1.0 / (SHORT_RATIO + 0.1))
             step = (
                 math.log(SHORT_RATIO)
                 if short
@@ -285,6 +237,28 @@ class DriftDetector:
             cusum.asked_lookup = cusum.asked_lookup or cusum.stat >= cusum.threshold / 2
             number.short_asked = number.short_asked or number.short >= NUMBER_THRESHOLD / 2
             out.append(_signal("lookup", o, o.number, tun, cusum))
+
+    @staticmethod
+    def _peer_rate(
+        pool: _PoolState, number: _NumberState, peers: Tally, tun: DriftTunables
+    ) -> float | None:
+        """What the number should answer at now, by its peers: None while too few to say.
+
+        Peers' calls in the window span hours whose usual rates differ (the lunch hour is not
+        the evening), so their raw rate is not this hour's. Each peer call is weighed by the
+        pool's usual rate at its own hour: the peers' answers over the answers their hours
+        predicted is how today runs against the usual (a campaign, a holiday), and this hour's
+        usual rate times that ratio is the peers' rate at this hour. The ratio leans on 1 with
+        the weight of ``RATIO_PRIOR_CALLS`` calls.
+        """
+        usual = pool.baseline
+        if usual is None:  # no usual rates yet (a new pool): the peers' calls this hour
+            calls, answered = pool.hours.get(pool.baseline_key, (0, 0))
+            if (number.slot[0], number.slot[1]) == pool.baseline_key:
+                calls, answered = calls - number.slot[2], answered - number.slot[3]
+            return answered / calls if calls >= tun.min_calls else None
+        prior = RATIO_PRIOR_CALLS * usual
+        return usual * (peers.profiled_answered + prior) / (peers.expected + prior)
 
     def _hour_counts(self, pool: _PoolState, at: float, tun: DriftTunables) -> list[int]:
         """This local hour's [calls, answered] of the pool; refreshes the pool's baseline."""
@@ -311,6 +285,17 @@ class DriftDetector:
             elif cusum.stat >= cusum.threshold:
                 cusum.alert()
                 out.append(_signal("pool_drift", o, None, tun, cusum))
+
+    @staticmethod
+    def _restart_peers(pool: _PoolState) -> None:
+        """The pool fell or came back: peers' calls from before do not describe it now, and
+        what the numbers' tests gathered since its onset is the pool's, not theirs."""
+        pool.window.clear()
+        pool.tally = Tally()
+        for state in pool.numbers.values():
+            state.window = Tally()
+            if not state.drift.alerted:
+                state.drift = Cusum(NUMBER_THRESHOLD)
 
     @staticmethod
     def _baseline(pool: _PoolState, day: int, hour: int, min_calls: int) -> float | None:
@@ -348,11 +333,6 @@ class DriftDetector:
     def _evict(pool: _PoolState, before: float) -> None:
         window = pool.window
         while window and window[0][0] < before:
-            _at, num, answered, short = window.popleft()
-            pool.win_calls -= 1
-            pool.win_answered -= answered
-            pool.win_short -= short
-            state = pool.numbers[num]
-            state.win_calls -= 1
-            state.win_answered -= answered
-            state.win_short -= short
+            _at, num, answered, short, hour_rate = window.popleft()
+            pool.tally.add(answered, short, hour_rate, -1)
+            pool.numbers[num].window.add(answered, short, hour_rate, -1)
