@@ -255,7 +255,7 @@ def _resolve(
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
     numbers: dict[str, NumberConfig] = {}
-    seen_at: dict[str, str] = {}
+    seen_at: dict[str, Loc] = {}
     for pool_name, section in sections.items():
         where: Loc = ("pools", pool_name)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", pool_name):
@@ -335,7 +335,7 @@ def _numbers(
     pool_name: str,
     region: str | None,
     default_cap: int,
-    seen_at: dict[str, str],
+    seen_at: dict[str, Loc],
     problems: Problems,
 ) -> list[NumberConfig]:
     """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
@@ -346,14 +346,14 @@ def _numbers(
         if region is None:
             continue
         try:
-            e164 = phone.to_e164(entry.number, region)
+            e164 = phone.listed_e164(entry.number, region)
         except phone.InvalidNumber as exc:
             problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
             continue
         if e164 in seen_at:
-            problems.add(nloc, f"{e164} is already listed at {seen_at[e164]}")
+            problems.add(nloc, f"{e164} is already listed at {path_of(seen_at[e164])}")
             continue
-        seen_at[e164] = path_of(nloc)
+        seen_at[e164] = nloc
         cap = entry.daily_cap or default_cap
         found.append(NumberConfig(e164, entry.name, cap, entry.active, pool_name))
     return found
