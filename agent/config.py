@@ -34,6 +34,7 @@ from agent.config_errors import (
 from agent.config_schema import (
     CNAM_MAX,
     ConfigFile,
+    ConfigSections,
     DefaultsSection,
     NumberEntry,
     OnExhausted,
@@ -51,6 +52,7 @@ __all__ = [
     "CNAM_MAX",
     "Config",
     "ConfigFile",
+    "ConfigSections",
     "DefaultsSection",
     "NumberConfig",
     "NumberEntry",
@@ -110,7 +112,7 @@ class Config:
     pools: MappingProxyType[str, PoolConfig]
     purposes: MappingProxyType[str, str]  # purpose -> pool name
     numbers: MappingProxyType[str, NumberConfig]  # E.164 -> number
-    raw: ConfigFile
+    raw: ConfigSections  # the other sections as written; pools are in ``pools``
 
     @property
     def reserve_pools(self) -> tuple[PoolConfig, ...]:
@@ -256,6 +258,7 @@ def _resolve(
     purposes: dict[str, str] = {}
     numbers: dict[str, NumberConfig] = {}
     seen_at: dict[str, Loc] = {}
+    names: dict[str, str] = {}  # one string per distinct caller name, however many numbers
     for pool_name, section in sections.items():
         where: Loc = ("pools", pool_name)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", pool_name):
@@ -264,7 +267,7 @@ def _resolve(
         if section.reserve and section.purposes:
             problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
         cap = rules.daily_cap if rules else defaults.daily_cap
-        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, problems)
+        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, names, problems)
         numbers.update((n.number, n) for n in pool_numbers)
         _claim_purposes(section, pool_name, purposes, problems)
         if region is None:
@@ -290,7 +293,7 @@ def _resolve(
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
         return None
-    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening, **extras)
+    raw = ConfigSections(defaults=defaults, screening=screening, **extras)
     frozen = MappingProxyType
     return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)
 
@@ -336,6 +339,7 @@ def _numbers(
     region: str | None,
     default_cap: int,
     seen_at: dict[str, Loc],
+    names: dict[str, str],
     problems: Problems,
 ) -> list[NumberConfig]:
     """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
@@ -355,7 +359,8 @@ def _numbers(
             continue
         seen_at[e164] = nloc
         cap = entry.daily_cap or default_cap
-        found.append(NumberConfig(e164, entry.name, cap, entry.active, pool_name))
+        name = names.setdefault(entry.name, entry.name)
+        found.append(NumberConfig(e164, name, cap, entry.active, pool_name))
     return found
 
 

@@ -124,13 +124,19 @@ class PoolSection(PoolRulesFields):
         return v
 
 
-class ConfigFile(_Strict):
-    """The file's structure, before numbers are resolved."""
+class ConfigSections(_Strict):
+    """The file's sections but its pools, as validated: what a running Config keeps (its pools
+    and numbers are resolved, and 100,000 entries are not kept twice)."""
 
     defaults: DefaultsSection = DefaultsSection()
-    pools: dict[str, PoolSection] = Field(min_length=1)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     contact: ContactConfig = Field(default_factory=ContactConfig)
+
+
+class ConfigFile(ConfigSections):
+    """The file's structure, before numbers are resolved."""
+
+    pools: dict[str, PoolSection] = Field(min_length=1)
