@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.claims import pools_toml, rss_mb  # noqa: E402
+from bench.claims import cpu_seconds, pools_toml, rss_mb  # noqa: E402
 from bench.outbound import agent_env, free_port  # noqa: E402
 
 
@@ -38,8 +38,9 @@ def ready(http_port: int) -> bool:
         return False
 
 
-def run_agent(config: Path, data: Path, settle: float) -> tuple[float, float]:
-    """(seconds from process start to /readyz 200, idle RSS in MB after ``settle`` s)."""
+def run_agent(config: Path, data: Path, settle: float) -> tuple[float, float, float]:
+    """(seconds from process start to /readyz 200, CPU seconds the agent spent until then,
+    idle RSS in MB after ``settle`` s). CPU time says more than wall time on a busy machine."""
     env = agent_env(config, data, free_port())
     http_port = int(env["TRUSTLINE_HTTP_LISTEN"].rsplit(":", 1)[1])
     started = time.perf_counter()
@@ -55,9 +56,9 @@ def run_agent(config: Path, data: Path, settle: float) -> tuple[float, float]:
             if time.perf_counter() - started > 300:
                 raise SystemExit("the agent was not ready within 300 s")
             time.sleep(0.02)
-        startup = time.perf_counter() - started
+        startup, cpu = time.perf_counter() - started, cpu_seconds(proc.pid)
         time.sleep(settle)
-        return startup, rss_mb(proc.pid)
+        return startup, cpu, rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -72,6 +73,10 @@ def load_seconds(config: Path) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     load_config(config)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def median(runs: list[tuple[float, float, float]], field: int) -> float:
+    return statistics.median(run[field] for run in runs)
 
 
 def main() -> None:
@@ -93,24 +98,21 @@ def main() -> None:
             f"load_config {args.numbers:>7} numbers: {statistics.median(w for w, _ in loads):.2f} s"
             f" wall, {statistics.median(c for _, c in loads):.2f} s CPU"
         )
-        first: dict[int, list[float]] = {s: [] for s in sizes}
-        restart: dict[int, list[float]] = {s: [] for s in sizes}
-        rss: dict[int, list[float]] = {s: [] for s in sizes}
+        first: dict[int, list[tuple[float, float, float]]] = {s: [] for s in sizes}
+        restart: dict[int, list[tuple[float, float, float]]] = {s: [] for s in sizes}
         for r in range(args.rounds):
             for size in sizes:  # interleaved: both sizes see the same machine
                 data = tmp / f"d{size}-{r}"
-                first[size].append(run_agent(configs[size], data, 0)[0])
-                up, mb = run_agent(configs[size], data, args.settle)
-                restart[size].append(up)
-                rss[size].append(mb)
+                first[size].append(run_agent(configs[size], data, 0))
+                restart[size].append(run_agent(configs[size], data, args.settle))
         for size in sizes:
-            print(
-                f"start-up   {size:>7} numbers: first {statistics.median(first[size]):.2f} s,"
-                f" restart {statistics.median(restart[size]):.2f} s;"
-                f" idle RSS {statistics.median(rss[size]):.0f} MB"
-            )
-    big, small = statistics.median(restart[args.numbers]), statistics.median(restart[100])
-    big_rss, small_rss = statistics.median(rss[args.numbers]), statistics.median(rss[100])
+            for label, runs in (("first", first[size]), ("restart", restart[size])):
+                print(
+                    f"start-up   {size:>7} numbers, {label:<7}: {median(runs, 0):.2f} s wall,"
+                    f" {median(runs, 1):.2f} s CPU; RSS {median(runs, 2):.0f} MB"
+                )
+    big, small = median(restart[args.numbers], 0), median(restart[100], 0)
+    big_rss, small_rss = median(restart[args.numbers], 2), median(restart[100], 2)
     print(
         f"startup-rss: {big_rss:.0f} MB at {args.numbers:,} numbers = {big_rss / small_rss:.2f}"
         f" of {small_rss:.0f} MB at 100 [goal <= 120 MB]"
