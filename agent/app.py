@@ -121,7 +121,7 @@ class Agent:
     async def start(self) -> None:
         s = self.settings
         phone.preload_metadata()
-        config = load_config(s.config)  # at start-up a bad file is fatal: nothing good to keep
+        config = load_config(s.config, s.data_dir)  # a bad file is fatal here: nothing to keep
         self._config_mtime = _mtime(s.config)
         self.metrics.config_loaded.set(1)
         first_start = s.database_url is None and not s.database_path.exists()
@@ -452,7 +452,7 @@ class Agent:
         """
         assert self.outbound is not None
         try:
-            config = load_config(self.settings.config)
+            config = load_config(self.settings.config, self.settings.data_dir)
         except ConfigError as exc:
             log.error(
                 "config: %s rejected, keeping the running config: %s",

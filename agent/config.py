@@ -6,7 +6,8 @@ value's position), never from searching the text. A section with a schema error 
 the problems of the others. Types are strict: ``daily_cap = "80"`` or ``= true`` is an error,
 not a cap, and numbers are finite and bounded. Loading never half-succeeds: it returns a whole
 new Config or raises ConfigError listing every problem. This module does no other I/O than
-reading the file, and holds no live state. The file's schema is in agent/config_schema.py,
+reading the file (and, given the data dir, agent/config_cache.py's copy of what a sound file was
+read as), and holds no live state. The file's schema is in agent/config_schema.py,
 where problems are and how they are said in agent/config_errors.py; this module resolves the
 sound sections into a Config (numbers in E.164, one owner pool per purpose, fallbacks).
 """
@@ -20,15 +21,15 @@ from types import MappingProxyType
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent import phone
+from agent import config_cache, phone
 from agent.alerts.config import AlertsConfig
 from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
 from agent.compliance.config import ComplianceConfig
 from agent.config_errors import (
     Loc,
     Problems,
+    parse_toml,
     path_of,
-    syntax_problem,
     validate_section,
 )
 from agent.config_schema import (
@@ -145,14 +146,14 @@ _TOP_LEVEL = (
 )
 
 
-def parse_config(text: str, source: str = "pools.toml") -> Config:
-    """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
-    import tomllib
+def parse_config(text: str, source: str = "pools.toml", cache_dir: Path | None = None) -> Config:
+    """Parse and validate pools.toml text. Raises ConfigError with every problem found.
 
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [syntax_problem(text, source, exc)]) from None
+    With ``cache_dir`` (the data dir), a file already loaded whole is not parsed again, and its
+    numbers not read again (agent/config_cache.py); every other check runs all the same."""
+    kept_as = config_cache.key_of(text) if cache_dir is not None else ""
+    kept = config_cache.load(cache_dir, kept_as) if cache_dir is not None else None
+    data = kept.data if kept is not None else parse_toml(text, source)
     problems = Problems(source, text)
     for key in data:
         if key not in _TOP_LEVEL:
@@ -197,20 +198,23 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
             compliance=compliance or ComplianceConfig(),
             contact=contact or ContactConfig(),
         ),
+        kept.e164 if kept is not None else {},
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
+    if cache_dir is not None and kept is None:
+        config_cache.store(cache_dir, kept_as, data, config.pools)
     return config
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, cache_dir: Path | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), [f"{path}: file is not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), cache_dir)
 
 
 def _rules(
@@ -253,6 +257,7 @@ def _resolve(
     source: str,
     partial: set[str],
     extras: ConfigExtras,
+    known_e164: dict[str, list[str]],
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
@@ -267,7 +272,8 @@ def _resolve(
         if section.reserve and section.purposes:
             problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
         cap = rules.daily_cap if rules else defaults.daily_cap
-        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, names, problems)
+        known = known_e164.get(pool_name)
+        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, names, known, problems)
         numbers.update((n.number, n) for n in pool_numbers)
         _claim_purposes(section, pool_name, purposes, problems)
         if region is None:
@@ -288,7 +294,9 @@ def _resolve(
             rules=rules,
             numbers=tuple(pool_numbers),
         )
-    _check_contact(extras["contact"], sections, purposes, defaults.region, problems)
+    # [contact] names pools and purposes: checked against the ones the file declares.
+    for loc, message in contact_problems(extras["contact"], sections, purposes, defaults.region):
+        problems.add(("contact", *loc), message)
     if not problems.found and not any(not p.reserve for p in pools.values()):
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
@@ -305,18 +313,6 @@ class ConfigExtras(TypedDict):
     reputation: ReputationConfig
     compliance: ComplianceConfig
     contact: ContactConfig
-
-
-def _check_contact(
-    contact: ContactConfig,
-    sections: dict[str, PoolSection],
-    purposes: dict[str, str],
-    region: str,
-    problems: Problems,
-) -> None:
-    """[contact] names pools and purposes: checked against the ones the file declares."""
-    for loc, message in contact_problems(contact, sections, purposes, region):
-        problems.add(("contact", *loc), message)
 
 
 def _claim_purposes(
@@ -340,17 +336,20 @@ def _numbers(
     default_cap: int,
     seen_at: dict[str, Loc],
     names: dict[str, str],
+    known: list[str] | None,
     problems: Problems,
 ) -> list[NumberConfig]:
     """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
     -> where it was first listed). Nothing without a region to read them in."""
     found: list[NumberConfig] = []
+    if known is not None and len(known) != len(section.numbers):
+        known = None  # cannot happen for a file kept after it loaded whole: read them again
     for i, entry in enumerate(section.numbers):
         nloc: Loc = ("pools", pool_name, "numbers", i, "number")
         if region is None:
             continue
         try:
-            e164 = phone.listed_e164(entry.number, region)
+            e164 = known[i] if known is not None else phone.listed_e164(entry.number, region)
         except phone.InvalidNumber as exc:
             problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
             continue
