@@ -41,18 +41,25 @@ class Parsed:
 
 
 def key_of(text: str) -> str:
+    """What a copy of ``text``'s reading is kept under; "" (keep nothing) when the code that
+    shapes it cannot be read (an install without sources)."""
     digest = hashlib.sha256()
     for part in (FORMAT, sys.version, phonenumbers.__version__):
         digest.update(part.encode() + b"\0")
     here = Path(__file__).parent
-    for name in _SHAPING_CODE:
-        digest.update((here / name).read_bytes() + b"\0")
+    try:
+        for name in _SHAPING_CODE:
+            digest.update((here / name).read_bytes() + b"\0")
+    except OSError:
+        return ""
     digest.update(text.encode("utf-8"))
     return digest.hexdigest()
 
 
 def load(cache_dir: Path, key: str) -> Parsed | None:
     """The copy kept for ``key``, or None (none, another file's, or unreadable)."""
+    if not key:
+        return None
     try:
         with (cache_dir / CACHE_NAME).open("rb") as f:
             kept = json.load(f)
@@ -69,6 +76,8 @@ def load(cache_dir: Path, key: str) -> Parsed | None:
 def store(cache_dir: Path, key: str, data: dict[str, Any], pools: Mapping[str, PoolConfig]) -> None:
     """Keep what the file of ``key`` was read as, replacing any other copy; quietly not when
     the data cannot be written as JSON (a TOML date) or the folder cannot be written."""
+    if not key:
+        return
     e164 = {name: [n.number for n in pool.numbers] for name, pool in pools.items()}
     try:
         payload = json.dumps({"key": key, "data": data, "e164": e164})
