@@ -88,7 +88,7 @@ class Agent:
     async def start(self) -> None:
         s = self.settings
         phone.preload_metadata()
-        self.current = CurrentConfig(load_config(s.config))  # a bad file is fatal at start
+        self.current = CurrentConfig(load_config(s.config, s.data_dir))  # a bad file is fatal
         self._config_mtime = _mtime(s.config)
         self.metrics.config_loaded.set(1)
         first_start = s.database_url is None and not s.database_path.exists()
@@ -293,7 +293,7 @@ class Agent:
         """
         assert self.outbound is not None and self.current is not None
         try:
-            config = load_config(self.settings.config)
+            config = load_config(self.settings.config, self.settings.data_dir)
         except ConfigError as exc:
             log.error(
                 "config: %s rejected, keeping the running config: %s",

@@ -6,13 +6,15 @@ value's position), never from searching the text. A section with a schema error 
 the problems of the others. Types are strict: ``daily_cap = "80"`` or ``= true`` is an error,
 not a cap, and numbers are finite and bounded. Loading never half-succeeds: it returns a whole
 new Config or raises ConfigError listing every problem. This module does no other I/O than
-reading the file, and holds no live state. The file's schema is in agent/config_schema.py,
+reading the file (and, given the data dir, agent/config_cache.py's copy of what a sound file was
+read as), and holds no live state. The file's schema is in agent/config_schema.py,
 where problems are and how they are said in agent/config_errors.py; this module resolves the
 sound sections into a Config (numbers in E.164, one owner pool per purpose, fallbacks).
 """
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +22,21 @@ from types import MappingProxyType
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent import phone
+from agent import config_cache, phone
 from agent.alerts.config import AlertsConfig
 from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
 from agent.compliance.config import ComplianceConfig
 from agent.config_errors import (
     Loc,
     Problems,
+    parse_toml,
     path_of,
-    syntax_problem,
     validate_section,
 )
 from agent.config_schema import (
     CNAM_MAX,
     ConfigFile,
+    ConfigSections,
     DefaultsSection,
     NumberEntry,
     OnExhausted,
@@ -51,6 +54,7 @@ __all__ = [
     "CNAM_MAX",
     "Config",
     "ConfigFile",
+    "ConfigSections",
     "DefaultsSection",
     "NumberConfig",
     "NumberEntry",
@@ -110,7 +114,7 @@ class Config:
     pools: MappingProxyType[str, PoolConfig]
     purposes: MappingProxyType[str, str]  # purpose -> pool name
     numbers: MappingProxyType[str, NumberConfig]  # E.164 -> number
-    raw: ConfigFile
+    raw: ConfigSections  # the other sections as written; pools are in ``pools``
 
     @property
     def reserve_pools(self) -> tuple[PoolConfig, ...]:
@@ -143,14 +147,13 @@ _TOP_LEVEL = (
 )
 
 
-def parse_config(text: str, source: str = "pools.toml") -> Config:
-    """Parse and validate pools.toml text. Raises ConfigError with every problem found."""
-    import tomllib
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [syntax_problem(text, source, exc)]) from None
+def parse_config(text: str, source: str = "pools.toml", cache_dir: Path | None = None) -> Config:
+    """Parse and validate pools.toml text. Raises ConfigError with every problem found.
+    With ``cache_dir`` (the data dir), a file that loaded whole before is not parsed nor its
+    numbers read again (agent/config_cache.py); every other check runs all the same."""
+    kept_as = config_cache.key_of(text) if cache_dir is not None else ""
+    kept = config_cache.load(cache_dir, kept_as) if cache_dir is not None else None
+    data = kept.data if kept is not None else parse_toml(text, source)
     problems = Problems(source, text)
     for key in data:
         if key not in _TOP_LEVEL:
@@ -195,20 +198,29 @@ def parse_config(text: str, source: str = "pools.toml") -> Config:
             compliance=compliance or ComplianceConfig(),
             contact=contact or ContactConfig(),
         ),
+        kept.e164 if kept is not None else {},
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
+    if cache_dir is not None and kept is None:
+        config_cache.store(cache_dir, kept_as, data, config.pools)
     return config
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, cache_dir: Path | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), [f"{path}: file is not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+    gc_was_on = gc.isenabled()
+    gc.disable()  # 100,000s of new objects, no cyclic garbage: walking them is a third of a load
+    try:
+        return parse_config(text, str(path), cache_dir)
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 def _rules(
@@ -251,11 +263,13 @@ def _resolve(
     source: str,
     partial: set[str],
     extras: ConfigExtras,
+    known_e164: dict[str, list[str]],
 ) -> Config | None:
     pools: dict[str, PoolConfig] = {}
     purposes: dict[str, str] = {}
     numbers: dict[str, NumberConfig] = {}
-    seen_at: dict[str, str] = {}
+    seen_at: dict[str, Loc] = {}
+    names: dict[str, str] = {}  # one string per distinct caller name, however many numbers
     for pool_name, section in sections.items():
         where: Loc = ("pools", pool_name)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", pool_name):
@@ -264,7 +278,8 @@ def _resolve(
         if section.reserve and section.purposes:
             problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
         cap = rules.daily_cap if rules else defaults.daily_cap
-        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, problems)
+        known = known_e164.get(pool_name)
+        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, names, known, problems)
         numbers.update((n.number, n) for n in pool_numbers)
         _claim_purposes(section, pool_name, purposes, problems)
         if region is None:
@@ -285,12 +300,14 @@ def _resolve(
             rules=rules,
             numbers=tuple(pool_numbers),
         )
-    _check_contact(extras["contact"], sections, purposes, defaults.region, problems)
+    # [contact] names pools and purposes: checked against the ones the file declares.
+    for loc, message in contact_problems(extras["contact"], sections, purposes, defaults.region):
+        problems.add(("contact", *loc), message)
     if not problems.found and not any(not p.reserve for p in pools.values()):
         problems.add(("pools",), "at least one pool must not be a reserve pool")
     if problems.found:
         return None
-    raw = ConfigFile(defaults=defaults, pools=sections, screening=screening, **extras)
+    raw = ConfigSections(defaults=defaults, screening=screening, **extras)
     frozen = MappingProxyType
     return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)
 
@@ -302,18 +319,6 @@ class ConfigExtras(TypedDict):
     reputation: ReputationConfig
     compliance: ComplianceConfig
     contact: ContactConfig
-
-
-def _check_contact(
-    contact: ContactConfig,
-    sections: dict[str, PoolSection],
-    purposes: dict[str, str],
-    region: str,
-    problems: Problems,
-) -> None:
-    """[contact] names pools and purposes: checked against the ones the file declares."""
-    for loc, message in contact_problems(contact, sections, purposes, region):
-        problems.add(("contact", *loc), message)
 
 
 def _claim_purposes(
@@ -335,27 +340,32 @@ def _numbers(
     pool_name: str,
     region: str | None,
     default_cap: int,
-    seen_at: dict[str, str],
+    seen_at: dict[str, Loc],
+    names: dict[str, str],
+    known: list[str] | None,
     problems: Problems,
 ) -> list[NumberConfig]:
     """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
     -> where it was first listed). Nothing without a region to read them in."""
     found: list[NumberConfig] = []
+    if known is not None and len(known) != len(section.numbers):
+        known = None  # cannot happen for a file kept after it loaded whole: read them again
     for i, entry in enumerate(section.numbers):
         nloc: Loc = ("pools", pool_name, "numbers", i, "number")
         if region is None:
             continue
         try:
-            e164 = phone.to_e164(entry.number, region)
+            e164 = known[i] if known is not None else phone.listed_e164(entry.number, region)
         except phone.InvalidNumber as exc:
             problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
             continue
         if e164 in seen_at:
-            problems.add(nloc, f"{e164} is already listed at {seen_at[e164]}")
+            problems.add(nloc, f"{e164} is already listed at {path_of(seen_at[e164])}")
             continue
-        seen_at[e164] = path_of(nloc)
+        seen_at[e164] = nloc
         cap = entry.daily_cap or default_cap
-        found.append(NumberConfig(e164, entry.name, cap, entry.active, pool_name))
+        name = names.setdefault(entry.name, entry.name)
+        found.append(NumberConfig(e164, name, cap, entry.active, pool_name))
     return found
 
 

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agent.errors import ConfigError
+
 Loc = tuple[int | str, ...]
 
 
@@ -183,6 +185,16 @@ def validate_section(model: type[M], data: Any, loc: Loc, problems: Problems) ->
         return model.model_validate(sound)
     except ValidationError:
         return None
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The file's data as tomllib reads it; ConfigError at the syntax error's line."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [syntax_problem(text, source, exc)]) from None
 
 
 def syntax_problem(text: str, source: str, error: Exception) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import (
@@ -59,14 +60,21 @@ class NumberEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _cnam(cls, v: str) -> str:
-        if any(unicodedata.category(ch).startswith("C") for ch in v):
-            raise ValueError("caller name must not contain control characters")
-        if not v.strip():
-            raise ValueError("caller name must not be empty")
-        problem = cnam.cnam_problem(v)  # 15 characters of plain ASCII, with a suggestion
+        problem = _name_problem(v)
         if problem is not None:
             raise ValueError(problem)
         return v
+
+
+@lru_cache(maxsize=4096)
+def _name_problem(name: str) -> str | None:
+    """Why a caller name is refused, or None. A centre writes the same few names on thousands
+    of numbers: each distinct name is judged once."""
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        return "caller name must not contain control characters"
+    if not name.strip():
+        return "caller name must not be empty"
+    return cnam.cnam_problem(name)  # 15 characters of plain ASCII, with a suggestion
 
 
 class PoolRulesFields(PoolDriftFields):
@@ -116,13 +124,19 @@ class PoolSection(PoolRulesFields):
         return v
 
 
-class ConfigFile(_Strict):
-    """The file's structure, before numbers are resolved."""
+class ConfigSections(_Strict):
+    """The file's sections but its pools, as validated: what a running Config keeps (its pools
+    and numbers are resolved, and 100,000 entries are not kept twice)."""
 
     defaults: DefaultsSection = DefaultsSection()
-    pools: dict[str, PoolSection] = Field(min_length=1)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     contact: ContactConfig = Field(default_factory=ContactConfig)
+
+
+class ConfigFile(ConfigSections):
+    """The file's structure, before numbers are resolved."""
+
+    pools: dict[str, PoolSection] = Field(min_length=1)

@@ -22,12 +22,16 @@ class InvalidNumber(ValueError):
 
 def parse(text: str, region: str) -> phonenumbers.PhoneNumber:
     """Parse a number as dialled in ``region`` (ISO country code). Raises InvalidNumber."""
+    return _parse_raw(_cleaned(text), region)
+
+
+def _cleaned(text: str) -> str:
     raw = text.strip().translate(_STRIP)
     if raw.startswith("00"):
         raw = "+" + raw[2:]
     if not raw or len(raw) > 20:
         raise InvalidNumber("empty or too long")
-    return _parse_raw(raw, region)
+    return raw
 
 
 @lru_cache(maxsize=4096)
@@ -35,6 +39,10 @@ def _parse_raw(raw: str, region: str) -> phonenumbers.PhoneNumber:
     """phonenumbers' parse is the costliest step of a decision, and one call's callee is read
     by several features (compliance, then outbound): the recent ones are kept. Callers must
     not modify the returned object."""
+    return _parse_possible(raw, region)
+
+
+def _parse_possible(raw: str, region: str) -> phonenumbers.PhoneNumber:
     try:
         num = phonenumbers.parse(raw, region)
     except NumberParseException as exc:
@@ -49,6 +57,44 @@ def to_e164(text: str, region: str, *, require_valid: bool = True) -> str:
     if require_valid and not phonenumbers.is_valid_number(num):
         raise InvalidNumber("not a valid number")
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def listed_e164(text: str, region: str) -> str:
+    """to_e164 for a number listed in pools.toml: the same answer and the same errors.
+
+    A file of 100,000 numbers is read at every start, nearly all written in E.164 already:
+    such a number is split on its country code (E.164 codes are prefix-free) and taken as it is
+    when phonenumbers finds it possible, valid, and formats it back to the very same text.
+    Anything else (national forms, spaces, a leading zero kept) goes the whole way through
+    phonenumbers' parser, without the per-call cache (100,000 numbers would only churn it)."""
+    fast = _e164_as_written(text)
+    if fast is not None:
+        return fast
+    num = _parse_possible(_cleaned(text), region)
+    if not phonenumbers.is_valid_number(num):
+        raise InvalidNumber("not a valid number")
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _e164_as_written(text: str) -> str | None:
+    """``text`` when it is already a valid number in E.164, else None (then parse it fully)."""
+    if not (text.startswith("+") and text[1:].isdigit() and text.isascii() and len(text) <= 16):
+        return None
+    codes = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+    for size in (1, 2, 3):
+        code = int(text[1 : 1 + size])
+        if code in codes:
+            national = text[1 + size :]
+            if not national or national[0] == "0":
+                return None  # a leading zero is phonenumbers' own business (Italy)
+            num = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+            break
+    else:
+        return None
+    if not (phonenumbers.is_possible_number(num) and phonenumbers.is_valid_number(num)):
+        return None
+    formatted = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return text if formatted == text else None
 
 
 @lru_cache(maxsize=65536)

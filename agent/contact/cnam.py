@@ -30,7 +30,7 @@ def ascii_suggestion(name: str) -> str:
 def cnam_problem(name: str) -> str | None:
     """Why carriers would not show ``name`` as written, with a suggestion; None when fine.
 
-    agent/config.py calls this from NumberEntry's name validator."""
+    agent/config_schema.py calls this once per distinct caller name in pools.toml."""
     odd = sorted({ch for ch in name if ch not in _PRINTABLE_ASCII})
     if odd:
         return (
