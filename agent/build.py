@@ -209,13 +209,15 @@ class Builder:
     def deliverer(self, alerts: AlertService) -> Deliverer:
         from agent.alerts.deliver import Deliverer
 
-        deliverer = Deliverer(
-            self.db,
-            self.clock,
-            lambda: alerts.webhooks,
-            retry_hours=lambda: self.config.raw.alerts.retry_hours,
-        )
+        deliverer = Deliverer(self.db, self.clock, alerts.webhooks)
         alerts.on_queued.append(deliverer.wake)
+        if self.current is not None:
+
+            async def take(new: Config) -> None:  # after the alert service took the webhooks
+                deliverer.configure(alerts.webhooks, new.raw.alerts.retry_hours)
+
+            self._subscribe(take)
+            deliverer.configure(alerts.webhooks, self.config.raw.alerts.retry_hours)
         return deliverer
 
     def reputation(
@@ -353,7 +355,7 @@ class Builder:
 
         assert self.current is not None, "the admin API needs pools.toml"
         actions = AdminActions(
-            outbound=lambda: outbound,
+            outbound=outbound,
             alerts=alerts,
             screening=screening,
             recordings=recordings,

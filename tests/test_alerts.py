@@ -92,7 +92,7 @@ async def test_each_alert_reaches_the_webhook_once_with_a_valid_signature(
     clock = FrozenClock(1_800_000_000)
     hooks = [Webhook(receiver.url, SECRET)]
     service = AlertService(db, clock, hooks)
-    deliverer = Deliverer(db, clock, lambda: hooks)
+    deliverer = Deliverer(db, clock, hooks)
     try:
         first, new = await service.raise_("pool_exhausted", "reminders", "no number left")
         assert new
@@ -132,7 +132,7 @@ from agent.store.db import open_database
 async def main():
     db = await open_database(Path(sys.argv[1]))
     hooks = [Webhook(sys.argv[2], sys.argv[3].encode())]
-    await Deliverer(db, SystemClock(), lambda: hooks, timeout=600).run_once()
+    await Deliverer(db, SystemClock(), hooks, timeout=600).run_once()
 
 asyncio.run(main())
 """
@@ -160,7 +160,7 @@ async def test_a_deliverer_killed_between_send_and_ack_resends_with_the_same_key
     receiver.mode = "ok"
     # After a restart, once the killed sender's lease has run out:
     later = FrozenClock(time.time() + 3600)
-    deliverer = Deliverer(db, later, lambda: hooks)
+    deliverer = Deliverer(db, later, hooks)
     try:
         assert await deliverer.run_once() == 1
         assert await deliverer.run_once() == 0
@@ -179,7 +179,7 @@ async def test_a_webhook_down_for_two_hours_then_up_gets_every_alert(
     start = clock.now()
     hooks = [Webhook(receiver.url, SECRET)]
     service = AlertService(db, clock, hooks)
-    deliverer = Deliverer(db, clock, lambda: hooks)
+    deliverer = Deliverer(db, clock, hooks)
     receiver.mode = "down"
     expected = []
     try:
@@ -205,7 +205,7 @@ async def test_a_message_is_given_up_after_the_retry_period_and_not_sent_again(
     clock = FrozenClock(1_800_000_000)
     hooks = [Webhook(receiver.url, SECRET)]
     service = AlertService(db, clock, hooks)
-    deliverer = Deliverer(db, clock, lambda: hooks, retry_hours=lambda: 1.0)
+    deliverer = Deliverer(db, clock, hooks, retry_hours=1.0)
     receiver.mode = "down"
     try:
         await service.raise_("keyring_missing", "agent", "no keyring")
@@ -228,7 +228,7 @@ async def test_the_running_deliverer_sends_as_soon_as_an_alert_is_raised(
     hooks = [Webhook(receiver.url, SECRET)]
     clock = FrozenClock(time.time())
     service = AlertService(db, clock, hooks)
-    deliverer = Deliverer(db, clock, lambda: hooks, poll_seconds=3600)
+    deliverer = Deliverer(db, clock, hooks, poll_seconds=3600)
     service.on_queued.append(deliverer.wake)
     await deliverer.start()
     try:

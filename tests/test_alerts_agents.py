@@ -123,7 +123,7 @@ async def test_two_agents_deliverers_send_each_queued_message_once(
     service = AlertService(db, clock, hooks, agent_name="pbx-a")
     for n in range(MESSAGES):
         await service.post("report", f"weekly-{n}", {"week": n})
-    deliverers = [Deliverer(store, clock, lambda: hooks, batch=4) for store in (db, other)]
+    deliverers = [Deliverer(store, clock, hooks, batch=4) for store in (db, other)]
     try:
         sent = [0, 0]
         while True:

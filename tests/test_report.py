@@ -203,7 +203,7 @@ async def test_monday_7am_writes_last_weeks_report_and_posts_it_once(
     db = await open_database(settings.database_path)
     hooks = [Webhook(receiver.url, SECRET)]
     alerts = AlertService(db, clock, hooks)
-    deliverer = Deliverer(db, clock, lambda: hooks)
+    deliverer = Deliverer(db, clock, hooks)
     reporter = WeeklyReporter(db, clock, alerts, lambda: config, tmp_path / "reports")
     try:
         assert await reporter.run_due() is None  # 06:59: not yet

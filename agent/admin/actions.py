@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import BinaryIO
@@ -46,7 +45,7 @@ class AdminActions:
     def __init__(
         self,
         *,
-        outbound: Callable[[], OutboundService | None],
+        outbound: OutboundService | None,
         alerts: AlertService | None,
         screening: ScreeningService | None,
         recordings: RecordingsService | None,
@@ -64,7 +63,7 @@ class AdminActions:
 
     # -- helpers -------------------------------------------------------------------------
     def outbound(self) -> OutboundService:
-        service = self._outbound()
+        service = self._outbound
         if service is None:
             raise BadRequest("the outbound service is not running")
         return service

@@ -57,9 +57,9 @@ class Deliverer:
         self,
         db: Database,
         clock: Clock,
-        webhooks: Callable[[], Sequence[Webhook]],
+        webhooks: Sequence[Webhook],
         *,
-        retry_hours: Callable[[], float] = lambda: 24.0,
+        retry_hours: float = 24.0,
         rng: random.Random | None = None,
         timeout: float = 10.0,
         lease: float = 60.0,
@@ -68,8 +68,7 @@ class Deliverer:
     ) -> None:
         self._repo = AlertRepo(db)
         self._clock = clock
-        self._webhooks = webhooks
-        self._retry_hours = retry_hours
+        self.configure(webhooks, retry_hours)
         self._rng = rng or random.Random()
         self._timeout = timeout
         self._lease = max(lease, timeout * 2)
@@ -79,6 +78,11 @@ class Deliverer:
             poll_seconds=poll_seconds,
         )  # fmt: skip
         self.on_result: list[Callable[[str], None]] = []  # delivered | retry | gave_up
+
+    def configure(self, webhooks: Sequence[Webhook], retry_hours: float) -> None:
+        """The config in force (at start and on every reload): where to send, for how long."""
+        self._webhooks = tuple(webhooks)
+        self._retry_hours = retry_hours
 
     async def start(self) -> None:
         self._pump.start()
@@ -96,7 +100,7 @@ class Deliverer:
         if not rows:
             return 0
         session = await self._pump.session(self._timeout)
-        hooks = {h.url: h for h in self._webhooks()}
+        hooks = {h.url: h for h in self._webhooks}
         sends = (self._send(session, row, hooks.get(row.webhook)) for row in rows)
         results = await asyncio.gather(*sends)
         return sum(results)
@@ -131,7 +135,7 @@ class Deliverer:
 
     async def _finish(self, row: OutboxRow, error: str, *, give_up: bool) -> None:
         now = self._clock.now()
-        if give_up or now - row.created_at >= self._retry_hours() * 3600.0:
+        if give_up or now - row.created_at >= self._retry_hours * 3600.0:
             await self._repo.gave_up(row.id, now, error)
             log.error(
                 "alerts: gave up on %s %s to %s after %d attempts: %s",
