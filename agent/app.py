@@ -293,7 +293,8 @@ class Agent:
         """
         assert self.outbound is not None and self.current is not None
         try:
-            config = load_config(self.settings.config, self.settings.data_dir)
+            s = self.settings  # read on a thread: 100,000 numbers take seconds; calls go on
+            config = await asyncio.to_thread(load_config, s.config, s.data_dir)
         except ConfigError as exc:
             log.error(
                 "config: %s rejected, keeping the running config: %s",
