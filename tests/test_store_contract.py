@@ -194,11 +194,15 @@ async def test_call_outcomes(db: Database) -> None:
     assert await outcomes.awaiting_outcome(0.0, 200.0) == [("1700.7", "")]
     ended = CallEnded("1700.7", "1700.6", "unknown", None, None, None, 130.0)
     assert await outcomes.record_end(ended) == ("A", "+33142000001", 100.0)
-    assert await outcomes.record_cdr(CdrSeen("1700.7", "ANSWERED", 25, "answered")) == (
+    settles = CdrSeen("1700.7", "ANSWERED", 25, "answered")
+    assert await outcomes.record_cdr(settles) == ("A", "answered", True)
+    # The same Cdr seen again (another agent's AMI link): the outcome is settled once.
+    assert await outcomes.record_cdr(CdrSeen("1700.7", "ANSWERED", 0, "answered")) == (
         "A",
         "answered",
+        False,
     )
-    assert await outcomes.record_cdr(CdrSeen("1700.7", "ANSWERED", 5)) == ("A", "answered")
+    assert await outcomes.record_cdr(CdrSeen("1700.7", "ANSWERED", 5)) == ("A", "answered", False)
     assert await outcomes.record_end(CallEnded("nope", "", "busy", "BUSY", 17, 0, 1.0)) is None
     rows = await outcomes.outcomes(0.0, 200.0, pool="A")
     assert [(r.outcome, r.talk_seconds) for r in rows] == [("answered", 30)]

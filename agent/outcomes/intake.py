@@ -183,8 +183,8 @@ class OutcomeIntake:
             stored = await self._repo.record_cdr(effect)
             if stored is None:
                 return False
-            pool, outcome = stored
-            if effect.settles is not None and outcome == effect.settles:
+            pool, _outcome, settled = stored
+            if settled and effect.settles is not None:
                 # A call that ended in a gap as "unknown": its late Cdr tells how it went.
                 self._metrics.outcomes.labels(pool or "-", effect.settles).inc()
                 log.info("ami: call %s ended: %s (late Cdr)", effect.uniqueid, effect.settles)

@@ -71,31 +71,30 @@ class OutcomeRepo:
         )
         return None if row is None else (str(row[0]), row[1], float(row[2]))
 
-    async def record_cdr(self, cdr: CdrSeen) -> tuple[str, str | None] | None:
+    async def record_cdr(self, cdr: CdrSeen) -> tuple[str, str | None, bool] | None:
         """Add one Cdr's billable seconds to the talk time (a call has one Cdr per bridge
         segment, e.g. after a transfer); the first Cdr replaces our own measure. A Cdr that
-        settles a call ended in an AMI gap replaces its unknown outcome.
-        Returns (pool, outcome) of the row, or None when no row matched."""
+        settles a call ended in an AMI gap replaces its unknown outcome, once: the third value
+        says whether this Cdr did (a row whose outcome is already known is left as it is).
+        Returns (pool, outcome, settled) of the row, or None when no row matched."""
         row = await self._db.fetchone(
             "UPDATE call_audit SET"
             " talk_seconds = CASE WHEN cdr_disposition IS NULL THEN ?"
             " ELSE COALESCE(talk_seconds, 0) + ? END,"
-            " cdr_disposition = ?,"
-            # CAST: PostgreSQL must know a bare parameter's type.
-            " outcome = CASE WHEN CAST(? AS TEXT) IS NOT NULL AND outcome = ? THEN ? ELSE outcome"
-            " END"
+            " cdr_disposition = ?"
             f" WHERE {_LATEST} RETURNING COALESCE(pool, ''), outcome",
-            (
-                cdr.billable_seconds,
-                cdr.billable_seconds,
-                cdr.disposition,
-                cdr.settles,
-                OUTCOME_UNKNOWN,
-                cdr.settles,
-                cdr.uniqueid,
-            ),
+            (cdr.billable_seconds, cdr.billable_seconds, cdr.disposition, cdr.uniqueid),
         )
-        return None if row is None else (str(row[0]), row[1])
+        if row is None:
+            return None
+        pool, outcome = str(row[0]), row[1]
+        if cdr.settles is None or outcome != OUTCOME_UNKNOWN:
+            return pool, outcome, False
+        settled = await self._db.fetchone(
+            f"UPDATE call_audit SET outcome = ? WHERE {_LATEST} AND outcome = ? RETURNING outcome",
+            (cdr.settles, cdr.uniqueid, OUTCOME_UNKNOWN),
+        )  # conditional: of two agents' links seeing this Cdr, one settles it
+        return (pool, cdr.settles, True) if settled is not None else (pool, outcome, False)
 
     async def awaiting_outcome(self, since: float, before: float) -> list[tuple[str, str]]:
         """(uniqueid, linkedid) of recent rows with no outcome yet: calls placed while AMI
