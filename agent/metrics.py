@@ -106,6 +106,7 @@ class Metrics:
             registry=self.registry,
         )
         self._answer_children = {}
+        self._decision_children = {}
         self._label_values = {}
         self._usable = []
         self._rendering = None
@@ -117,6 +118,7 @@ class Metrics:
         )
 
     _answer_children: dict[tuple[str, str], tuple[Counter, Histogram]]
+    _decision_children: dict[tuple[str, str], Counter]
     _label_values: dict[str, set[str]]
     _usable: list[_UsableNumbers]
     _rendering: asyncio.Future[bytes] | None
@@ -127,9 +129,15 @@ class Metrics:
         self.registry.register(self._usable[-1])
 
     def on_decision(self, decision: DecisionFacts) -> None:
-        self.decisions.labels(
-            self._bounded("status", decision.status), self._bounded("reason", decision.reason)
-        ).inc()
+        key = (decision.status, decision.reason)
+        child = self._decision_children.get(key)
+        if child is None:
+            if len(self._decision_children) >= 4 * MAX_LABEL_VALUES:
+                self._decision_children.clear()  # stays bounded whatever the values
+            child = self._decision_children[key] = self.decisions.labels(
+                self._bounded("status", decision.status), self._bounded("reason", decision.reason)
+            )
+        child.inc()
 
     def _bounded(self, kind: str, value: str) -> str:
         """A label value from a small fixed vocabulary: anything else is ``other``, and at

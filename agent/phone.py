@@ -135,6 +135,10 @@ def mask(number: str | None) -> str:
     return "***" + digits[-4:] if len(digits) > 4 else "***"
 
 
+@lru_cache(maxsize=4096)
 def keyed_hash(secret: bytes, e164: str) -> str:
-    """HMAC-SHA256 of an E.164 number: lets us match a patient's number without storing it."""
+    """HMAC-SHA256 of an E.164 number: lets us match a patient's number without storing it.
+
+    One call's callee is hashed by several features (compliance's opt-out key, the outbound
+    audit row): the recent ones are kept, as their parses are (_parse_raw)."""
     return hmac.new(secret, e164.encode("ascii"), hashlib.sha256).hexdigest()

@@ -14,10 +14,12 @@ may parse and write bytes and call routes; it must not hold policy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from urllib.parse import parse_qsl
 
 from agent.agi.headers import HeaderBlock, HeaderError
@@ -173,7 +175,7 @@ class FastAgiServer:
         path, _, query = script.partition("?")
         return AgiRequest(
             route=path.strip("/"),
-            query=dict(parse_qsl(query, keep_blank_values=True)),
+            query=_query(query),
             args=block.args,
             env=headers,
             peer=peer,
@@ -267,6 +269,11 @@ class FastAgiServer:
             return route.on_failure(request, "internal_error"), "internal_error"
         finally:
             self._in_flight -= 1
+
+
+@functools.lru_cache(maxsize=64)  # a dialplan has a handful of scripts: parsed once each
+def _query(text: str) -> Mapping[str, str]:
+    return MappingProxyType(dict(parse_qsl(text, keep_blank_values=True)))
 
 
 # route label, answer, seconds since accept, failure ("" or deadline, overload, ...)

@@ -47,8 +47,8 @@ _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 class _Callee:
     e164: str
     hashed: str  # keys opt-outs
-    audit_hashes: tuple[str, ...]  # every hash its call_audit rows may carry
-    written: str  # the hash the outbound service writes for this text now
+    plain: str  # as the outbound service reads it: its hash is the one written now
+    audit_forms: tuple[str, ...]  # every E.164 form its call_audit rows may be hashed from
     zone: str
 
 
@@ -187,13 +187,19 @@ class ComplianceService:
             read = numbers.read(callee, region, self._timezone)
         except phone.InvalidNumber:
             return None
+        # One keyed hash per call (the opt-out key); those of the audit forms only when an
+        # attempt limit needs them (_audit_hashes).
         return _Callee(
             read.e164,
             phone.keyed_hash(self._hash_key, read.e164),
-            tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in read.audit_forms})),
-            phone.keyed_hash(self._hash_key, read.plain),
+            read.plain,
+            read.audit_forms,
             read.zone,
         )
+
+    def _audit_hashes(self, found: _Callee) -> tuple[str, ...]:
+        """The hashes the callee's call_audit rows may carry (for counting attempts)."""
+        return tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in found.audit_forms}))
 
     def _resolve(self, number: str) -> tuple[str, str]:
         found = self._callee(number, self._region)
@@ -210,20 +216,19 @@ class ComplianceService:
     # -- deciding --------------------------------------------------------------------------
     def _quick(
         self, purpose: str, callee: str, now: float
-    ) -> tuple[policy.Verdict, tuple[str, ...]]:
+    ) -> tuple[policy.Verdict, _Callee | None]:
         """Opt-out and window from memory; attempts not counted yet (pass 0). Also returns the
-        hashes the callee's call_audit rows may carry."""
+        callee as read (None for an extension or junk)."""
         rules = self._rules(purpose)
         found = self._callee(callee, self._region)
-        hashes: tuple[str, ...] = ()
         if found is None:  # an extension or junk: the window in the centre's zone still holds
             zone, opted = self._timezone, False
         else:
             zone = found.zone
             if not self._known:
-                return policy.optouts_unknown(zone, now), found.audit_hashes
-            opted, hashes = (found.hashed, purpose) in self._optouts, found.audit_hashes
-        return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), hashes
+                return policy.optouts_unknown(zone, now), found
+            opted = (found.hashed, purpose) in self._optouts
+        return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), found
 
     def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
         """The verdict without I/O (a deadline path): windows and opt-outs, not attempts."""
@@ -232,11 +237,11 @@ class ComplianceService:
     async def check(self, purpose: str, callee: str) -> policy.Verdict:
         """May a call for ``purpose`` go to ``callee`` now?"""
         now = self._clock.now()
-        verdict, hashes = self._quick(purpose, callee, now)
+        verdict, found = self._quick(purpose, callee, now)
         limit = self._rules(purpose).limit
-        if not verdict.allowed or limit is None or not hashes:
+        if not verdict.allowed or limit is None or found is None:
             return verdict
-        attempts = self._count(hashes, purpose, now - limit.seconds)
+        attempts = self._count(self._audit_hashes(found), purpose, now - limit.seconds)
         if attempts < limit.attempts:
             return verdict
         return policy.decide(
@@ -252,7 +257,8 @@ class ComplianceService:
             return
         found = self._callee(callee, self._region)
         if found is not None:
-            self._attempts.note((found.written, purpose), self._clock.now())
+            written = phone.keyed_hash(self._hash_key, found.plain)
+            self._attempts.note((written, purpose), self._clock.now())
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
@@ -268,7 +274,7 @@ class ComplianceService:
         if rules.limit is None:
             out.append(("attempt limit", "not set", ""))
         else:
-            n = self._count(found.audit_hashes, purpose, now - rules.limit.seconds)
+            n = self._count(self._audit_hashes(found), purpose, now - rules.limit.seconds)
             stop = n >= rules.limit.attempts
             text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
             out.append(("attempt limit", "stops" if stop else "passes", text))

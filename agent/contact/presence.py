@@ -55,6 +55,12 @@ def number_area(e164: str) -> str | None:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return None
+    return parsed_area(parsed, e164)
+
+
+def parsed_area(parsed: phonenumbers.PhoneNumber, e164: str) -> str | None:
+    """number_area of a number parsed already (``e164`` its E.164): no second parse on a
+    call's path."""
     if parsed.country_code != 33:
         return phone.presence_key(e164)
     national = phonenumbers.national_significant_number(parsed)

@@ -237,9 +237,11 @@ class Claims:
                 return st
 
     def _refill(self, st: NumberState, cap: int, day: date) -> None:
-        """Keep a small lease on a number in use, asked in the same batch as the calls."""
-        want = st.lease_target(cap) - st.held
-        if want > 0 and st.number not in self._refilling:
+        """Keep a small lease on a number in use, asked in the same batch as the calls: once
+        half of it is spent, so the store is touched once every few calls, not every call."""
+        target = st.lease_target(cap)
+        want = target - st.held
+        if want > 0 and st.held * 2 <= target and st.number not in self._refilling:
             self._refilling[st.number] = (st, want)
             st.reserved += want
             self._batcher.refill(st.number, day.isoformat(), cap, want)
