@@ -16,7 +16,6 @@ Must not: seal or decrypt anything itself, serve another user, or read recording
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -191,32 +190,94 @@ def _same_user(sock: socket.socket | None) -> bool:
     return uid in (os.geteuid(), 0)
 
 
+# The answer's error kind -> exit code, as ``trustline`` maps the same errors (sysexits.h).
+EXIT_CODES = {"usage": 64, "recording": 65, "keyring": 78, "io": 74}
+_SYSTEM_DATA_DIR = Path("/var/lib/trustline")
+
+
+def data_dir(explicit: str | None = None) -> Path:
+    """The data folder exactly as ``agent.settings`` finds it, without loading pydantic:
+    ``--data-dir``, else ``TRUSTLINE_DATA_DIR`` (any case, as pydantic-settings reads it),
+    else /var/lib/trustline when it exists, else $XDG_STATE_HOME/trustline
+    (tests/test_recordings_handoff.py holds the two to the same answers)."""
+    chosen = explicit
+    if chosen is None:
+        chosen = os.environ.get("TRUSTLINE_DATA_DIR")
+    if chosen is None:
+        chosen = next((v for k, v in os.environ.items() if k.upper() == "TRUSTLINE_DATA_DIR"), None)
+    if chosen is None:
+        if _SYSTEM_DATA_DIR.is_dir():
+            return _SYSTEM_DATA_DIR
+        state = os.environ.get("XDG_STATE_HOME", "")
+        base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+        return base / "trustline"
+    return Path(os.path.abspath(Path(chosen).expanduser()))
+
+
+def seal_by_agent(argv: list[str]) -> int | None:
+    """``trustline recordings seal FILE [--uniqueid U] [--data-dir D] [--config C]``, answered
+    by the running agent before the rest of Trustline is imported: MixMonitor runs it after
+    every recorded call. The exit code, or None when the full command must run: no agent
+    answers (it then seals the file itself), or arguments this short path does not read
+    (``--help``, anything unexpected), which the full parser answers as usual.
+    """
+    options: dict[str, str] = {}
+    files: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        if name in ("--uniqueid", "--data-dir", "--config"):
+            got = value if eq else next(rest, None)
+            if got is None:
+                return None
+            options[name] = got
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            files.append(arg)
+    if len(files) != 1:
+        return None
+    try:
+        answer = request_seal(
+            data_dir(options.get("--data-dir")) / SOCKET_NAME, files[0], options.get("--uniqueid")
+        )
+    except AgentDown:
+        return None
+    return report(answer, files[0])
+
+
+def report(answer: dict[str, Any], file: str) -> int:
+    """Print the agent's answer as ``trustline recordings seal`` does; its exit code."""
+    if answer.get("ok"):
+        print(f"sealed as recording {answer.get('id')} (by the running agent)")
+        return 0
+    print(f"trustline: the agent could not seal {file}: {answer.get('error')}", file=sys.stderr)
+    return EXIT_CODES.get(str(answer.get("kind")), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """A light post-command: ``python -m agent.recordings.handoff FILE [--uniqueid U]``.
 
     Hands FILE to the running agent without importing the rest of Trustline; when no agent
-    answers, runs ``trustline recordings seal`` in this process. The data folder comes from
-    ``--data-dir``, else ``TRUSTLINE_DATA_DIR``, else ``trustline-data``, as for ``trustline``.
+    answers, runs ``trustline recordings seal`` in this process. The data folder is found as
+    ``trustline`` finds it (``data_dir``).
     """
+    import argparse
+
     parser = argparse.ArgumentParser(prog="trustline-seal")
     parser.add_argument("file")
     parser.add_argument("--uniqueid")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    data = Path(args.data_dir or os.environ.get("TRUSTLINE_DATA_DIR") or "trustline-data")
     try:
-        answer = request_seal(data / SOCKET_NAME, args.file, args.uniqueid)
+        answer = request_seal(data_dir(args.data_dir) / SOCKET_NAME, args.file, args.uniqueid)
     except AgentDown:
         from agent.cli import main as trustline
 
         extra = ["--uniqueid", args.uniqueid] if args.uniqueid else []
         extra += ["--data-dir", args.data_dir] if args.data_dir else []
         return trustline(["recordings", "seal", args.file, *extra])
-    if answer.get("ok"):
-        print(f"sealed as recording {answer.get('id')} (by the running agent)")
-        return 0
-    print(f"trustline: {answer.get('error')}", file=sys.stderr)
-    return {"usage": 64, "recording": 65, "keyring": 78, "io": 74}.get(str(answer.get("kind")), 1)
+    return report(answer, args.file)
 
 
 if __name__ == "__main__":
