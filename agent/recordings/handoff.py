@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import secrets
 import socket
-import struct
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported when serving only: the post-command never needs asyncio
     import asyncio
 
-log = logging.getLogger(__name__)
+LOGGER = __name__  # logging, secrets and struct load when serving only: the client starts fast
 
 SOCKET_NAME = "recordings.sock"
 _CONNECT_SECONDS = 2.0
@@ -93,6 +90,10 @@ class HandoffServer:
     async def start(self) -> bool:
         """Listen; False (and a warning) when another live agent already listens there."""
         import asyncio
+        import logging
+        import secrets
+
+        log = logging.getLogger(LOGGER)
 
         if await asyncio.to_thread(_answers, self.path):
             log.warning(
@@ -164,7 +165,9 @@ class HandoffServer:
         except Exception as exc:
             kind = self._classify(exc)
             if kind is None:
-                log.exception("recordings: hand-off of %s failed", file)
+                import logging
+
+                logging.getLogger(LOGGER).exception("recordings: hand-off of %s failed", file)
                 kind = "error"
             return {"ok": False, "kind": kind, "error": str(exc)}
 
@@ -185,6 +188,8 @@ def _same_user(sock: socket.socket | None) -> bool:
     """SO_PEERCRED: serve our own user and root only (the socket's mode says the same)."""
     if sock is None:
         return False
+    import struct
+
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid in (os.geteuid(), 0)
