@@ -96,6 +96,8 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
         before = os.fstat(src.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise RecordingError(f"{plain}: not a regular file")
+        # Read once, front to back (the pool reads a few chunks ahead): ask for readahead.
+        os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as dst:
