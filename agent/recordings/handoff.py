@@ -2,15 +2,18 @@
 
 `trustline recordings seal FILE` asks the agent (which already holds the keyring, the store
 and warm worker threads) to seal FILE, instead of starting all of that per recording; when
-no agent answers, the command seals the file itself, as before.
+no agent answers, the command seals the file itself, as before. ``agent.cli.main`` tries
+``seal_by_agent`` first, so with the agent up the command imports only this module (no
+settings, store, asyncio or cryptography: tests/test_recordings_handoff.py checks).
 
 Protocol: one JSON line each way on ``<data dir>/recordings.sock`` (mode 0600, only our own
 user and root are served): ``{"seal": FILE, "uniqueid": U}`` → ``{"ok": true, "id": N}`` or
 ``{"ok": false, "kind": "usage"|"recording"|"keyring"|"io"|"error", "error": MESSAGE}``.
 
-May: (client) connect, send one request, wait for its answer; (server) accept requests from
-our own user, hand each to ``RecordingsService.seal_file``, reply. Standard library only at
-import time, so a post-command importing just this module starts fast.
+May: (client) find the data folder as ``agent.settings`` does, connect, send one request,
+wait for its answer, print it as ``trustline`` would; (server) accept requests from our own
+user, hand each to ``RecordingsService.seal_file``, reply. Only the light part of the standard
+library at import time (logging, secrets, struct, asyncio load when serving).
 Must not: seal or decrypt anything itself, serve another user, or read recording content.
 """
 
