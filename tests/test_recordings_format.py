@@ -294,3 +294,21 @@ def test_parallel_file_sealing_writes_the_same_format_and_refuses_a_changing_sou
             fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data) - 10)
         with pytest.raises(fmt.SourceChanged, match="shrank"):
             fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data) + 10, chunk_size=SMALL_CHUNK)
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL_CHUNK, SMALL_CHUNK + 1, 9 * SMALL_CHUNK - 1])
+def test_parallel_file_sealing_opens_to_the_same_audio_at_every_size(
+    tmp_path: Path, size: int
+) -> None:
+    """Buffers are reused between chunks: an empty file, a single chunk, exact and odd
+    multiples of the chunk size all open to exactly what was sealed."""
+    k = key()
+    data = secrets.token_bytes(size)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.tlrec"
+    src.write_bytes(data)
+    digest = hashlib.sha256()
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        fmt.encrypt_file(s.fileno(), d.fileno(), k, size, chunk_size=SMALL_CHUNK, hasher=digest)
+    blob = dst.read_bytes()
+    assert unseal(blob, k) == data
+    assert digest.hexdigest() == hashlib.sha256(blob).hexdigest()

@@ -180,3 +180,61 @@ async def test_a_data_folder_too_long_for_a_socket_only_disables_the_hand_off(
     assert "post-commands will seal by themselves" in caplog.text
     with pytest.raises(handoff.AgentDown):
         handoff.request_seal(deep / handoff.SOCKET_NAME, "x.wav", None)
+
+
+async def test_with_an_agent_running_the_post_command_loads_nothing_heavy(
+    settings: Settings, agent: RecordingsService
+) -> None:
+    """`trustline recordings seal` runs after every recorded call: with the agent up, the
+    command hands the file over before pydantic, the store or cryptography are imported."""
+    plain = settings.recordings_dir / f"{UID}.wav"
+    plain.write_bytes(MIXMONITOR_WAV.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTLINE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "agent",
+        "recordings",
+        "seal",
+        f"--data-dir={settings.data_dir}",
+        plain.name,
+        "--uniqueid",
+        UID,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert (proc.returncode, out.decode().strip()) == (
+        0,
+        "sealed as recording 1 (by the running agent)",
+    )
+    imported = {line.split("|")[-1].strip() for line in err.decode().splitlines()}
+    heavy = {"pydantic", "pydantic_settings", "cryptography", "aiosqlite", "agent.settings"}
+    assert not imported & heavy, imported & heavy
+    assert "asyncio" not in imported and not plain.exists()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TRUSTLINE_DATA_DIR": "/srv/tl"},
+        {"trustline_data_dir": "relative/data"},
+        {"TRUSTLINE_DATA_DIR": "~/tl"},
+        {"XDG_STATE_HOME": "/state"},
+        {"XDG_STATE_HOME": "not-absolute"},
+        {},
+    ],
+)
+def test_the_post_command_finds_the_data_folder_where_trustline_does(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.upper() in ("TRUSTLINE_DATA_DIR", "XDG_STATE_HOME"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert handoff.data_dir() == load_settings().data_dir
+    assert handoff.data_dir("x/y") == load_settings(data_dir="x/y").data_dir

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from agent.cli import add_json_flag, common_options, offline
 from agent.cli.progress import reporter
 from agent.clock import SystemClock, utc
-from agent.errors import BadRequest, KeyringError, RecordingError, TrustlineError
+from agent.errors import RecordingError
 from agent.recordings import handoff
 
 if TYPE_CHECKING:  # the heavy modules load in the handlers: `recordings seal` starts fast
@@ -300,13 +300,6 @@ async def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_HANDOFF_ERRORS: dict[str, type[TrustlineError]] = {
-    "usage": BadRequest,
-    "recording": RecordingError,
-    "keyring": KeyringError,
-}
-
-
 async def _seal(args: argparse.Namespace, settings: Settings) -> int:
     # The running agent seals it (keyring, store and threads already warm); else we do.
     sock = settings.data_dir / handoff.SOCKET_NAME
@@ -317,8 +310,4 @@ async def _seal(args: argparse.Namespace, settings: Settings) -> int:
             row = await service.seal_file(args.file, args.uniqueid)
         print(f"sealed as recording {row.id}")
         return 0
-    if not answer.get("ok"):
-        error = _HANDOFF_ERRORS.get(str(answer.get("kind")), TrustlineError)
-        raise error(f"the agent could not seal {args.file}: {answer.get('error')}")
-    print(f"sealed as recording {answer.get('id')} (by the running agent)")
-    return 0
+    return handoff.report(answer, args.file)

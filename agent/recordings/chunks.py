@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
@@ -122,9 +122,12 @@ def encrypt_file(
     """``encrypt_stream`` between two regular files given as descriptors, faster.
 
     Every chunk has a fixed place in both files, so each pool task reads its chunk with
-    ``pread``, encrypts it and writes it with ``pwrite``: reading, encryption and writing
-    all run in parallel. This thread only hands ``hasher`` the sealed chunks in file order,
-    keeping at most ``2 * WORKERS`` chunks in flight. Same checks, same bytes on disk.
+    ``preadv`` into a buffer of its slot, encrypts it into the slot's other buffer
+    (``encrypt_into``) and writes that with ``pwrite``: reading, encryption and writing run in
+    parallel, and no buffer is allocated per chunk. This thread hands ``hasher`` each sealed
+    chunk in file order, straight from its slot (``hashlib`` releases the GIL, so hashing
+    overlaps the pool), before the slot takes another chunk: at most ``2 * WORKERS`` chunks
+    are in flight. Same checks, same bytes on disk as ``encrypt_stream``.
     """
     header, aead = new_header(key, plain_length, chunk_size)
     head = header.encode()
@@ -133,51 +136,73 @@ def encrypt_file(
         hasher.update(head)
     count = header.chunk_count
     base = len(head)
+    window = min(count, 2 * WORKERS)
+    slots = [
+        (memoryview(bytearray(chunk_size)), memoryview(bytearray(chunk_size + TAG_BYTES)))
+        for _ in range(window)
+    ]
 
-    def seal_chunk(index: int) -> bytes:
+    def seal_chunk(index: int) -> memoryview:
+        plain, sealed = slots[index % window]
         want = header.chunk_plain_len(index)
-        chunk = os.pread(src_fd, want, index * chunk_size)
-        while 0 < len(chunk) < want:
-            more = os.pread(src_fd, want - len(chunk), index * chunk_size + len(chunk))
-            if not more:
-                break
-            chunk += more
-        if len(chunk) < want:
+        if _pread_exact(src_fd, plain[:want], index * chunk_size) < want:
             raise SourceChanged("the recording shrank while it was being sealed")
         nonce = _nonce(header.nonce_prefix, index, index == count - 1)
-        sealed = aead.encrypt(nonce, chunk, header.fixed)
-        _pwrite_all(dst_fd, sealed, base + index * (chunk_size + TAG_BYTES))
-        return sealed
+        out = sealed[: want + TAG_BYTES]
+        aead.encrypt_into(nonce, plain[:want], header.fixed, out)
+        _pwrite_all(dst_fd, out, base + index * (chunk_size + TAG_BYTES))
+        return out
 
+    written = base + _in_order(count, window, seal_chunk, hasher)
+    if os.pread(src_fd, 1, plain_length):
+        raise SourceChanged("the recording grew while it was being sealed")
+    return SealInfo(plain_length, written, key.key_id)
+
+
+def _in_order(
+    count: int, window: int, seal_chunk: Callable[[int], memoryview], hasher: Hasher | None
+) -> int:
+    """Run ``seal_chunk(0..count-1)`` on the pool, ``window`` at a time, and hand ``hasher``
+    each result in order before chunk ``i + window`` (which reuses its slot) is submitted.
+    Returns the bytes sealed; on an error, waits for running tasks before raising."""
     pool = _workers()
-    pending: deque[Future[bytes]] = deque()
-    written = base
+    pending: deque[Future[memoryview]] = deque()
+    total = 0
     try:
         for index in range(count):
+            if len(pending) >= window:  # the oldest chunk frees the slot this one takes
+                total += _hashed(pending.popleft().result(), hasher)
             pending.append(pool.submit(seal_chunk, index))
-            if len(pending) >= 2 * WORKERS:
-                written += _hashed(pending.popleft().result(), hasher)
         while pending:
-            written += _hashed(pending.popleft().result(), hasher)
+            total += _hashed(pending.popleft().result(), hasher)
     finally:
         for future in pending:
             future.cancel()
         for future in pending:
             if not future.cancelled():
                 future.exception()  # let a running task finish before the caller cleans up
-    if os.pread(src_fd, 1, plain_length):
-        raise SourceChanged("the recording grew while it was being sealed")
-    return SealInfo(plain_length, written, key.key_id)
+    return total
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``fd`` at ``offset``; fewer bytes only at end of file."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
 
 
-def _hashed(sealed: bytes, hasher: Hasher | None) -> int:
+def _hashed(sealed: bytes | memoryview, hasher: Hasher | None) -> int:
     if hasher is not None:
         hasher.update(sealed)
     return len(sealed)

@@ -2,28 +2,27 @@
 
 `trustline recordings seal FILE` asks the agent (which already holds the keyring, the store
 and warm worker threads) to seal FILE, instead of starting all of that per recording; when
-no agent answers, the command seals the file itself, as before.
+no agent answers, the command seals the file itself, as before. ``agent.cli.main`` tries
+``seal_by_agent`` first, so with the agent up the command imports only this module (no
+settings, store, asyncio or cryptography: tests/test_recordings_handoff.py checks).
 
 Protocol: one JSON line each way on ``<data dir>/recordings.sock`` (mode 0600, only our own
 user and root are served): ``{"seal": FILE, "uniqueid": U}`` → ``{"ok": true, "id": N}`` or
 ``{"ok": false, "kind": "usage"|"recording"|"keyring"|"io"|"error", "error": MESSAGE}``.
 
-May: (client) connect, send one request, wait for its answer; (server) accept requests from
-our own user, hand each to ``RecordingsService.seal_file``, reply. Standard library only at
-import time, so a post-command importing just this module starts fast.
+May: (client) find the data folder as ``agent.settings`` does, connect, send one request,
+wait for its answer, print it as ``trustline`` would; (server) accept requests from our own
+user, hand each to ``RecordingsService.seal_file``, reply. Only the light part of the standard
+library at import time (logging, secrets, struct, asyncio load when serving).
 Must not: seal or decrypt anything itself, serve another user, or read recording content.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import logging
 import os
-import secrets
 import socket
-import struct
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported when serving only: the post-command never needs asyncio
     import asyncio
 
-log = logging.getLogger(__name__)
+LOGGER = __name__  # logging, secrets and struct load when serving only: the client starts fast
 
 SOCKET_NAME = "recordings.sock"
 _CONNECT_SECONDS = 2.0
@@ -94,6 +93,10 @@ class HandoffServer:
     async def start(self) -> bool:
         """Listen; False (and a warning) when another live agent already listens there."""
         import asyncio
+        import logging
+        import secrets
+
+        log = logging.getLogger(LOGGER)
 
         if await asyncio.to_thread(_answers, self.path):
             log.warning(
@@ -165,7 +168,9 @@ class HandoffServer:
         except Exception as exc:
             kind = self._classify(exc)
             if kind is None:
-                log.exception("recordings: hand-off of %s failed", file)
+                import logging
+
+                logging.getLogger(LOGGER).exception("recordings: hand-off of %s failed", file)
                 kind = "error"
             return {"ok": False, "kind": kind, "error": str(exc)}
 
@@ -186,37 +191,101 @@ def _same_user(sock: socket.socket | None) -> bool:
     """SO_PEERCRED: serve our own user and root only (the socket's mode says the same)."""
     if sock is None:
         return False
+    import struct
+
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid in (os.geteuid(), 0)
+
+
+# The answer's error kind -> exit code, as ``trustline`` maps the same errors (sysexits.h).
+EXIT_CODES = {"usage": 64, "recording": 65, "keyring": 78, "io": 74}
+_SYSTEM_DATA_DIR = Path("/var/lib/trustline")
+
+
+def data_dir(explicit: str | None = None) -> Path:
+    """The data folder exactly as ``agent.settings`` finds it, without loading pydantic:
+    ``--data-dir``, else ``TRUSTLINE_DATA_DIR`` (any case, as pydantic-settings reads it),
+    else /var/lib/trustline when it exists, else $XDG_STATE_HOME/trustline
+    (tests/test_recordings_handoff.py holds the two to the same answers)."""
+    chosen = explicit
+    if chosen is None:
+        chosen = os.environ.get("TRUSTLINE_DATA_DIR")
+    if chosen is None:
+        chosen = next((v for k, v in os.environ.items() if k.upper() == "TRUSTLINE_DATA_DIR"), None)
+    if chosen is None:
+        if _SYSTEM_DATA_DIR.is_dir():
+            return _SYSTEM_DATA_DIR
+        state = os.environ.get("XDG_STATE_HOME", "")
+        base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+        return base / "trustline"
+    return Path(os.path.abspath(Path(chosen).expanduser()))
+
+
+def seal_by_agent(argv: list[str]) -> int | None:
+    """``trustline recordings seal FILE [--uniqueid U] [--data-dir D] [--config C]``, answered
+    by the running agent before the rest of Trustline is imported: MixMonitor runs it after
+    every recorded call. The exit code, or None when the full command must run: no agent
+    answers (it then seals the file itself), or arguments this short path does not read
+    (``--help``, anything unexpected), which the full parser answers as usual.
+    """
+    options: dict[str, str] = {}
+    files: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        if name in ("--uniqueid", "--data-dir", "--config"):
+            got = value if eq else next(rest, None)
+            if got is None:
+                return None
+            options[name] = got
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            files.append(arg)
+    if len(files) != 1:
+        return None
+    try:
+        answer = request_seal(
+            data_dir(options.get("--data-dir")) / SOCKET_NAME, files[0], options.get("--uniqueid")
+        )
+    except AgentDown:
+        return None
+    return report(answer, files[0])
+
+
+def report(answer: dict[str, Any], file: str) -> int:
+    """Print the agent's answer as ``trustline recordings seal`` does; its exit code."""
+    if answer.get("ok"):
+        print(f"sealed as recording {answer.get('id')} (by the running agent)")
+        return 0
+    print(f"trustline: the agent could not seal {file}: {answer.get('error')}", file=sys.stderr)
+    return EXIT_CODES.get(str(answer.get("kind")), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """A light post-command: ``python -m agent.recordings.handoff FILE [--uniqueid U]``.
 
     Hands FILE to the running agent without importing the rest of Trustline; when no agent
-    answers, runs ``trustline recordings seal`` in this process. The data folder comes from
-    ``--data-dir``, else ``TRUSTLINE_DATA_DIR``, else ``trustline-data``, as for ``trustline``.
+    answers, runs ``trustline recordings seal`` in this process. The data folder is found as
+    ``trustline`` finds it (``data_dir``).
     """
+    import argparse
+
     parser = argparse.ArgumentParser(prog="trustline-seal")
     parser.add_argument("file")
     parser.add_argument("--uniqueid")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    data = Path(args.data_dir or os.environ.get("TRUSTLINE_DATA_DIR") or "trustline-data")
     try:
-        answer = request_seal(data / SOCKET_NAME, args.file, args.uniqueid)
+        answer = request_seal(data_dir(args.data_dir) / SOCKET_NAME, args.file, args.uniqueid)
     except AgentDown:
         from agent.cli import main as trustline
 
         extra = ["--uniqueid", args.uniqueid] if args.uniqueid else []
         extra += ["--data-dir", args.data_dir] if args.data_dir else []
         return trustline(["recordings", "seal", args.file, *extra])
-    if answer.get("ok"):
-        print(f"sealed as recording {answer.get('id')} (by the running agent)")
-        return 0
-    print(f"trustline: {answer.get('error')}", file=sys.stderr)
-    return {"usage": 64, "recording": 65, "keyring": 78, "io": 74}.get(str(answer.get("kind")), 1)
+    return report(answer, args.file)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ import os
 import secrets
 import stat
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,11 +91,13 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
 def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Sealed | None:
     """Seal ``plain`` as the new file ``target``; None if ``target`` appeared meanwhile."""
     tmp = plain.with_name(f".{plain.name}.{secrets.token_hex(4)}{TEMP_MARK}")
-    digest = _BackgroundSha256()
-    with digest, open(plain, "rb", opener=nofollow) as src:
+    digest = hashlib.sha256()  # fed in file order by encrypt_file, overlapping its pool
+    with open(plain, "rb", opener=nofollow) as src:
         before = os.fstat(src.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise RecordingError(f"{plain}: not a regular file")
+        # Read once, front to back (the pool reads a few chunks ahead): ask for readahead.
+        os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as dst:
@@ -199,39 +199,6 @@ def delete_sealed(path: Path) -> bool:
         return False
     fsync_dir(path.parent)
     return True
-
-
-class _BackgroundSha256:
-    """SHA-256 on a helper thread: hashlib releases the GIL, so hashing overlaps sealing.
-
-    At most one pool window of chunks (``2 * fmt.WORKERS``) waits for the hasher, so memory
-    stays bounded and the encrypting workers rarely wait on it; order is kept because one
-    worker takes the updates first in, first out.
-    """
-
-    _BACKLOG = 2 * fmt.WORKERS
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustline-sha256")
-        self._pending: deque[Future[None]] = deque()
-
-    def update(self, data: bytes | memoryview) -> None:
-        chunk = bytes(data) if isinstance(data, memoryview) else data  # must not change later
-        self._pending.append(self._pool.submit(self._hash.update, chunk))
-        while len(self._pending) > self._BACKLOG:
-            self._pending.popleft().result()
-
-    def hexdigest(self) -> str:
-        while self._pending:
-            self._pending.popleft().result()
-        return self._hash.hexdigest()
-
-    def __enter__(self) -> _BackgroundSha256:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _CompareSink:
