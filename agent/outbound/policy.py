@@ -13,7 +13,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -101,7 +102,8 @@ class NumberState:
     held: int = 0  # units of today's cap counted in the store, held here for the next calls
     rest_checked: date | None = None  # the day whose intensive threshold was already seen
     last_used_at: float = 0.0
-    rest_windows: list[tuple[float, float]] = field(default_factory=list)
+    # A tuple: the empty one is shared by every number that is not resting (most of them).
+    rest_windows: tuple[tuple[float, float], ...] = ()
     quarantined_until: float | None = None
     serving_pool: str | None = None  # a reserve number promoted into another pool
     promoted_day: date | None = None
@@ -159,6 +161,8 @@ class Selector:
         self._order = itertools.count()
         self._pushes = 0  # since the last compaction
         self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
+        # One (pool, presence) tuple per pair, shared by every number in it (not one each).
+        self._keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._where)
@@ -170,17 +174,38 @@ class Selector:
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
     ) -> None:
         self.discard(number)
-        gen = self._generation.get(number, 0) + 1
-        self._generation[number] = gen
-        self._where[number] = (pool, presence)
-        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
-        entry = (used, last_used_at, next(self._order), number, gen)
+        entry = self._enter(number, pool, presence, used, last_used_at)
         heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
             heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
         self._pushes += 1
         if self._pushes > 4 * len(self._where) + 1024:
             self._compact()
+
+    def load(self, numbers: Iterable[tuple[str, str, str | None, int, float]]) -> None:
+        """``put`` each of (number, pool, presence, used, last used) into an empty selector,
+        in order: the same ranking, each heap built at once in O(n) rather than by pushes."""
+        if self._where:
+            raise ValueError("load fills an empty selector")
+        for number, pool, presence, used, last_used_at in numbers:
+            entry = self._enter(number, pool, presence, used, last_used_at)
+            self._heaps.setdefault((pool, None), []).append(entry)
+            if presence is not None:
+                self._heaps.setdefault((pool, presence), []).append(entry)
+            self._pushes += 1
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+
+    def _enter(
+        self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
+    ) -> tuple[int, float, int, str, int]:
+        """Note ``number`` as in (pool, presence) with a new generation: its heap entry."""
+        gen = self._generation.get(number, 0) + 1
+        self._generation[number] = gen
+        key = (pool, presence)
+        self._where[number] = self._keys.setdefault(key, key)
+        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
+        return (used, last_used_at, next(self._order), number, gen)
 
     def _compact(self) -> None:
         """Drop stale entries: a heap only served through another key never pops its own, so

@@ -181,13 +181,13 @@ class OutboundService:
         async with self._lock:
             now = self._clock.now()
             version = await self._reads.state_version()
-            rows = {r.number: r for r in await self._reads.numbers()}
+            rows = await self._reads.view_rows()
             oldest = min(local_day(now, p.rules.timezone) for p in config.pools.values())
             since = (oldest - timedelta(days=1)).isoformat()
             usage = {(n, d): u for n, d, u in await self._reads.usage_since(since)}
-            rests: dict[str, list[tuple[float, float]]] = {}
+            rests: dict[str, tuple[tuple[float, float], ...]] = {}
             for number, start, end in await self._reads.rests_after(now):
-                rests.setdefault(number, []).append((start, end))
+                rests[number] = (*rests.get(number, ()), (start, end))
             quarantined = dict(await self._reads.quarantines_after(now))
             days = PoolDays()  # a pool's time zone may have changed
             states, computed = build_states(config, rows, usage, rests, quarantined, days, now)
