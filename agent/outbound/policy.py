@@ -135,10 +135,17 @@ class NumberState:
 
     def healthy(self, now: float) -> bool:
         """Usable in principle: active, not resting, not quarantined (cap aside)."""
-        return self.active and not self.resting(now) and not self.quarantined(now)
+        # Most numbers have no rest nor quarantine: tested inline, without a call each.
+        if not self.active:
+            return False
+        if self.quarantined_until is not None and now < self.quarantined_until:
+            return False
+        return not self.rest_windows or not self.resting(now)
 
     def next_change(self, now: float) -> float | None:
         """When the number's health may change next (a rest or quarantine starts or ends)."""
+        if not self.rest_windows and self.quarantined_until is None:
+            return None
         times = [t for window in self.rest_windows for t in window if t > now]
         if self.quarantined_until is not None and self.quarantined_until > now:
             times.append(self.quarantined_until)
