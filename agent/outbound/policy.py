@@ -152,19 +152,24 @@ class NumberState:
         return min(times) if times else None
 
 
+# A heap entry: (used today, last used, insertion order, number, (pool, presence)). The
+# insertion order is unique, so tuples never compare past it.
+_Entry = tuple[int, float, int, str, tuple[str, str | None]]
+
+
 class Selector:
     """Ranks eligible numbers per pool in O(log n): heaps with lazy deletion.
 
     Each number sits in its pool's heap and in its (pool, presence) heap, keyed by
     (used today, last used, insertion order). ``take`` removes the best number so concurrent
     decisions spread over different numbers while the store confirms the claim; ``put`` puts it
-    back with its new key. Entries are invalidated by bumping the number's generation.
+    back with its new key. Only a number's latest entry is live (``_live``): any other entry of
+    it still in a heap is stale and skipped.
     """
 
     def __init__(self) -> None:
-        self._heaps: dict[tuple[str, str | None], list[tuple[int, float, int, str, int]]] = {}
-        self._generation: dict[str, int] = {}
-        self._where: dict[str, tuple[str, str | None]] = {}
+        self._heaps: dict[tuple[str, str | None], list[_Entry]] = {}
+        self._live: dict[str, _Entry] = {}  # each number's entry while it may be taken
         self._order = itertools.count()
         self._pushes = 0  # since the last compaction
         self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
@@ -172,10 +177,10 @@ class Selector:
         self._keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._live)
 
     def __contains__(self, number: str) -> bool:
-        return number in self._where
+        return number in self._live
 
     def put(
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
@@ -186,13 +191,13 @@ class Selector:
         if presence is not None:
             heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
         self._pushes += 1
-        if self._pushes > 4 * len(self._where) + 1024:
+        if self._pushes > 4 * len(self._live) + 1024:
             self._compact()
 
     def load(self, numbers: Iterable[tuple[str, str, str | None, int, float]]) -> None:
         """``put`` each of (number, pool, presence, used, last used) into an empty selector,
         in order: the same ranking, each heap built at once in O(n) rather than by pushes."""
-        if self._where:
+        if self._live:
             raise ValueError("load fills an empty selector")
         for number, pool, presence, used, last_used_at in numbers:
             entry = self._enter(number, pool, presence, used, last_used_at)
@@ -205,20 +210,19 @@ class Selector:
 
     def _enter(
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
-    ) -> tuple[int, float, int, str, int]:
-        """Note ``number`` as in (pool, presence) with a new generation: its heap entry."""
-        gen = self._generation.get(number, 0) + 1
-        self._generation[number] = gen
+    ) -> _Entry:
+        """A new live entry for ``number`` in (pool, presence)."""
         key = (pool, presence)
-        self._where[number] = self._keys.setdefault(key, key)
+        entry = (used, last_used_at, next(self._order), number, self._keys.setdefault(key, key))
+        self._live[number] = entry
         self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
-        return (used, last_used_at, next(self._order), number, gen)
+        return entry
 
     def _compact(self) -> None:
         """Drop stale entries: a heap only served through another key never pops its own, so
         memory stays proportional to the numbers, not to the calls (amortised O(1) a put)."""
         for key, heap in self._heaps.items():
-            live = [e for e in heap if self._generation.get(e[3]) == e[4] and e[3] in self._where]
+            live = [e for e in heap if self._live.get(e[3]) is e]
             heapq.heapify(live)
             self._heaps[key] = live
         self._pushes = 0
@@ -227,14 +231,13 @@ class Selector:
         return {key: len(heap) for key, heap in self._heaps.items()}
 
     def discard(self, number: str) -> None:
-        where = self._where.pop(number, None)
-        if where is not None:
-            self._generation[number] = self._generation.get(number, 0) + 1
-            self._per_pool[where[0]] -= 1
+        entry = self._live.pop(number, None)
+        if entry is not None:
+            self._per_pool[entry[4][0]] -= 1
 
     def discard_pool(self, pool: str) -> None:
-        for number, (p, _) in list(self._where.items()):
-            if p == pool:
+        for number, entry in list(self._live.items()):
+            if entry[4][0] == pool:
                 self.discard(number)
         for key in [k for k in self._heaps if k[0] == pool]:
             del self._heaps[key]
@@ -244,13 +247,11 @@ class Selector:
         for key in ((pool, presence), (pool, None)) if presence is not None else ((pool, None),):
             heap = self._heaps.get(key)
             while heap:
-                *_, number, gen = heap[0]
-                if self._generation.get(number) != gen or number not in self._where:
-                    heapq.heappop(heap)
-                    continue
-                self.discard(number)
-                heapq.heappop(heap)
-                return number
+                entry = heapq.heappop(heap)
+                number = entry[3]
+                if self._live.get(number) is entry:
+                    self.discard(number)
+                    return number
         return None
 
     def count(self, pool: str) -> int:

@@ -79,12 +79,13 @@ def build_states(
     computed: list[tuple[str, str]] = []
     pool_days = {name: days.today(pool, now) for name, pool in config.pools.items()}
     pool_isos = {name: day.isoformat() for name, day in pool_days.items()}
+    areas: dict[str, str] = {}  # one string per area key, not one per number read
     for cfg in config.numbers.values():
         number = cfg.number
         row = rows.get(number)
         serving = row[0] if row is not None and row[0] in config.pools else None
         if row is not None and row[3] is not None:
-            presence = row[3] or None
+            presence = areas.setdefault(row[3], row[3]) or None
         else:  # parsing is the costly part of a start: once per number, then stored
             presence = number_area(number)
             computed.append((number, presence or ""))
