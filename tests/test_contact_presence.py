@@ -5,8 +5,10 @@ part (prefixes, postal codes) is checked on its own."""
 
 from __future__ import annotations
 
+import phonenumbers
+
 from agent.app import Agent
-from agent.contact.presence import area_hint, number_area
+from agent.contact.presence import _FR_ZAB, area_hint, number_area
 from tests.conftest import AgentFactory, agi_port
 from tests.fake_asterisk import run_session
 
@@ -74,3 +76,15 @@ async def test_without_a_hint_the_least_used(make_agent: AgentFactory) -> None:
     # A hint that is not a postal code or a département is ignored, never guessed.
     odd = await call(agent, "0612345678", "", "area=Marseille")
     assert odd["TRUSTLINE_REASON"] == "least_used"
+
+
+def test_french_geographic_numbers_get_the_area_a_full_parse_gives() -> None:
+    """French landlines are read without phonenumbers (a first start reads 100,000 of
+    them): the département is the one the parsed national number names."""
+    for zab in ("142", "491", "472", "299", "561", "492", "549", "100", "599", "388"):
+        for rest in ("000000", "123456", "999999"):
+            e164 = f"+33{zab}{rest}"
+            national = phonenumbers.national_significant_number(phonenumbers.parse(e164, None))
+            departement = _FR_ZAB.get(national[:3])
+            assert number_area(e164) == (f"FR-{departement}" if departement else None)
+    assert number_area("+33 4 91 12 34 56") == "FR-13"  # not E.164 as stored: parsed

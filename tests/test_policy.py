@@ -96,3 +96,19 @@ def test_selector_serves_a_hundred_thousand_numbers() -> None:
     taken = [sel.take("a", "+33:3") for _ in range(10)]
     assert all(t is not None for t in taken)
     assert len(set(taken)) == 10
+
+
+def test_selector_loaded_at_once_ranks_as_one_put_each() -> None:
+    """A restart loads every number at once: calls then get the numbers in the same order as
+    from a selector filled one number at a time (ties go to the number placed first)."""
+    numbers = [
+        (f"+n{i}", "ab"[i % 2], f"+33:{i % 3}" if i % 4 else None, i % 5, float(i % 7))
+        for i in range(200)
+    ]
+    one_by_one, loaded = Selector(), Selector()
+    for entry in numbers:
+        one_by_one.put(*entry)
+    loaded.load(numbers)
+    assert loaded.count("a") == one_by_one.count("a") == 100
+    for pool, presence in [("a", "+33:1"), ("b", None), ("a", None), ("b", "+33:2")] * 60:
+        assert loaded.take(pool, presence) == one_by_one.take(pool, presence)

@@ -46,11 +46,18 @@ _FR_ZAB: dict[str, str] = {
 }  # fmt: skip
 
 _POSTAL = re.compile(r"\d{5}")
+# A French geographic number in E.164: its national significant number is the nine digits
+# after +33, exactly as phonenumbers reads it (no prefix to strip when they start with 1-5).
+_FR_GEOGRAPHIC = re.compile(r"\+33([1-5]\d{8})")
 _DEPARTEMENT = re.compile(r"(?:0[1-9]|[1-8]\d|9[0-5]|2[AaBb]|97[1-6])")
 
 
 def number_area(e164: str) -> str | None:
     """The area key of one of our numbers or of a callee (E.164); None when it has no area."""
+    french = _FR_GEOGRAPHIC.fullmatch(e164)
+    if french is not None:  # most numbers: read without a parse (100,000 at a first start)
+        departement = _FR_ZAB.get(french[1][:3])
+        return f"FR-{departement}" if departement else None
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -104,7 +105,8 @@ class NumberState:
     held: int = 0  # units of today's cap counted in the store, held here for the next calls
     rest_checked: date | None = None  # the day whose intensive threshold was already seen
     last_used_at: float = 0.0
-    rest_windows: list[tuple[float, float]] = field(default_factory=list)
+    # A tuple: the empty one is shared by every number that is not resting (most of them).
+    rest_windows: tuple[tuple[float, float], ...] = ()
     quarantined_until: float | None = None
     serving_pool: str | None = None  # a reserve number promoted into another pool
     promoted_day: date | None = None
@@ -136,14 +138,26 @@ class NumberState:
 
     def healthy(self, now: float) -> bool:
         """Usable in principle: active, not resting, not quarantined (cap aside)."""
-        return self.active and not self.resting(now) and not self.quarantined(now)
+        # Most numbers have no rest nor quarantine: tested inline, without a call each.
+        if not self.active:
+            return False
+        if self.quarantined_until is not None and now < self.quarantined_until:
+            return False
+        return not self.rest_windows or not self.resting(now)
 
     def next_change(self, now: float) -> float | None:
         """When the number's health may change next (a rest or quarantine starts or ends)."""
+        if not self.rest_windows and self.quarantined_until is None:
+            return None
         times = [t for window in self.rest_windows for t in window if t > now]
         if self.quarantined_until is not None and self.quarantined_until > now:
             times.append(self.quarantined_until)
         return min(times) if times else None
+
+
+# A heap entry: (used today, last used, insertion order, number, (pool, presence)). The
+# insertion order is unique, so tuples never compare past it.
+_Entry = tuple[int, float, int, str, tuple[str, str | None]]
 
 
 class Selector:
@@ -152,44 +166,66 @@ class Selector:
     Each number sits in its pool's heap and in its (pool, presence) heap, keyed by
     (used today, last used, insertion order). ``take`` removes the best number so concurrent
     decisions spread over different numbers while the store confirms the claim; ``put`` puts it
-    back with its new key. Entries are invalidated by bumping the number's generation.
+    back with its new key. Only a number's latest entry is live (``_live``): any other entry of
+    it still in a heap is stale and skipped.
     """
 
     def __init__(self) -> None:
-        self._heaps: dict[tuple[str, str | None], list[tuple[int, float, int, str, int]]] = {}
-        self._generation: dict[str, int] = {}
-        self._where: dict[str, tuple[str, str | None]] = {}
+        self._heaps: dict[tuple[str, str | None], list[_Entry]] = {}
+        self._live: dict[str, _Entry] = {}  # each number's entry while it may be taken
         self._order = itertools.count()
         self._pushes = 0  # since the last compaction
         self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
+        # One (pool, presence) tuple per pair, shared by every number in it (not one each).
+        self._keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._live)
 
     def __contains__(self, number: str) -> bool:
-        return number in self._where
+        return number in self._live
 
     def put(
         self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
     ) -> None:
         self.discard(number)
-        gen = self._generation.get(number, 0) + 1
-        self._generation[number] = gen
-        self._where[number] = (pool, presence)
-        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
-        entry = (used, last_used_at, next(self._order), number, gen)
+        entry = self._enter(number, pool, presence, used, last_used_at)
         heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
             heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
         self._pushes += 1
-        if self._pushes > 4 * len(self._where) + 1024:
+        if self._pushes > 4 * len(self._live) + 1024:
             self._compact()
+
+    def load(self, numbers: Iterable[tuple[str, str, str | None, int, float]]) -> None:
+        """``put`` each of (number, pool, presence, used, last used) into an empty selector,
+        in order: the same ranking, each heap built at once in O(n) rather than by pushes."""
+        if self._live:
+            raise ValueError("load fills an empty selector")
+        for number, pool, presence, used, last_used_at in numbers:
+            entry = self._enter(number, pool, presence, used, last_used_at)
+            self._heaps.setdefault((pool, None), []).append(entry)
+            if presence is not None:
+                self._heaps.setdefault((pool, presence), []).append(entry)
+            self._pushes += 1
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+
+    def _enter(
+        self, number: str, pool: str, presence: str | None, used: int, last_used_at: float
+    ) -> _Entry:
+        """A new live entry for ``number`` in (pool, presence)."""
+        key = (pool, presence)
+        entry = (used, last_used_at, next(self._order), number, self._keys.setdefault(key, key))
+        self._live[number] = entry
+        self._per_pool[pool] = self._per_pool.get(pool, 0) + 1
+        return entry
 
     def _compact(self) -> None:
         """Drop stale entries: a heap only served through another key never pops its own, so
         memory stays proportional to the numbers, not to the calls (amortised O(1) a put)."""
         for key, heap in self._heaps.items():
-            live = [e for e in heap if self._generation.get(e[3]) == e[4] and e[3] in self._where]
+            live = [e for e in heap if self._live.get(e[3]) is e]
             heapq.heapify(live)
             self._heaps[key] = live
         self._pushes = 0
@@ -198,14 +234,13 @@ class Selector:
         return {key: len(heap) for key, heap in self._heaps.items()}
 
     def discard(self, number: str) -> None:
-        where = self._where.pop(number, None)
-        if where is not None:
-            self._generation[number] = self._generation.get(number, 0) + 1
-            self._per_pool[where[0]] -= 1
+        entry = self._live.pop(number, None)
+        if entry is not None:
+            self._per_pool[entry[4][0]] -= 1
 
     def discard_pool(self, pool: str) -> None:
-        for number, (p, _) in list(self._where.items()):
-            if p == pool:
+        for number, entry in list(self._live.items()):
+            if entry[4][0] == pool:
                 self.discard(number)
         for key in [k for k in self._heaps if k[0] == pool]:
             del self._heaps[key]
@@ -215,13 +250,11 @@ class Selector:
         for key in ((pool, presence), (pool, None)) if presence is not None else ((pool, None),):
             heap = self._heaps.get(key)
             while heap:
-                *_, number, gen = heap[0]
-                if self._generation.get(number) != gen or number not in self._where:
-                    heapq.heappop(heap)
-                    continue
-                self.discard(number)
-                heapq.heappop(heap)
-                return number
+                entry = heapq.heappop(heap)
+                number = entry[3]
+                if self._live.get(number) is entry:
+                    self.discard(number)
+                    return number
         return None
 
     def count(self, pool: str) -> int:

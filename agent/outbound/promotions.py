@@ -74,6 +74,10 @@ class Promotions:
 
     def _plan(self, dirty: set[str], now: float) -> list[tuple[str, str | None]]:
         config = self._view.config
+        if not any(p.reserve for p in config.pools.values()) and not any(
+            st.serving_pool for st in self._view.states.values()
+        ):
+            return []  # no reserve and nothing promoted: nothing can move
         if any(config.pools[name].reserve for name in dirty if name in config.pools):
             dirty = set(config.pools)  # reserve numbers came back: every pool may want one
         pools = {

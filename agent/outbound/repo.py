@@ -28,6 +28,11 @@ class NumberRow:
     presence: str | None = None  # '' = no area; None = not computed yet
 
 
+# What a view needs of a stored number, the config giving the rest:
+# (serving pool, promoted at, last used at, presence key).
+ViewRow = tuple[str | None, float | None, float | None, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     at: float
@@ -114,6 +119,14 @@ class OutboundRepo:
             " FROM numbers"
         )
         return [NumberRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+
+    async def view_rows(self) -> dict[str, ViewRow]:
+        """{number: ViewRow}: one query, only the columns a view is built from, no object per
+        row but the tuple the driver returns (100,000 rows at every start)."""
+        rows = await self.db.fetchall(
+            "SELECT number, serving_pool, promoted_at, last_used_at, presence FROM numbers"
+        )
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     async def set_presences(self, presences: Iterable[tuple[str, str]]) -> None:
         await self.db.executemany(

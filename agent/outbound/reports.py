@@ -234,7 +234,7 @@ class Reports:
         await self._repo.bump_state_version()  # other agents on this store take the rest too
         st = self._view.states.get(number)
         if st is not None:
-            st.rest_windows.append(window)
+            st.rest_windows += (window,)
             self._view.look_at(number, window[0])
         log.info(
             "outbound: %s rests %.0f h from next midnight after %d intensive days",
