@@ -217,9 +217,12 @@ def bench_classic(sessions: int, concurrency: int, agi_port: int) -> tuple[float
 
 
 def agent_env(config: Path, tmp: Path, agi_port: int) -> dict[str, str]:
-    """Environment for `trustline run` on ephemeral loopback ports, quiet logs."""
+    """Environment for `trustline run` on ephemeral loopback ports, quiet logs. Bytecode is
+    cached as an installed agent has it (pip compiles it): a shell that sets
+    PYTHONDONTWRITEBYTECODE would otherwise make every start compile the agent again."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     return {
-        **os.environ,
+        **env,
         "TRUSTLINE_CONFIG": str(config),
         "TRUSTLINE_DATA_DIR": str(tmp / "data"),
         "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{agi_port}",
