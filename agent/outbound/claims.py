@@ -20,7 +20,7 @@ from datetime import date
 
 from agent.clock import Clock
 from agent.config import PoolConfig
-from agent.outbound.policy import NumberState, local_day
+from agent.outbound.policy import LEASE_IDLE_SECONDS, NumberState, local_day
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.view import NumberView
 
@@ -213,7 +213,11 @@ class Claims:
             self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._view.place(st, now)
             future = self._batcher.claim(number, day.isoformat(), cap)
-            self._refill(st, cap, day)
+            if now - st.last_used_at < LEASE_IDLE_SECONDS:
+                # In use again within a lease's idle time: a lease will serve its next calls.
+                # A number a large pool hands out once a minute gets none: it would only go
+                # back to the store unused, one more write for nothing.
+                self._refill(st, cap, day)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
             future.add_done_callback(functools.partial(self._settled, st, pool, cap, day, now))
             try:

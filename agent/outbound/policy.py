@@ -83,6 +83,7 @@ def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
     return reports_today >= rules.reports_to_quarantine
 
 
+LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
 LEASE_UNITS = 16  # at most this many units of a number's cap held ahead of demand
 # A lease is at most this fraction of what is left of the cap: on a busy number it saves store
 # round trips; near the cap, units idle here never stand between another agent and its calls.

@@ -27,7 +27,7 @@ from agent.config import Config
 from agent.outbound.audit import AuditWriter
 from agent.outbound.claims import Claims
 from agent.outbound.decide import Decider, Decision, DecisionHooks, PinnedNumber, PinSource
-from agent.outbound.policy import local_day
+from agent.outbound.policy import LEASE_IDLE_SECONDS, local_day
 from agent.outbound.promotions import Promotions
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.reports import (
@@ -56,8 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
 
 
 @contextlib.contextmanager
