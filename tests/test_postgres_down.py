@@ -72,6 +72,15 @@ class Forwarder:
         self._open.clear()
 
 
+def behind_forwarder(url: str, config: Path, data: Path) -> tuple[Forwarder, dict[str, str]]:
+    """A forwarder (still down) to the database at ``url``, and an agent's env using it."""
+    real = urlsplit(url)
+    forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+    via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
+    env = {"TRUSTLINE_CONFIG": str(config), "TRUSTLINE_DATA_DIR": str(data)}
+    return forwarder, {**env, "TRUSTLINE_DATABASE_URL": via}
+
+
 async def traffic_with_outage(
     agi: int, forwarder: Forwarder, *, total: int, callers: int
 ) -> list[Session]:
@@ -165,17 +174,9 @@ async def test_postgres_lost_mid_traffic_every_call_answered_no_ok_count_lost_or
 ) -> None:
     config = write_config(tmp_path / "pools.toml", POOL)
     async for url in fresh_schema():
-        real = urlsplit(url)
-        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+        forwarder, env = behind_forwarder(url, config, tmp_path / "data")
+        env["TRUSTLINE_LOG_LEVEL"] = "WARNING"
         await forwarder.up()
-        env = {
-            "TRUSTLINE_CONFIG": str(config),
-            "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
-            "TRUSTLINE_DATABASE_URL": real._replace(
-                netloc=f"{real.username}@127.0.0.1:{forwarder.port}"
-            ).geturl(),
-            "TRUSTLINE_LOG_LEVEL": "WARNING",
-        }
         try:
             async with running_agent(env) as (agi, _):
                 sessions = await traffic_with_outage(agi, forwarder, total=400, callers=20)
@@ -225,15 +226,7 @@ async def test_restart_without_postgres_keeps_every_opt_out_and_serves_fallbacks
     config = write_config(tmp_path / "pools.toml", POOL)
     copy = tmp_path / "data" / "optouts.json"
     async for url in fresh_schema():
-        real = urlsplit(url)
-        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
-        env = {
-            "TRUSTLINE_CONFIG": str(config),
-            "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
-            "TRUSTLINE_DATABASE_URL": real._replace(
-                netloc=f"{real.username}@127.0.0.1:{forwarder.port}"
-            ).geturl(),
-        }
+        forwarder, env = behind_forwarder(url, config, tmp_path / "data")
         await forwarder.up()
         try:
             async with running_agent(env) as (agi, _http):
