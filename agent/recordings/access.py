@@ -11,6 +11,7 @@ and audits), write plaintext inside the recordings folder, or log anything read 
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import logging
 import os
@@ -162,26 +163,15 @@ async def _write_audio(
     notes: list[Path],
 ) -> None:
     if isinstance(out, Path):
-        await asyncio.to_thread(
-            pipeline.decrypt_to,
-            Path(row.path),
-            out,
-            ring,
-            expected_sha256=row.sha256,
-            pending_sha256=row.pending_sha256,
-            stop=stop,
+        job = functools.partial(
+            pipeline.decrypt_to, Path(row.path), out, ring,
             register_part=lambda part: notes.append(_register_part(rt, part)),
-        )
+        )  # fmt: skip
     else:
-        await asyncio.to_thread(
-            pipeline.decrypt_stream_to,
-            Path(row.path),
-            out,
-            ring,
-            expected_sha256=row.sha256,
-            pending_sha256=row.pending_sha256,
-            stop=stop,
-        )
+        job = functools.partial(pipeline.decrypt_stream_to, Path(row.path), out, ring)
+    await asyncio.to_thread(
+        job, expected_sha256=row.sha256, pending_sha256=row.pending_sha256, stop=stop
+    )
 
 
 async def _failed(
