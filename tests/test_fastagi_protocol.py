@@ -105,7 +105,7 @@ async def _raw(port: int, payload: bytes) -> bytes:
         await writer.drain()
         writer.write_eof()  # the peer has said all it will say
         return await asyncio.wait_for(reader.read(65536), 5)
-    except ConnectionError:
+    except OSError:  # reset, or closed before our write_eof (ENOTCONN): nothing answered
         return b""
     finally:
         writer.close()
@@ -244,3 +244,67 @@ async def test_one_variable_fallback_at_the_deadline() -> None:
     finally:
         await server.stop()
     assert session.commands == ['SET VARIABLE TRUSTLINE_ANSWER "fallback||deadline"']
+
+
+class _ThreeVariables:
+    name = "three"
+
+    async def handle(self, request: AgiRequest) -> AgiAnswer:
+        return AgiAnswer((("A", "1"), ("B", "2"), ("C", "3")), "ok")
+
+    def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
+        return AgiAnswer((("A", "fallback"),), "fallback")
+
+
+async def _dribble(writer: asyncio.StreamWriter, data: bytes, size: int = 3) -> None:
+    """Bytes in tiny TCP writes, as a loaded network may cut them."""
+    for i in range(0, len(data), size):
+        writer.write(data[i : i + size])
+        await writer.drain()
+        await asyncio.sleep(0)
+
+
+async def _served_three(replies: list[bytes]) -> list[bytes]:
+    """A session whose header block and replies arrive in pieces; what the agent sent."""
+    server = FastAgiServer({"three": _ThreeVariables()}, deadline=1.0)
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0][1])
+        await _dribble(writer, header_block("fastagi-outbound.jsonl", "three", []))
+        sent: list[bytes] = []
+        for reply in replies:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            if not line:
+                break
+            sent.append(line)
+            await _dribble(writer, reply)
+        sent += (await asyncio.wait_for(reader.read(), 5)).splitlines(keepends=True)
+        writer.close()
+        return sent
+    finally:
+        await server.stop()
+
+
+async def test_replies_in_pieces_with_trying_lines_and_a_usage_block_are_followed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO):
+        sent = await _served_three(
+            [
+                b"100 result=0 Trying...\n200 result=1\n",
+                b"HANGUP\n520-Invalid command syntax.  Proper usage follows:\n"
+                b"Usage: SET VARIABLE\n520 End of proper usage.\n",
+                b"200 result=1\n",
+            ]
+        )
+    assert sent == [b'SET VARIABLE A "1"\n', b'SET VARIABLE B "2"\n', b'SET VARIABLE C "3"\n']
+    # B's usage block is one refusal (warned), not a reply per line (that would be garbage).
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "refused SET VARIABLE B" in warned[0]
+
+
+async def test_a_511_reply_stops_the_commands() -> None:
+    sent = await _served_three(
+        [b"200 result=1\n", b"511 Command Not Permitted on a dead channel\n"]
+    )
+    assert sent == [b'SET VARIABLE A "1"\n', b'SET VARIABLE B "2"\n']

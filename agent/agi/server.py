@@ -1,4 +1,4 @@
-"""FastAGI server: owns the socket, the wire protocol, limits and deadlines.
+"""FastAGI server: owns the listening socket, the routes, the in-flight bound and deadlines.
 
 Asterisk connects, sends ``agi_*: value`` lines ended by a blank line, then waits for our
 commands (agent.agi.session speaks them). Asterisk has no timeout of its own: a silent server
@@ -8,7 +8,8 @@ declared safe answer.
 panoramisk's FastAGI Application is not used: it spins forever on a connection closed before
 the blank line, reads without size limits, matches routes with their query string, and
 swallows CancelledError (tests/test_panoramisk_fastagi.py shows the first two). This module
-may parse and write bytes and call routes; it must not hold policy.
+chooses the route and calls it (agent.agi.connection speaks the bytes); it must not hold
+policy.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from urllib.parse import parse_qsl
 
-from agent.agi.headers import HeaderBlock, HeaderError
+from agent.agi.connection import MAX_HEADER_BLOCK, MAX_HEADERS, MAX_LINE, AgiConnection
+from agent.agi.headers import HeaderBlock
 from agent.agi.routing import AgiAnswer, AgiRequest, Route
-from agent.agi.session import AgiSession, Hangup, ProtocolError
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 8192  # Asterisk's own header lines are < 1 KiB; a longer line is not Asterisk
-MAX_HEADER_BLOCK = 32768  # the whole agi_* block (~1 KiB from a real Asterisk)
-MAX_HEADERS = 200
-
+__all__ = ["MAX_HEADERS", "MAX_HEADER_BLOCK", "MAX_LINE", "FastAgiServer", "RateLimitedWarnings"]
 
 RouteFactory = Callable[[], Mapping[str, Route]]
 
@@ -55,12 +53,14 @@ class FastAgiServer:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._warn = RateLimitedWarnings(log)
+        self.warn = self._warn.warning
         self._header_timeout = header_timeout
         self._reply_timeout = reply_timeout
         self._on_answer = on_answer
         self._fallback_route = fallback_route
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop  # set by start(), before any connection
+        self.connections: set[AgiConnection] = set()  # sessions not finished yet
         self._peer_verdicts: dict[str, bool] = {}  # the PBX connects from one or two addresses
 
     @property
@@ -70,22 +70,27 @@ class FastAgiServer:
         return [s.getsockname()[:2] for s in self._server.sockets]
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEADER_BLOCK)
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            lambda: AgiConnection(self), host, port, backlog=1024
+        )
         log.info("fastagi: listening on %s", ", ".join(f"{h}:{p}" for h, p in self.sockets))
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, give open sessions ``grace`` seconds to finish, then cancel them."""
         if self._server is not None:
             self._server.close()
-        if self._sessions:
-            _, pending = await asyncio.wait(self._sessions, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        until = time.monotonic() + grace
+        while self.connections and time.monotonic() < until:  # noqa: ASYNC110 (sessions end in callbacks, not tasks)
+            await asyncio.sleep(0.01)
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for connection in list(self.connections):
+            connection.abort()
+        if tasks:
+            await asyncio.wait(tasks)
         self._server = None
 
-    def _peer_allowed(self, host: str) -> bool:
+    def peer_allowed(self, host: str) -> bool:
         if self._allowed is None:
             return True
         known = self._peer_verdicts.get(host)
@@ -104,71 +109,6 @@ class FastAgiServer:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self._allowed or ())
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted = time.perf_counter()  # the deadline counts from here, not from the headers
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        peername = writer.get_extra_info("peername") or ("?", 0)
-        peer = f"{peername[0]}:{peername[1]}"
-        try:
-            if not self._peer_allowed(str(peername[0])):
-                log.warning("%s fastagi: peer not in TRUSTLINE_AGI_ALLOW, closing", peer)
-                return
-            await self._session(reader, writer, peer, accepted)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            log.debug("%s fastagi: peer closed the connection early", peer)
-        except TimeoutError:
-            log.info("%s fastagi: peer went silent, closing", peer)
-        except ProtocolError as exc:
-            log.warning("%s fastagi: not FastAGI (%s), closing", peer, exc)
-        except Hangup:
-            log.debug("%s fastagi: channel hung up before the answer was complete", peer)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s fastagi: unexpected error; the server keeps serving", peer)
-        finally:
-            self._sessions.discard(task)
-            writer.close()  # the transport flushes what is buffered, then closes
-
-    async def _read_headers(self, reader: asyncio.StreamReader, peer: str) -> HeaderBlock:
-        """The agi_* block up to its blank line, bounded in size; stray lines are tolerated."""
-        block = HeaderBlock()
-        size = count = 0
-        done = False
-        while not done:
-            # Up to the next blank line in one read: usually the whole block. A blank line
-            # inside a caller name ends a chunk early; the parser then asks for more.
-            try:
-                chunk = await reader.readuntil(b"\n\n")
-            except asyncio.LimitOverrunError:
-                raise ProtocolError(f"no end of headers within {MAX_HEADER_BLOCK} bytes") from None
-            size += len(chunk)
-            lines = chunk.decode("utf-8", "replace").split("\n")[:-1]
-            count += len(lines)
-            if size > MAX_HEADER_BLOCK or count > MAX_HEADERS:
-                raise ProtocolError(
-                    f"header block over {MAX_HEADER_BLOCK} bytes or {MAX_HEADERS} lines"
-                )
-            for line in lines:
-                if len(line) > MAX_LINE:
-                    raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
-                try:
-                    done = block.feed(line.rstrip("\r"))
-                except HeaderError as exc:
-                    raise ProtocolError(str(exc)) from None
-                if done:
-                    break  # a blank line ends a chunk, so nothing of this chunk is left
-        if block.stray:
-            # Never the lines themselves: they are pieces of a caller name or number.
-            log.info(
-                "%s fastagi: %d stray header line(s) ignored (line breaks in a value)",
-                peer,
-                block.stray,
-            )
-        return block
-
     def _request(self, block: HeaderBlock, peer: str) -> AgiRequest:
         headers = block.headers
         script = headers.get("agi_network_script", "")
@@ -181,84 +121,49 @@ class FastAgiServer:
             peer=peer,
         )
 
-    async def _session(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: str,
-        accepted: float,
-    ) -> None:
-        async with asyncio.timeout(self._header_timeout):
-            block = await self._read_headers(reader, peer)
-        request = self._request(block, peer)
+    def begin(self, connection: AgiConnection, block: HeaderBlock) -> None:
+        """The header block is in: answer at once (unknown route, overload, late) or start
+        the route's decision, bounded by what is left of the deadline."""
+        request = self._request(block, connection.peer)
         routes = self._routes() if callable(self._routes) else self._routes
         route = routes.get(request.route)
-        failure = ""
         if route is None:
             # The name as given never reaches a log line whole nor a metric label: a dialplan
             # may have put a patient's number in it (agi://host/outbound/${EXTEN}).
             self._warn.warning(
                 "unknown_route",
                 "%s fastagi: unknown route (uniqueid %s)",
-                peer,
+                connection.peer,
                 request.uniqueid,
             )
-            label, failure = "unknown", "unknown_route"
             route = self._fallback_route
-            answer = route.on_failure(request, failure) if route else AgiAnswer()
-        else:
-            label = route.name
-            remaining = self.deadline - (time.perf_counter() - accepted)
-            if self._in_flight >= self._max_in_flight or remaining <= 0:
-                # Overload: answer at once with the fallback, do no store work.
-                failure = "overload"
-                self._warn.warning(
-                    "overload:" + label,
-                    "%s fastagi: %s shed (%d in flight, %.0f ms left of the deadline)",
-                    peer,
-                    label,
-                    self._in_flight,
-                    max(remaining, 0) * 1000,
-                )
-                answer = route.on_failure(request, failure)
-            else:
-                answer, failure = await self._decide(route, request, remaining)
-        if self._on_answer is not None:
-            self._on_answer(label, answer, time.perf_counter() - accepted, failure)
-        session = AgiSession(reader, writer, peer, self._reply_timeout)
-        async with asyncio.timeout(self._reply_timeout):
-            for name, value in answer.variables:
-                reply = await session.set_variable(name, value)
-                if reply.code != 200:
-                    self._warn.warning(
-                        "refused",
-                        "%s fastagi: Asterisk refused SET VARIABLE %s: %s",
-                        peer,
-                        name,
-                        reply.lines[0][:80],
-                    )
-        log.debug("%s fastagi: %s answered %s", peer, label, answer.outcome)
-
-    async def _decide(
-        self, route: Route, request: AgiRequest, remaining: float
-    ) -> tuple[AgiAnswer, str]:
-        self._in_flight += 1
-        try:
-            # asyncio.timeout, not wait_for: no extra task per call on the hot path.
-            async with asyncio.timeout(remaining):
-                return await route.handle(request), ""
-        except TimeoutError:
+            answer = route.on_failure(request, "unknown_route") if route else AgiAnswer()
+            self._answer(connection, "unknown", answer, "unknown_route")
+            return
+        remaining = self.deadline - (time.perf_counter() - connection.accepted)
+        if self._in_flight >= self._max_in_flight or remaining <= 0:
+            # Overload: answer at once with the fallback, do no store work.
             self._warn.warning(
-                "deadline:" + route.name,
-                "%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
-                request.peer,
+                "overload:" + route.name,
+                "%s fastagi: %s shed (%d in flight, %.0f ms left of the deadline)",
+                connection.peer,
                 route.name,
-                self.deadline * 1000,
-                request.uniqueid,
+                self._in_flight,
+                max(remaining, 0) * 1000,
             )
-            return route.on_failure(request, "deadline"), "deadline"
+            self._answer(connection, route.name, route.on_failure(request, "overload"), "overload")
+            return
+        self._in_flight += 1
+        task = self.loop.create_task(self._decide(route, request))
+        connection.task = task
+        connection.arm_deadline(remaining)
+        task.add_done_callback(functools.partial(self._decided, connection, route, request))
+
+    async def _decide(self, route: Route, request: AgiRequest) -> tuple[AgiAnswer, str]:
+        try:
+            return await route.handle(request), ""
         except asyncio.CancelledError:
-            raise
+            raise  # the deadline (or shutdown): _decided answers
         except Exception:
             log.exception(
                 "%s fastagi: %s failed (uniqueid %s); answering safely",
@@ -267,8 +172,38 @@ class FastAgiServer:
                 request.uniqueid,
             )
             return route.on_failure(request, "internal_error"), "internal_error"
-        finally:
-            self._in_flight -= 1
+
+    def _decided(
+        self,
+        connection: AgiConnection,
+        route: Route,
+        request: AgiRequest,
+        task: asyncio.Task[tuple[AgiAnswer, str]],
+    ) -> None:
+        self._in_flight -= 1
+        connection.task = None
+        if connection.finished:
+            return  # shut down while deciding: nobody to answer
+        if task.cancelled():
+            self._warn.warning(
+                "deadline:" + route.name,
+                "%s fastagi: %s missed the %.0f ms deadline (uniqueid %s)",
+                request.peer,
+                route.name,
+                self.deadline * 1000,
+                request.uniqueid,
+            )
+            answer, failure = route.on_failure(request, "deadline"), "deadline"
+        else:
+            answer, failure = task.result()
+        self._answer(connection, route.name, answer, failure)
+
+    def _answer(
+        self, connection: AgiConnection, label: str, answer: AgiAnswer, failure: str
+    ) -> None:
+        if self._on_answer is not None:
+            self._on_answer(label, answer, time.perf_counter() - connection.accepted, failure)
+        connection.answer(answer)
 
 
 @functools.lru_cache(maxsize=64)  # a dialplan has a handful of scripts: parsed once each

@@ -1,14 +1,12 @@
-"""One FastAGI session after its headers: send commands, read replies, quote values.
+"""FastAGI replies and command values: parse what Asterisk answers, quote what we send.
 
 Asterisk answers every command with one reply line (``200 result=N (data)``, ``510 ...``,
 ``511 ...``) or a multi-line ``520-...`` / ``520 End...`` block, and a bare ``HANGUP`` line may
-arrive before any reply. May: read and write one connection's bytes, bounded in size. Must
-not: bound time (the server holds one deadline per session), route, or hold policy.
+arrive before any reply. Pure: no I/O (agent.agi.connection owns the bytes and the time).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 MAX_VALUE = 1024  # values stay far below Asterisk's 2 KiB command split on older versions
@@ -66,59 +64,39 @@ def quote(value: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class AgiSession:
-    """One FastAGI connection after its headers: send commands, read replies."""
+class ReplyReader:
+    """Asterisk's reply to one command, fed line by line (without the line end).
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: str,
-        reply_timeout: float,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self.peer = peer
-        self._reply_timeout = reply_timeout
+    ``feed`` returns the reply once complete, None while more lines are due. A ``HANGUP``
+    line or a ``100 Trying`` line may come before the reply; a 511 reply raises ``Hangup``.
+    """
+
+    __slots__ = ("_lines", "hung_up")
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
         self.hung_up = False
 
-    async def _line(self) -> str:
-        # The caller bounds the whole exchange in time (one timer per session, not per line).
-        try:
-            raw = await self._reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError:
-            raise ProtocolError("reply line too long") from None
-        # Asterisk sends its channel's bytes as they are; never fail on a stray byte.
-        return raw.decode("utf-8", "replace").rstrip("\r\n")
-
-    async def command(self, line: str) -> Reply:
-        if "\n" in line or "\r" in line:
-            raise ValueError("an AGI command is one line")
-        # One short line, then we wait for its reply: the buffer never grows, no drain needed.
-        self._writer.write(line.encode("utf-8") + b"\n")
-        while True:
-            first = await self._line()
-            if first == "HANGUP":
-                # Asterisk tells us the channel hung up; the reply to our command still follows.
-                self.hung_up = True
-                continue
-            if first.startswith("100 "):
-                continue  # "100 result=0 Trying..." precedes the real reply
-            break
-        lines = [first]
-        if first.startswith("520-"):
-            while True:
-                nxt = await self._line()
-                lines.append(nxt)
-                if nxt.startswith("520 "):
-                    break
-                if len(lines) > 200:
-                    raise ProtocolError("usage block without an end")
-        reply = parse_reply(lines)
+    def feed(self, line: str) -> Reply | None:
+        if self._lines:  # inside a 520- usage block
+            self._lines.append(line)
+            if line.startswith("520 "):
+                lines, self._lines = self._lines, []
+                return parse_reply(lines)
+            if len(self._lines) > 200:
+                raise ProtocolError("usage block without an end")
+            return None
+        if line == "HANGUP":
+            # Asterisk tells us the channel hung up; the reply to our command still follows.
+            self.hung_up = True
+            return None
+        if line.startswith("100 "):
+            return None  # "100 result=0 Trying..." precedes the real reply
+        if line.startswith("520-"):
+            self._lines.append(line)
+            return None
+        reply = parse_reply([line])
         if reply.code == 511:
             self.hung_up = True
-            raise Hangup(first)
+            raise Hangup(line)
         return reply
-
-    async def set_variable(self, name: str, value: str) -> Reply:
-        return await self.command(f"SET VARIABLE {name} {quote(value)}")
