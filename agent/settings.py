@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     deadline_ms: int = Field(250, ge=10, le=10_000)
     # FastAGI sessions being decided at once; beyond, the route's fallback answers at once.
     agi_max_in_flight: int = Field(256, ge=1, le=100_000)
+    # `trustline run`'s event loop; "asyncio" is the standard library's (for debugging).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     config_poll_seconds: float = Field(2.0, gt=0)

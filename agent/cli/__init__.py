@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from agent import errors
@@ -123,14 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        import asyncio
-
         from agent.settings import load_settings
 
         settings = load_settings(
             data_dir=getattr(args, "data_dir", None), config=getattr(args, "config", None)
         )
-        code: int = asyncio.run(args.handler(args, settings))
+        code: int = _event_loop(args, settings.event_loop)(args.handler(args, settings))
         return code
     except errors.ConfigError as exc:
         count = f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}"
@@ -153,3 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_IOERR
     except KeyboardInterrupt:
         return 130
+
+
+def _event_loop(args: argparse.Namespace, wanted: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop for the agent itself (its FastAGI I/O is then C), asyncio for admin commands."""
+    import asyncio
+
+    if getattr(args, "command", None) == "run" and wanted == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # a platform without wheels: the standard loop works the same
+            return asyncio.run
+        return uvloop.run
+    return asyncio.run
