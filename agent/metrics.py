@@ -156,15 +156,21 @@ class Metrics:
 
     def on_answer(self, route: str, answer: AnswerFacts, seconds: float, failure: str) -> None:
         """``route`` is a served route's name or ``unknown`` (never a name as the peer sent it)."""
-        # On every call: look label children up once (labels() takes a lock and builds a key).
-        route = self._bounded("route", route)
-        key = (route, self._bounded("outcome", answer.outcome or "none"))
-        children = self._answer_children.get(key)
+        # On every call: look label children up once (labels() takes a lock and builds a key),
+        # by the values as given; they are bounded once, when first seen.
+        raw = (route, answer.outcome)
+        children = self._answer_children.get(raw)
         if children is None:
-            children = self._answer_children[key] = (
+            if len(self._answer_children) >= 4 * MAX_LABEL_VALUES:
+                self._answer_children.clear()  # stays bounded whatever the values
+            route = self._bounded("route", route)
+            key = (route, self._bounded("outcome", answer.outcome or "none"))
+            children = self._answer_children[raw] = (
                 self.agi_sessions.labels(*key),
                 self.latency.labels(route),
             )
+        else:
+            route = self._bounded("route", route) if failure else route
         children[0].inc()
         children[1].observe(seconds)
         if failure == "deadline":
