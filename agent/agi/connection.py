@@ -111,20 +111,18 @@ class AgiConnection(asyncio.Protocol):
             raise ProtocolError(
                 f"header block over {MAX_HEADER_BLOCK} bytes or {MAX_HEADERS} lines"
             )
-        feed = self._block.feed
-        for i, line in enumerate(lines):
-            if len(line) > MAX_LINE:
-                raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
-            try:
-                done = feed(line.rstrip("\r"))
-            except HeaderError as exc:
-                raise ProtocolError(str(exc)) from None
-            if done:
-                after = lines[i + 1 :]
-                self._buf = ("\n".join(after) + "\n").encode() + rest if after else rest
-                self._headers_done()
-                return
-        self._buf = rest
+        if any(len(line) > MAX_LINE for line in lines):
+            raise ProtocolError(f"header line longer than {MAX_LINE} bytes")
+        try:
+            done = self._block.feed_lines([line.rstrip("\r") for line in lines])
+        except HeaderError as exc:
+            raise ProtocolError(str(exc)) from None
+        if done < 0:
+            self._buf = rest
+            return
+        after = lines[done + 1 :]  # lines past the block: replies to come, kept for later
+        self._buf = ("\n".join(after) + "\n").encode() + rest if after else rest
+        self._headers_done()
 
     def _headers_done(self) -> None:
         self._phase = _DECIDING

@@ -55,7 +55,8 @@ ASTERISK_ORDER = (
 _FIRST_FOREIGN = "agi_callerid"
 _LAST_FIXED = "agi_threadid"
 _FIRST_WINS = frozenset(ASTERISK_ORDER[: ASTERISK_ORDER.index(_FIRST_FOREIGN) + 1])
-_KNOWN = frozenset(ASTERISK_ORDER)
+_FIRST, _LAST = "first", "last"  # which copy of a repeated header wins
+_KIND = {key: _FIRST if key in _FIRST_WINS else _LAST for key in ASTERISK_ORDER}
 MAX_ARGS = 64  # AGI(url,args...): Asterisk's own limit is 128 arguments in all
 
 
@@ -72,37 +73,40 @@ class HeaderBlock:
     _args: dict[int, str] = field(default_factory=dict)
 
     def feed(self, line: str) -> bool:
-        if not line:
-            if not self.headers:
-                raise HeaderError("blank line before any header")
-            if _FIRST_FOREIGN in self.headers and _LAST_FIXED not in self.headers:
-                self.stray += 1  # a line break inside a caller number or name
-                return False
-            return True
-        key, sep, value = line.partition(":")
-        if not self.headers and not (sep and key in _KNOWN):
-            # Asterisk's first line is always a header (agi_network: yes): this is not AGI.
-            raise HeaderError("first line is not an agi_* header")
-        if not sep:
-            self.stray += 1
-            return False
-        if value.startswith(" "):
-            value = value[1:]
-        if key.startswith("agi_arg_"):
-            index = key[len("agi_arg_") :]
-            if index.isascii() and index.isdigit() and 0 < int(index) <= MAX_ARGS:
-                self._args[int(index)] = value  # last wins: a forged copy comes first
+        return self.feed_lines([line]) == 0
+
+    def feed_lines(self, lines: list[str]) -> int:
+        """Feed lines in order; the index of the blank line that ends the block, else -1.
+        One call per received chunk: the whole block usually comes in one."""
+        headers, args = self.headers, self._args
+        for i, line in enumerate(lines):
+            if not line:
+                if not headers:
+                    raise HeaderError("blank line before any header")
+                if _FIRST_FOREIGN in headers and _LAST_FIXED not in headers:
+                    self.stray += 1  # a line break inside a caller number or name
+                    continue
+                return i
+            key, sep, value = line.partition(":")
+            kind = _KIND.get(key) if sep else None
+            if not headers and kind is None:
+                # Asterisk's first line is always a header (agi_network: yes): not AGI.
+                raise HeaderError("first line is not an agi_* header")
+            if value[:1] == " ":
+                value = value[1:]
+            if kind is _FIRST:
+                headers.setdefault(key, value)
+            elif kind is _LAST:
+                headers[key] = value
+            elif sep and key.startswith("agi_arg_"):
+                index = key[len("agi_arg_") :]
+                if index.isascii() and index.isdigit() and 0 < int(index) <= MAX_ARGS:
+                    args[int(index)] = value  # last wins: a forged copy comes first
+                else:
+                    self.stray += 1
             else:
-                self.stray += 1
-            return False
-        if key not in _KNOWN:
-            self.stray += 1
-            return False
-        if key in _FIRST_WINS:
-            self.headers.setdefault(key, value)
-        else:
-            self.headers[key] = value
-        return False
+                self.stray += 1  # no colon, or not a header Asterisk writes
+        return -1
 
     @property
     def args(self) -> tuple[str, ...]:
