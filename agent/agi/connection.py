@@ -51,7 +51,7 @@ class AgiConnection(asyncio.Protocol):
         self._reply = ReplyReader()
         self.accepted = 0.0
         self.peer = "?:0"
-        self.task: asyncio.Task[tuple[AgiAnswer, str]] | None = None
+        self.task: asyncio.Task[AgiAnswer] | None = None
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -154,36 +154,23 @@ class FastAgiServer:
             self._answer(connection, route.name, route.on_failure(request, "overload"), "overload")
             return
         self._in_flight += 1
-        task = self.loop.create_task(self._decide(route, request))
+        task = self.loop.create_task(route.handle(request))
         connection.task = task
         connection.arm_deadline(remaining)
         task.add_done_callback(functools.partial(self._decided, connection, route, request))
-
-    async def _decide(self, route: Route, request: AgiRequest) -> tuple[AgiAnswer, str]:
-        try:
-            return await route.handle(request), ""
-        except asyncio.CancelledError:
-            raise  # the deadline (or shutdown): _decided answers
-        except Exception:
-            log.exception(
-                "%s fastagi: %s failed (uniqueid %s); answering safely",
-                request.peer,
-                route.name,
-                request.uniqueid,
-            )
-            return route.on_failure(request, "internal_error"), "internal_error"
 
     def _decided(
         self,
         connection: AgiConnection,
         route: Route,
         request: AgiRequest,
-        task: asyncio.Task[tuple[AgiAnswer, str]],
+        task: asyncio.Task[AgiAnswer],
     ) -> None:
         self._in_flight -= 1
         connection.task = None
         if connection.finished:
             return  # shut down while deciding: nobody to answer
+        failure = ""
         if task.cancelled():
             self._warn.warning(
                 "deadline:" + route.name,
@@ -193,9 +180,17 @@ class FastAgiServer:
                 self.deadline * 1000,
                 request.uniqueid,
             )
-            answer, failure = route.on_failure(request, "deadline"), "deadline"
-        else:
-            answer, failure = task.result()
+            failure = "deadline"
+        elif (exc := task.exception()) is not None:
+            log.error(
+                "%s fastagi: %s failed (uniqueid %s); answering safely",
+                request.peer,
+                route.name,
+                request.uniqueid,
+                exc_info=exc,
+            )
+            failure = "internal_error"
+        answer = route.on_failure(request, failure) if failure else task.result()
         self._answer(connection, route.name, answer, failure)
 
     def _answer(
