@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +40,10 @@ import asyncpg  # noqa: E402
 from bench.outbound import (  # noqa: E402
     BARE_SERVER,
     agent_env,
+    callee_blocks,
     free_port,
     load,
+    open_loop,
     pools_toml,
     quantiles,
     wait_port,
@@ -46,6 +51,8 @@ from bench.outbound import (  # noqa: E402
 from tests.fake_asterisk import header_block  # noqa: E402
 
 CONCURRENCY = 50
+OPEN_LOOP = [0.0, 0.0]  # --open-loop RATE and --duration: arrivals on a schedule instead
+_OFFSETS = itertools.count(1_000_000, 100_000)  # callees never seen before, run after run
 
 
 def summary(
@@ -81,6 +88,40 @@ async def measure(label: str, ports: list[int], sessions: int, block: bytes) -> 
     return rate, p99
 
 
+async def measure_open(
+    label: str, ports: list[int], rate: float, duration: float, offset: int
+) -> tuple[float, float]:
+    """Arrivals on a fixed schedule, ``rate`` per second in all, split evenly over the agents
+    (two PBX hosts, each with its share of the calls). Returns (share served ok, p99 ms)."""
+    for port in ports:
+        wait_port(port)
+    await asyncio.gather(*(load(p, [block] * 200, CONCURRENCY) for p, block in _warm(ports)))
+    n = int(rate * duration / len(ports))
+    outcomes: Counter[str] = Counter()
+    runs = await asyncio.gather(
+        *(
+            open_loop(p, callee_blocks(n, offset + i * n), rate / len(ports), 5.0, outcomes)
+            for i, p in enumerate(ports)
+        )
+    )
+    latencies = [x for _, lat in runs for x in lat]
+    served = outcomes["ok"] / (n * len(ports))
+    p99 = quantiles(latencies)[1] if len(latencies) > 2 else float("inf")
+    print(
+        f"{label:<8} open loop {rate:.0f}/s: {served:.1%} ok, p99 {p99:6.2f} ms,"
+        f" answers {dict(outcomes)}",
+        flush=True,
+    )
+    return served, p99
+
+
+def _warm(ports: list[int]) -> list[tuple[int, bytes]]:
+    block = header_block(
+        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
+    )
+    return [(p, block) for p in ports]
+
+
 async def run_agents(
     label: str, targets: list[str | None], config: Path, tmp: Path, sessions: int, block: bytes
 ) -> tuple[float, float]:
@@ -90,7 +131,11 @@ async def run_agents(
         for url in targets:
             folder = Path(tempfile.mkdtemp(prefix="agent-", dir=tmp))
             started.append(start_agent(config, folder, url))
-        return await measure(label, [port for _, port in started], sessions, block)
+        ports = [port for _, port in started]
+        if OPEN_LOOP[0]:
+            rate, duration = OPEN_LOOP
+            return await measure_open(label, ports, rate, duration, next(_OFFSETS))
+        return await measure(label, ports, sessions, block)
     finally:
         for proc, _ in started:
             proc.terminate()
@@ -108,7 +153,16 @@ async def main() -> None:
         help="one-agent and two-agent PostgreSQL runs, alternated: each two-agent run is"
         " compared with the one-agent run just before it (the shared machine's load drifts)",
     )
+    parser.add_argument(
+        "--open-loop",
+        type=float,
+        metavar="RATE",
+        help="calls/s offered on a fixed schedule (split over the agents) instead of 50"
+        " concurrent sessions per agent: latency then shows contention, not queueing",
+    )
+    parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
     args = parser.parse_args()
+    OPEN_LOOP[:] = [args.open_loop or 0.0, args.duration]
     block = header_block(
         "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
     )
@@ -129,7 +183,12 @@ async def main() -> None:
                 [sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE
             )
             try:
-                bare = await measure("bare", [bare_port], args.sessions, block)
+                if args.open_loop:
+                    bare = await measure_open(
+                        "bare", [bare_port], args.open_loop, args.duration, next(_OFFSETS)
+                    )
+                else:
+                    bare = await measure("bare", [bare_port], args.sessions, block)
             finally:
                 bare_proc.terminate()
                 bare_proc.wait(30)
@@ -142,7 +201,33 @@ async def main() -> None:
         for schema in schemas:
             await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
-    report(bare, sqlite, pairs)
+    if args.open_loop:
+        report_open(args.open_loop, bare, sqlite, pairs)
+    else:
+        report(bare, sqlite, pairs)
+
+
+def report_open(
+    rate: float,
+    bare: tuple[float, float],
+    sqlite: tuple[float, float],
+    pairs: list[tuple[tuple[float, float], tuple[float, float]]],
+) -> None:
+    """Open loop: the share answered ok and p99 at the same offered rate; medians of rounds."""
+    print(f"# open loop, {rate:.0f} calls/s offered in all; medians of {len(pairs)} rounds")
+    for label, (ok, p99) in [("bare", bare), ("sqlite", sqlite)]:
+        print(f"{label:<7} {ok:.1%} ok, p99 {p99:.1f} ms")
+    one_ok = statistics.median(one[0] for one, _ in pairs)
+    two_ok = statistics.median(two[0] for _, two in pairs)
+    ratios = sorted(two[1] / one[1] for one, two in pairs)
+    one_p99 = statistics.median(one[1] for one, _ in pairs)
+    print(
+        f"pg-one-agent-open: {one_ok:.1%} ok, p99 {one_p99:.1f} ms = {one_p99 / sqlite[1]:.2f}x of sqlite"
+    )
+    print(
+        f"pg-two-agents-open: {two_ok:.1%} ok, p99 = {statistics.median(ratios):.2f}x of"
+        f" pg-one-agent's (rounds {', '.join(f'{r:.2f}' for r in ratios)}) [goal <= 1.5x]"
+    )
 
 
 def report(
