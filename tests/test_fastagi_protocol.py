@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -308,3 +313,39 @@ async def test_a_511_reply_stops_the_commands() -> None:
         [b"200 result=1\n", b"511 Command Not Permitted on a dead channel\n"]
     )
     assert sent == [b'SET VARIABLE A "1"\n', b'SET VARIABLE B "2"\n']
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_trustline_run_serves_calls_on_either_event_loop(
+    tmp_path: Path, event_loop: str
+) -> None:
+    """`trustline run` as a sysadmin starts it (uvloop by default, or the standard loop)."""
+    from tests.conftest import POOLS, write_config
+    from tests.test_classic_agi import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRUSTLINE_EVENT_LOOP": event_loop,
+        "TRUSTLINE_CONFIG": str(write_config(tmp_path / "pools.toml", POOLS)),
+        "TRUSTLINE_DATA_DIR": str(tmp_path / "data"),
+        "TRUSTLINE_AGI_LISTEN": f"127.0.0.1:{port}",
+        "TRUSTLINE_HTTP_LISTEN": "127.0.0.1:0",
+        "TRUSTLINE_RECORDINGS_DIR": str(tmp_path / "monitor"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "run", stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    session = await run_session("127.0.0.1", port, args=["reminder", "0142123456"])
+                    break
+                except OSError:  # not listening yet
+                    await asyncio.sleep(0.1)
+        assert session.variables["TRUSTLINE_STATUS"] == "ok" and session.closed_by_agent
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
