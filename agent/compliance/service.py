@@ -56,8 +56,11 @@ class _Callee:
         self.plain = read.plain  # as the outbound service reads it
         self.audit_forms = read.audit_forms  # every E.164 form its call_audit rows may hold
         self.zone = read.zone
-        self.audit_hashes: tuple[str, ...] | None = None  # of audit_forms, for counting
-        self.written: str | None = None  # of plain: the one its audit row carries now
+        # Of audit_forms, for counting; of plain, the one its audit row carries now. Most
+        # callees have one form, their E.164: its hash is the opt-out key already.
+        one = read.audit_forms == (read.e164,)
+        self.audit_hashes: tuple[str, ...] | None = (hashed,) if one else None
+        self.written: str | None = hashed if read.plain == read.e164 else None
 
 
 class ComplianceService:

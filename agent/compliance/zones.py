@@ -78,8 +78,8 @@ def _valid(national: str, region: str) -> bool:
     size = len(national)
     if general is None or not _matches(general, national, size):
         return False
-    for pattern in types:
-        if _matches(pattern, national, size):
+    for lengths, regex in types:  # _matches, inlined: this runs for every new callee
+        if (not lengths or size in lengths) and regex.fullmatch(national) is not None:
             return True
     return False
 
