@@ -118,9 +118,14 @@ def presence_key(e164: str) -> str | None:
 
 def preload_metadata() -> None:
     """Load every region's numbering plan now (~70 ms, a few MB) rather than on the first call
-    from that region: a lazy load stalls the event loop, and every call in flight with it."""
+    from that region: a lazy load stalls the event loop, and every call in flight with it.
+
+    Also keeps each plan pattern phonenumbers compiles (its enable_pattern_cache): otherwise
+    every parse and type test asks re.compile again, about a fifth of reading a number never
+    seen (parse and type 102 -> 79 us); the patterns are the plans' own, a bounded set."""
     from phonenumbers import PhoneMetadata
 
+    phonenumbers.enable_pattern_cache()
     for region in phonenumbers.SUPPORTED_REGIONS:
         PhoneMetadata.metadata_for_region(region)
     for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
