@@ -110,6 +110,7 @@ async def setup(tmp: Path, count: int) -> tuple[OutboundService, ComplianceServi
     numbers = ",\n".join(
         f'  {{ number = "+33{1 + i % 5}{42000000 + i:08d}", name = "Clinique" }}' for i in range(20)
     )
+    phone.preload_metadata()  # as the agent does at start (plans loaded, patterns kept)
     config = parse_config(POOLS % numbers)
     db = await open_database(tmp / "b.sqlite3")
     clock = FrozenClock(datetime(2026, 11, 17, 10, 0, tzinfo=ZoneInfo("Europe/Paris")))
