@@ -119,9 +119,17 @@ def presence_key(e164: str) -> str | None:
 
 def preload_metadata() -> None:
     """Load every region's numbering plan now (~70 ms, a few MB) rather than on the first call
-    from that region: a lazy load stalls the event loop, and every call in flight with it."""
+    from that region: a lazy load stalls the event loop, and every call in flight with it.
+
+    Also keeps each plan pattern phonenumbers compiles (its enable_pattern_cache): otherwise
+    every parse and type test asks re.compile again, about a fifth of reading a number never
+    seen (parse and type 102 -> 79 us); the patterns are the plans' own, a bounded set.
+    Older phonenumbers releases (the package allows 8.13) lack it: they go on as before."""
     from phonenumbers import PhoneMetadata
 
+    keep_patterns = getattr(phonenumbers, "enable_pattern_cache", None)
+    if keep_patterns is not None:
+        keep_patterns()
     for region in phonenumbers.SUPPORTED_REGIONS:
         PhoneMetadata.metadata_for_region(region)
     for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:

@@ -146,6 +146,7 @@ async def load_many(
 
 async def decision_cost(decisions: int) -> list[str]:
     """In-process cost of one decision: pure rules, then the service with SQLite."""
+    from agent import phone
     from agent.clock import SystemClock
     from agent.config import parse_config
     from agent.screening import rules
@@ -153,6 +154,7 @@ async def decision_cost(decisions: int) -> list[str]:
     from agent.screening.service import InboundCall, ScreeningService
     from agent.store import open_database
 
+    phone.preload_metadata()  # as the agent does at start (plans loaded, patterns kept)
     mix = caller_mix(decisions)
     cfg = ScreeningConfig()
     line = rules.read_dialled("0142000000", "FR")

@@ -7,7 +7,8 @@ so all 1,000,000 stay inside the 14-day callback window: the worst case), in bat
 outbound writer commits them; after each batch, inbound calls are screened for callbacks
 (half of them patients we called, half strangers) through ``RecentCallees``, which folds the
 new calls in. The process's RSS (VmRSS) is read after each batch. The baseline is the RSS at
-100,000 calls in the same run; the goal is at most 10% growth to 1,000,000.
+100,000 calls in the same run; the goal is at most 10% growth to 1,000,000. The last line is
+``soak: <RSS> = <ratio> of <RSS at 100,000 calls> [goal <= 1.10]``.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ async def soak(folder: Path, calls: int, per_day: float) -> None:
     print(f"{lookups} callback look-ups, {hits} callbacks recognised, every answer exact")
     base, last = marks[100_000], marks[max(marks)]
     print(
-        f"soak RSS at {max(marks):,} calls: {last:.1f} MB = {last / base:.2f}x of RSS at"
-        f" 100,000 calls {base:.1f} MB [goal <= 1.10x]"
+        f"soak: {last:.1f} MB RSS at {max(marks):,} calls = {last / base:.2f} of {base:.1f} MB"
+        " at 100,000 calls [goal <= 1.10]"
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 import pytest
 
-from agent.compliance import numbers, policy
+from agent.compliance import numbers, policy, zones
 from agent.compliance.config import parse_compliance
 from agent.compliance.policy import Limit, PurposeRules, WindowError, parse_window
 from agent.errors import ConfigError
@@ -183,3 +185,26 @@ survey = { attempts = 3, days = 7 }
     assert c.rules_for("survey").limit == Limit(3, 7)
     assert c.rules_for("results").limit == Limit(5, 30)
     assert parse_compliance("").compliance.rules_for("survey").unrestricted
+
+
+def test_the_quick_zone_reading_gives_phonenumbers_answer_for_every_country() -> None:
+    # zones.zone_of skips phonenumbers' walk through the number types where the type cannot
+    # change the zone: valid and invalid numbers of every calling code must read the same.
+    rng = random.Random(7)
+    samples: list[phonenumbers.PhoneNumber] = []
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        for region in regions:
+            for kind in range(11):  # every PhoneNumberType with examples, and numbers near them
+                example = phonenumbers.example_number_for_type(region, kind)
+                if example is not None:
+                    base = example.national_number or 0
+                    near = (base + rng.randrange(-9999, 9999) for _ in range(8))
+                    samples += [example, *(phonenumbers.PhoneNumber(code, n) for n in near)]
+        for _ in range(20):
+            national = rng.randrange(10 ** rng.randrange(4, 13))
+            samples.append(phonenumbers.PhoneNumber(country_code=code, national_number=national))
+    for _ in range(3000):  # French national numbers: patients, landlines, overseas, invalid
+        samples.append(phonenumbers.parse(f"0{rng.randrange(10**8, 10**9)}", "FR"))
+    differing = [n for n in samples if zones.zone_of(n) != policy.zone_of(n)]
+    assert differing == []
+    assert {zones.zone_of(n) for n in samples if n.country_code == 33} >= {"Europe/Paris", None}

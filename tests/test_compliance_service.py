@@ -140,6 +140,35 @@ async def test_14_july_is_refused_for_a_purpose_with_french_holidays(
     assert (await call(agent, "results", "0612345678"))["TRUSTLINE_STATUS"] == "ok"
 
 
+async def test_the_answer_changes_at_the_window_edges_at_midnight_and_per_zone(
+    compliant: Compliant, clock: FrozenClock
+) -> None:
+    # The service keeps each window's answer until it may change: every edge must still show.
+    _, service = compliant
+    paris, reunion = "0612345678", PATIENT
+
+    async def status(when: datetime, callee: str = paris) -> tuple[str, str, str | None]:
+        clock.set(when)
+        v = await service.check("survey", callee)
+        return v.status, v.reason, v.next_window
+
+    monday = datetime(2026, 7, 13, 18, 59, 59, tzinfo=PARIS)  # the eve of 14 July
+    assert (await status(monday))[0] == "allowed"
+    # 20:59:59 in La Réunion: the same instant, another zone, outside its window (and the
+    # default window's calendar is France's: 14 July is off there too).
+    in_reunion = await status(monday, reunion)
+    assert in_reunion == ("outside_window", "window", "2026-07-15T09:00:00+04:00")
+    closed = ("outside_window", "window", "2026-07-15T09:00:00+02:00")
+    assert await status(monday + timedelta(seconds=1)) == closed  # 19:00: 14 July is a holiday
+    assert await status(monday + timedelta(hours=4)) == closed
+    holiday = await status(datetime(2026, 7, 14, 0, 0, 1, tzinfo=PARIS))
+    assert holiday == ("outside_window", "holiday", "2026-07-15T09:00:00+02:00")
+    assert (await status(datetime(2026, 7, 15, 9, 0, tzinfo=PARIS)))[0] == "allowed"
+    # A clock set back (an admin fixing the time) is answered for the time it shows.
+    assert (await status(monday - timedelta(hours=1)))[0] == "allowed"
+    assert (await status(datetime(2026, 7, 14, 10, 0, tzinfo=PARIS)))[1] == "holiday"
+
+
 async def test_the_fourth_survey_attempt_in_seven_days_is_refused(
     compliant: Compliant, clock: FrozenClock
 ) -> None:

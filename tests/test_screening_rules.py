@@ -217,6 +217,19 @@ def test_windows_forget_callers_once_their_window_has_passed() -> None:
     assert floods.record("line", "caller999", 1000.0, 60) == 59  # callers 941..999
 
 
+def test_a_caller_calling_hundreds_of_times_is_counted_in_its_window() -> None:
+    bursts = BurstCounter()
+    counts = [bursts.record("robocaller", float(t), 60) for t in range(600)]
+    # Calls in the last 60 s, this one included: 1, 2, ... then 60 from t=59 on.
+    assert counts == [min(t + 1, 60) for t in range(600)]
+    long = BurstCounter()
+    counts = [long.record("robocaller", float(t), 10_000) for t in range(600)]
+    assert counts[-1] == BurstCounter.MAX_KEPT  # at most this many are kept, whatever the window
+    # The clock stepped back 30 s: the call still counts, and so do those still in the window.
+    assert bursts.record("robocaller", 569.0, 60) == 61
+    assert bursts.record("robocaller", 600.0, 60) == 61  # 541..599, 569 and this one
+
+
 def test_flood_windows_forget_quiet_lines() -> None:
     floods = FloodCounter()
     for i in range(FloodCounter.MAX_LINES * 3):

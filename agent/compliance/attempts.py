@@ -74,9 +74,12 @@ class AttemptIndex:
 
     def count(self, keys: Iterable[Key], since: float) -> int:
         total = 0
+        stored, pending = self._times, self._pending
         for key in keys:
-            for store in (self._times, self._pending):
-                times = store.get(key)
-                if times:
-                    total += len(times) - bisect.bisect_left(times, since)
+            times = stored.get(key)
+            if times:
+                total += len(times) - bisect.bisect_left(times, since)
+            times = pending.get(key)
+            if times:
+                total += len(times) - bisect.bisect_left(times, since)
         return total

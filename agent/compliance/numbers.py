@@ -11,22 +11,22 @@ a plan). No I/O, no logging.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 
 from agent import phone
-from agent.compliance import policy
+from agent.compliance import zones
 
 # Regions dialled with the same national numbers as the key region (ARCEP's plan for FR).
 SHARED_PLANS: dict[str, tuple[str, ...]] = {"FR": ("RE", "YT", "GP", "MQ", "GF")}
+_E164 = phonenumbers.PhoneNumberFormat.E164
 
 
-@dataclass(frozen=True, slots=True)
-class Callee:
+class Callee(NamedTuple):  # a tuple: read for every callee never seen before, made cheaply
     e164: str  # as compliance reads it (an overseas number dialled nationally: its own code)
     plain: str  # as phone.to_e164(text, region, require_valid=False) reads it (call_audit's)
-    zone: str  # IANA time zone (policy.zone_of), else the fallback zone
+    zone: str  # IANA time zone (policy.zone_of's, read by zones.zone_of), else the fallback zone
     audit_forms: tuple[str, ...]  # every E.164 form call_audit may hold this callee under
 
 
@@ -35,9 +35,9 @@ def read(text: str, region: str, fallback_zone: str) -> Callee:
 
     A number whose time zone phonenumbers cannot tell is not valid in ``region``; read in
     national format, it is tried in the regions sharing ``region``'s plan."""
-    num = phone.parse(text, region)
-    plain = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-    zone = policy.zone_of(num)
+    num = parsed = phone.parse(text, region)
+    plain = phonenumbers.format_number(num, _E164)
+    zone = zones.zone_of(num)
     shared = SHARED_PLANS.get(region.upper(), ())
     if zone is None and shared and not text.strip().startswith(("+", "00")):
         for other in shared:
@@ -46,9 +46,9 @@ def read(text: str, region: str, fallback_zone: str) -> Callee:
             except phone.InvalidNumber:
                 continue
             if phonenumbers.is_valid_number(candidate):
-                num, zone = candidate, policy.zone_of(candidate)
+                num, zone = candidate, zones.zone_of(candidate)
                 break
-    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    e164 = plain if num is parsed else phonenumbers.format_number(num, _E164)
     forms = {e164, plain}
     if phonenumbers.region_code_for_number(num) in shared:
         # Written in E.164 now, it may have been dialled nationally before.

@@ -153,8 +153,10 @@ def check_calendar(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=4096)
 def holiday(calendar: str, day: date) -> str | None:
-    """The name of the public holiday on ``day`` in ``calendar``, or None."""
+    """The name of the public holiday on ``day`` in ``calendar``, or None (kept per calendar
+    and day: a calendar never changes while the agent runs)."""
     name = _calendar(calendar).get(day)
     return str(name) if name else None
 
@@ -197,15 +199,31 @@ def _local(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), zone) + timedelta(minutes=minutes)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """Where an instant stands in a window, and for how long that answer holds: the same for
+    every instant from ``at`` until (not including) ``until``, the next start or end of an
+    interval or the callee's next midnight, whichever comes first (a cache may keep it so)."""
+
+    inside: bool
+    why: str  # starts with ``holiday`` when today is a public holiday in the calendar
+    next_window: str | None  # ISO 8601 start of the next allowed interval, when outside
+    at: float
+    until: float
+
+
 def window_state(
     window: Window | None, calendar: str | None, zone: ZoneInfo, now: float
-) -> tuple[bool, str, datetime | None]:
-    """(inside now, why not, start of the next allowed interval); why starts with ``holiday``
-    when today is a public holiday in ``calendar``."""
+) -> WindowState:
+    """Is ``now`` inside the window (in ``zone``'s wall clock, public holidays of ``calendar``
+    excluded), and if not, why and when the next allowed interval starts."""
     local_now = datetime.fromtimestamp(now, zone)
+    today = local_now.date()
+    # The answer names today (a holiday's name, the day's intervals): it holds until midnight.
+    midnight = _local(today + timedelta(days=1), 0, zone).timestamp()
     why = ""
     for offset in range(HORIZON_DAYS + 1):
-        day = local_now.date() + timedelta(days=offset)
+        day = today + timedelta(days=offset)
         name = holiday(calendar, day) if calendar else None
         if name:
             if offset == 0:
@@ -214,14 +232,16 @@ def window_state(
         intervals = window.days[day.weekday()] if window else ((0, 1440),)
         for start, end in intervals:
             # Wall-clock minutes; fromtimestamp/timestamp settle DST gaps and folds.
-            start_at = _local(day, start, zone)
-            end_at = _local(day, end, zone)
-            if end_at.timestamp() <= now:
+            end_at = _local(day, end, zone).timestamp()
+            if end_at <= now:
                 continue
-            if start_at.timestamp() <= now:
-                return True, "", None
-            return False, why or f"outside {window.text if window else 'the window'}", start_at
-    return False, why or "no window in the next month", None
+            start_at = _local(day, start, zone)
+            begins = start_at.timestamp()
+            if begins <= now:
+                return WindowState(True, "", None, now, end_at)
+            why = why or f"outside {window.text if window else 'the window'}"
+            return WindowState(False, why, start_at.isoformat(), now, min(begins, midnight))
+    return WindowState(False, why or "no window in the next month", None, now, midnight)
 
 
 def optouts_unknown(zone: str, now: float, retry_seconds: float = 60.0) -> Verdict:
@@ -237,6 +257,12 @@ def optouts_unknown(zone: str, now: float, retry_seconds: float = 60.0) -> Verdi
     )
 
 
+@lru_cache(maxsize=1024)
+def _allowed(zone: str) -> Verdict:
+    """The verdict most calls get (immutable: one per zone will do)."""
+    return Verdict(ALLOWED, "", zone)
+
+
 def decide(
     rules: PurposeRules,
     *,
@@ -244,8 +270,12 @@ def decide(
     zone: str,
     opted_out: bool,
     attempts: int,
+    state: WindowState | None = None,
 ) -> Verdict:
-    """May this call go out now? Opt-out first, then the attempt limit, then the window."""
+    """May this call go out now? Opt-out first, then the attempt limit, then the window.
+
+    ``state``: the window's state for these rules and ``zone`` as computed earlier, used when
+    it still holds at ``now`` (window_state otherwise)."""
     if opted_out:
         return Verdict(OPTED_OUT, "opted_out", zone, detail="the callee opted out of this purpose")
     limit = rules.limit
@@ -257,14 +287,11 @@ def decide(
             detail=f"{attempts} attempts in the last {limit.days} days (limit {limit.attempts})",
         )
     if rules.window is None and rules.calendar is None:
-        return Verdict(ALLOWED, "", zone)
-    inside, why, start = window_state(rules.window, rules.calendar, ZoneInfo(zone), now)
-    if inside:
-        return Verdict(ALLOWED, "", zone)
-    return Verdict(
-        OUTSIDE_WINDOW,
-        "holiday" if why.startswith("holiday") else "window",
-        zone,
-        start.isoformat() if start else None,
-        why,
-    )
+        return _allowed(zone)
+    if state is None or not state.at <= now < state.until:
+        state = window_state(rules.window, rules.calendar, ZoneInfo(zone), now)
+    if state.inside:
+        return _allowed(zone)
+    why = state.why
+    reason = "holiday" if why.startswith("holiday") else "window"
+    return Verdict(OUTSIDE_WINDOW, reason, zone, state.next_window, why)

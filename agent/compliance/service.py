@@ -23,8 +23,8 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from agent import phone
 from agent.clock import Clock
@@ -40,16 +40,27 @@ from agent.store import Database
 log = logging.getLogger(__name__)
 
 OPTOUT_USEREVENT = "OptOut"
+_WINDOW_STATES = 4096
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-@dataclass(frozen=True, slots=True)
 class _Callee:
-    e164: str
-    hashed: str  # keys opt-outs
-    plain: str  # as the outbound service reads it: its hash is the one written now
-    audit_forms: tuple[str, ...]  # every E.164 form its call_audit rows may be hashed from
-    zone: str
+    """A callee as read once (numbers.read), with its opt-out key. The hashes that only an
+    attempt limit needs are computed the first time one asks, then kept with it."""
+
+    __slots__ = ("audit_forms", "audit_hashes", "e164", "hashed", "plain", "written", "zone")
+
+    def __init__(self, read: numbers.Callee, hashed: str) -> None:
+        self.e164 = read.e164
+        self.hashed = hashed  # keys opt-outs
+        self.plain = read.plain  # as the outbound service reads it
+        self.audit_forms = read.audit_forms  # every E.164 form its call_audit rows may hold
+        self.zone = read.zone
+        # Of audit_forms, for counting; of plain, the one its audit row carries now. Most
+        # callees have one form, their E.164: its hash is the opt-out key already.
+        one = read.audit_forms == (read.e164,)
+        self.audit_hashes: tuple[str, ...] | None = (hashed,) if one else None
+        self.written: str | None = hashed if read.plain == read.e164 else None
 
 
 class ComplianceService:
@@ -86,6 +97,8 @@ class ComplianceService:
         self._region = region
         self._timezone = timezone
         self._rules = functools.lru_cache(maxsize=256)(config.rules_for)
+        # (purpose, zone) -> the window's state, kept until its next change (policy.WindowState)
+        self._windows: dict[tuple[str, str], policy.WindowState] = {}
         limits = config.limits.root
         limited = [p for p in limits if p != "default"]
         if "default" in limits:
@@ -187,19 +200,18 @@ class ComplianceService:
             read = numbers.read(callee, region, self._timezone)
         except phone.InvalidNumber:
             return None
-        # One keyed hash per call (the opt-out key); those of the audit forms only when an
+        # One keyed hash per callee (the opt-out key); those of the audit forms only when an
         # attempt limit needs them (_audit_hashes).
-        return _Callee(
-            read.e164,
-            phone.keyed_hash(self._hash_key, read.e164),
-            read.plain,
-            read.audit_forms,
-            read.zone,
-        )
+        return _Callee(read, phone.keyed_hash(self._hash_key, read.e164))
 
     def _audit_hashes(self, found: _Callee) -> tuple[str, ...]:
         """The hashes the callee's call_audit rows may carry (for counting attempts)."""
-        return tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in found.audit_forms}))
+        hashes = found.audit_hashes
+        if hashes is None:
+            forms = found.audit_forms
+            hashes = tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in forms}))
+            found.audit_hashes = hashes
+        return hashes
 
     def _resolve(self, number: str) -> tuple[str, str]:
         found = self._callee(number, self._region)
@@ -215,11 +227,10 @@ class ComplianceService:
 
     # -- deciding --------------------------------------------------------------------------
     def _quick(
-        self, purpose: str, callee: str, now: float
+        self, purpose: str, rules: policy.PurposeRules, callee: str, now: float
     ) -> tuple[policy.Verdict, _Callee | None]:
         """Opt-out and window from memory; attempts not counted yet (pass 0). Also returns the
         callee as read (None for an extension or junk)."""
-        rules = self._rules(purpose)
         found = self._callee(callee, self._region)
         if found is None:  # an extension or junk: the window in the centre's zone still holds
             zone, opted = self._timezone, False
@@ -228,25 +239,42 @@ class ComplianceService:
             if not self._known:
                 return policy.optouts_unknown(zone, now), found
             opted = (found.hashed, purpose) in self._optouts
-        return policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0), found
+        state = self._window(purpose, rules, zone, now)
+        verdict = policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0, state=state)
+        return verdict, found
+
+    def _window(
+        self, purpose: str, rules: policy.PurposeRules, zone: str, now: float
+    ) -> policy.WindowState | None:
+        """The window's state for ``purpose`` in ``zone`` at ``now``: computed once, then
+        reused by every call until it may change (an interval starts or ends, or midnight)."""
+        if rules.window is None and rules.calendar is None:
+            return None
+        key = (purpose, zone)
+        state = self._windows.get(key)
+        if state is None or not state.at <= now < state.until:
+            state = policy.window_state(rules.window, rules.calendar, ZoneInfo(zone), now)
+            if len(self._windows) >= _WINDOW_STATES:
+                self._windows.clear()  # purposes x zones: a bound that traffic never reaches
+            self._windows[key] = state
+        return state
 
     def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
         """The verdict without I/O (a deadline path): windows and opt-outs, not attempts."""
-        return self._quick(purpose, callee, self._clock.now())[0]
+        return self._quick(purpose, self._rules(purpose), callee, self._clock.now())[0]
 
     async def check(self, purpose: str, callee: str) -> policy.Verdict:
         """May a call for ``purpose`` go to ``callee`` now?"""
         now = self._clock.now()
-        verdict, found = self._quick(purpose, callee, now)
-        limit = self._rules(purpose).limit
+        rules = self._rules(purpose)
+        verdict, found = self._quick(purpose, rules, callee, now)
+        limit = rules.limit
         if not verdict.allowed or limit is None or found is None:
             return verdict
         attempts = self._count(self._audit_hashes(found), purpose, now - limit.seconds)
         if attempts < limit.attempts:
             return verdict
-        return policy.decide(
-            self._rules(purpose), now=now, zone=verdict.zone, opted_out=False, attempts=attempts
-        )
+        return policy.decide(rules, now=now, zone=verdict.zone, opted_out=False, attempts=attempts)
 
     def _count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
         return self._attempts.count([(h, purpose) for h in hashes], since)
@@ -257,7 +285,9 @@ class ComplianceService:
             return
         found = self._callee(callee, self._region)
         if found is not None:
-            written = phone.keyed_hash(self._hash_key, found.plain)
+            written = found.written
+            if written is None:
+                written = found.written = phone.keyed_hash(self._hash_key, found.plain)
             self._attempts.note((written, purpose), self._clock.now())
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
