@@ -13,7 +13,7 @@ user and root are served): ``{"seal": FILE, "uniqueid": U}`` → ``{"ok": true, 
 May: (client) find the data folder as ``agent.settings`` does, connect, send one request,
 wait for its answer, print it as ``trustline`` would; (server) accept requests from our own
 user, hand each to ``RecordingsService.seal_file``, reply. At import time only json, os,
-socket and sys (no typing, pathlib or argparse: the client's start is part of every
+_socket and sys (no typing, pathlib, socket.py or argparse: the client's start is part of every
 post-command's time; asyncio, logging and the rest load when serving).
 Must not: seal or decrypt anything itself, serve another user, or read recording content.
 """
