@@ -296,6 +296,22 @@ def test_parallel_file_sealing_writes_the_same_format_and_refuses_a_changing_sou
             fmt.encrypt_file(s.fileno(), d.fileno(), k, len(data) + 10, chunk_size=SMALL_CHUNK)
 
 
+def test_a_file_of_many_pool_tasks_seals_in_order_and_opens(tmp_path: Path) -> None:
+    """Each pool task seals a run of chunks: more runs than the pool holds at once, and a
+    short last run ending in a short chunk, give the same audio and the hash of the file."""
+    k = key()
+    size = fmt.RUN_BYTES * (2 * fmt.WORKERS + 3) + 3 * fmt.DEFAULT_CHUNK + 777
+    data = secrets.token_bytes(size)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.tlrec"
+    src.write_bytes(data)
+    digest = hashlib.sha256()
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        info = fmt.encrypt_file(s.fileno(), d.fileno(), k, size, hasher=digest)
+    blob = dst.read_bytes()
+    assert info.sealed_size == len(blob) and digest.hexdigest() == hashlib.sha256(blob).hexdigest()
+    assert unseal(blob, k) == data
+
+
 @pytest.mark.parametrize("size", [0, 1, SMALL_CHUNK, SMALL_CHUNK + 1, 9 * SMALL_CHUNK - 1])
 def test_parallel_file_sealing_opens_to_the_same_audio_at_every_size(
     tmp_path: Path, size: int

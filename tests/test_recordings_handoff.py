@@ -214,6 +214,8 @@ async def test_with_an_agent_running_the_post_command_loads_nothing_heavy(
     imported = {line.split("|")[-1].strip() for line in err.decode().splitlines()}
     heavy = {"pydantic", "pydantic_settings", "cryptography", "aiosqlite", "agent.settings"}
     assert not imported & heavy, imported & heavy
+    # Not even the parser: its start-up is part of every recorded call's post-command.
+    assert "argparse" not in imported
     assert "asyncio" not in imported and not plain.exists()
 
 

@@ -11,12 +11,17 @@ imported by the handler that needs them (tests/test_cli_startup.py checks this).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
 
 from agent import errors
+
+# Not ``typing.TYPE_CHECKING``: `trustline recordings seal` runs after every recorded call and
+# hands the file to the agent before argparse or typing are imported (see ``main``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
 
 # sysexits.h codes, so shell scripts can tell failures apart. A command with nothing to do
 # (removing an entry that is not listed, reinstating a healthy number) exits 0 and says so:
@@ -38,33 +43,10 @@ EXIT_CODES: tuple[tuple[type[errors.TrustlineError], int], ...] = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error exits 64 (EX_USAGE) as documented, not 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
-
-
-class _Version(argparse.Action):
-    """``--version``: read from the installed package's metadata only when asked."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> NoReturn:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            found = version("trustline")
-        except PackageNotFoundError:
-            found = "unknown (not installed)"
-        print(f"trustline {found}")
-        parser.exit(EX_OK)
-
-
 def common_options() -> argparse.ArgumentParser:
     """Options every sub-command takes; pass as ``parents=[common_options()]``."""
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
@@ -94,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         stats,
         tokens,
     )
+    from agent.cli.parsing import Parser, Version
 
-    parser = _Parser(
+    parser = Parser(
         prog="trustline",
         description="Trustline agent: caller-ID pools, inbound screening, encrypted recordings.",
         epilog="Exit codes: 0 done (or nothing to do, said on stdout), 64 bad usage, 65 bad data,"
         " 74 store or file failure (74 also when no store is where expected), 78 configuration.",
     )
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action=Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # contact after outbound: it adds `numbers import` under outbound's `numbers`.
     features = (outbound, contact, stats, screening, recordings, reputation, compliance, db)

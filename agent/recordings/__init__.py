@@ -17,9 +17,12 @@ Nothing in this package logs key material or recording content.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+# Not ``typing.TYPE_CHECKING``: the post-command imports this package, and typing alone costs
+# it milliseconds on every recorded call.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.recordings.service import RecordingsService
 
 __all__ = ["RecordingsService"]

@@ -4,13 +4,14 @@ Its two halves: ``header`` (layout, key wrapping and unwrapping, the errors a da
 raises) and ``chunks`` (sealing and opening the AES-256-GCM chunk stream on a small shared
 thread pool); this module names them in one place for the rest of the package.
 Must not: touch paths, the database or the keyring file, log anything, or hold more than a
-bounded window of chunks (``2 * WORKERS``) of a recording in memory. No primitive is written
-here; we only lay bytes out.
+bounded window of a recording in memory (``2 * WORKERS`` chunks, or runs of chunks when
+sealing a file). No primitive is written here; we only lay bytes out.
 """
 
 from __future__ import annotations
 
 from agent.recordings.chunks import (
+    RUN_BYTES,
     WORKERS,
     SealInfo,
     decrypt_stream,
@@ -67,6 +68,7 @@ __all__ = [
     "MAX_CHUNKS",
     "MIN_CHUNK",
     "NONCE_PREFIX_BYTES",
+    "RUN_BYTES",
     "SUFFIX",
     "TAG_BYTES",
     "VERSION",

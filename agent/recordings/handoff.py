@@ -12,26 +12,32 @@ user and root are served): ``{"seal": FILE, "uniqueid": U}`` → ``{"ok": true, 
 
 May: (client) find the data folder as ``agent.settings`` does, connect, send one request,
 wait for its answer, print it as ``trustline`` would; (server) accept requests from our own
-user, hand each to ``RecordingsService.seal_file``, reply. Only the light part of the standard
-library at import time (logging, secrets, struct, asyncio load when serving).
+user, hand each to ``RecordingsService.seal_file``, reply. At import time only json, os,
+_socket and sys (no typing, pathlib, socket.py or argparse: the client's start is part of every
+post-command's time; asyncio, logging and the rest load when serving).
 Must not: seal or decrypt anything itself, serve another user, or read recording content.
 """
 
 from __future__ import annotations
 
-import contextlib
+import _socket  # socket.py's enum wrappers cost the client more than the rest of it
 import json
 import os
-import socket
 import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported when serving only: the post-command never needs asyncio
+# Not ``typing.TYPE_CHECKING``: importing typing alone costs the post-command milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # asyncio and pathlib load when serving only: the client starts fast
     import asyncio
+    import socket
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+    from typing import Any
 
-LOGGER = __name__  # logging, secrets and struct load when serving only: the client starts fast
+    Sealer = Callable[[str, str | None], Awaitable[int]]
+    Classify = Callable[[BaseException], str | None]
+
+LOGGER = __name__  # logging, secrets, struct, contextlib also load when serving only
 
 SOCKET_NAME = "recordings.sock"
 _CONNECT_SECONDS = 2.0
@@ -44,7 +50,11 @@ class AgentDown(Exception):
 
 
 def request_seal(
-    sock_path: Path, file: str, uniqueid: str | None, *, reply_seconds: float = _REPLY_SECONDS
+    sock_path: str | os.PathLike[str],
+    file: str,
+    uniqueid: str | None,
+    *,
+    reply_seconds: float = _REPLY_SECONDS,
 ) -> dict[str, Any]:
     """Ask the agent listening on ``sock_path`` to seal ``file``; its JSON answer.
 
@@ -52,19 +62,19 @@ def request_seal(
     if the agent did start on it, because every sealing process takes the folder's flock and
     adopts a file already sealed.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(_CONNECT_SECONDS)
         try:
-            sock.connect(str(sock_path))
+            sock.connect(os.fspath(sock_path))
         except OSError as exc:  # none there, refused, stale, or a path too long for AF_UNIX
             raise AgentDown(str(exc)) from None
         request = json.dumps({"seal": file, "uniqueid": uniqueid}) + "\n"
         sock.settimeout(reply_seconds)
         try:
             sock.sendall(request.encode())
-            reply = sock.makefile("rb").readline(_MAX_LINE)
-        except (OSError, TimeoutError) as exc:
+            reply = _read_line(sock)
+        except OSError as exc:  # TimeoutError included
             raise AgentDown(str(exc)) from None
     finally:
         sock.close()
@@ -76,8 +86,16 @@ def request_seal(
     return answer
 
 
-Sealer = Callable[[str, str | None], Awaitable[int]]
-Classify = Callable[[BaseException], str | None]
+def _read_line(sock: _socket.socket) -> bytes:
+    """One line of at most ``_MAX_LINE`` bytes, its newline included (none: cut short)."""
+    got = b""
+    while b"\n" not in got and len(got) < _MAX_LINE:
+        more = sock.recv(_MAX_LINE - len(got))
+        if not more:
+            break
+        got += more
+    end = got.find(b"\n")
+    return got if end < 0 else got[: end + 1]
 
 
 class HandoffServer:
@@ -93,8 +111,10 @@ class HandoffServer:
     async def start(self) -> bool:
         """Listen; False (and a warning) when another live agent already listens there."""
         import asyncio
+        import contextlib
         import logging
         import secrets
+        import socket
 
         log = logging.getLogger(LOGGER)
 
@@ -136,9 +156,11 @@ class HandoffServer:
         self._server.close()
         await self._server.wait_closed()
         self._server = None
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if os.stat(self.path).st_ino == self._inode:  # not a newer agent's socket
                 os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -152,8 +174,10 @@ class HandoffServer:
             pass  # the post-command went away, or sent garbage: nothing to answer
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            try:
                 await writer.wait_closed()
+            except ConnectionError:
+                pass
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
@@ -176,6 +200,8 @@ class HandoffServer:
 
 
 def _answers(path: Path) -> bool:
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(_CONNECT_SECONDS)
@@ -191,6 +217,7 @@ def _same_user(sock: socket.socket | None) -> bool:
     """SO_PEERCRED: serve our own user and root only (the socket's mode says the same)."""
     if sock is None:
         return False
+    import socket
     import struct
 
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -200,7 +227,7 @@ def _same_user(sock: socket.socket | None) -> bool:
 
 # The answer's error kind -> exit code, as ``trustline`` maps the same errors (sysexits.h).
 EXIT_CODES = {"usage": 64, "recording": 65, "keyring": 78, "io": 74}
-_SYSTEM_DATA_DIR = Path("/var/lib/trustline")
+_SYSTEM_DATA_DIR = "/var/lib/trustline"
 
 
 def data_dir(explicit: str | None = None) -> Path:
@@ -208,18 +235,25 @@ def data_dir(explicit: str | None = None) -> Path:
     ``--data-dir``, else ``TRUSTLINE_DATA_DIR`` (any case, as pydantic-settings reads it),
     else /var/lib/trustline when it exists, else $XDG_STATE_HOME/trustline
     (tests/test_recordings_handoff.py holds the two to the same answers)."""
+    from pathlib import Path
+
+    return Path(_data_folder(explicit))
+
+
+def _data_folder(explicit: str | None) -> str:
+    """``data_dir`` as a string, with ``os.path`` only: the post-command needs no pathlib."""
     chosen = explicit
     if chosen is None:
         chosen = os.environ.get("TRUSTLINE_DATA_DIR")
     if chosen is None:
         chosen = next((v for k, v in os.environ.items() if k.upper() == "TRUSTLINE_DATA_DIR"), None)
     if chosen is None:
-        if _SYSTEM_DATA_DIR.is_dir():
+        if os.path.isdir(_SYSTEM_DATA_DIR):
             return _SYSTEM_DATA_DIR
         state = os.environ.get("XDG_STATE_HOME", "")
-        base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
-        return base / "trustline"
-    return Path(os.path.abspath(Path(chosen).expanduser()))
+        base = state if os.path.isabs(state) else os.path.expanduser("~/.local/state")
+        return os.path.join(base, "trustline")
+    return os.path.abspath(os.path.expanduser(chosen))
 
 
 def seal_by_agent(argv: list[str]) -> int | None:
@@ -246,8 +280,9 @@ def seal_by_agent(argv: list[str]) -> int | None:
     if len(files) != 1:
         return None
     try:
+        folder = _data_folder(options.get("--data-dir"))
         answer = request_seal(
-            data_dir(options.get("--data-dir")) / SOCKET_NAME, files[0], options.get("--uniqueid")
+            os.path.join(folder, SOCKET_NAME), files[0], options.get("--uniqueid")
         )
     except AgentDown:
         return None
@@ -264,28 +299,21 @@ def report(answer: dict[str, Any], file: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """A light post-command: ``python -m agent.recordings.handoff FILE [--uniqueid U]``.
+    """A light post-command: ``python -m agent.recordings.handoff FILE [--uniqueid U]
+    [--data-dir D]``, the arguments of ``trustline recordings seal``.
 
-    Hands FILE to the running agent without importing the rest of Trustline; when no agent
-    answers, runs ``trustline recordings seal`` in this process. The data folder is found as
-    ``trustline`` finds it (``data_dir``).
+    Hands FILE to the running agent without importing the rest of Trustline (not even
+    argparse); when no agent answers, or for ``--help`` and arguments it does not read, runs
+    ``trustline recordings seal`` in this process. The data folder is found as ``trustline``
+    finds it (``data_dir``).
     """
-    import argparse
+    args = sys.argv[1:] if argv is None else argv
+    handed = seal_by_agent(args)
+    if handed is not None:
+        return handed
+    from agent.cli import main as trustline
 
-    parser = argparse.ArgumentParser(prog="trustline-seal")
-    parser.add_argument("file")
-    parser.add_argument("--uniqueid")
-    parser.add_argument("--data-dir")
-    args = parser.parse_args(argv)
-    try:
-        answer = request_seal(data_dir(args.data_dir) / SOCKET_NAME, args.file, args.uniqueid)
-    except AgentDown:
-        from agent.cli import main as trustline
-
-        extra = ["--uniqueid", args.uniqueid] if args.uniqueid else []
-        extra += ["--data-dir", args.data_dir] if args.data_dir else []
-        return trustline(["recordings", "seal", args.file, *extra])
-    return report(answer, args.file)
+    return trustline(["recordings", "seal", *args])
 
 
 if __name__ == "__main__":
