@@ -11,7 +11,7 @@ others. No I/O, no state beyond one parse.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -204,7 +204,7 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 
     if not _DATE_OR_TIME.search(text):
         try:
-            return cast(dict[str, Any], rtoml.loads(text))
+            return rtoml.loads(text)
         except (rtoml.TomlParsingError, ValueError, OverflowError):
             pass  # tomllib says what is wrong, at the line tomlkit finds
     try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from functools import lru_cache
+import re
+from functools import cache, lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException
@@ -91,10 +92,72 @@ def _e164_as_written(text: str) -> str | None:
             break
     else:
         return None
-    if not (phonenumbers.is_possible_number(num) and phonenumbers.is_valid_number(num)):
+    if not (phonenumbers.is_possible_number(num) and _is_valid(num)):
         return None
     formatted = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return text if formatted == text else None
+
+
+def _is_valid(num: phonenumbers.PhoneNumber) -> bool:
+    """phonenumbers.is_valid_number, the same answer sooner for a country of one region.
+
+    phonenumbers finds a number valid when it matches its region's general pattern and the
+    pattern of any one number type; is_valid_number asks for the type, trying the rare types
+    first (premium, toll free, shared cost...) and landlines and mobiles last, each through
+    a pattern cache. A pool lists landlines and mobiles: asked first, against the region's
+    patterns compiled once, they answer in a fraction of the time (a first start reads
+    100,000 of them). tests/test_phone.py holds the two answers equal."""
+    checks = _type_checks(num.country_code)
+    if checks is None:
+        return bool(phonenumbers.is_valid_number(num))
+    national = phonenumbers.national_significant_number(num)
+    general, *types = checks
+    if not _matches(national, *general):
+        return False
+    return any(_matches(national, *check) for check in types)
+
+
+_Check = tuple[tuple[int, ...], "re.Pattern[str] | None"]
+
+
+def _matches(national: str, lengths: tuple[int, ...], pattern: re.Pattern[str] | None) -> bool:
+    """phonenumbers' test of a national number against one type: its possible lengths, if
+    any, then a whole match of its pattern (none: no number of that type)."""
+    if lengths and len(national) not in lengths:
+        return False
+    return pattern is not None and pattern.fullmatch(national) is not None
+
+
+@cache
+def _type_checks(country_code: int) -> tuple[_Check, ...] | None:
+    """The general check and each number type's, likeliest first, of the country's one region;
+    None for a code several regions share (+1, +44...) or none: phonenumbers decides those."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(regions[0], None)
+    if meta is None:
+        return None
+    descs = (
+        meta.general_desc,
+        meta.fixed_line,
+        meta.mobile,
+        meta.toll_free,
+        meta.premium_rate,
+        meta.shared_cost,
+        meta.voip,
+        meta.personal_number,
+        meta.pager,
+        meta.uan,
+        meta.voicemail,
+    )
+    return tuple(_check_of(desc) for desc in descs)
+
+
+def _check_of(desc: phonenumbers.PhoneNumberDesc | None) -> _Check:
+    if desc is None or not desc.national_number_pattern:
+        return (), None
+    return tuple(desc.possible_length or ()), re.compile(desc.national_number_pattern)
 
 
 @lru_cache(maxsize=65536)
