@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Protocol
 
 from agent import phone
 from agent.alerts.service import AlertService
@@ -32,6 +33,30 @@ log = logging.getLogger(__name__)
 RETRY_BASE = 10.0
 RETRY_CAP = 60.0
 FlagAction = Callable[[str, str, OnFlag], Awaitable[None]]  # number, pool, policy
+
+
+class PoolOf(Mapping[str, str]):
+    """number -> pool, read from the config's numbers rather than copied (100,000 of them)."""
+
+    def __init__(self, numbers: Mapping[str, _HasPool]) -> None:
+        self._numbers = numbers
+
+    def __getitem__(self, number: str) -> str:
+        return self._numbers[number].pool
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._numbers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._numbers)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+
+class _HasPool(Protocol):
+    @property
+    def pool(self) -> str: ...
 
 
 class ReputationScanner:
