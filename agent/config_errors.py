@@ -188,7 +188,9 @@ def validate_section(model: type[M], data: Any, loc: Loc, problems: Problems) ->
         return None
 
 
-_DATE_OR_TIME = re.compile(r"\d\d:\d\d|\d{4}-\d\d-\d\d")
+# A digit, '-' or ':', a digit: every TOML date and time has one (1979-05-27, 07:32). The
+# separator is looked for first, a digit before it only then: a few ms on 6 MB of numbers.
+_DATE_OR_TIME = re.compile(r"[-:](?<=\d[-:])\d")
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:

@@ -92,24 +92,26 @@ def _e164_as_written(text: str) -> str | None:
             break
     else:
         return None
-    if not (phonenumbers.is_possible_number(num) and _is_valid(num)):
+    if not _possible_and_valid(num):
         return None
     formatted = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return text if formatted == text else None
 
 
-def _is_valid(num: phonenumbers.PhoneNumber) -> bool:
-    """phonenumbers.is_valid_number, the same answer sooner for a country of one region.
+def _possible_and_valid(num: phonenumbers.PhoneNumber) -> bool:
+    """phonenumbers.is_possible_number and is_valid_number together, sooner for a country of
+    one region.
 
-    phonenumbers finds a number valid when it matches its region's general pattern and the
-    pattern of any one number type; is_valid_number asks for the type, trying the rare types
-    first (premium, toll free, shared cost...) and landlines and mobiles last, each through
-    a pattern cache. A pool lists landlines and mobiles: asked first, against the region's
-    patterns compiled once, they answer in a fraction of the time (a first start reads
-    100,000 of them). tests/test_phone.py holds the two answers equal."""
+    phonenumbers finds a number valid when it matches its region's general pattern and
+    possible lengths, and the pattern of any one number type; such a number is possible too
+    (its length is one of the region's). is_valid_number asks for the type, trying the rare
+    types first (premium, toll free, shared cost...) and landlines and mobiles last, each
+    through a pattern cache. A pool lists landlines and mobiles: asked first, against the
+    region's patterns compiled once, they answer in a fraction of the time (a first start
+    reads 100,000 of them). tests/test_phone.py holds the answers equal."""
     checks = _type_checks(num.country_code)
     if checks is None:
-        return bool(phonenumbers.is_valid_number(num))
+        return bool(phonenumbers.is_possible_number(num) and phonenumbers.is_valid_number(num))
     national = phonenumbers.national_significant_number(num)
     general, *types = checks
     if not _matches(national, *general):
@@ -131,13 +133,14 @@ def _matches(national: str, lengths: tuple[int, ...], pattern: re.Pattern[str] |
 @cache
 def _type_checks(country_code: int) -> tuple[_Check, ...] | None:
     """The general check and each number type's, likeliest first, of the country's one region;
-    None for a code several regions share (+1, +44...) or none: phonenumbers decides those."""
+    None for a code several regions share (+1, +44...) or none: phonenumbers decides those.
+    The general check has the region's possible lengths (a number of another is impossible)."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
     if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
         return None
     meta = phonenumbers.PhoneMetadata.metadata_for_region(regions[0], None)
-    if meta is None:
-        return None
+    if meta is None or not meta.general_desc or -1 in (meta.general_desc.possible_length or (-1,)):
+        return None  # no lengths to tell a possible number by: phonenumbers decides
     descs = (
         meta.general_desc,
         meta.fixed_line,
