@@ -77,6 +77,10 @@ def listed_e164(text: str, region: str) -> str:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
+# A number type's possible lengths (none: any) and pattern (None: no number of that type).
+_Check = tuple[tuple[int, ...], "re.Pattern[str] | None"]
+
+
 def _e164_as_written(text: str) -> str | None:
     """``text`` when it is already a valid number in E.164, else None (then parse it fully)."""
     if not (text.startswith("+") and text[1:].isdigit() and text.isascii() and len(text) <= 16):
@@ -88,19 +92,23 @@ def _e164_as_written(text: str) -> str | None:
             national = text[1 + size :]
             if not national or national[0] == "0":
                 return None  # a leading zero is phonenumbers' own business (Italy)
-            num = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
             break
     else:
         return None
-    if not _possible_and_valid(num):
+    checks = _type_checks(code)
+    if checks is not None:
+        # E.164 is "+", the code, the national number's digits: ``text`` itself, here.
+        return text if _possible_and_valid(national, checks) else None
+    num = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    if not (phonenumbers.is_possible_number(num) and phonenumbers.is_valid_number(num)):
         return None
     formatted = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return text if formatted == text else None
 
 
-def _possible_and_valid(num: phonenumbers.PhoneNumber) -> bool:
-    """phonenumbers.is_possible_number and is_valid_number together, sooner for a country of
-    one region.
+def _possible_and_valid(national: str, checks: tuple[_Check, ...]) -> bool:
+    """phonenumbers.is_possible_number and is_valid_number together for a national number
+    (no leading zero) of a country of one region (``_type_checks``), sooner.
 
     phonenumbers finds a number valid when it matches its region's general pattern and
     possible lengths, and the pattern of any one number type; such a number is possible too
@@ -109,17 +117,10 @@ def _possible_and_valid(num: phonenumbers.PhoneNumber) -> bool:
     through a pattern cache. A pool lists landlines and mobiles: asked first, against the
     region's patterns compiled once, they answer in a fraction of the time (a first start
     reads 100,000 of them). tests/test_phone.py holds the answers equal."""
-    checks = _type_checks(num.country_code)
-    if checks is None:
-        return bool(phonenumbers.is_possible_number(num) and phonenumbers.is_valid_number(num))
-    national = phonenumbers.national_significant_number(num)
     general, *types = checks
     if not _matches(national, *general):
         return False
     return any(_matches(national, *check) for check in types)
-
-
-_Check = tuple[tuple[int, ...], "re.Pattern[str] | None"]
 
 
 def _matches(national: str, lengths: tuple[int, ...], pattern: re.Pattern[str] | None) -> bool:
