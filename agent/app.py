@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import logging
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent import phone
+from agent import memory, phone
 from agent.agi.routing import Route
 from agent.agi.server import FastAgiServer
 from agent.alerts.metrics import AlertMetrics
@@ -379,10 +378,8 @@ async def run_agent(settings: Settings) -> int:
         await agent.stop()
         notifier.close()
         raise
-    # What start-up built (config, number view, phonenumbers metadata) lives until the end:
-    # keep it out of the collector's scans, so a full collection does not pause calls.
-    gc.collect()
-    gc.freeze()
+    # What start-up built lives until the end; what it dropped goes back (agent/memory.py).
+    await memory.settle(agent.db, agent.read_db)
     agi = ", ".join(f"{h}:{p}" for h, p in agent.agi.sockets) if agent.agi else "-"
     http = ":".join(map(str, agent.http_address)) if agent.http_address else "-"
     notifier.notify("READY=1", f"STATUS=serving: FastAGI {agi}, HTTP {http}")

@@ -378,10 +378,11 @@ def _configure_reputation(
 ) -> None:
     from agent.outcomes.drift import DriftTunables
     from agent.reputation.providers import HttpJsonProvider
+    from agent.reputation.scanner import PoolOf
 
     rep = config.raw.reputation
     scanner.configure(
-        {n: c.pool for n, c in config.numbers.items()},
+        PoolOf(config.numbers),
         {p: pc.rules.on_flag for p, pc in config.pools.items()},
         HttpJsonProvider(rep.provider) if rep.provider else None,
         scan_minutes=rep.scan_minutes,

@@ -2,11 +2,12 @@
 numbers again (tomllib and phonenumbers take seconds on such a file).
 
 The copy is keyed by the file's SHA-256 together with everything that shaped what it holds:
-this Python (tomllib), phonenumbers' version and the code that reads numbers (agent/phone.py,
-agent/config.py). It holds the data tomllib made of the text, and each pool's numbers in E.164
-in the order they are listed; it is written only for a file that loaded whole. Every other
-check (schema, duplicates, fallbacks, zones...) runs again on each load, so a file is judged the
-same with or without it. Only the centre's own numbers are in it, no patient's.
+this Python (tomllib), rtoml's and phonenumbers' versions and the code that reads numbers
+(agent/phone.py, agent/config.py, agent/config_errors.py). It holds the data tomllib made of
+the text, and each pool's numbers in E.164 in the order they are listed; it is written only for
+a file that loaded whole. Every other check (schema, duplicates, fallbacks, zones...) runs
+again on each load, so a file is judged the same with or without it. Only the centre's own
+numbers are in it, no patient's.
 
 Best effort and never a source of truth: a missing, stale or unreadable copy means a full
 parse; a copy that cannot be written (a read-only data dir) is simply not kept. No other state.
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 CACHE_NAME = "pools-cache.json"
 FORMAT = "1"
-_SHAPING_CODE = ("phone.py", "config.py")  # agent/ modules whose change makes a copy stale
+# agent/ modules whose change makes a copy stale
+_SHAPING_CODE = ("phone.py", "config.py", "config_errors.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,9 @@ def key_of(text: str) -> str:
     """What a copy of ``text``'s reading is kept under; "" (keep nothing) when the code that
     shapes it cannot be read (an install without sources)."""
     digest = hashlib.sha256()
-    for part in (FORMAT, sys.version, phonenumbers.__version__):
+    import rtoml
+
+    for part in (FORMAT, sys.version, rtoml.__version__, phonenumbers.__version__):
         digest.update(part.encode() + b"\0")
     here = Path(__file__).parent
     try:

@@ -290,3 +290,19 @@ def test_the_readme_check_config_example_is_what_the_command_prints(
     monkeypatch.chdir(tmp_path)
     assert main(["check-config", "pools.toml"]) == 78
     assert capsys.readouterr().err == printed
+
+
+def test_pools_toml_reads_the_same_as_tomllib_reads_it() -> None:
+    """The fast reader (rtoml) and tomllib give the same data, dates and times included."""
+    import tomllib
+
+    from agent.config_errors import parse_toml
+
+    for text in (
+        (Path(__file__).parents[1] / "agent/examples/pools.toml").read_text(encoding="utf-8"),
+        'a = 0x1F\nb = -0.0\nc = "\\u00e9"\nd = [[1, 2], ["x"]]\n[t]\n"x.y" = { e = true }\n',
+        "when = 1979-05-27T07:32:00-08:00\nday = 1979-05-27\nat = 07:32:00\n",
+        "big = 99999999999999999999\n",
+    ):
+        assert parse_toml(text, "pools.toml") == tomllib.loads(text)
+        assert repr(parse_toml(text, "pools.toml")) == repr(tomllib.loads(text))

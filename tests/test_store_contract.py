@@ -187,6 +187,23 @@ async def test_numbers_usage_audit_and_alerts(db: Database) -> None:
     assert alert is not None and (alert["kind"], alert["pool"]) == ("exhausted", "B")
 
 
+async def test_new_numbers_are_written_with_their_presence_in_one_pass(db: Database) -> None:
+    """A first start writes each number's area with its row; a number already stored keeps
+    the area it has (the key depends on the number alone)."""
+    repo = OutboundRepo(db)
+    area = {"+33142000001": "FR-75", "+33612000001": None}.get
+    await repo.sync_numbers([("+33142000001", "A", True), ("+33612000001", "A", True)], area)
+    await repo.sync_numbers(
+        [("+33142000001", "B", True), ("+33142000002", "B", True)], lambda n: "FR-X"
+    )
+    rows = await db.fetchall("SELECT number, presence FROM numbers ORDER BY number")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("+33142000001", "FR-75"),
+        ("+33142000002", "FR-X"),
+        ("+33612000001", ""),
+    ]
+
+
 async def test_call_outcomes(db: Database) -> None:
     audit = AuditRecord(100.0, "1700.7", "reminder", "A", "+33142000001", "ok", "x", None, None)
     await OutboundRepo(db).write_audit([audit], {})

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.contact import vcard
 from agent.contact.config import ContactConfig, inbound_numbers
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ def pool_card(config: Config, contact: ContactConfig, pool_name: str) -> str | N
         outbound.append(pool.fallback)  # presented when the pool is exhausted
     inbound = inbound_numbers(contact, pool_name, pool.rules.region)
     centre = contact.centre or (pool.numbers[0].name if pool.numbers else pool_name)
+    from agent.contact import vcard  # vobject and its dateutil, pytz: only when asked
+
     return vcard.build(centre, pool_name, outbound, inbound)
 
 

@@ -11,7 +11,7 @@ ON CONFLICT, RETURNING, CASE): the same statements run on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.store import Database
@@ -61,6 +61,17 @@ _CLAIM_TAIL = (
 )
 
 
+def _presence(
+    number: str,
+    presence_of: Callable[[str], str | None] | None,
+    stored: dict[str, tuple[str, bool]],
+) -> str | None:
+    """The presence key a new row is written with (None: computed later, or kept as stored)."""
+    if presence_of is None or number in stored:
+        return None
+    return presence_of(number) or ""
+
+
 class _Moved(Exception):
     """A reserve move found its number serving another pool than planned (rolls back)."""
 
@@ -74,11 +85,17 @@ class OutboundRepo:
         self.db = db
 
     # -- numbers ---------------------------------------------------------------------------
-    async def sync_numbers(self, numbers: Iterable[tuple[str, str, bool]]) -> None:
+    async def sync_numbers(
+        self,
+        numbers: Iterable[tuple[str, str, bool]],
+        presence_of: Callable[[str], str | None] | None = None,
+    ) -> None:
         """Make the numbers table match the config: (E.164, home pool, active).
 
         Only rows that differ are written, so a restart with 100,000 unchanged numbers reads
-        the table once and writes nothing."""
+        the table once and writes nothing. A number new to the table is written with its
+        presence key (``presence_of``, '' for none) in the same row: a first start with
+        100,000 numbers does not update each row again (a second by itself)."""
         rows = list(numbers)
         async with self.db.transaction():
             stored = {
@@ -90,13 +107,14 @@ class OutboundRepo:
             if gone:
                 await self.db.executemany("UPDATE numbers SET active = 0 WHERE number = ?", gone)
             changed = [
-                (number, pool, int(active))
+                (number, pool, int(active), _presence(number, presence_of, stored))
                 for number, pool, active in rows
                 if stored.get(number) != (pool, active)
             ]
             if changed:
                 await self.db.executemany(
-                    "INSERT INTO numbers (number, home_pool, active) VALUES (?, ?, ?) "
+                    "INSERT INTO numbers (number, home_pool, active, presence) "
+                    "VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
                     "active = excluded.active",
                     changed,

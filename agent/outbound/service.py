@@ -24,6 +24,7 @@ from datetime import date, timedelta
 
 from agent.clock import Clock
 from agent.config import Config
+from agent.contact.presence import number_area
 from agent.outbound.audit import AuditWriter
 from agent.outbound.claims import Claims
 from agent.outbound.decide import Decider, Decision, DecisionHooks, PinnedNumber, PinSource
@@ -124,7 +125,7 @@ class OutboundService:
         self._read_only = not write
         self._promotions.enabled = write
         if write:
-            await self._repo.sync_numbers(self._number_rows(self.config))
+            await self._repo.sync_numbers(self._number_rows(self.config), number_area)
         await self.reload_state()
         self._audit.start()
         if watch_interval:
@@ -147,7 +148,7 @@ class OutboundService:
 
     async def apply_config(self, config: Config) -> None:
         """Swap in a new config whole and rebuild the number view from the store."""
-        await self._repo.sync_numbers(self._number_rows(config))
+        await self._repo.sync_numbers(self._number_rows(config), number_area)
         await self.reload_state(config)
 
     async def flush(self) -> None:

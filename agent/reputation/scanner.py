@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Protocol
 
 from agent import phone
 from agent.alerts.service import AlertService
@@ -34,6 +35,30 @@ RETRY_CAP = 60.0
 FlagAction = Callable[[str, str, OnFlag], Awaitable[None]]  # number, pool, policy
 
 
+class PoolOf(Mapping[str, str]):
+    """number -> pool, read from the config's numbers rather than copied (100,000 of them)."""
+
+    def __init__(self, numbers: Mapping[str, _HasPool]) -> None:
+        self._numbers = numbers
+
+    def __getitem__(self, number: str) -> str:
+        return self._numbers[number].pool
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._numbers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._numbers)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+
+class _HasPool(Protocol):
+    @property
+    def pool(self) -> str: ...
+
+
 class ReputationScanner:
     def __init__(self, db: Database, clock: Clock, alerts: AlertService) -> None:
         self._repo = ReputationRepo(db)
@@ -42,7 +67,7 @@ class ReputationScanner:
         self._provider: ReputationProvider | None = None
         self._period = 3600.0
         self._interval = 2.0  # seconds between two requests (the rate limit)
-        self._numbers: dict[str, str] = {}  # number -> pool
+        self._numbers: Mapping[str, str] = {}  # number -> pool
         self._policy: dict[str, OnFlag] = {}  # pool -> on_flag
         self._next: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -62,19 +87,23 @@ class ReputationScanner:
         scan_minutes: float = 60.0,
         requests_per_minute: float = 30.0,
     ) -> None:
-        """On start and on every reload: the numbers to watch, each pool's on_flag, the
-        provider. A number new to the scanner is scheduled within the coming period."""
+        """On start and on every reload: the numbers to watch (number -> pool, kept as given:
+        not copied, 100,000 of them), each pool's on_flag, the provider. A number new to the
+        scanner is scheduled within the coming period; without a provider nothing is."""
         self._provider = provider
         self._period = scan_minutes * 60.0
         self._interval = 60.0 / requests_per_minute
-        self._numbers = dict(numbers)
+        self._numbers = numbers
         self._policy = dict(policy)
         now = self._clock.now()
-        fresh = [n for n in sorted(numbers) if n not in self._next]
+        if provider is None:  # no lookups: no schedule (a provider added later starts one)
+            self._next.clear()
+            self._failures.clear()
+        fresh = [n for n in sorted(numbers) if n not in self._next] if provider else []
         for i, number in enumerate(fresh):
             self._next[number] = now + self._period * i / max(1, len(fresh))
-        for gone in set(self._next) - set(numbers):
-            del self._next[gone]
+        for gone in [n for n in (*self._next, *self._wanted) if n not in numbers]:
+            self._next.pop(gone, None)
             self._failures.pop(gone, None)
             self._wanted.pop(gone, None)
         self._wake.set()

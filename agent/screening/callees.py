@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import mmap
 import zlib
 
 from agent.screening.repo import ScreeningRepo
@@ -40,7 +41,9 @@ class RecentCallees:
     def __init__(self, repo: ScreeningRepo, slots: int = SLOTS) -> None:
         self._repo = repo
         # Slot -> latest call time (whole seconds, rounded up) of the callees hashing there.
-        self._slots = memoryview(bytearray(4 * slots)).cast("I")
+        # Anonymous memory reads as zeros and takes no RAM until a page is written: an agent
+        # that has screened no callback does not carry 8 MiB of zeros (a bytearray writes them).
+        self._slots = memoryview(mmap.mmap(-1, 4 * slots)).cast("I")
         self._horizon: float | None = None  # calls since this time are all in the table
         self._last_id = 0
         self._folded = 0  # calls folded into the table since it was loaded

@@ -167,6 +167,14 @@ class SqliteDatabase(Database):
             finally:
                 _IN_TX.reset(token)
 
+    async def release_memory(self) -> None:
+        """Empty this connection's page cache (and the reads connection's): after start-up
+        read every number, SQLite would keep those pages for nothing."""
+        for db in (self, self._reads):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await db._conn.execute("PRAGMA shrink_memory")
+
     async def close(self) -> None:
         if self._checkpoints is not None:
             await stop_task(self._checkpoints)
