@@ -114,6 +114,16 @@ def _country_code(head: str) -> tuple[int, int] | None:
     return None
 
 
+def valid_in_its_region(country_code: int, national: str) -> bool | None:
+    """phonenumbers.is_valid_number for the national significant number of a country code
+    that one region owns (France...), from that region's compiled patterns; None where
+    phonenumbers must decide itself (a code several regions share, a leading zero)."""
+    checks = _type_checks(country_code)
+    if checks is None or not national or national[0] == "0":
+        return None
+    return _possible_and_valid(national, checks)
+
+
 def _possible_and_valid(national: str, checks: tuple[_Check, ...]) -> bool:
     """phonenumbers.is_possible_number and is_valid_number together for a national number
     (no leading zero) of a country of one region (``_type_checks``), sooner.
