@@ -21,12 +21,15 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
 import phonenumbers
 from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as pn_timezone
+
+if TYPE_CHECKING:
+    from holidays import HolidayBase
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _TIME = re.compile(r"(\d{2}):(\d{2})")
@@ -139,7 +142,10 @@ def parse_window(text: str) -> Window:
 
 
 @lru_cache(maxsize=64)
-def _calendar(name: str) -> holidays.HolidayBase:
+def _calendar(name: str) -> HolidayBase:
+    # Imported with the first calendar named: ~0.2 s and ~4 MB an agent without one never pays.
+    import holidays
+
     country, _, subdiv = name.partition("-")
     try:
         return holidays.country_holidays(country, subdiv=subdiv or None)
