@@ -152,7 +152,7 @@ def encrypt_file(
         for _ in range(window)
     ]
 
-    write_turn = threading.Lock()  # not two writers spinning on the inode lock (FORMAT.md)
+    write_turn = threading.Lock()  # no writer spinning on the inode lock (FORMAT.md)
 
     def seal_run(run: int) -> memoryview:
         plain, sealed = slots[run % window]
