@@ -15,7 +15,9 @@ second, wall clock):
   light entry `python -m agent.recordings.handoff FILE`, which imports no more than it needs.
 The work folder defaults to /dev/shm, so a disk's mood does not decide the comparison (fsync
 is then nearly free); pass --dir for a real disk. age is installed with apt-get if missing.
-This machine is shared: expect noise, read the medians.
+This machine is shared: expect noise, read the medians. CPU seconds (every thread, and the
+`age` and `cp` children; the post-command's work is done in the agent, so it has none) are
+printed too: they say what the wall-clock ratios can be once the cores are free.
 """
 
 from __future__ import annotations
@@ -72,10 +74,17 @@ def ensure_age() -> str:
     return found
 
 
-def timed(step: Callable[[], None]) -> float:
-    began = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU used by every thread of this process and by its children that have exited."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(step: Callable[[], None]) -> tuple[float, float]:
+    """Wall clock and CPU seconds of ``step``."""
+    began, used = time.perf_counter(), cpu_seconds()
     step()
-    return time.perf_counter() - began
+    return time.perf_counter() - began, cpu_seconds() - used
 
 
 def main() -> None:
@@ -171,7 +180,7 @@ def main() -> None:
 
             return step
 
-        contenders: dict[str, Callable[[], float]] = {}
+        contenders: dict[str, Callable[[], tuple[float, float]]] = {}
         contenders["age"] = lambda: timed(age_step)
         contenders["cp"] = lambda: timed(copy_step)
         contenders["encrypt"] = lambda: timed(encrypt_step)
@@ -181,26 +190,38 @@ def main() -> None:
             ("post-command", post_command(False)),
         ):
 
-            def run(step: Callable[[Path], None] = step) -> float:
+            def run(step: Callable[[Path], None] = step) -> tuple[float, float]:
                 plain = fresh_plain()
                 return timed(lambda: step(plain))
 
             contenders[name] = run
         times: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(args.rounds):
             for name, run_once in contenders.items():
                 for leftover in out.iterdir():
                     leftover.unlink()
                 for sealed in monitor.glob(f"*{fmt.SUFFIX}"):
                     sealed.unlink()  # keep /dev/shm small; the store keeps its rows
-                times[name].append(run_once())
+                wall, used = run_once()
+                times[name].append(wall)
+                cpu[name].append(used)
         rate = {name: size / statistics.median(t) / MB for name, t in times.items()}
         for name, t in times.items():
+            spent = "" if name.startswith("post") else f"  cpu {statistics.median(cpu[name]):.3f} s"
             print(
                 f"{name:<13} median {statistics.median(t):6.3f} s  {rate[name]:7.1f} MB/s"
-                f"  rounds {' '.join(f'{x:.3f}' for x in t)}"
+                f"  rounds {' '.join(f'{x:.3f}' for x in t)}{spent}"
             )
         a = rate["age"]
+        age_cpu, pipe_cpu = statistics.median(cpu["age"]), statistics.median(cpu["pipeline"])
+        cores = os.cpu_count() or 1
+        # age works on one thread: on free cores its wall clock is its CPU.
+        print(
+            f"recordings pipeline CPU {pipe_cpu:.3f} s = {pipe_cpu / age_cpu:.2f}x age's"
+            f" {age_cpu:.3f} s: with {cores} free cores at best {pipe_cpu / cores:.3f} s wall"
+            f" = {age_cpu / (pipe_cpu / cores):.2f}x of age"
+        )
         print(
             f"plain copy (cp): {rate['cp']:.0f} MB/s = {rate['cp'] / a:.2f}x of age"
             f" {a:.0f} MB/s [the I/O ceiling]"

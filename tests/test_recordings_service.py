@@ -564,6 +564,49 @@ async def test_stop_lets_the_file_being_sealed_finish(
     await svc.wait_idle()
 
 
+@pytest.mark.parametrize("damage", ["cut", "first chunk", "last chunk"])
+async def test_a_sealed_file_damaged_on_its_way_to_disk_never_costs_the_plaintext(
+    settings: Settings,
+    db: Database,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+) -> None:
+    """Sealing does not read its output back in full (FORMAT.md, "Sealing"): a disk that
+    loses the end of the file, or garbles its first or last chunk, while fsync reports
+    success must still be caught before the plaintext goes."""
+    keyring(settings)
+    audio = os.urandom(3 * fmt.DEFAULT_CHUNK + 1000)
+    plain = put(settings, f"{UID}.wav", audio)
+    real_fsync = os.fsync
+
+    def lossy_fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.endswith(pipeline.TEMP_MARK):
+            size = os.fstat(fd).st_size
+            if damage == "cut":
+                os.ftruncate(fd, size - 100)
+            else:
+                flip(path, 200 if damage == "first chunk" else size - 5, 0x10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", lossy_fsync)
+    svc = service(settings, db, clock)
+    report = await svc.sweep()
+    assert (report.sealed, report.failed) == (0, 1)
+    assert plain.read_bytes() == audio
+    assert await svc.listing() == []
+    # The disk is healthy again: the damaged file is moved aside, never trusted or deleted,
+    # and the recording sealed from its plaintext.
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (await svc.sweep()).sealed == 1 and not plain.exists()
+    rows = sorted(await svc.listing(), key=lambda r: r.id)
+    assert [r.state for r in rows] == ["rejected", "sealed"]
+    out = settings.data_dir / "o.wav"
+    await svc.decrypt(rows[1].id, out, operator="a", reason="b")
+    assert out.read_bytes() == audio
+
+
 async def test_leftover_sealed_file_that_does_not_open_is_set_aside_never_deleted(
     settings: Settings, db: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
