@@ -128,12 +128,12 @@ def encrypt_file(
     Every chunk has a fixed place in both files, so each pool task takes a run of consecutive
     chunks (``RUN_BYTES`` of audio): it reads each chunk with ``preadv`` into its slot's
     buffer, encrypts it (``encrypt_into``) into the slot's run buffer and writes it with
-    ``pwrite`` while it is still in cache, writers taking turns. Reading, encryption and
-    writing run in parallel, no buffer is allocated per chunk, and the pool's fixed cost per
-    task (a hand-off between threads, ~65 us of CPU) is paid once per run, not per chunk.
-    This thread hands ``hasher`` each sealed run in file order, straight from its slot
-    (``hashlib`` releases the GIL, so hashing overlaps the pool), before the slot takes another
-    run: at most ``2 * WORKERS`` runs are in flight. Same checks, same bytes on disk as
+    ``pwrite`` while it is still in cache. Reading, encryption and writing run in parallel, no
+    buffer is allocated per chunk, and the pool's fixed cost per task (a hand-off between
+    threads, ~65 us of CPU) is paid once per run rather than once per chunk. This thread
+    hands ``hasher`` each sealed run in file order, straight from its slot (``hashlib``
+    releases the GIL, so hashing overlaps the pool), before the slot takes another run: at
+    most ``2 * WORKERS`` runs are in flight. Same checks, same bytes on disk as
     ``encrypt_stream``.
     """
     header, aead = new_header(key, plain_length, chunk_size)
@@ -152,8 +152,6 @@ def encrypt_file(
         for _ in range(window)
     ]
 
-    write_turn = threading.Lock()  # no writer spinning on the inode lock (FORMAT.md)
-
     def seal_run(run: int) -> memoryview:
         plain, sealed = slots[run % window]
         pos = 0
@@ -164,8 +162,7 @@ def encrypt_file(
             nonce = _nonce(header.nonce_prefix, index, index == count - 1)
             out = sealed[pos : pos + want + TAG_BYTES]
             aead.encrypt_into(nonce, plain[:want], header.fixed, out)
-            with write_turn:
-                _pwrite_all(dst_fd, out, base + index * sealed_len)
+            _pwrite_all(dst_fd, out, base + index * sealed_len)
             pos += len(out)
         return sealed[:pos]
 
