@@ -67,7 +67,9 @@ Screening = tuple[Agent, ScreeningService]
 
 @pytest.fixture
 async def screening_agent(make_agent: AgentFactory, clock: FrozenClock) -> AsyncIterator[Screening]:
-    agent = await make_agent(SCREENING_POOLS)
+    # Verdicts, not timing: a deadline far from what a busy test machine can stall a call for
+    # (the deadline has tests of its own below).
+    agent = await make_agent(SCREENING_POOLS, deadline_ms=5000)
     service = install_screening(agent, clock)
     yield agent, service
     await service.close()
