@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import secrets
 import statistics
 import subprocess
@@ -54,6 +55,8 @@ from bench.outbound import (  # noqa: E402
 from tests.fake_asterisk import header_block  # noqa: E402
 
 CONCURRENCY = 50
+WARM = 200  # sessions per agent before each measure (not measured)
+TRACE: list[str] = []  # --trace: the agents run under bench/pg_trace.py
 OPEN_LOOP = [0.0, 0.0]  # --open-loop RATE and --duration: arrivals on a schedule instead
 _OFFSETS = itertools.count(1_000_000, 100_000)  # callees never seen before, run after run
 
@@ -122,20 +125,71 @@ def start_agent(config: Path, tmp: Path, url: str | None) -> tuple[subprocess.Po
     env["TRUSTLINE_LOG_LEVEL"] = "ERROR"  # missed deadlines are counted in the figures
     if url:
         env["TRUSTLINE_DATABASE_URL"] = url
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
+    command = ["-m", "agent", "run"]
+    if TRACE:
+        env["TRUSTLINE_TRACE_FILE"] = str(tmp / "trace.json")
+        command = ["-m", "bench.pg_trace"]
+    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
     return proc, port
 
 
-async def measure(label: str, ports: list[int], sessions: int, block: bytes) -> tuple[float, float]:
+async def measure(
+    label: str, ports: list[int], sessions: int, block: bytes, pids: list[int]
+) -> tuple[float, float]:
     for port in ports:
         wait_port(port)
-    await asyncio.gather(*(load_light(p, [block] * 200, CONCURRENCY) for p in ports))  # warm
+    await asyncio.gather(*(load_light(p, [block] * WARM, CONCURRENCY) for p in ports))
+    cpu = cpu_seconds(pids)
     start = time.perf_counter()
     runs = await asyncio.gather(*(load_light(p, [block] * sessions, CONCURRENCY) for p in ports))
     elapsed = time.perf_counter() - start
     latencies = [x for lat in runs for x in lat]
     _, rate, p99 = summary(label, CONCURRENCY * len(ports), elapsed, latencies)
+    if TRACE:
+        machine, agents, load_gen, pg = (b - a for a, b in zip(cpu, cpu_seconds(pids), strict=True))
+        per = 1000 / len(latencies)
+        print(
+            f"  cpu {label}: machine busy {machine / elapsed:.2f} of 2 cores; per session:"
+            f" agents {agents * per:.2f} ms, load generator {load_gen * per:.2f} ms,"
+            f" PostgreSQL {pg * per:.2f} ms, the rest (other sessions on the machine)"
+            f" {(machine - agents - load_gen - pg) * per:.2f} ms",
+            flush=True,
+        )
     return rate, p99
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float, float, float]:
+    """CPU seconds so far: the machine's (all cores), the ``pids``', this process's, and
+    PostgreSQL's (its processes running now: the agents' backends live as long as they do)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    machine = (sum(fields) - fields[3] - fields[4]) / _TICK  # all but idle and iowait
+    postgres = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "postgres"]
+    own = os.times()
+    return (
+        machine,
+        sum(_cpu(Path(f"/proc/{pid}")) for pid in pids),
+        own.user + own.system,
+        sum(_cpu(p) for p in postgres),
+    )
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu(proc: Path) -> float:
+    try:
+        stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / _TICK  # utime, stime
 
 
 async def measure_open(
@@ -145,7 +199,7 @@ async def measure_open(
     (two PBX hosts, each with its share of the calls). Returns (share served ok, p99 ms)."""
     for port in ports:
         wait_port(port)
-    await asyncio.gather(*(load(p, [block] * 200, CONCURRENCY) for p, block in _warm(ports)))
+    await asyncio.gather(*(load(p, [block] * WARM, CONCURRENCY) for p, block in _warm(ports)))
     n = int(rate * duration / len(ports))
     outcomes: Counter[str] = Counter()
     runs = await asyncio.gather(
@@ -177,19 +231,25 @@ async def run_agents(
 ) -> tuple[float, float]:
     """Start one agent per target (a database URL, or None for SQLite), measure, stop them."""
     started = []
+    folders = []
     try:
         for url in targets:
             folder = Path(tempfile.mkdtemp(prefix="agent-", dir=tmp))
+            folders.append(folder)
             started.append(start_agent(config, folder, url))
         ports = [port for _, port in started]
         if OPEN_LOOP[0]:
             rate, duration = OPEN_LOOP
             return await measure_open(label, ports, rate, duration, next(_OFFSETS))
-        return await measure(label, ports, sessions, block)
+        return await measure(label, ports, sessions, block, [p.pid for p, _ in started])
     finally:
         for proc, _ in started:
             proc.terminate()
             proc.wait(30)
+        if TRACE and started:
+            from bench.pg_trace import summarise
+
+            summarise(label, [str(f / "trace.json") for f in folders], WARM)
 
 
 async def main() -> None:
@@ -211,7 +271,11 @@ async def main() -> None:
         " concurrent sessions per agent: latency then shows contention, not queueing",
     )
     parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
+    parser.add_argument(
+        "--trace", action="store_true", help="time claims and loop lag (bench/pg_trace.py)"
+    )
     args = parser.parse_args()
+    TRACE[:] = ["on"] if args.trace else []
     OPEN_LOOP[:] = [args.open_loop or 0.0, args.duration]
     block = header_block(
         "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
@@ -238,7 +302,7 @@ async def main() -> None:
                         "bare", [bare_port], args.open_loop, args.duration, next(_OFFSETS)
                     )
                 else:
-                    bare = await measure("bare", [bare_port], args.sessions, block)
+                    bare = await measure("bare", [bare_port], args.sessions, block, [bare_proc.pid])
             finally:
                 bare_proc.terminate()
                 bare_proc.wait(30)
