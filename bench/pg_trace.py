@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from agent.agi import server as server_module
@@ -115,6 +116,42 @@ def _lag_monitor() -> None:
             _samples["lag"].append((time.perf_counter() - start - 0.002, start))
 
     _lag_task.append(asyncio.get_running_loop().create_task(sample()))
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float, float, float]:
+    """CPU seconds so far: the machine's (all cores), the ``pids``', this process's, and
+    PostgreSQL's (its processes running now: the agents' backends live as long as they do)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user): all but
+    # idle and iowait; steal is time the hypervisor gave to other machines, lost to us too.
+    machine = (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+    postgres = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "postgres"]
+    own = os.times()
+    return (
+        machine,
+        sum(_cpu(Path(f"/proc/{pid}")) for pid in pids),
+        own.user + own.system,
+        sum(_cpu(p) for p in postgres),
+    )
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu(proc: Path) -> float:
+    try:
+        stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / _TICK  # utime, stime
 
 
 def _dump() -> None:
