@@ -20,7 +20,13 @@ from datetime import date
 
 from agent.clock import Clock
 from agent.config import PoolConfig
-from agent.outbound.policy import LEASE_IDLE_SECONDS, NumberState, local_day
+from agent.outbound.policy import (
+    LEASE_IDLE_SECONDS,
+    LEASE_MAX_UNITS,
+    LEASE_UNITS,
+    NumberState,
+    local_day,
+)
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.view import NumberView
 
@@ -150,16 +156,20 @@ class Claims:
         self._batcher = ClaimBatcher(repo, self.on_spare)
         # Numbers holding a lease -> when it was last used (the loop's monotonic time).
         self._holding: dict[str, float] = {}
-        # Numbers with a lease refill on its way, with the state it was asked for and its size.
-        self._refilling: dict[str, tuple[NumberState, int]] = {}
+        # Numbers with a lease refill on its way: the state it was asked for, the units its
+        # lease had left then, and the pool it serves.
+        self._refilling: dict[str, tuple[NumberState, int, str]] = {}
+        # Busy numbers whose lease grew (see _lease_landed) -> its size, until they go idle.
+        self._lease_units: dict[str, int] = {}
         self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
-        self._claims_in_flight: dict[str, int] = {}  # per pool
+        self._claims_in_flight: dict[str, int] = {}  # claims and refills, per pool
         self._settled_event = asyncio.Event()  # set (and replaced) at every settled claim
 
     def drop_lease(self, number: str, day: date | None, units: int) -> None:
         """The view dropped a lease held here (its day is over, or its state replaced)."""
         self.uncount(number, day, units)
         self._holding.pop(number, None)
+        self._lease_units.pop(number, None)
 
     async def drain(self) -> None:
         """Wait until every claim sent so far has landed (at stop, before leases go back)."""
@@ -186,8 +196,8 @@ class Claims:
 
         The reservation re-ranks the number at once, so concurrent calls spread over the pool
         while the store confirms. The store has the last word on the cap. A pool is exhausted
-        only once no candidate is left and no claim on it is still in flight: a pending claim
-        may yet fail and give its room back.
+        only once no candidate is left and no claim or lease refill on it is still in flight:
+        a pending claim may yet fail and give its room back, a refill bring units.
         """
         day = local_day(now, pool.rules.timezone)
         while True:
@@ -206,7 +216,7 @@ class Claims:
                 if not st.held:
                     self._holding.pop(number, None)
                 self._handed(st, pool, st.used - st.held, now)
-                self._refill(st, cap, day)
+                self._refill(st, pool, cap, day)
                 self._view.place(st, now)
                 return st
             st.reserved += 1
@@ -217,7 +227,7 @@ class Claims:
                 # In use again within a lease's idle time: a lease will serve its next calls.
                 # A number a large pool hands out once a minute gets none: it would only go
                 # back to the store unused, one more write for nothing.
-                self._refill(st, cap, day)
+                self._refill(st, pool, cap, day)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
             future.add_done_callback(functools.partial(self._settled, st, pool, cap, day, now))
             try:
@@ -240,14 +250,21 @@ class Claims:
             if used is not None:
                 return st
 
-    def _refill(self, st: NumberState, cap: int, day: date) -> None:
+    def _refill(self, st: NumberState, pool: PoolConfig, cap: int, day: date) -> None:
         """Keep a small lease on a number in use, asked in the same batch as the calls: once
-        half of it is spent, so the store is touched once every few calls, not every call."""
-        target = st.lease_target(cap)
+        half of it is spent, so the store is touched once every few calls, not every call.
+
+        A refill is not reserved like a call's claim: units for no call yet must not rank the
+        number as more used, or calls would crowd onto the other numbers and empty their
+        leases while this one's refill is on its way. It never stands between a call and the
+        cap either: it asks for at most 1/LEASE_SHARE of what is left, and the store grants
+        no unit past the cap. Until it lands, the pool is not exhausted: it may bring units
+        the store had no other way to hand to this agent's calls."""
+        target = st.lease_target(cap, self._lease_units.get(st.number, LEASE_UNITS))
         want = target - st.held
         if want > 0 and st.held * 2 <= target and st.number not in self._refilling:
-            self._refilling[st.number] = (st, want)
-            st.reserved += want
+            self._refilling[st.number] = (st, st.held, pool.name)
+            self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._batcher.refill(st.number, day.isoformat(), cap, want)
 
     def on_spare(self, number: str, day: str, asked: int, units: int, used: int) -> None:
@@ -255,7 +272,10 @@ class Claims:
         if asked:
             refill = self._refilling.pop(number, None)
             if refill is not None:
-                refill[0].reserved -= refill[1]
+                asked_by, had, pool = refill
+                self._landed(pool)
+                if units:
+                    self._lease_landed(number, had - asked_by.held)
         if not units:
             return
         st = self._view.states.get(number)
@@ -267,6 +287,15 @@ class Claims:
         self._holding.setdefault(number, asyncio.get_running_loop().time())
         self._view.place(st, self._clock.now())
 
+    def _lease_landed(self, number: str, spent: int) -> None:
+        """A refill landed after calls ``spent`` units of the lease. Asked with half of it
+        left, it should land with more than a quarter: a busy number that spent more while
+        the store answered gets twice the lease from now on (until it goes idle), so its
+        calls do not wait for the store however long the store or the CPU takes to answer."""
+        lease = self._lease_units.get(number, LEASE_UNITS)
+        if spent * 4 >= lease and lease < LEASE_MAX_UNITS:
+            self._lease_units[number] = 2 * lease
+
     def release_idle(self, idle: float) -> None:
         """Give back leases unused for ``idle`` seconds, so other agents may use the units."""
         cutoff = asyncio.get_running_loop().time() - idle
@@ -276,6 +305,7 @@ class Claims:
 
     def _release(self, number: str) -> None:
         self._holding.pop(number, None)
+        self._lease_units.pop(number, None)  # idle: back to a small lease
         st = self._view.states.get(number)
         if st is None or not st.held or st.day is None:
             return
@@ -296,6 +326,12 @@ class Claims:
             await self._repo.give_back(number, day, units)
             del self._give_backs[(number, day)]
 
+    def _landed(self, pool: str) -> None:
+        """A claim or a refill for ``pool`` came back: calls waiting for one look again."""
+        self._claims_in_flight[pool] -= 1
+        settled, self._settled_event = self._settled_event, asyncio.Event()
+        settled.set()
+
     def _handed(self, st: NumberState, pool: PoolConfig, ordinal: int, now: float) -> None:
         """A call got this number as the ``ordinal``-th of its day."""
         st.last_used_at = max(st.last_used_at, now)
@@ -311,9 +347,7 @@ class Claims:
         future: asyncio.Future[int | None],
     ) -> None:
         st.reserved -= 1
-        self._claims_in_flight[pool.name] -= 1
-        settled, self._settled_event = self._settled_event, asyncio.Event()
-        settled.set()
+        self._landed(pool.name)
         counted = not future.cancelled() and future.exception() is None
         used = future.result() if counted else None
         # A reload may have replaced this number's state, and midnight may have passed: only

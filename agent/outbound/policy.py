@@ -84,7 +84,11 @@ def quarantine_due(reports_today: int, rules: PoolRules) -> bool:
 
 
 LEASE_IDLE_SECONDS = 1.0  # a lease unused this long goes back to the store
-LEASE_UNITS = 16  # at most this many units of a number's cap held ahead of demand
+LEASE_UNITS = 16  # units of a number's cap held ahead of demand, to begin with
+# A number whose lease runs dry while in use gets a lease twice as large, up to this: a busy
+# number must not wait for the store more often than a quiet one (the lease covers the round
+# trip of its refill, however long the store or the CPU makes it).
+LEASE_MAX_UNITS = 256
 # A lease is at most this fraction of what is left of the cap: on a busy number it saves store
 # round trips; near the cap, units idle here never stand between another agent and its calls.
 LEASE_SHARE = 32
@@ -132,10 +136,11 @@ class NumberState:
         """A call can get this number now: from the lease, or the store may still have room."""
         return self.held > 0 or self.used + self.reserved < cap
 
-    def lease_target(self, cap: int) -> int:
-        """How many units to hold ahead of demand: up to 1/LEASE_SHARE of what is left of the
-        cap, so a unit idle here rarely stands between another agent and its last calls."""
-        return max(0, min(LEASE_UNITS, (cap - self.used - self.reserved) // LEASE_SHARE))
+    def lease_target(self, cap: int, units: int = LEASE_UNITS) -> int:
+        """How many units to hold ahead of demand: ``units``, but up to 1/LEASE_SHARE of what
+        is left of the cap, so a unit idle here rarely stands between another agent and its
+        last calls."""
+        return max(0, min(units, (cap - self.used - self.reserved) // LEASE_SHARE))
 
     def healthy(self, now: float) -> bool:
         """Usable in principle: active, not resting, not quarantined (cap aside)."""
