@@ -5,7 +5,9 @@ Run by hand:  .venv/bin/python bench/outbound_pg.py [--database-url postgresql:/
 
 Each server is its own process; the load generator (a protocol on uvloop, so that it leaves the
 cores to the agents as Asterisk's C would) speaks the captured Asterisk bytes at 50
-concurrent sessions per server. Figures are ratios against runs side by side in the same run
+concurrent sessions per server: each session as the shipped subroutine asks it
+(``outbound?answer=one``: one SET VARIABLE, as the bare server answers) to a callee never seen
+before in the run, as bench/outbound.py offers them. Figures are ratios against runs side by side in the same run
 (shared machine). The two-agent run drives both agents at once (50 concurrent each) on one
 fresh schema; its rate is the sum of both. SQLite, one-agent and two-agent runs alternate for
 ``--rounds`` rounds and the median round is reported, so a load spike from elsewhere on the
@@ -58,7 +60,6 @@ from bench.outbound import (  # noqa: E402
     wait_port,
 )
 from bench.pg_trace import cpu_seconds  # noqa: E402
-from tests.fake_asterisk import header_block  # noqa: E402
 
 CONCURRENCY = 50
 WARM = 200  # sessions per agent before each measure (not measured)
@@ -152,16 +153,27 @@ def start_agent(config: Path, tmp: Path, url: str | None) -> tuple[subprocess.Po
     return proc, port
 
 
+def fresh_callees(ports: list[int], sessions: int) -> list[list[bytes]]:
+    """Per server, sessions as the shipped subroutine runs them (outbound?answer=one), each
+    to a callee never seen before in the run, as bench/outbound.py offers them."""
+    offset = next(_OFFSETS)
+    return [callee_blocks(sessions, offset + i * sessions) for i in range(len(ports))]
+
+
 async def measure(
-    label: str, ports: list[int], sessions: int, block: bytes, pids: list[int]
+    label: str, ports: list[int], sessions: int, pids: list[int]
 ) -> tuple[float, float]:
     for port in ports:
         wait_port(port)
-    await asyncio.gather(*(load_light(p, [block] * WARM, CONCURRENCY) for p in ports))
+    warm = fresh_callees(ports, WARM)
+    await asyncio.gather(*(load_light(p, b, CONCURRENCY) for p, b in zip(ports, warm, strict=True)))
     cpu = cpu_seconds(pids)
     PHASES.clear()
     start = time.perf_counter()
-    runs = await asyncio.gather(*(load_light(p, [block] * sessions, CONCURRENCY) for p in ports))
+    blocks = fresh_callees(ports, sessions)
+    runs = await asyncio.gather(
+        *(load_light(p, b, CONCURRENCY) for p, b in zip(ports, blocks, strict=True))
+    )
     elapsed = time.perf_counter() - start
     latencies = [x for lat in runs for x in lat]
     _, rate, p99 = summary(label, CONCURRENCY * len(ports), elapsed, latencies)
@@ -194,7 +206,8 @@ async def measure_open(
     (two PBX hosts, each with its share of the calls). Returns (share served ok, p99 ms)."""
     for port in ports:
         wait_port(port)
-    await asyncio.gather(*(load(p, [block] * WARM, CONCURRENCY) for p, block in _warm(ports)))
+    warm = fresh_callees(ports, WARM)
+    await asyncio.gather(*(load(p, b, CONCURRENCY) for p, b in zip(ports, warm, strict=True)))
     n = int(rate * duration / len(ports))
     outcomes: Counter[str] = Counter()
     runs = await asyncio.gather(
@@ -214,15 +227,8 @@ async def measure_open(
     return served, p99
 
 
-def _warm(ports: list[int]) -> list[tuple[int, bytes]]:
-    block = header_block(
-        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
-    )
-    return [(p, block) for p in ports]
-
-
 async def run_agents(
-    label: str, targets: list[str | None], config: Path, tmp: Path, sessions: int, block: bytes
+    label: str, targets: list[str | None], config: Path, tmp: Path, sessions: int
 ) -> tuple[float, float]:
     """Start one agent per target (a database URL, or None for SQLite), measure, stop them."""
     started = []
@@ -236,7 +242,7 @@ async def run_agents(
         if OPEN_LOOP[0]:
             rate, duration = OPEN_LOOP
             return await measure_open(label, ports, rate, duration, next(_OFFSETS))
-        return await measure(label, ports, sessions, block, [p.pid for p, _ in started])
+        return await measure(label, ports, sessions, [p.pid for p, _ in started])
     finally:
         for proc, _ in started:
             proc.terminate()
@@ -272,9 +278,6 @@ async def main() -> None:
     args = parser.parse_args()
     TRACE[:] = ["on"] if args.trace else []
     OPEN_LOOP[:] = [args.open_loop or 0.0, args.duration]
-    block = header_block(
-        "fastagi-outbound.jsonl", "outbound?purpose=reminder", ["reminder", "0142123456"]
-    )
     admin = await asyncpg.connect(args.database_url)
     schemas = [f"tl_bench_{secrets.token_hex(4)}" for _ in range(2)]
     for schema in schemas:
@@ -298,17 +301,15 @@ async def main() -> None:
                         "bare", [bare_port], args.open_loop, args.duration, next(_OFFSETS)
                     )
                 else:
-                    bare = await measure("bare", [bare_port], args.sessions, block, [bare_proc.pid])
+                    bare = await measure("bare", [bare_port], args.sessions, [bare_proc.pid])
             finally:
                 bare_proc.terminate()
                 bare_proc.wait(30)
             for _ in range(args.rounds):
                 if not args.open_loop or not sqlites:  # closed loop: SQLite in every round
-                    sqlites.append(
-                        await run_agents("sqlite", [None], config, tmp, args.sessions, block)
-                    )
-                one = await run_agents("pg", [urls[0]], config, tmp, args.sessions, block)
-                two = await run_agents("pg x2", [urls[1]] * 2, config, tmp, args.sessions, block)
+                    sqlites.append(await run_agents("sqlite", [None], config, tmp, args.sessions))
+                one = await run_agents("pg", [urls[0]], config, tmp, args.sessions)
+                two = await run_agents("pg x2", [urls[1]] * 2, config, tmp, args.sessions)
                 pairs.append((one, two))
     finally:
         for schema in schemas:
