@@ -18,7 +18,7 @@ with p99 within 1.5x; two agents together >= 0.9x one agent, p99 within 1.5x.
 ``--split``: the two agents share the 50 sessions (25 each), as many calls in flight as one
 agent has. Without it each agent has 50: on this machine, where one agent, its load and
 PostgreSQL already keep ~1.7 of the 2 cores busy, twice the calls in flight at nearly the same
-rate wait twice as long (Little's law: p99 >= 2 x rate1 / rate2), whatever the database does;
+rate wait twice as long (Little's law: latency ~ 2 x rate1 / rate2), whatever the database does;
 with it, p99 shows what two agents on one database cost each other.
 
 ``--trace`` says where the time goes (bench/pg_trace.py). What it showed: the database's part
