@@ -178,7 +178,7 @@ class OutboundService:
 
     @staticmethod
     def _number_rows(config: Config) -> list[tuple[str, str, bool]]:
-        return [(n.number, n.pool, n.active) for n in config.numbers.values()]
+        return [(number, pool, active) for number, pool, _, _, active in config.numbers.rows()]
 
     # -- the view and the store ------------------------------------------------------------
     async def reload_state(self, config: Config | None = None) -> None:

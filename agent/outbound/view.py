@@ -80,8 +80,7 @@ def build_states(
     pool_days = {name: days.today(pool, now) for name, pool in config.pools.items()}
     pool_isos = {name: day.isoformat() for name, day in pool_days.items()}
     areas: dict[str, str] = {}  # one string per area key, not one per number read
-    for cfg in config.numbers.values():
-        number = cfg.number
+    for number, home_pool, name, full_cap, active in config.numbers.rows():
         row = rows.get(number)
         serving = row[0] if row is not None and row[0] in config.pools else None
         if row is not None and row[3] is not None:
@@ -89,14 +88,14 @@ def build_states(
         else:  # parsing is the costly part of a start: once per number, then stored
             presence = number_area(number)
             computed.append((number, presence or ""))
-        pool_name = serving or cfg.pool
+        pool_name = serving or home_pool
         st = NumberState(
             number=number,
-            home_pool=cfg.pool,
-            name=cfg.name,
-            full_cap=cfg.daily_cap,
+            home_pool=home_pool,
+            name=name,
+            full_cap=full_cap,
             presence=presence,
-            active=cfg.active,
+            active=active,
             day=pool_days[pool_name],
             used=usage.get((number, pool_isos[pool_name]), 0),
             last_used_at=(row[2] or 0.0) if row is not None else 0.0,
