@@ -72,17 +72,20 @@ class NumberTable(Mapping[str, NumberConfig]):
     def __init__(self, pools: Mapping[str, PoolColumns]) -> None:
         numbers: list[str] = []
         names: list[str] = []
-        self._caps = array("q")
+        caps: list[int] = []
         self._active = bytearray()
         self._starts = array("q")  # where each pool's numbers start
         for columns in pools.values():
             self._starts.append(len(numbers))
             numbers += columns.numbers
             names += columns.names
-            self._caps.extend(columns.caps)
+            caps += columns.caps
             self._active.extend(columns.active)
         self._numbers = tuple(numbers)
         self._names = tuple(names)
+        # One int per distinct cap, shared with the view's states (not 100,000 of 32 B each).
+        shared: dict[int, int] = {}
+        self._caps = tuple(shared.setdefault(cap, cap) for cap in caps)
         self._pools = tuple(pools)
         self._order: array[int] | None = None  # positions by number, made on the first look-up
 
