@@ -372,7 +372,8 @@ async def run_agent(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environ()  # systemd Type=notify; a no-op elsewhere
     try:
-        await agent.start()
+        with memory.starting():  # the collector is back on once settled
+            await agent.start()
     except BaseException:
         notifier.notify("STATUS=start-up failed")
         await agent.stop()

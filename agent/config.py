@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent import config_cache, phone
+from agent import config_cache
 from agent.alerts.config import AlertsConfig
 from agent.compliance.config import SECTIONS as COMPLIANCE_SECTIONS
 from agent.compliance.config import ComplianceConfig
@@ -30,9 +30,10 @@ from agent.config_errors import (
     Loc,
     Problems,
     parse_toml,
-    path_of,
     validate_section,
 )
+from agent.config_numbers import NumberConfig, NumberTable, PoolColumns, PoolNumbers, read_pool
+from agent.config_numbers import fallback_of as _fallback
 from agent.config_schema import (
     CNAM_MAX,
     ConfigFile,
@@ -40,6 +41,7 @@ from agent.config_schema import (
     DefaultsSection,
     NumberEntry,
     OnExhausted,
+    PoolHeader,
     PoolRulesFields,
     PoolSection,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "DefaultsSection",
     "NumberConfig",
     "NumberEntry",
+    "NumberTable",
     "PoolConfig",
     "PoolRules",
     "PoolSection",
@@ -89,15 +92,6 @@ class PoolRules:
 
 
 @dataclass(frozen=True, slots=True)
-class NumberConfig:
-    number: str  # E.164
-    name: str
-    daily_cap: int
-    active: bool
-    pool: str
-
-
-@dataclass(frozen=True, slots=True)
 class PoolConfig:
     name: str
     purposes: tuple[str, ...]
@@ -105,7 +99,7 @@ class PoolConfig:
     fallback: str  # E.164
     fallback_name: str
     rules: PoolRules
-    numbers: tuple[NumberConfig, ...]
+    numbers: PoolNumbers  # a slice of Config.numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +107,7 @@ class Config:
     source: str
     pools: MappingProxyType[str, PoolConfig]
     purposes: MappingProxyType[str, str]  # purpose -> pool name
-    numbers: MappingProxyType[str, NumberConfig]  # E.164 -> number
+    numbers: NumberTable  # E.164 -> number, in columns (agent/config_numbers.py)
     raw: ConfigSections  # the other sections as written; pools are in ``pools``
 
     @property
@@ -150,7 +144,7 @@ _TOP_LEVEL = (
 def parse_config(text: str, source: str = "pools.toml", cache_dir: Path | None = None) -> Config:
     """Parse and validate pools.toml text. Raises ConfigError with every problem found.
     With ``cache_dir`` (the data dir), a file that loaded whole before is not parsed nor its
-    numbers read again (agent/config_cache.py); every other check runs all the same."""
+    numbers read again (agent/config_cache.py); every other section is checked all the same."""
     kept_as = config_cache.key_of(text) if cache_dir is not None else ""
     kept = config_cache.load(cache_dir, kept_as) if cache_dir is not None else None
     data = kept.data if kept is not None else parse_toml(text, source)
@@ -170,21 +164,9 @@ def parse_config(text: str, source: str = "pools.toml", cache_dir: Path | None =
         ComplianceConfig, {k: data[k] for k in COMPLIANCE_SECTIONS if k in data}, (), problems
     )
     contact = validate_section(ContactConfig, data.get("contact", {}), ("contact",), problems)
-    sections: dict[str, PoolSection] = {}
-    partial: set[str] = set()  # pools with entries left out: their fallback cannot be judged
-    raw_pools = data.get("pools")
-    if raw_pools is None:
-        problems.add((), "no [pools.NAME] table: at least one pool is required")
-    elif not isinstance(raw_pools, dict) or not raw_pools:
-        problems.add(("pools",), "expected [pools.NAME] tables, at least one")
-    else:
-        for name, raw in raw_pools.items():
-            before = len(problems.found)
-            section = validate_section(PoolSection, raw, ("pools", name), problems)
-            if section is not None:
-                sections[name] = section
-            if len(problems.found) != before:
-                partial.add(name)
+    # A kept file's numbers were read already: its pools are checked but for them.
+    sections, partial = _pool_sections(data, PoolHeader if kept else PoolSection, problems)
+    read: dict[str, PoolColumns] = {}  # each pool's numbers, as _resolve read or took them
     config = _resolve(
         defaults or DefaultsSection(),
         sections,
@@ -198,13 +180,37 @@ def parse_config(text: str, source: str = "pools.toml", cache_dir: Path | None =
             compliance=compliance or ComplianceConfig(),
             contact=contact or ContactConfig(),
         ),
-        kept.e164 if kept is not None else {},
+        kept.numbers if kept is not None else None,
+        read,
     )
     if problems.found or config is None:
         raise ConfigError(source, problems.items)
     if cache_dir is not None and kept is None:
-        config_cache.store(cache_dir, kept_as, data, config.pools)
+        config_cache.store(cache_dir, kept_as, data, read)
     return config
+
+
+def _pool_sections(
+    data: dict[str, object], model: type[PoolHeader], problems: Problems
+) -> tuple[dict[str, PoolHeader], set[str]]:
+    """The sound [pools.NAME] tables, and the pools with entries left out for a problem (their
+    fallback cannot be judged)."""
+    sections: dict[str, PoolHeader] = {}
+    partial: set[str] = set()
+    raw_pools = data.get("pools")
+    if raw_pools is None:
+        problems.add((), "no [pools.NAME] table: at least one pool is required")
+    elif not isinstance(raw_pools, dict) or not raw_pools:
+        problems.add(("pools",), "expected [pools.NAME] tables, at least one")
+    else:
+        for name, raw in raw_pools.items():
+            before = len(problems.found)
+            section = validate_section(model, raw, ("pools", name), problems)
+            if section is not None:
+                sections[name] = section
+            if len(problems.found) != before:
+                partial.add(name)
+    return sections, partial
 
 
 def load_config(path: Path, cache_dir: Path | None = None) -> Config:
@@ -224,7 +230,7 @@ def load_config(path: Path, cache_dir: Path | None = None) -> Config:
 
 
 def _rules(
-    defaults: DefaultsSection, pool: PoolSection, where: Loc, problems: Problems
+    defaults: DefaultsSection, pool: PoolHeader, where: Loc, problems: Problems
 ) -> tuple[PoolRules | None, str | None]:
     """The pool's rules, and the region to read its numbers in (None: unknown region).
 
@@ -257,17 +263,20 @@ def _rules(
 
 def _resolve(
     defaults: DefaultsSection,
-    sections: dict[str, PoolSection],
+    sections: dict[str, PoolHeader],
     screening: ScreeningConfig,
     problems: Problems,
     source: str,
     partial: set[str],
     extras: ConfigExtras,
-    known_e164: dict[str, list[str]],
+    kept: dict[str, PoolColumns] | None,
+    read: dict[str, PoolColumns],
 ) -> Config | None:
-    pools: dict[str, PoolConfig] = {}
+    """The Config of the sound sections, or None when there are problems. Each pool's numbers
+    are read from its entries, or taken as ``kept`` (a file that loaded whole before), and
+    left in ``read``."""
+    resolved: dict[str, tuple[PoolHeader, PoolRules, str, str]] = {}
     purposes: dict[str, str] = {}
-    numbers: dict[str, NumberConfig] = {}
     seen_at: dict[str, Loc] = {}
     names: dict[str, str] = {}  # one string per distinct caller name, however many numbers
     for pool_name, section in sections.items():
@@ -278,38 +287,59 @@ def _resolve(
         if section.reserve and section.purposes:
             problems.add((*where, "purposes"), "a reserve pool serves no purposes directly")
         cap = rules.daily_cap if rules else defaults.daily_cap
-        known = known_e164.get(pool_name)
-        pool_numbers = _numbers(section, pool_name, region, cap, seen_at, names, known, problems)
-        numbers.update((n.number, n) for n in pool_numbers)
+        columns = read[pool_name] = (
+            kept[pool_name]
+            if kept is not None
+            else read_pool(section, pool_name, region, cap, seen_at, names, problems)
+        )
         _claim_purposes(section, pool_name, purposes, problems)
         if region is None:
             continue
         # An entry left out for a schema error may be the fallback: then it is not judged.
         judge = pool_name not in partial
         fallback, fallback_name = _fallback(
-            section, pool_numbers, region, where, problems, screening.own_numbers, judge=judge
+            section, columns, region, where, problems, screening.own_numbers, judge=judge
         )
-        if rules is None:
-            continue
-        pools[pool_name] = PoolConfig(
-            name=pool_name,
+        if rules is not None:
+            resolved[pool_name] = (section, rules, fallback, fallback_name)
+    # [contact] names pools and purposes: checked against the ones the file declares.
+    for loc, message in contact_problems(extras["contact"], sections, purposes, defaults.region):
+        problems.add(("contact", *loc), message)
+    if not problems.found and not any(not s.reserve for s, *_ in resolved.values()):
+        problems.add(("pools",), "at least one pool must not be a reserve pool")
+    if problems.found:
+        return None
+    return _config(
+        source,
+        resolved,
+        purposes,
+        read,
+        ConfigSections(defaults=defaults, screening=screening, **extras),
+    )
+
+
+def _config(
+    source: str,
+    resolved: dict[str, tuple[PoolHeader, PoolRules, str, str]],
+    purposes: dict[str, str],
+    read: dict[str, PoolColumns],
+    raw: ConfigSections,
+) -> Config:
+    table = NumberTable(read)
+    pools = {
+        name: PoolConfig(
+            name=name,
             purposes=tuple(section.purposes),
             reserve=section.reserve,
             fallback=fallback,
             fallback_name=fallback_name,
             rules=rules,
-            numbers=tuple(pool_numbers),
+            numbers=table.pool(name),
         )
-    # [contact] names pools and purposes: checked against the ones the file declares.
-    for loc, message in contact_problems(extras["contact"], sections, purposes, defaults.region):
-        problems.add(("contact", *loc), message)
-    if not problems.found and not any(not p.reserve for p in pools.values()):
-        problems.add(("pools",), "at least one pool must not be a reserve pool")
-    if problems.found:
-        return None
-    raw = ConfigSections(defaults=defaults, screening=screening, **extras)
+        for name, (section, rules, fallback, fallback_name) in resolved.items()
+    }
     frozen = MappingProxyType
-    return Config(source, frozen(pools), frozen(purposes), frozen(numbers), raw)
+    return Config(source, frozen(pools), frozen(purposes), table, raw)
 
 
 class ConfigExtras(TypedDict):
@@ -322,7 +352,7 @@ class ConfigExtras(TypedDict):
 
 
 def _claim_purposes(
-    section: PoolSection, pool_name: str, purposes: dict[str, str], problems: Problems
+    section: PoolHeader, pool_name: str, purposes: dict[str, str], problems: Problems
 ) -> None:
     """Record which pool serves each of this pool's purposes (purpose -> pool); a purpose
     served twice is a problem."""
@@ -333,68 +363,3 @@ def _claim_purposes(
                 f"purpose {purpose!r} is already served by pool {purposes[purpose]!r}",
             )
         purposes[purpose] = pool_name
-
-
-def _numbers(
-    section: PoolSection,
-    pool_name: str,
-    region: str | None,
-    default_cap: int,
-    seen_at: dict[str, Loc],
-    names: dict[str, str],
-    known: list[str] | None,
-    problems: Problems,
-) -> list[NumberConfig]:
-    """The pool's numbers in E.164; each number once in the whole file (``seen_at``: number
-    -> where it was first listed). Nothing without a region to read them in."""
-    found: list[NumberConfig] = []
-    if known is not None and len(known) != len(section.numbers):
-        known = None  # cannot happen for a file kept after it loaded whole: read them again
-    for i, entry in enumerate(section.numbers):
-        nloc: Loc = ("pools", pool_name, "numbers", i, "number")
-        if region is None:
-            continue
-        try:
-            e164 = known[i] if known is not None else phone.listed_e164(entry.number, region)
-        except phone.InvalidNumber as exc:
-            problems.add(nloc, f"{entry.number!r} is not a valid number ({exc})")
-            continue
-        if e164 in seen_at:
-            problems.add(nloc, f"{e164} is already listed at {path_of(seen_at[e164])}")
-            continue
-        seen_at[e164] = nloc
-        cap = entry.daily_cap or default_cap
-        name = names.setdefault(entry.name, entry.name)
-        found.append(NumberConfig(e164, name, cap, entry.active, pool_name))
-    return found
-
-
-def _fallback(
-    section: PoolSection,
-    pool_numbers: list[NumberConfig],
-    region: str,
-    where: Loc,
-    problems: Problems,
-    own_numbers: tuple[str, ...],
-    *,
-    judge: bool = True,
-) -> tuple[str, str]:
-    """The caller ID of an exhausted pool: one of its numbers, or a declared own number (a
-    switchboard), never a number the centre has not said is its own."""
-    default_name = pool_numbers[0].name if pool_numbers else ""
-    if section.fallback is None:
-        return (pool_numbers[0].number, default_name) if pool_numbers else ("", "")
-    loc = (*where, "fallback")
-    try:
-        e164 = phone.to_e164(section.fallback, region)
-    except phone.InvalidNumber as exc:
-        problems.add(loc, f"{section.fallback!r} is not a valid number ({exc})")
-        return "", ""
-    own = next((n for n in pool_numbers if n.number == e164), None)
-    if judge and own is None and e164 not in own_numbers:
-        problems.add(
-            loc,
-            f"{e164} is not one of this pool's numbers; to present another number of the "
-            "centre (a switchboard), declare it in [screening] own_numbers",
-        )
-    return e164, own.name if own else default_name

@@ -1,13 +1,14 @@
 """What a sound pools.toml was read as, kept in the data dir so a restart need not read 100,000
-numbers again (tomllib and phonenumbers take seconds on such a file).
+numbers again (parsing the text, validating each entry and reading it in E.164 take seconds).
 
 The copy is keyed by the file's SHA-256 together with everything that shaped what it holds:
-this Python (tomllib), rtoml's and phonenumbers' versions and the code that reads numbers
-(agent/phone.py, agent/config.py, agent/config_errors.py). It holds the data tomllib made of
-the text, and each pool's numbers in E.164 in the order they are listed; it is written only for
-a file that loaded whole. Every other check (schema, duplicates, fallbacks, zones...) runs
-again on each load, so a file is judged the same with or without it. Only the centre's own
-numbers are in it, no patient's.
+this Python, rtoml's, pydantic's and phonenumbers' versions, and the code that reads and
+checks numbers (agent/phone.py, agent/config*.py, agent/contact/cnam.py). It holds the data the
+parser made of the text but the pools' numbers, and each pool's numbers as read (E.164, caller
+name, daily cap, active) in the order they are listed; it is written only for a file that
+loaded whole, whose every entry was then found sound. The other sections and the pools' own
+keys are validated again on each load, and so are fallbacks, purposes and [contact]. Only the
+centre's own numbers are in it, no patient's.
 
 Best effort and never a source of truth: a missing, stale or unreadable copy means a full
 parse; a copy that cannot be written (a read-only data dir) is simply not kept. No other state.
@@ -23,23 +24,30 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import phonenumbers
+import pydantic_core
 
-if TYPE_CHECKING:
-    from agent.config import PoolConfig
+from agent.config_numbers import PoolColumns
 
 CACHE_NAME = "pools-cache.json"
-FORMAT = "1"
+FORMAT = "2"
 # agent/ modules whose change makes a copy stale
-_SHAPING_CODE = ("phone.py", "config.py", "config_errors.py")
+_SHAPING_CODE = (
+    "phone.py",
+    "config.py",
+    "config_errors.py",
+    "config_schema.py",
+    "config_numbers.py",
+    "contact/cnam.py",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    data: dict[str, Any]  # what tomllib makes of the text
-    e164: dict[str, list[str]]  # pool -> its numbers in E.164, as listed
+    data: dict[str, Any]  # what the parser made of the text, without the pools' numbers
+    numbers: dict[str, PoolColumns]  # pool -> its numbers as read, as listed
 
 
 def key_of(text: str) -> str:
@@ -48,7 +56,8 @@ def key_of(text: str) -> str:
     digest = hashlib.sha256()
     import rtoml
 
-    for part in (FORMAT, sys.version, rtoml.__version__, phonenumbers.__version__):
+    versions = (rtoml.__version__, pydantic_core.__version__, phonenumbers.__version__)
+    for part in (FORMAT, sys.version, *versions):
         digest.update(part.encode() + b"\0")
     here = Path(__file__).parent
     try:
@@ -71,20 +80,57 @@ def load(cache_dir: Path, key: str) -> Parsed | None:
         return None
     if not isinstance(kept, dict) or kept.get("key") != key:
         return None
-    data, e164 = kept.get("data"), kept.get("e164")
-    if not isinstance(data, dict) or not isinstance(e164, dict):
+    data, numbers = kept.get("data"), kept.get("numbers")
+    if not isinstance(data, dict) or not isinstance(numbers, dict):
         return None
-    return Parsed(data, e164)
+    pools = data.get("pools")
+    if not isinstance(pools, dict) or list(pools) != list(numbers):
+        return None
+    columns = {name: _columns(kept) for name, kept in numbers.items()}
+    if any(c is None for c in columns.values()):
+        return None
+    return Parsed(data, {name: c for name, c in columns.items() if c is not None})
 
 
-def store(cache_dir: Path, key: str, data: dict[str, Any], pools: Mapping[str, PoolConfig]) -> None:
+def _columns(kept: Any) -> PoolColumns | None:
+    """One pool's numbers as stored: names once each, and each number's index into them."""
+    try:
+        names: list[str] = kept["names"]
+        numbers = PoolColumns(
+            kept["e164"], [names[i] for i in kept["name_at"]], kept["caps"], kept["active"]
+        )
+    except (TypeError, KeyError, IndexError):
+        return None
+    size = len(numbers.numbers)
+    if any(len(c) != size for c in (numbers.names, numbers.caps, numbers.active)):
+        return None
+    typed = (
+        all(type(n) is str for n in numbers.numbers)
+        and all(type(c) is int for c in numbers.caps)
+        and all(type(a) is bool for a in numbers.active)
+    )
+    return numbers if typed else None
+
+
+def store(
+    cache_dir: Path, key: str, data: dict[str, Any], numbers: Mapping[str, PoolColumns]
+) -> None:
     """Keep what the file of ``key`` was read as, replacing any other copy; quietly not when
     the data cannot be written as JSON (a TOML date) or the folder cannot be written."""
     if not key:
         return
-    e164 = {name: [n.number for n in pool.numbers] for name, pool in pools.items()}
+    pools = {
+        name: {k: v for k, v in table.items() if k != "numbers"}
+        for name, table in data["pools"].items()
+    }
     try:
-        payload = json.dumps({"key": key, "data": data, "e164": e164})
+        payload = json.dumps(
+            {
+                "key": key,
+                "data": {**data, "pools": pools},
+                "numbers": {name: _stored(c) for name, c in numbers.items()},
+            }
+        )
     except (TypeError, ValueError):
         return
     try:
@@ -98,3 +144,15 @@ def store(cache_dir: Path, key: str, data: dict[str, Any], pools: Mapping[str, P
         os.replace(tmp, cache_dir / CACHE_NAME)
     except OSError:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _stored(numbers: PoolColumns) -> dict[str, list[Any]]:
+    index: dict[str, int] = {}
+    name_at = [index.setdefault(name, len(index)) for name in numbers.names]
+    return {
+        "e164": numbers.numbers,
+        "names": list(index),
+        "name_at": name_at,
+        "caps": numbers.caps,
+        "active": numbers.active,
+    }

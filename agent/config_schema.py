@@ -108,12 +108,14 @@ class DefaultsSection(DriftFields):
     warmup_days: StrictInt = _count(3, low=0, high=MAX_DAYS)
 
 
-class PoolSection(PoolRulesFields):
+class PoolHeader(PoolRulesFields):
+    """A [pools.NAME] table but its numbers: what is checked again when the numbers of a file
+    that loaded whole come from the data dir's copy (agent/config_cache.py)."""
+
     purposes: list[str] = Field(default_factory=list)
     # One of this pool's numbers, or a number declared in [screening] own_numbers.
     fallback: str | None = None
     reserve: StrictBool = False
-    numbers: list[NumberEntry] = Field(min_length=1)
 
     @field_validator("purposes")
     @classmethod
@@ -122,6 +124,10 @@ class PoolSection(PoolRulesFields):
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", p):
                 raise ValueError(f"purpose {p!r}: use letters, digits, '-' or '_' (at most 32)")
         return v
+
+
+class PoolSection(PoolHeader):
+    numbers: list[NumberEntry] = Field(min_length=1)
 
 
 class ConfigSections(_Strict):

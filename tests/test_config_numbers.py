@@ -137,3 +137,42 @@ def test_a_data_dir_that_cannot_be_written_does_not_stop_loading(tmp_path: Path)
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     assert list(load_config(path, blocked / "data").numbers) == ["+33142000001"]
+
+
+def test_a_kept_copy_gives_back_each_number_its_name_cap_state_and_pool(tmp_path: Path) -> None:
+    path, data = tmp_path / "pools.toml", tmp_path / "data"
+    path.write_text(
+        """
+[defaults]
+daily_cap = 50
+[pools.reminders]
+purposes = ["reminder"]
+fallback = "01 42 00 00 02"
+numbers = [
+  { number = "+33142000001", name = "Clinique StMarc" },
+  { number = "+33142000002", name = "Accueil", daily_cap = 7, active = false },
+]
+[pools.spare]
+reserve = true
+daily_cap = 20
+numbers = [{ number = "+33142000003", name = "Clinique StMarc" }]
+"""
+    )
+    fresh = load_config(path)
+    load_config(path, data)
+    again = load_config(path, data)
+    assert again.pools == fresh.pools and dict(again.numbers) == dict(fresh.numbers)
+    assert again.pools["reminders"].fallback_name == "Accueil"
+    number = again.numbers["+33142000002"]
+    assert (number.name, number.daily_cap, number.active, number.pool) == (
+        "Accueil", 7, False, "reminders",
+    )  # fmt: skip
+    assert again.numbers.get("+33142000003") == fresh.numbers["+33142000003"]
+    assert again.numbers["+33142000003"].daily_cap == 20
+    assert "+33142000009" not in again.numbers and again.numbers.get("+33142000009") is None
+    assert [n.number for n in again.pools["spare"].numbers] == ["+33142000003"]
+    assert list(again.numbers.rows()) == [
+        ("+33142000001", "reminders", "Clinique StMarc", 50, True),
+        ("+33142000002", "reminders", "Accueil", 7, False),
+        ("+33142000003", "spare", "Clinique StMarc", 20, True),
+    ]

@@ -187,6 +187,22 @@ async def test_numbers_usage_audit_and_alerts(db: Database) -> None:
     assert alert is not None and (alert["kind"], alert["pool"]) == ("exhausted", "B")
 
 
+async def test_a_sync_judges_the_numbers_whatever_order_they_are_stored_in(db: Database) -> None:
+    """A restart with the config as stored writes nothing; the same numbers listed in another
+    order, one moved to another pool and one left out, are written as the config says."""
+    repo = OutboundRepo(db)
+    config = [("+33142000001", "A", True), ("+33142000002", "A", True), ("+33142000003", "R", True)]
+    await repo.sync_numbers(config)
+    await repo.sync_numbers(config)
+    await repo.sync_numbers([("+33142000003", "R", True), ("+33142000001", "B", True)])
+    rows = {r.number: (r.home_pool, r.active) for r in await repo.numbers()}
+    assert rows == {
+        "+33142000001": ("B", True),
+        "+33142000002": ("A", False),
+        "+33142000003": ("R", True),
+    }
+
+
 async def test_new_numbers_are_written_with_their_presence_in_one_pass(db: Database) -> None:
     """A first start writes each number's area with its row; a number already stored keeps
     the area it has (the key depends on the number alone)."""

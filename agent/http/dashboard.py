@@ -16,9 +16,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from agent.admin.views import Counts, day_bounds, hour_bounds, merged
@@ -40,24 +40,33 @@ from agent.outbound.policy import local_day
 from agent.tokens.roles import Permission
 from agent.tokens.service import Principal
 
+if TYPE_CHECKING:
+    import jinja2
+
 PLOT_DAYS = 30
 SCREENING_DAYS = 14
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("agent.http", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+@cache
+def _templates() -> jinja2.Environment:
+    """The pages' templates, made on the first page shown: an agent nobody looks at never
+    loads Jinja2 (~2 MB)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("agent.http", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["rate"] = rate_text
+    return env
 
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else utc(ts).strftime("%Y-%m-%d %H:%MZ")
-
-
-_env.filters["when"] = _when
-_env.filters["rate"] = rate_text
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Visit:
 async def render(name: str, **values: Any) -> web.Response:
     """Rendering a 500-row page is pure Python: it runs in a thread, so calls arriving
     meanwhile are not held behind it (the agent's short GIL switch interval lets them in)."""
-    body = await asyncio.to_thread(_env.get_template(name).render, **values)
+    body = await asyncio.to_thread(_templates().get_template(name).render, **values)
     return web.Response(text=body, content_type="text/html")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.store import Database
+from agent.store import Database, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,15 @@ def _presence(
     return presence_of(number) or ""
 
 
+def _as_listed(found: Sequence[Row], rows: list[tuple[str, str, bool]]) -> bool:
+    """The stored numbers are exactly the config's, in its order, with its pools and states:
+    nothing to write (rows come back in the order a first start wrote them)."""
+    return len(found) == len(rows) and all(
+        r[0] == number and r[1] == pool and bool(r[2]) == active
+        for r, (number, pool, active) in zip(found, rows, strict=True)
+    )
+
+
 class _Moved(Exception):
     """A reserve move found its number serving another pool than planned (rolls back)."""
 
@@ -93,32 +102,16 @@ class OutboundRepo:
         """Make the numbers table match the config: (E.164, home pool, active).
 
         Only rows that differ are written, so a restart with 100,000 unchanged numbers reads
-        the table once and writes nothing. A number new to the table is written with its
-        presence key (``presence_of``, '' for none) in the same row: a first start with
-        100,000 numbers does not update each row again (a second by itself)."""
+        the table once and writes nothing (rows stored as the config lists them, the usual
+        restart, are compared in order without a dict). A number new to the table is written
+        with its presence key (``presence_of``, '' for none) in the same row: a first start
+        with 100,000 numbers does not update each row again (a second by itself)."""
         rows = list(numbers)
         async with self.db.transaction():
-            stored = {
-                r[0]: (r[1], bool(r[2]))
-                for r in await self.db.fetchall("SELECT number, home_pool, active FROM numbers")
-            }
-            wanted = {number for number, _, _ in rows}
-            gone = [(n,) for n, (_, active) in stored.items() if active and n not in wanted]
-            if gone:
-                await self.db.executemany("UPDATE numbers SET active = 0 WHERE number = ?", gone)
-            changed = [
-                (number, pool, int(active), _presence(number, presence_of, stored))
-                for number, pool, active in rows
-                if stored.get(number) != (pool, active)
-            ]
-            if changed:
-                await self.db.executemany(
-                    "INSERT INTO numbers (number, home_pool, active, presence) "
-                    "VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
-                    "active = excluded.active",
-                    changed,
-                )
+            found = await self.db.fetchall("SELECT number, home_pool, active FROM numbers")
+            if not _as_listed(found, rows):
+                await self._write_numbers(found, rows, presence_of)
+            del found
             # A promotion into a pool that no longer exists ends with the config change.
             pools = {pool for _, pool, _ in rows}
             for row in await self.db.fetchall(
@@ -130,6 +123,33 @@ class OutboundRepo:
                         " WHERE serving_pool = ?",
                         (row[0],),
                     )
+
+    async def _write_numbers(
+        self,
+        found: Sequence[Row],
+        rows: list[tuple[str, str, bool]],
+        presence_of: Callable[[str], str | None] | None,
+    ) -> None:
+        """Deactivate the stored numbers the config no longer lists, write the new or changed
+        ones."""
+        stored = {r[0]: (r[1], bool(r[2])) for r in found}
+        wanted = {number for number, _, _ in rows}
+        gone = [(n,) for n, (_, active) in stored.items() if active and n not in wanted]
+        if gone:
+            await self.db.executemany("UPDATE numbers SET active = 0 WHERE number = ?", gone)
+        changed = [
+            (number, pool, int(active), _presence(number, presence_of, stored))
+            for number, pool, active in rows
+            if stored.get(number) != (pool, active)
+        ]
+        if changed:
+            await self.db.executemany(
+                "INSERT INTO numbers (number, home_pool, active, presence) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (number) DO UPDATE SET home_pool = excluded.home_pool, "
+                "active = excluded.active",
+                changed,
+            )
 
     async def numbers(self) -> list[NumberRow]:
         rows = await self.db.fetchall(

@@ -80,8 +80,7 @@ def build_states(
     pool_days = {name: days.today(pool, now) for name, pool in config.pools.items()}
     pool_isos = {name: day.isoformat() for name, day in pool_days.items()}
     areas: dict[str, str] = {}  # one string per area key, not one per number read
-    for cfg in config.numbers.values():
-        number = cfg.number
+    for number, home_pool, name, full_cap, active in config.numbers.rows():
         row = rows.get(number)
         serving = row[0] if row is not None and row[0] in config.pools else None
         if row is not None and row[3] is not None:
@@ -89,20 +88,25 @@ def build_states(
         else:  # parsing is the costly part of a start: once per number, then stored
             presence = number_area(number)
             computed.append((number, presence or ""))
-        pool_name = serving or cfg.pool
+        pool_name = serving or home_pool
+        # In field order, every field up to serving_pool: half the time of keywords, 100,000
+        # times a start (mypy checks each argument's type against its field).
         st = NumberState(
-            number=number,
-            home_pool=cfg.pool,
-            name=cfg.name,
-            full_cap=cfg.daily_cap,
-            presence=presence,
-            active=cfg.active,
-            day=pool_days[pool_name],
-            used=usage.get((number, pool_isos[pool_name]), 0),
-            last_used_at=(row[2] or 0.0) if row is not None else 0.0,
-            rest_windows=rests.get(number, ()),
-            quarantined_until=quarantined.get(number),
-            serving_pool=serving,
+            number,
+            home_pool,
+            name,
+            full_cap,
+            presence,
+            active,
+            pool_days[pool_name],  # day
+            usage.get((number, pool_isos[pool_name]), 0),  # used
+            0,  # reserved
+            0,  # held
+            None,  # rest_checked
+            (row[2] or 0.0) if row is not None else 0.0,  # last_used_at
+            rests.get(number, ()),  # rest_windows
+            quarantined.get(number),  # quarantined_until
+            serving,  # serving_pool
         )
         if serving and row is not None and row[1]:
             st.promoted_day = local_day(row[1], config.pools[serving].rules.timezone)
@@ -166,9 +170,9 @@ class NumberView:
         self.selector = Selector()
         self._wakeups = []
         self._wake_at = {}
-        self._members = {}
+        self._members = {name: [] for name in config.pools}
         for st in self.states.values():
-            self._members.setdefault(st.home_pool, []).append(st)
+            self._members[st.home_pool].append(st)  # every number's home is one of the pools
         self.dirty_pools = set(self.config.pools)
         self._pool_day = {
             name: local_day(now, p.rules.timezone).isoformat()

@@ -69,7 +69,7 @@ async def open_database(
     not stop the caller; the database keeps connecting in the background and every statement
     fails with a StoreError until it does. A bad URL raises ConfigError naming the setting.
     """
-    from agent.store import db, postgres  # here: each backend loads its driver only when used
+    from agent.store import db  # here: each backend loads its driver only when used
 
     if isinstance(target, Path):
         return await db.open_database(target, migrate=migrate)
@@ -77,4 +77,6 @@ async def open_database(
     if backend == "sqlite":
         assert path is not None
         return await db.open_database(path, migrate=migrate)
+    from agent.store import postgres  # asyncpg: ~3 MB an agent on SQLite never needs
+
     return await postgres.open_postgres(target, pool_size=pool_size, migrate=migrate, wait=wait)

@@ -16,6 +16,7 @@ in a thread).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -63,9 +64,11 @@ def _wrap(
 
 
 def add_api_routes(app: web.Application, ctx: AdminContext) -> None:
-    spec = openapi()
+    spec: dict[str, Any] = {}  # made on the first request: pydantic's schemas take ~0.1 s
 
     async def openapi_view(_: web.Request) -> web.Response:
+        if not spec:
+            spec.update(openapi())
         return web.json_response(spec)
 
     app.router.add_get(PREFIX + "/openapi.json", openapi_view)
