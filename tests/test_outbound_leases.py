@@ -86,6 +86,7 @@ class Rig:
     view: NumberView
     claims: Claims
     pool: PoolConfig
+    clock: FrozenClock
     now: float
     day: str
     handed: Counter[str] = field(default_factory=Counter)
@@ -113,6 +114,14 @@ class Rig:
         task = asyncio.create_task(call())
         await asked.wait()
         return task
+
+    def next_morning(self) -> None:
+        """Nine o'clock the next day: every count starts again at zero (as decide does)."""
+        self.clock.advance(24 * 3600)
+        self.now = self.clock.now()
+        self.view.roll_days(self.now)
+        self.day = self.view.today(self.pool, self.now).isoformat()
+        self.handed.clear()
 
     async def land(self) -> None:
         """The store answers everything on its way now (the store must not be gated)."""
@@ -168,7 +177,7 @@ async def make_rig(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[RigFacto
         view.swap(config, states, days, 0, now)
         pool = config.pools["reminders"]
         day = view.today(pool, now).isoformat()
-        return Rig(db, store, view, claims[0], pool, now, day)
+        return Rig(db, store, view, claims[0], pool, clock, now, day)
 
     yield factory
     for db in reversed(opened):
@@ -313,3 +322,32 @@ async def test_a_call_waits_for_a_refill_bringing_the_last_units_rather_than_exh
         assert counts[number] <= cap
     finally:
         await other.db.close()
+
+
+async def test_a_lease_that_ran_dry_at_the_cap_starts_the_next_day_at_16_units(
+    make_rig: RigFactory, tmp_path: Path
+) -> None:
+    """Its lease grown, a number's cap is used up (the other agent took the rest): its last
+    refill brings nothing and its lease runs dry, so no lease is left to go idle. The next
+    day it is quiet until a burst starts: its first lease is 16 units again, not the size it
+    had grown to the day before (which would count up to 256 units for this agent at once)."""
+    cap = 20_000
+    rig = await make_rig(cap)
+    number, st = PARIS_NUMBER, rig.state(PARIS_NUMBER)
+    run = await burst(rig, 1000, answer_every=40)
+    assert run.ahead[-1][0] > 8 * LEASE_UNITS  # the lease grew (to LEASE_MAX_UNITS)
+    other = OutboundRepo(await open_database(tmp_path / "store.db"))
+    try:
+        await other.grant_many([(number, rig.day, cap, cap)])  # the rest of today's cap
+    finally:
+        await other.db.close()
+    while st.held:
+        assert await rig.call() == number
+    await rig.land()  # the refill asked meanwhile: no unit left in the store
+    assert st.held == 0
+    rig.claims.release_idle(0.0)  # the watch, every second all night
+    rig.next_morning()
+    assert [await rig.call() for _ in range(2)] == [number, number]
+    # The second call is within a lease's idle time of the first: its claim brings a lease.
+    assert rig.store.round_trips[-1] == [(number, rig.day, cap, 1 + LEASE_UNITS)]
+    assert await rig.return_leases() == {number: 2}
