@@ -297,11 +297,18 @@ class Claims:
             self._lease_units[number] = 2 * lease
 
     def release_idle(self, idle: float) -> None:
-        """Give back leases unused for ``idle`` seconds, so other agents may use the units."""
+        """Give back leases unused for ``idle`` seconds, so other agents may use the units.
+
+        A grown lease that ran dry with no refill to come (its number near or at its cap)
+        holds nothing to give back, yet is idle too: back to a small lease, or its number
+        would start a later busy spell (the next day) with the grown one."""
         cutoff = asyncio.get_running_loop().time() - idle
         for number, last in list(self._holding.items()):
             if last <= cutoff:
                 self._release(number)
+        for number in list(self._lease_units):
+            if number not in self._holding and number not in self._refilling:
+                del self._lease_units[number]
 
     def _release(self, number: str) -> None:
         self._holding.pop(number, None)
