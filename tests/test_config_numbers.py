@@ -4,7 +4,10 @@ the data dir gives a restart the very config a full parse gives."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +132,34 @@ def test_a_damaged_copy_is_ignored_and_replaced(tmp_path: Path, kept: str) -> No
     assert list(load_config(path, data).numbers) == ["+33142000001"]
     assert list(load_config(path, data).numbers) == ["+33142000001"]
     assert (data / CACHE_NAME).read_text() != kept
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda cols: cols["e164"].pop(),  # a column shorter than the others
+        lambda cols: cols.__setitem__("caps", ["80"] * len(cols["caps"])),  # caps as text
+        lambda cols: cols.__setitem__("name_at", [99] * len(cols["name_at"])),  # no such name
+    ],
+)
+def test_a_current_copy_with_damaged_numbers_is_read_again(
+    tmp_path: Path, damage: Callable[[dict[str, Any]], object]
+) -> None:
+    """A copy whose key still matches the file but whose numbers were damaged on disk is not
+    trusted: the file is read again, whole, and the copy replaced."""
+    path, data = tmp_path / "pools.toml", tmp_path / "data"
+    listed = ["+33142000001", "+33142000002"]
+    path.write_text(pools(listed))
+    first = load_config(path, data)
+    kept = json.loads((data / CACHE_NAME).read_text())
+    damage(kept["numbers"]["reminders"])
+    (data / CACHE_NAME).write_text(json.dumps(kept))
+    again = load_config(path, data)
+    assert list(again.numbers) == listed
+    assert [(n.name, n.daily_cap, n.active) for n in again.numbers.values()] == [
+        (n.name, n.daily_cap, n.active) for n in first.numbers.values()
+    ]
+    assert json.loads((data / CACHE_NAME).read_text()) != kept
 
 
 def test_a_data_dir_that_cannot_be_written_does_not_stop_loading(tmp_path: Path) -> None:
