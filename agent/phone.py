@@ -45,6 +45,11 @@ def _parse_raw(raw: str, region: str) -> phonenumbers.PhoneNumber:
 
 
 def _parse_possible(raw: str, region: str) -> phonenumbers.PhoneNumber:
+    fast = _valid_as_dialled(raw, region)
+    return fast if fast is not None else _parse_full(raw, region)
+
+
+def _parse_full(raw: str, region: str) -> phonenumbers.PhoneNumber:
     try:
         num = phonenumbers.parse(raw, region)
     except NumberParseException as exc:
@@ -102,6 +107,76 @@ def _e164_as_written(text: str) -> str | None:
         return None
     formatted = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return text if formatted == text else None
+
+
+def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """phonenumbers.parse's answer for a cleaned number that is valid as dialled, sooner; None
+    when phonenumbers must read it itself (anything unusual, and every invalid number).
+
+    A callee is nearly always new, and its parse was a decision's dearest step: most come as
+    ``+`` and digits, or in the national format of a region whose national prefix phonenumbers
+    reads as plain digits (France's "0"). When the national number left after the code or the
+    prefix does not start with "0" or that prefix again, is valid by the region's compiled
+    patterns (_possible_and_valid) and its code has that one region, phonenumbers reads the
+    same number: tests/test_phone.py holds the two equal over every region's examples."""
+    if not raw.isascii():
+        return None
+    if raw[:1] == "+":
+        if not raw[1:].isdigit():
+            return None
+        split = _country_code(raw[1:4])
+        if split is None:
+            return None
+        code, size = split
+        national, plan = raw[1 + size :], _plan(code)
+    else:
+        dialled = _dialled_plan(region)
+        if dialled is None or not raw.isdigit():
+            return None
+        plan, idd = dialled
+        if not raw.startswith(plan[1]) or (idd is not None and idd.match(raw)):
+            return None  # not national, or it may be an international call's prefix
+        code, national = plan[0], raw[len(plan[1]) :]
+    if plan is None or not national or national[0] == "0" or national.startswith(plan[1]):
+        return None
+    if not _possible_and_valid(national, plan[2]):
+        return None
+    return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+
+
+# A country code's plan for _valid_as_dialled: (code, national prefix, type checks).
+_Plan = tuple[int, str, tuple[_Check, ...]]
+
+
+@cache
+def _plan(code: int) -> _Plan | None:
+    """The plan of a country code one region owns, whose national prefix is plain digits
+    (or none), read as written: no carrier codes, no transform rule."""
+    checks = _type_checks(code)
+    if checks is None:
+        return None
+    region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code][0]
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    prefix = (meta.national_prefix or "") if meta is not None else ""
+    if meta is None or meta.national_prefix_transform_rule or not (prefix.isdigit() or not prefix):
+        return None
+    if (meta.national_prefix_for_parsing or prefix) != prefix:
+        return None
+    return code, prefix, checks
+
+
+@cache
+def _dialled_plan(region: str) -> tuple[_Plan, re.Pattern[str] | None] | None:
+    """The plan a number dialled nationally in ``region`` is read by (when its national prefix
+    cannot start the region's country code), and the region's international prefix."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    if meta is None or meta.country_code is None:
+        return None
+    plan = _plan(meta.country_code)
+    if plan is None or not plan[1] or str(plan[0]).startswith(plan[1][0]):
+        return None
+    idd = meta.international_prefix
+    return plan, re.compile(idd) if idd else None
 
 
 @lru_cache(maxsize=1024)

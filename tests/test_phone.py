@@ -40,3 +40,47 @@ def _outcome(read: Callable[[str, str], str], text: str) -> str:
         return read(text, "FR")
     except InvalidNumber:
         return "invalid"
+
+
+def test_a_callee_valid_as_dialled_reads_as_phonenumbers_reads_it() -> None:
+    """A callee read without phonenumbers' whole parse (valid, in E.164 or in a region's
+    national format) is the very number phonenumbers' parse gives, and anything the shortcut
+    declines still goes through phonenumbers: every region's example numbers of every type and
+    numbers one digit or one length away, dialled nationally (with the region's national
+    prefix, without it, after an international prefix) and in E.164, read in every region."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    from agent.phone import _parse_full, _parse_possible, _valid_as_dialled
+
+    shortcut = checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert meta is not None
+        prefix = meta.national_prefix or ""
+        idd = meta.preferred_international_prefix or meta.international_prefix or ""
+        for kind in range(PhoneNumberType.VOICEMAIL + 1):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            national = str(example.national_number)
+            variants = {national, national[:-1], national + "5", prefix + prefix + national}
+            variants |= {national[:i] + "9" + national[i + 1 :] for i in range(len(national))}
+            for digits in variants:
+                texts = {prefix + digits, digits, f"+{example.country_code}{digits}"}
+                if idd.isdigit():
+                    texts.add(f"{idd}{example.country_code}{digits}")
+                for text in texts:
+                    for reader in (region, "FR"):
+                        want = _read(_parse_full, text, reader)
+                        assert _read(_parse_possible, text, reader) == want, (text, reader)
+                        shortcut += _valid_as_dialled(text, reader) is not None
+                        checked += 1
+    assert checked > 100_000 and shortcut > 10_000, (checked, shortcut)
+
+
+def _read(parse: Callable[[str, str], object], text: str, region: str) -> object:
+    try:
+        return parse(text, region)
+    except InvalidNumber:
+        return "invalid"
