@@ -15,6 +15,8 @@ Closed loop: sessions/s and p50/p99 at 1 and 50 concurrent sessions for
       the agent, spawned for every call (8 at once), as AGI(trustline-agi,outbound,...) runs it
 bare and agent run in interleaved rounds, each with callees never seen before, and the
 medians of the rounds are printed (one run alone swings by a third on a shared machine).
+--compliance: the same with windows, attempt limits and opt-outs on in pools.toml (none
+refusing): what deciding a call costs with every compliance rule checked.
 Open loop: sessions start on a fixed schedule (RATE per second, whatever the answers), for
 the agent and the bare server in turn; counts what was served in time and what fell back.
 The last line is ``NAME: <figure> = <ratio> of <baseline> [goal <goal>]``.
@@ -283,21 +285,39 @@ async def selection_cost(sizes: list[int], decisions: int) -> None:
         print(f"selection  {size:>7} numbers: {per:7.1f} us/decision", flush=True)
 
 
+# --compliance: every rule on, none refusing: a window (open all week, with France's public
+# holidays: on one, the answers say outside_window), an attempt limit no callee reaches, and
+# opt-outs (for numbers the run never calls) added with the CLI once the agent runs.
+COMPLIANCE_TOML = """
+[windows]
+default = "Mon-Sun 00:00-24:00"
+holidays = "FR"
+[limits]
+reminder = { attempts = 100000000, days = 7 }
+"""
+OPTED_OUT = [("0699000001", "reminder"), ("0699000002", "reminder"), ("0699000003", "survey")]
+
+
 class Servers:
     """The bare server and the agent, each in its own process, for the whole run."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, compliance: bool = False) -> None:
         self.bare_port, self.agi_port = free_port(), free_port()
         self.bare = subprocess.Popen(
             [sys.executable, "-c", BARE_SERVER, str(self.bare_port)], stdout=subprocess.DEVNULL
         )
         config = tmp / "pools.toml"
-        config.write_text(pools_toml(20, 100_000))
+        config.write_text(pools_toml(20, 100_000) + (COMPLIANCE_TOML if compliance else ""))
         env = agent_env(config, tmp, self.agi_port)
         self.http = "http://" + env["TRUSTLINE_HTTP_LISTEN"]
         self.agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT)
         wait_port(self.bare_port)
         wait_port(self.agi_port)
+        for number, purpose in OPTED_OUT if compliance else []:  # as a sysadmin adds them
+            subprocess.run(
+                [sys.executable, "-m", "agent", "optout", "add", number, "--purpose", purpose],
+                env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
 
     def stop(self) -> None:
         for proc in (self.agent, self.bare):
@@ -305,7 +325,9 @@ class Servers:
             proc.wait(30)
 
 
-async def closed_loop(servers: Servers, n: int, rounds: int, classic: int) -> None:
+async def closed_loop(
+    servers: Servers, n: int, rounds: int, classic: int, name: str = "outbound"
+) -> None:
     offset = 1_000_000
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     outcomes: Counter[str] = Counter()
@@ -342,12 +364,12 @@ async def closed_loop(servers: Servers, n: int, rounds: int, classic: int) -> No
     c1 = med("agent", 1, 0) / med("bare", 1, 0)
     p99 = med("agent", 50, 2) / med("bare", 50, 2)
     print(
-        f"c=1: agent = {c1:.2f} of bare [goal >= 0.70]; c=50: p99 = {p99:.2f}x bare's"
+        f"{name} c=1: agent = {c1:.2f} of bare [goal >= 0.70]; c=50: p99 = {p99:.2f}x bare's"
         f" [goal <= 1.2]; agent/classic = {med('agent', 50, 0) / classic_rate:.0f}x"
     )
     rate50 = med("agent", 50, 0)
     print(
-        f"outbound: {rate50:.0f} sessions/s at c=50 = {rate50 / med('bare', 50, 0):.2f} of bare"
+        f"{name}: {rate50:.0f} sessions/s at c=50 = {rate50 / med('bare', 50, 0):.2f} of bare"
         " [goal >= 0.80]"
     )
 
@@ -407,7 +429,9 @@ async def http_load_run(servers: Servers, rate: float, n: int, rounds: int) -> N
     )
 
 
-async def open_loop_run(servers: Servers, rate: float, duration: float, rounds: int) -> None:
+async def open_loop_run(
+    servers: Servers, rate: float, duration: float, rounds: int, name: str = "outbound"
+) -> None:
     n = int(rate * duration)
     offset = 5_000_000
     figures: dict[str, list[tuple[float, float]]] = {}
@@ -431,7 +455,7 @@ async def open_loop_run(servers: Servers, rate: float, duration: float, rounds: 
     )
     print(f"open loop: agent p99 = {p99_ratio:.2f}x bare's [goal <= 2]")
     print(
-        f"outbound-open-loop-{rate:.0f}: {served_share:.1%} served = {served_share / bare_served:.2f} of bare"
+        f"{name}-open-loop-{rate:.0f}: {served_share:.1%} served = {served_share / bare_served:.2f} of bare"
         " [goal >= 0.99]"
     )
 
@@ -446,6 +470,9 @@ async def main() -> None:
     parser.add_argument("--selection", action="store_true", help="decision cost by pool size")
     parser.add_argument("--http-load", type=float, metavar="RATE", help="HTTP requests/s")
     parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument(
+        "--compliance", action="store_true", help="windows, attempt limits and opt-outs on"
+    )
     args = parser.parse_args()
     if args.selection:
         await selection_cost([100, 1_000, 10_000, 100_000], args.decisions)
@@ -455,15 +482,16 @@ async def main() -> None:
         f" {args.rounds}, medians shown; a shared machine: figures swing between runs",
         flush=True,
     )
+    name = "outbound-compliance" if args.compliance else "outbound"
     with tempfile.TemporaryDirectory() as tmp:
-        servers = Servers(Path(tmp))
+        servers = Servers(Path(tmp), compliance=args.compliance)
         try:
             if args.http_load:
                 await http_load_run(servers, args.http_load, args.sessions, args.rounds)
             elif args.open_loop:
-                await open_loop_run(servers, args.open_loop, args.duration, args.rounds)
+                await open_loop_run(servers, args.open_loop, args.duration, args.rounds, name)
             else:
-                await closed_loop(servers, args.sessions, args.rounds, args.classic_sessions)
+                await closed_loop(servers, args.sessions, args.rounds, args.classic_sessions, name)
         finally:
             servers.stop()
 
