@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+import pytest
+
 from agent.config import parse_config
 from agent.outbound.policy import NumberState, Selector, intensive_rest, plan_promotions, warmup_cap
 from tests.conftest import PARIS
@@ -112,3 +114,22 @@ def test_selector_loaded_at_once_ranks_as_one_put_each() -> None:
     assert loaded.count("a") == one_by_one.count("a") == 100
     for pool, presence in [("a", "+33:1"), ("b", None), ("a", None), ("b", "+33:2")] * 60:
         assert loaded.take(pool, presence) == one_by_one.take(pool, presence)
+
+
+def test_selector_serving_a_large_pool_never_stops_to_rebuild_its_heaps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20,000 numbers in 50 areas, calls served pool-wide (no local presence asked), each
+    number back with one more use: the areas' heaps hold each number once or twice, and the
+    whole-heap rebuild (a pause of every call in flight at 100,000 numbers) never runs."""
+    rebuilds = []
+    monkeypatch.setattr(Selector, "_compact", lambda self: rebuilds.append(1))
+    sel = Selector()
+    sel.load((f"+n{i}", "a", f"+33:{i % 50}", 0, 0.0) for i in range(20_000))
+    for call in range(200_000):
+        number = sel.take("a", None)
+        assert number is not None
+        sel.put(number, "a", f"+33:{int(number[2:]) % 50}", 1 + call // 20_000, float(call))
+    assert rebuilds == []
+    assert sum(sel.heap_sizes().values()) <= 2 * 2 * 20_000
+    assert sel.take("a", "+33:7") == "+n7"  # the area's least used: 7 was served first

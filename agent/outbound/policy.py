@@ -180,7 +180,7 @@ class Selector:
         self._heaps: dict[tuple[str, str | None], list[_Entry]] = {}
         self._live: dict[str, _Entry] = {}  # each number's entry while it may be taken
         self._order = itertools.count()
-        self._pushes = 0  # since the last compaction
+        self._pushes = 0  # entries pushed and not popped since the last compaction
         self._per_pool: dict[str, int] = {}  # numbers in each pool's heaps (O(1) counts)
         # One (pool, presence) tuple per pair, shared by every number in it (not one each).
         self._keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}
@@ -196,12 +196,24 @@ class Selector:
     ) -> None:
         self.discard(number)
         entry = self._enter(number, pool, presence, used, last_used_at)
-        heapq.heappush(self._heaps.setdefault((pool, None), []), entry)
+        self._push(self._heaps.setdefault((pool, None), []), entry)
         if presence is not None:
-            heapq.heappush(self._heaps.setdefault((pool, presence), []), entry)
-        self._pushes += 1
+            self._push(self._heaps.setdefault((pool, presence), []), entry)
         if self._pushes > 4 * len(self._live) + 1024:
             self._compact()
+
+    def _push(self, heap: list[_Entry], entry: _Entry) -> None:
+        """Push, then drop stale entries from the heap's top. A number taken from one heap
+        leaves a stale entry in its other one (calls served pool-wide never pop a presence
+        heap), and a number's counts only grow within a day, so that entry ranks before its
+        new one: it is found on top and goes here. Heaps stay near the numbers' size and the
+        whole-heap compaction (a pause of the event loop at 100,000 numbers) rarely runs."""
+        heapq.heappush(heap, entry)
+        self._pushes += 1
+        live = self._live
+        while heap and live.get(heap[0][3]) is not heap[0]:
+            heapq.heappop(heap)
+            self._pushes -= 1
 
     def load(self, numbers: Iterable[tuple[str, str, str | None, int, float]]) -> None:
         """``put`` each of (number, pool, presence, used, last used) into an empty selector,
@@ -264,6 +276,7 @@ class Selector:
             heap = self._heaps.get(key)
             while heap:
                 entry = heapq.heappop(heap)
+                self._pushes -= 1
                 number = entry[3]
                 if self._live.get(number) is entry:
                     self.discard(number)
