@@ -20,6 +20,7 @@ from datetime import date
 
 from agent.clock import Clock
 from agent.config import PoolConfig
+from agent.outbound.ahead import LeaseAhead
 from agent.outbound.policy import (
     LEASE_IDLE_SECONDS,
     LEASE_MAX_UNITS,
@@ -164,6 +165,7 @@ class Claims:
         self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
         self._claims_in_flight: dict[str, int] = {}  # claims and refills, per pool
         self._settled_event = asyncio.Event()  # set (and replaced) at every settled claim
+        self._ahead = LeaseAhead(view)
 
     def drop_lease(self, number: str, day: date | None, units: int) -> None:
         """The view dropped a lease held here (its day is over, or its state replaced)."""
@@ -209,6 +211,7 @@ class Claims:
                 continue
             st = self._view.states[number]
             cap = st.cap_on(day, pool.rules.warmup_days)
+            in_use = now - st.last_used_at < LEASE_IDLE_SECONDS
             if st.held and st.day == day:
                 # Counted in the store already: no round trip on the call's path.
                 st.held -= 1
@@ -216,18 +219,24 @@ class Claims:
                 if not st.held:
                     self._holding.pop(number, None)
                 self._handed(st, pool, st.used - st.held, now)
-                self._refill(st, pool, cap, day)
+                if in_use:
+                    self._refill(st, pool, cap, day)
+                else:  # a unit leased ahead: its number is not back for a while, others are
+                    self._lease_ahead(pool, day, now)
                 self._view.place(st, now)
                 return st
             st.reserved += 1
             self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._view.place(st, now)
             future = self._batcher.claim(number, day.isoformat(), cap)
-            if now - st.last_used_at < LEASE_IDLE_SECONDS:
+            if in_use:
                 # In use again within a lease's idle time: a lease will serve its next calls.
                 # A number a large pool hands out once a minute gets none: it would only go
-                # back to the store unused, one more write for nothing.
+                # back to the store unused, one more write for nothing. Its pool's next
+                # numbers may get a unit ahead instead, when its calls come fast (ahead.py).
                 self._refill(st, pool, cap, day)
+            else:
+                self._lease_ahead(pool, day, now)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
             future.add_done_callback(functools.partial(self._settled, st, pool, cap, day, now))
             try:
@@ -263,9 +272,19 @@ class Claims:
         target = st.lease_target(cap, self._lease_units.get(st.number, LEASE_UNITS))
         want = target - st.held
         if want > 0 and st.held * 2 <= target and st.number not in self._refilling:
-            self._refilling[st.number] = (st, st.held, pool.name)
-            self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
-            self._batcher.refill(st.number, day.isoformat(), cap, want)
+            self._ask(st, pool, cap, day, want)
+
+    def _lease_ahead(self, pool: PoolConfig, day: date, now: float) -> None:
+        """A call went to a number not in use: a unit each for the pool's next numbers, when
+        its calls come fast enough to use them (ahead.py)."""
+        for st, cap in self._ahead.wanted(pool, day, now, self._refilling.__contains__):
+            self._ask(st, pool, cap, day, 1)
+
+    def _ask(self, st: NumberState, pool: PoolConfig, cap: int, day: date, want: int) -> None:
+        """Ask ``want`` units for ``st``'s lease in the next batch."""
+        self._refilling[st.number] = (st, st.held, pool.name)
+        self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
+        self._batcher.refill(st.number, day.isoformat(), cap, want)
 
     def on_spare(self, number: str, day: str, asked: int, units: int, used: int) -> None:
         """Units the store counted beyond the calls served: hold them for the next calls."""
@@ -285,7 +304,10 @@ class Claims:
         st.held += units
         st.used = max(st.used, used)
         self._holding.setdefault(number, asyncio.get_running_loop().time())
-        self._view.place(st, self._clock.now())
+        if self._view.selector.ranked_as(number) != (st.committed(), st.last_used_at):
+            self._view.place(st, self._clock.now())
+        # else ranked as before (units held are not calls): left in its place among equals, so
+        # a number leased ahead is still the one the next calls take
 
     def _lease_landed(self, number: str, spent: int) -> None:
         """A refill landed after calls ``spent`` units of the lease. Asked with half of it

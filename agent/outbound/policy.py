@@ -92,6 +92,9 @@ LEASE_MAX_UNITS = 256
 # A lease is at most this fraction of what is left of the cap: on a busy number it saves store
 # round trips; near the cap, units idle here never stand between another agent and its calls.
 LEASE_SHARE = 32
+# A large pool whose calls reach this many numbers not in use within a lease's idle time gets
+# a unit ahead on the next this-many numbers of its rotation (ahead.py).
+LEASE_AHEAD = 32
 
 
 @dataclass(slots=True)
@@ -285,6 +288,28 @@ class Selector:
 
     def count(self, pool: str) -> int:
         return self._per_pool.get(pool, 0)
+
+    def peek(self, pool: str, count: int) -> list[str]:
+        """The next ``count`` numbers ``take`` would hand out pool-wide, left in place (each
+        entry goes back as it was: the same rank, the same place among equals)."""
+        heap = self._heaps.get((pool, None), [])
+        out: list[str] = []
+        seen: list[_Entry] = []
+        while heap and len(out) < count:
+            entry = heapq.heappop(heap)
+            if self._live.get(entry[3]) is entry:
+                out.append(entry[3])
+                seen.append(entry)
+            else:
+                self._pushes -= 1  # a stale entry: dropped
+        for entry in seen:
+            heapq.heappush(heap, entry)
+        return out
+
+    def ranked_as(self, number: str) -> tuple[int, float] | None:
+        """The (use, last use) ``number`` is ranked by while it may be taken, else None."""
+        entry = self._live.get(number)
+        return None if entry is None else (entry[0], entry[1])
 
 
 def plan_promotions(
