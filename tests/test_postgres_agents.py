@@ -35,21 +35,6 @@ from tests.postgres_schema import fresh_schema
 
 K, CAP, PER_AGENT = 5, 80, 500  # 80: the field's daily cap
 NUMBERS = [f"+3314200000{i}" for i in range(1, K + 1)]
-POOL = f"""
-[defaults]
-timezone = "Europe/Paris"
-region = "FR"
-daily_cap = {CAP}
-
-[pools.reminders]
-purposes = ["reminder"]
-fallback = "+33142000099"
-min_active = 1
-numbers = [{", ".join(f'{{ number = "{n}", name = "Clinique" }}' for n in NUMBERS)}]
-
-[screening]
-own_numbers = ["+33142000099"]  # the switchboard: a fallback outside the pool is declared
-"""
 
 
 def free_port() -> int:
@@ -100,8 +85,30 @@ async def running_agent(env: dict[str, str]) -> AsyncIterator[tuple[int, int]]:
             assert proc.returncode == 0, log.read()[-3000:].decode(errors="replace")
 
 
-async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "pools.toml", POOL)
+def pool_toml(numbers: list[str], cap: int) -> str:
+    return f"""
+[defaults]
+timezone = "Europe/Paris"
+region = "FR"
+daily_cap = {cap}
+
+[pools.reminders]
+purposes = ["reminder"]
+fallback = "+33142000099"
+min_active = 1
+numbers = [{", ".join(f'{{ number = "{n}", name = "Clinique" }}' for n in numbers)}]
+
+[screening]
+own_numbers = ["+33142000099"]  # the switchboard: a fallback outside the pool is declared
+"""
+
+
+async def two_agents(
+    tmp_path: Path, pool: str, per_agent: int
+) -> tuple[Counter[str | None], Counter[str], dict[str, int], int]:
+    """``per_agent`` concurrent calls on each of two agents, then both stopped (their leases
+    back in the store): (statuses, numbers handed out, the store's counts, ok audit rows)."""
+    config = write_config(tmp_path / "pools.toml", pool)
     async for url in fresh_schema():
         common = {
             "TRUSTLINE_CONFIG": str(config),
@@ -122,7 +129,7 @@ async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> 
                 *(
                     run_session("127.0.0.1", port, args=["reminder", "0142123456"], timeout=50)
                     for port in (agi_a, agi_b)
-                    for _ in range(PER_AGENT)
+                    for _ in range(per_agent)
                 )
             )
         statuses = Counter(s.variables.get("TRUSTLINE_STATUS") for s in sessions)
@@ -131,16 +138,40 @@ async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> 
             for s in sessions
             if s.variables.get("TRUSTLINE_STATUS") == "ok"
         )
-        assert PER_AGENT > K * CAP  # each agent alone asks for more than the pool has
-        assert statuses["ok"] == K * CAP
-        assert statuses["exhausted"] == 2 * PER_AGENT - K * CAP  # the fallback, not silence
-        assert max(granted.values()) <= CAP
         conn = await asyncpg.connect(url)
         try:
             stored = dict(await conn.fetch("SELECT number, used FROM daily_usage"))
             audited = await conn.fetchval("SELECT COUNT(*) FROM call_audit WHERE status = 'ok'")
         finally:
             await conn.close()
-        # Every ok is one count in the store and one audit row, never more.
-        assert stored == dict(granted) == dict.fromkeys(NUMBERS, CAP)
-        assert audited == statuses["ok"]
+        return statuses, granted, stored, audited
+    raise AssertionError("no schema")
+
+
+POOL = pool_toml(NUMBERS, CAP)
+
+
+async def test_two_agents_grant_exactly_the_caps_of_one_pool(tmp_path: Path) -> None:
+    statuses, granted, stored, audited = await two_agents(tmp_path, POOL, PER_AGENT)
+    assert PER_AGENT > K * CAP  # each agent alone asks for more than the pool has
+    assert statuses["ok"] == K * CAP
+    assert statuses["exhausted"] == 2 * PER_AGENT - K * CAP  # the fallback, not silence
+    assert max(granted.values()) <= CAP
+    # Every ok is one count in the store and one audit row, never more.
+    assert stored == dict(granted) == dict.fromkeys(NUMBERS, CAP)
+    assert audited == statuses["ok"]
+
+
+async def test_two_agents_on_a_large_pool_count_exactly_the_calls_with_units_leased_ahead(
+    tmp_path: Path,
+) -> None:
+    """200 numbers: each agent's calls reach numbers not in use fast enough to get units
+    leased ahead (agent/outbound/ahead.py) on the numbers both agents rank next. Once both
+    stop, the store counts exactly the calls handed each number: no unit leased ahead is left
+    counted, none is counted twice."""
+    numbers = [f"+331420{i:05d}" for i in range(200)]
+    statuses, granted, stored, audited = await two_agents(tmp_path, pool_toml(numbers, 40), 500)
+    assert statuses == Counter({"ok": 1000})
+    assert max(granted.values()) <= 40
+    assert {n: used for n, used in stored.items() if used} == dict(granted)
+    assert audited == 1000
