@@ -1,7 +1,8 @@
 """Compliance's background work shares the event loop and the store with the calls: the attempt
-tail gives the loop back a page at a time and still counts exactly, leaves the cycle collector
-nothing to walk per callee, reads beside a claim's write transaction instead of behind it, and
-the chain finds where it stopped through its index. Real SQLite files; no timing."""
+tail gives the loop back a page at a time and still counts exactly, neither it nor the callees
+read leave the cycle collector anything to walk per callee, reads go beside a claim's write
+transaction instead of behind it, and the chain finds where it stopped through its index. Real
+SQLite files; no timing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from agent import phone
 from agent.clock import FrozenClock
 from agent.compliance.attempts import PAGE, AttemptIndex
+from agent.compliance.callees import Callees
 from agent.compliance.config import parse_compliance
 from agent.compliance.repo import CHAINED_UP_TO, ComplianceRepo
 from agent.compliance.service import ComplianceService
@@ -149,3 +151,45 @@ async def test_the_chain_finds_where_it_stopped_through_its_index(db: Database) 
     assert await service.repo.chained_up_to("call_audit") == 3
     assert await service.repo.chained_up_to("admin_audit") == 0
     assert (await service.chain.verify()).ok
+
+
+async def test_callees_read_once_leave_the_cycle_collector_nothing_per_callee(
+    db: Database,
+) -> None:
+    limits = parse_compliance("[limits]\nsurvey = { attempts = 2, days = 7 }\n")
+    service = ComplianceService(db, FrozenClock(NOW), KEY, limits.compliance)
+    await service.start(refresh_seconds=None)
+
+    async def reminder_run(first: int, patients: int) -> None:  # each once, let out, counted
+        for i in range(first, first + patients):
+            callee = f"06{12000000 + i:08d}"
+            assert (await service.check("survey", callee)).allowed
+            service.note_attempt("survey", callee)
+
+    await reminder_run(1, 4200)  # phone.parse keeps the last 4,096 numbers it parsed
+    gc.collect()
+    gc.collect()
+    before = len(gc.get_objects())
+    await reminder_run(5000, 3000)
+    gc.collect()
+    gc.collect()  # a tuple holding tuples is dropped at the second pass
+    assert len(gc.get_objects()) - before < 300  # not one object or more per callee kept
+    # Read again, from what was kept: counted, then refused at the limit.
+    service.note_attempt("survey", "0612000001")
+    assert (await service.check("survey", "0612000001")).status == "attempts_exceeded"
+
+
+def test_kept_callees_answer_as_read_and_the_oldest_used_goes_first() -> None:
+    callees = Callees(KEY, size=2)
+    reunion = callees.get("0692123456", "FR", "Europe/Paris")
+    assert reunion is not None and reunion[2] == "Indian/Reunion"
+    forms = callees.audit_hashes("0692123456", "FR", reunion)
+    assert len(forms) == 2  # +262 692..., and +33 692... as written before it was known
+    assert callees.written("0692123456", "FR", reunion) in forms  # +33 692..., as dialled
+    assert callees.get("1234", "FR", "Europe/Paris") is None  # an extension
+    written = callees.written("0692123456", "FR", reunion)
+    assert callees.get("0692123456", "FR", "Europe/Paris") == (*reunion[:5], forms, written)
+    callees.get("0612345678", "FR", "Europe/Paris")  # "1234" was used least lately: it goes
+    assert ("1234", "FR") not in callees._kept and len(callees._kept) == 2
+    again = Callees(KEY).get("0692123456", "FR", "Europe/Paris")
+    assert again is not None and again[:5] == reunion[:5]
