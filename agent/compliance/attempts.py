@@ -25,7 +25,7 @@ from agent.compliance.repo import ComplianceRepo
 Key = tuple[str, str]  # (callee hash, purpose)
 Times = tuple[float, ...]  # sorted
 _SWEEP_EVERY = 300  # tails between sweeps of entries older than the longest period
-PAGE = 1000  # call_audit rows read and indexed between two turns of the event loop
+PAGE = 250  # call_audit rows read and indexed between two turns of the event loop
 _SWEEP_KEYS = 5000  # keys swept between two turns of the event loop
 
 
