@@ -205,10 +205,12 @@ async def end_to_end(sessions: int) -> None:
     bare = statistics.median(rates["bare"])
     agent = statistics.median(rates["agent"])
     compliant = statistics.median(rates["compliant"])
+    p99_compliant = statistics.median(p99s["compliant"])
     print(
         f"e2e c=50: compliant/bare = {compliant / bare:.0%} (outbound target >= 50%),"
         f" compliant/agent = {compliant / agent:.0%},"
-        f" compliant p99 {statistics.median(p99s['compliant']):.2f} ms (target <= 25 ms)"
+        f" compliant p99 {p99_compliant:.2f} ms (target <= 25 ms)"
+        f" = {p99_compliant / statistics.median(p99s['agent']):.2f} of the agent's p99"
     )
 
 

@@ -5,7 +5,10 @@ audit_anchors (migration 0030, the only writer); read call_audit and recording_a
 attempts, chain and export them; delete its own optout_events past their retention. Must not:
 write other features' tables (their owners' repos purge them: agent/compliance/retention.py
 asks each), decide policy or hold state. Portable SQL only (``?`` placeholders, ON CONFLICT),
-for SQLite and PostgreSQL.
+for SQLite and PostgreSQL. The background reads (opt-out reloads, the attempt tail, the chain's
+reads of new rows) go through ``db.reads``, so a claim on the write connection never queues
+behind them; what must be consistent with a write (the chain's head check) reads in its
+transaction.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ CHAINED: dict[str, tuple[str, ...]] = {
 
 # Decisions that let a call go out count as attempts; a call never dialled does not.
 ATTEMPT_STATUSES = ("ok", "exhausted", "fallback")
+
+# How far a table is chained: "tbl <> 'purge'" lets SQLite use the partial index
+# audit_chain_row for a bound table name; without it MAX(row_id) scanned the whole chain.
+CHAINED_UP_TO = (
+    "SELECT row_id FROM audit_chain WHERE tbl = ? AND tbl <> 'purge' ORDER BY row_id DESC LIMIT 1"
+)
+_HEAD = (
+    "SELECT seq, tbl, row_id, row_at, row_hash, prev_hash, detail FROM audit_chain"
+    " ORDER BY seq DESC LIMIT 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +105,13 @@ class ComplianceRepo:
         )
 
     async def optout_version(self) -> int:
-        row = await self.db.fetchone("SELECT optout_version FROM compliance_state WHERE id = 1")
+        row = await self.db.reads.fetchone(
+            "SELECT optout_version FROM compliance_state WHERE id = 1"
+        )
         return int(row[0]) if row else 0
 
     async def optouts(self) -> set[tuple[str, str]]:
-        rows = await self.db.fetchall("SELECT callee_hash, purpose FROM optouts")
+        rows = await self.db.reads.fetchall("SELECT callee_hash, purpose FROM optouts")
         return {(str(r[0]), str(r[1])) for r in rows}
 
     async def optouts_of(self, callee_hash: str) -> list[tuple[str, float, str]]:
@@ -107,23 +122,32 @@ class ComplianceRepo:
         return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
 
     # -- attempts --------------------------------------------------------------------------
+    async def attempt_start(self, since: float) -> int | None:
+        """The id just before the first call_audit row at or after ``since``; None if none."""
+        row = await self.db.reads.fetchone("SELECT MIN(id) FROM call_audit WHERE at >= ?", (since,))
+        return int(row[0]) - 1 if row and row[0] is not None else None
+
     async def attempt_rows(
-        self, after_id: int, since: float, purposes: Sequence[str]
-    ) -> tuple[list[tuple[str, str, float]], int]:
-        """Calls let out for ``purposes`` ("*": all) in rows after ``after_id`` (0: every row
-        since ``since``): ([(callee hash, purpose, at)], the highest id read). Filtered here,
-        so a tail reads by primary key and the first load by time, each with its index."""
-        head = "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE "
-        where, start = ("id > ?", after_id) if after_id else ("at >= ?", since)
+        self, after_id: int, since: float, purposes: Sequence[str], limit: int
+    ) -> tuple[list[tuple[str, str, float]], int, int]:
+        """Calls let out for ``purposes`` ("*": all) since ``since``, among the first ``limit``
+        rows after ``after_id`` in id order: ([(callee hash, purpose, at)], the highest id
+        read, how many rows were read). A page read by primary key; filtered here."""
         wanted = set(purposes)
+        every = "*" in wanted
         out: list[tuple[str, str, float]] = []
         top = after_id
-        for r in await self.db.fetchall(head + where, (start,)):
-            top = max(top, int(r[0]))
+        rows = await self.db.reads.fetchall(
+            "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        for r in rows:
+            top = int(r[0])
             counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
-            if counted and ("*" in wanted or r[2] in wanted):
+            if counted and (every or r[2] in wanted):
                 out.append((str(r[1]), str(r[2]), float(r[3])))
-        return out, top
+        return out, top, len(rows)
 
     # -- admin audit -----------------------------------------------------------------------
     async def add_admin(self, at: float, actor: str, action: str, target: str, detail: str) -> None:
@@ -134,20 +158,17 @@ class ComplianceRepo:
 
     # -- the chain -------------------------------------------------------------------------
     async def chain_head(self) -> ChainEntry | None:
-        row = await self.db.fetchone(
-            "SELECT seq, tbl, row_id, row_at, row_hash, prev_hash, detail FROM audit_chain"
-            " ORDER BY seq DESC LIMIT 1"
-        )
+        row = await self.db.reads.fetchone(_HEAD)
         return _entry(row) if row else None
 
     async def chained_up_to(self, tbl: str) -> int:
-        row = await self.db.fetchone("SELECT MAX(row_id) FROM audit_chain WHERE tbl = ?", (tbl,))
-        return int(row[0]) if row and row[0] is not None else 0
+        row = await self.db.reads.fetchone(CHAINED_UP_TO, (tbl,))
+        return int(row[0]) if row else 0
 
     async def rows_after(self, tbl: str, after_id: int, limit: int) -> list[tuple[Any, ...]]:
         """Rows of a chained table in id order, with the chained columns."""
         cols = ", ".join(CHAINED[tbl])
-        rows = await self.db.fetchall(
+        rows = await self.db.reads.fetchall(
             f"SELECT {cols} FROM {tbl} WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
         return [tuple(r) for r in rows]
@@ -155,11 +176,11 @@ class ComplianceRepo:
     async def append_chain(self, expected_head: int, entries: Sequence[ChainEntry]) -> bool:
         """Append entries if the head is still ``expected_head`` (0: empty); False when
         another process chained meanwhile (nothing written: try again later)."""
-        async with self.db.transaction():
-            head = await self.chain_head()
-            if (head.seq if head else 0) != expected_head:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(_HEAD)  # in the transaction: no append lands meanwhile
+            if (int(row[0]) if row else 0) != expected_head:
                 return False
-            await self.db.executemany(
+            await tx.executemany(
                 "INSERT INTO audit_chain (seq, tbl, row_id, row_at, row_hash, prev_hash, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [

@@ -28,8 +28,9 @@ from zoneinfo import ZoneInfo
 
 from agent import phone
 from agent.clock import Clock
-from agent.compliance import numbers, policy, snapshot
+from agent.compliance import policy, snapshot
 from agent.compliance.attempts import AttemptIndex
+from agent.compliance.callees import Callees, Entry
 from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
 from agent.compliance.repo import ComplianceRepo
@@ -42,25 +43,6 @@ log = logging.getLogger(__name__)
 OPTOUT_USEREVENT = "OptOut"
 _WINDOW_STATES = 4096
 _PURPOSE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-class _Callee:
-    """A callee as read once (numbers.read), with its opt-out key. The hashes that only an
-    attempt limit needs are computed the first time one asks, then kept with it."""
-
-    __slots__ = ("audit_forms", "audit_hashes", "e164", "hashed", "plain", "written", "zone")
-
-    def __init__(self, read: numbers.Callee, hashed: str) -> None:
-        self.e164 = read.e164
-        self.hashed = hashed  # keys opt-outs
-        self.plain = read.plain  # as the outbound service reads it
-        self.audit_forms = read.audit_forms  # every E.164 form its call_audit rows may hold
-        self.zone = read.zone
-        # Of audit_forms, for counting; of plain, the one its audit row carries now. Most
-        # callees have one form, their E.164: its hash is the opt-out key already.
-        one = read.audit_forms == (read.e164,)
-        self.audit_hashes: tuple[str, ...] | None = (hashed,) if one else None
-        self.written: str | None = hashed if read.plain == read.e164 else None
 
 
 class ComplianceService:
@@ -85,6 +67,7 @@ class ComplianceService:
         self._known = False  # the opt-out set was read (from the store, or else the copy)
         self._snapshot = snapshot
         self._attempts = AttemptIndex()
+        self._callees = Callees(hash_key)
         self._tasks: list[asyncio.Task[None]] = []
         self.apply_config(config, region=region, timezone=timezone)
 
@@ -193,31 +176,15 @@ class ComplianceService:
                 )
 
     # -- numbers ---------------------------------------------------------------------------
-    @functools.lru_cache(maxsize=65536)  # noqa: B019  (bounded; lives as long as the service)
-    def _callee(self, callee: str, region: str) -> _Callee | None:
+    def _callee(self, callee: str) -> Entry | None:
         """A callee read once: its numbers, hashes and zone; None for an extension or junk."""
-        try:
-            read = numbers.read(callee, region, self._timezone)
-        except phone.InvalidNumber:
-            return None
-        # One keyed hash per callee (the opt-out key); those of the audit forms only when an
-        # attempt limit needs them (_audit_hashes).
-        return _Callee(read, phone.keyed_hash(self._hash_key, read.e164))
-
-    def _audit_hashes(self, found: _Callee) -> tuple[str, ...]:
-        """The hashes the callee's call_audit rows may carry (for counting attempts)."""
-        hashes = found.audit_hashes
-        if hashes is None:
-            forms = found.audit_forms
-            hashes = tuple(sorted({phone.keyed_hash(self._hash_key, f) for f in forms}))
-            found.audit_hashes = hashes
-        return hashes
+        return self._callees.get(callee, self._region, self._timezone)
 
     def _resolve(self, number: str) -> tuple[str, str]:
-        found = self._callee(number, self._region)
+        found = self._callee(number)
         if found is None:
             raise BadRequest(f"not a phone number: {phone.mask(number)}")
-        return found.e164, found.hashed
+        return found[0], found[1]
 
     @staticmethod
     def _check_purpose(purpose: str) -> str:
@@ -228,17 +195,17 @@ class ComplianceService:
     # -- deciding --------------------------------------------------------------------------
     def _quick(
         self, purpose: str, rules: policy.PurposeRules, callee: str, now: float
-    ) -> tuple[policy.Verdict, _Callee | None]:
+    ) -> tuple[policy.Verdict, Entry | None]:
         """Opt-out and window from memory; attempts not counted yet (pass 0). Also returns the
         callee as read (None for an extension or junk)."""
-        found = self._callee(callee, self._region)
+        found = self._callee(callee)
         if found is None:  # an extension or junk: the window in the centre's zone still holds
             zone, opted = self._timezone, False
         else:
-            zone = found.zone
+            zone = found[2]
             if not self._known:
                 return policy.optouts_unknown(zone, now), found
-            opted = (found.hashed, purpose) in self._optouts
+            opted = (found[1], purpose) in self._optouts
         state = self._window(purpose, rules, zone, now)
         verdict = policy.decide(rules, now=now, zone=zone, opted_out=opted, attempts=0, state=state)
         return verdict, found
@@ -271,7 +238,8 @@ class ComplianceService:
         limit = rules.limit
         if not verdict.allowed or limit is None or found is None:
             return verdict
-        attempts = self._count(self._audit_hashes(found), purpose, now - limit.seconds)
+        hashes = self._callees.audit_hashes(callee, self._region, found)
+        attempts = self._count(hashes, purpose, now - limit.seconds)
         if attempts < limit.attempts:
             return verdict
         return policy.decide(rules, now=now, zone=verdict.zone, opted_out=False, attempts=attempts)
@@ -283,11 +251,9 @@ class ComplianceService:
         """A call was let out: count it before its audit row reaches the store."""
         if self._rules(purpose).limit is None:
             return
-        found = self._callee(callee, self._region)
+        found = self._callee(callee)
         if found is not None:
-            written = found.written
-            if written is None:
-                written = found.written = phone.keyed_hash(self._hash_key, found.plain)
+            written = self._callees.written(callee, self._region, found)
             self._attempts.note((written, purpose), self._clock.now())
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
@@ -295,16 +261,17 @@ class ComplianceService:
         now = self._clock.now()
         rules = self._rules(self._check_purpose(purpose))
         _, hashed = self._resolve(callee)
-        found = self._callee(callee, self._region)
+        found = self._callee(callee)
         assert found is not None
-        zone = found.zone
+        zone = found[2]
         out = [("time zone", "info", zone)]
         opted = (hashed, purpose) in self._optouts
         out.append(("opt-out", "stops" if opted else "passes", "opted out" if opted else ""))
         if rules.limit is None:
             out.append(("attempt limit", "not set", ""))
         else:
-            n = self._count(self._audit_hashes(found), purpose, now - rules.limit.seconds)
+            hashes = self._callees.audit_hashes(callee, self._region, found)
+            n = self._count(hashes, purpose, now - rules.limit.seconds)
             stop = n >= rules.limit.attempts
             text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
             out.append(("attempt limit", "stops" if stop else "passes", text))
