@@ -213,18 +213,7 @@ class Claims:
             cap = st.cap_on(day, pool.rules.warmup_days)
             in_use = now - st.last_used_at < LEASE_IDLE_SECONDS
             if st.held and st.day == day:
-                # Counted in the store already: no round trip on the call's path.
-                st.held -= 1
-                self._holding[number] = asyncio.get_running_loop().time()
-                if not st.held:
-                    self._holding.pop(number, None)
-                self._handed(st, pool, st.used - st.held, now)
-                if in_use:
-                    self._refill(st, pool, cap, day)
-                else:  # a unit leased ahead: its number is not back for a while, others are
-                    self._lease_ahead(pool, day, now)
-                self._view.place(st, now)
-                return st
+                return self._from_lease(st, pool, cap, day, now, in_use)
             st.reserved += 1
             self._claims_in_flight[pool.name] = self._claims_in_flight.get(pool.name, 0) + 1
             self._view.place(st, now)
@@ -258,6 +247,22 @@ class Claims:
                 raise
             if used is not None:
                 return st
+
+    def _from_lease(
+        self, st: NumberState, pool: PoolConfig, cap: int, day: date, now: float, in_use: bool
+    ) -> NumberState:
+        """A unit counted in the store already: no round trip on the call's path."""
+        st.held -= 1
+        self._holding[st.number] = asyncio.get_running_loop().time()
+        if not st.held:
+            self._holding.pop(st.number, None)
+        self._handed(st, pool, st.used - st.held, now)
+        if in_use:
+            self._refill(st, pool, cap, day)
+        else:  # a unit leased ahead: its number is not back for a while, the next ones are
+            self._lease_ahead(pool, day, now)
+        self._view.place(st, now)
+        return st
 
     def _refill(self, st: NumberState, pool: PoolConfig, cap: int, day: date) -> None:
         """Keep a small lease on a number in use, asked in the same batch as the calls: once
