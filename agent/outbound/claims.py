@@ -21,6 +21,7 @@ from datetime import date
 from agent.clock import Clock
 from agent.config import PoolConfig
 from agent.outbound.ahead import LeaseAhead
+from agent.outbound.giveback import GiveBacks
 from agent.outbound.policy import (
     LEASE_IDLE_SECONDS,
     LEASE_MAX_UNITS,
@@ -162,7 +163,7 @@ class Claims:
         self._refilling: dict[str, tuple[NumberState, int, str]] = {}
         # Busy numbers whose lease grew (see _lease_landed) -> its size, until they go idle.
         self._lease_units: dict[str, int] = {}
-        self._give_backs: dict[tuple[str, str], int] = {}  # units to uncount, per number/day
+        self._give_backs = GiveBacks(repo)
         self._claims_in_flight: dict[str, int] = {}  # claims and refills, per pool
         self._settled_event = asyncio.Event()  # set (and replaced) at every settled claim
         self._ahead = LeaseAhead(view)
@@ -349,16 +350,10 @@ class Claims:
         self._view.place(st, self._clock.now())
 
     def uncount(self, number: str, day: date | str | None, units: int) -> None:
-        if day is None or units <= 0:
-            return
-        key = (number, day if isinstance(day, str) else day.isoformat())
-        self._give_backs[key] = self._give_backs.get(key, 0) + units
+        self._give_backs.add(number, day, units)
 
     async def give_back_now(self) -> None:
-        while self._give_backs:
-            (number, day), units = next(iter(self._give_backs.items()))
-            await self._repo.give_back(number, day, units)
-            del self._give_backs[(number, day)]
+        await self._give_backs.write_now()
 
     def _landed(self, pool: str) -> None:
         """A claim or a refill for ``pool`` came back: calls waiting for one look again."""
