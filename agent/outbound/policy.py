@@ -95,6 +95,7 @@ LEASE_SHARE = 32
 # A large pool whose calls reach this many numbers not in use within a lease's idle time gets
 # a unit ahead on the next this-many numbers of its rotation (ahead.py).
 LEASE_AHEAD = 32
+LEASE_AHEAD_MAX = 512  # numbers of one pool with a unit ahead, at the most
 
 
 @dataclass(slots=True)
