@@ -72,14 +72,9 @@ holidays = "FR"
 survey = { attempts = 1000000, days = 7 }
 """
 GOAL = 1.10
-# `trustline run` with every compliance rule on in pools.toml (none refusing), for the e2e run.
-E2E_COMPLIANCE = """
-[windows]
-default = "Mon-Sun 00:00-24:00"
-holidays = "FR"
-[limits]
-reminder = { attempts = 100000000, days = 7 }
-"""
+# `trustline run` with every compliance rule on in pools.toml (none refusing), for the e2e run:
+# the sections of `bench/outbound.py --compliance`.
+E2E_COMPLIANCE = outbound_bench.COMPLIANCE_TOML
 ROWS = 50_000
 SLICE = 50  # decisions in a row for one side before the other takes its turn
 ROUNDS = 9
