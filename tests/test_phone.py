@@ -84,3 +84,30 @@ def _read(parse: Callable[[str, str], object], text: str, region: str) -> object
         return parse(text, region)
     except InvalidNumber:
         return "invalid"
+
+
+def test_a_hostile_or_broken_callee_gets_phonenumbers_answer_not_the_shortcuts() -> None:
+    """What the dialplan may hand over that is not a plain number: other scripts' digits,
+    a bare prefix or code, letters, signs. The shortcut declines each (phonenumbers decides,
+    and the answer is the same as without the shortcut); nothing raises but InvalidNumber."""
+    from agent.phone import _parse_full, _parse_possible, _valid_as_dialled
+
+    texts = [
+        "٠٦١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+        "０６１２３４５６７８",  # full-width digits
+        "0",
+        "+",
+        "+33",
+        "++33612345678",
+        "+33-612345678",
+        "06123456789012345",
+        "0612345678\x00",
+        "06 12 34 56 7A",
+        "0033612345678",
+        "+0612345678",
+    ]
+    for text in texts:
+        for region in ("FR", "US", "ZZ"):
+            if not text.isascii() or region == "ZZ":
+                assert _valid_as_dialled(text, region) is None
+            assert _read(_parse_possible, text, region) == _read(_parse_full, text, region)
