@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 
 from agent.clock import SystemClock
@@ -231,7 +231,7 @@ async def restart_and_check(run: Run, keyring: Path, ring: Keyring) -> None:
             sealed = run.folder / (name + fmt.SUFFIX)
             assert opens_to(sealed, ring) == body
             row = by_path[str(sealed)]
-            assert row.sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+            assert row.sha256 == digest_of(str(sealed))
             assert row.plain_size == len(body) and row.uniqueid == name[: -len(".wav")]
         assert [v.problem for v in await service.verify()] == [None] * len(run.originals)
     finally:
@@ -308,9 +308,10 @@ async def sealed_run(base: Path, index: int, template_db: Path, audio: bytes) ->
     return run, keyring
 
 
-def sha256_of(path: str) -> str:
+def digest_of(path: str) -> str:
+    """The digest a row keeps of the sealed file at ``path`` (BLAKE3, prefixed)."""
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return "blake3:" + blake3.blake3(f.read()).hexdigest()
 
 
 async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
@@ -340,7 +341,7 @@ async def check_after_rewrap_kill(run: Run, keyring: Path) -> bool:
         assert report.failures == [], (run.index, report)
         for row in await service.listing(limit=1000):
             assert row.key_id == ring.active_id and row.pending_sha256 is None
-            assert row.sha256 == sha256_of(row.path)
+            assert row.sha256 == digest_of(row.path)
         assert [v.problem for v in await service.verify()] == [None] * FILES_PER_RUN
         names = sorted(p.name for p in run.folder.iterdir() if p.name != pipeline.LOCK_NAME)
         assert names == sorted(n + fmt.SUFFIX for n in run.originals), (run.index, names)

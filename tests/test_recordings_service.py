@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 
 from agent.clock import FrozenClock
@@ -176,7 +176,7 @@ async def test_recording_complete_seals_then_removes_the_plaintext(
     assert row.uniqueid == UID
     assert row.plain_size == len(CAPTURE.read_bytes())
     assert row.size == sealed.stat().st_size
-    assert row.sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+    assert row.sha256 == "blake3:" + blake3.blake3(sealed.read_bytes()).hexdigest()
     assert row.key_id == svc.readiness()[1].rsplit(" ", 1)[1]
     assert row.source_name == f"{UID}.wav"
     out = settings.data_dir / "out.wav"
@@ -434,7 +434,7 @@ async def test_swapped_recordings_are_caught_by_their_metadata(
     a.write_bytes(b.read_bytes())
     b.write_bytes(a_bytes)
     problems = [r.problem for r in await svc.verify()]
-    assert all(p and "SHA-256 differs" in p for p in problems)
+    assert all(p and "digest differs" in p for p in problems)
 
 
 async def test_rotation_then_rewrap_moves_every_file_to_the_new_key_without_touching_audio(
@@ -458,7 +458,7 @@ async def test_rotation_then_rewrap_moves_every_file_to_the_new_key_without_touc
         header, body = header_and_body(r.path)
         assert r.key_id == header.key_id == ring.active_id
         assert body == bodies[r.id]  # audio chunks byte-identical
-        assert r.sha256 == hashlib.sha256(header.encode() + body).hexdigest()
+        assert r.sha256 == "blake3:" + blake3.blake3(header.encode() + body).hexdigest()
     assert (await svc.rewrap()).total == 0
     # The old key can now leave the keyring: everything opens with the new key alone.
     doc = json.loads(settings.keyring_path.read_text())
@@ -744,10 +744,10 @@ async def test_rewrap_refuses_another_recording_copied_over_one_under_the_active
     assert one.key_id != two.key_id
     shutil.copyfile(two.path, one.path)  # one's file replaced by two's
     report = await svc.rewrap()
-    assert report.rewrapped == 0 and "SHA-256 differs" in report.failures[0]
+    assert report.rewrapped == 0 and "digest differs" in report.failures[0]
     [result] = await svc.verify([one.id])
-    assert result.problem and "SHA-256 differs" in result.problem
-    with pytest.raises(RecordingError, match="SHA-256 differs"):
+    assert result.problem and "digest differs" in result.problem
+    with pytest.raises(RecordingError, match="digest differs"):
         await svc.decrypt(one.id, settings.data_dir / "o.wav", operator="a", reason="b")
     assert (await svc.get(one.id)).sha256 == one.sha256  # the row was not re-pointed
 
@@ -764,7 +764,7 @@ async def test_a_crash_between_rewrap_and_its_row_update_is_not_tampering(
     await svc.rewrap()
     [after] = await svc.listing()
     # The state a SIGKILL right after the file's replace leaves: the row still describes
-    # the old header, and holds the new file's SHA-256 as pending.
+    # the old header, and holds the new file's digest as pending.
     await db.execute(
         "UPDATE recordings SET key_id = ?, sha256 = ?, size = ?, pending_sha256 = ? WHERE id = ?",
         (before.key_id, before.sha256, before.size, after.sha256, after.id),

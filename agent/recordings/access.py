@@ -281,7 +281,7 @@ async def rewrap(rt: Runtime, progress: Progress | None) -> RewrapReport:
 async def _rewrap_one(rt: Runtime, recording_id: int, ring: Keyring) -> bool:
     """Re-wrap one file under the folder lock; False if retention took it meanwhile.
 
-    The new SHA-256 is stored as pending before the file is replaced: a crash between the
+    The new digest is stored as pending before the file is replaced: a crash between the
     replace and the row update leaves a file that still matches its row.
     """
     row = await rt.repo.get(recording_id)

@@ -3,7 +3,7 @@
 May: authenticate every byte of a sealed file and check it is the recorded one, write its
 plaintext to a new file outside the folder (an unnamed file linked only once complete) or to
 a stream, write a re-wrapped copy beside a sealed file and put it in place.
-Must not: release audio of a file that does not match its recorded SHA-256, leave partial
+Must not: release audio of a file that does not match its recorded digest, leave partial
 audio behind after an error or a stop, re-encrypt the audio, talk to the database, log
 recording content or keys.
 """
@@ -11,7 +11,6 @@ recording content or keys.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import secrets
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from agent.errors import RecordingError
 from agent.recordings import format as fmt
+from agent.recordings.digest import FileDigest
 from agent.recordings.folder import (
     COPY_CHUNK,
     PART_MARK,
@@ -46,11 +46,12 @@ def verify(
 ) -> Sealed:
     """Authenticate every byte of a sealed file; optionally check it is the recorded file.
 
-    ``pending_sha256``: the hash a re-wrap stored before replacing the file; a file that
+    ``pending_sha256``: the digest a re-wrap stored before replacing the file; a file that
     matches it is the recorded recording under its new header (a crash before the row
-    caught up), not a substitute. The returned ``sha256`` says which one it is.
+    caught up), not a substitute. The returned ``sha256`` is the file's digest as a row
+    stores it now (digest.py), whichever kind the row held.
     """
-    digest = hashlib.sha256()
+    digest = FileDigest(expected_sha256, pending_sha256)
     with open(path, "rb", opener=nofollow) as src:
         header = fmt.decrypt_stream(
             src, None, dict(keyring.keys), name=str(path), hasher=digest if hash_file else None
@@ -58,15 +59,15 @@ def verify(
         size = os.fstat(src.fileno()).st_size
         mtime = os.fstat(src.fileno()).st_mtime
     if expected_sha256 is not None:
-        _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
-    sha256 = digest.hexdigest() if hash_file else ""
+        _check_recorded(path, digest, expected_sha256, pending_sha256)
+    sha256 = digest.text() if hash_file else ""
     return Sealed(path, header.plain_length, size, header.key_id, sha256, mtime)
 
 
-def _check_recorded(path: Path, actual: str, expected: str, pending: str | None) -> None:
-    if actual != expected and (pending is None or actual != pending):
+def _check_recorded(path: Path, actual: FileDigest, expected: str, pending: str | None) -> None:
+    if not (actual.matches(expected) or actual.matches(pending)):
         raise MetadataMismatch(
-            f"{path}: opens, but is not the file the store recorded (SHA-256 differs)"
+            f"{path}: opens, but is not the file the store recorded (its digest differs)"
         )
 
 
@@ -114,7 +115,7 @@ def decrypt_to(
     """Write the authenticated plaintext of ``path`` to ``out`` (created 0600, never replaced).
 
     The audio goes to an unnamed file in ``out``'s folder and gets its name only once every
-    chunk authenticated and the file matched its recorded SHA-256: a killed process leaves
+    chunk authenticated and the file matched its recorded digest: a killed process leaves
     nothing. Where unnamed files are not supported, a named ``.part`` file is used instead,
     handed to ``register_part`` first (so the next run can remove it after a SIGKILL) and
     removed here on any error or ``stop``.
@@ -128,13 +129,13 @@ def decrypt_to(
         if register_part is not None:
             register_part(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    digest = hashlib.sha256()
+    digest = FileDigest(expected_sha256, pending_sha256)
     try:
         with open(path, "rb", opener=nofollow) as src, os.fdopen(fd, "wb") as dst:
             header = fmt.decrypt_stream(
                 src, _Guard(dst, stop), dict(keyring.keys), name=str(path), hasher=digest
             )
-            _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
+            _check_recorded(path, digest, expected_sha256, pending_sha256)
             dst.flush()
             os.fsync(dst.fileno())
             try:
@@ -171,15 +172,15 @@ def decrypt_stream_to(
 ) -> int:
     """Stream the authenticated plaintext of ``path`` to ``dst`` (a pipe to a player).
 
-    The file is first hashed (from the same descriptor) against its recorded SHA-256, so no
+    The file is first hashed (from the same descriptor) against its recorded digest, so no
     audio of a substituted file is ever released; then each chunk is written once it
     authenticates. Nothing is stored on disk.
     """
-    digest = hashlib.sha256()
+    digest = FileDigest(expected_sha256, pending_sha256)
     with open(path, "rb", opener=nofollow) as src:
         while block := src.read(COPY_CHUNK):
             digest.update(block)
-        _check_recorded(path, digest.hexdigest(), expected_sha256, pending_sha256)
+        _check_recorded(path, digest, expected_sha256, pending_sha256)
         src.seek(0)
         header = fmt.decrypt_stream(src, _Guard(dst, stop), dict(keyring.keys), name=str(path))
     return header.plain_length
@@ -205,7 +206,7 @@ class PreparedRewrap:
 
     path: Path
     tmp: Path | None
-    sealed: Sealed  # what ``path`` is once committed: key id, size, SHA-256
+    sealed: Sealed  # what ``path`` is once committed: key id, size, digest
 
 
 def prepare_rewrap(
@@ -213,7 +214,7 @@ def prepare_rewrap(
 ) -> PreparedRewrap:
     """Write ``path`` re-wrapped under the active key to a temp file beside it, and verify it.
 
-    Chunks are copied, not re-sealed. The source must be the recorded file: its SHA-256
+    Chunks are copied, not re-sealed. The source must be the recorded file: its digest
     equals the stored one, or the pending one of an earlier re-wrap that crashed before the
     store caught up. A file whose header already names the active key is only verified, on
     the same condition: any other valid file (another recording copied over) is refused.
@@ -228,7 +229,7 @@ def prepare_rewrap(
         return PreparedRewrap(path, None, done)
     new_header = fmt.rewrap_header(header, keys, keyring.active, str(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{REWRAP_MARK}")
-    old_digest = hashlib.sha256()
+    old_digest = FileDigest(expected_sha256, pending_sha256)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(path, "rb", opener=nofollow) as src, os.fdopen(fd, "wb") as dst:
@@ -240,10 +241,10 @@ def prepare_rewrap(
             dst.flush()
             os.fsync(dst.fileno())
         try:
-            _check_recorded(path, old_digest.hexdigest(), expected_sha256, pending_sha256)
+            _check_recorded(path, old_digest, expected_sha256, pending_sha256)
         except MetadataMismatch:
             raise MetadataMismatch(
-                f"{path}: is not the file the store recorded (SHA-256 differs); not re-wrapped"
+                f"{path}: is not the file the store recorded (its digest differs); not re-wrapped"
             ) from None
         sealed = verify(tmp, keyring)
     except BaseException:
@@ -253,7 +254,7 @@ def prepare_rewrap(
 
 
 def commit_rewrap(prepared: PreparedRewrap) -> None:
-    """Put the re-wrapped copy in place (the store must already hold its pending SHA-256)."""
+    """Put the re-wrapped copy in place (the store must already hold its pending digest)."""
     if prepared.tmp is None:
         return
     try:

@@ -7,6 +7,7 @@ Must not: touch files, hold keys, or decide policy (retention age, who may decry
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class RecordingRow:
     key_id: str
     sha256: str
     purged_at: float | None
-    pending_sha256: str | None = None  # a re-wrap's new SHA-256, stored before the file changes
+    pending_sha256: str | None = None  # a re-wrap's new digest, stored before the file changes
     rejected_at: float | None = None  # set aside: the file at ``path`` does not open
 
     @property
@@ -75,15 +76,19 @@ class RecordingsRepo:
         size: int,
         key_id: str,
         sha256: str,
+        older: Sequence[str] = (),
     ) -> int:
         """Insert the live row of a sealed file (or refresh it, after a crash between the two).
+
+        ``sha256`` is the file's digest text; ``older``, other texts naming the same file (its
+        SHA-256, as a row written before BLAKE3 holds it), so such a row is refreshed too.
 
         A live row at ``path`` that describes another file (its recording was set aside or
         lost before a crash let us say so) is never overwritten: it is marked purged with an
         audit row, and the new recording gets a row of its own.
         """
         async with self._db.transaction() as tx:
-            existing = await self._live_row_of(tx, path, sha256, at=sealed_at)
+            existing = await self._live_row_of(tx, path, (sha256, *older), at=sealed_at)
             if existing is not None:
                 await tx.execute(
                     "UPDATE recordings SET uniqueid = COALESCE(?, uniqueid), size = ?,"
@@ -110,8 +115,10 @@ class RecordingsRepo:
             assert row is not None
             return int(row[0])
 
-    async def _live_row_of(self, tx: Database, path: str, sha256: str, *, at: float) -> int | None:
-        """The id of the live row at ``path`` if it describes this file (same or pending hash).
+    async def _live_row_of(
+        self, tx: Database, path: str, digests: Sequence[str], *, at: float
+    ) -> int | None:
+        """The id of the live row at ``path`` if it describes this file (same or pending digest).
 
         A live row there that describes another file is marked purged (with its audit row)
         and None is returned: the new recording gets a row of its own.
@@ -123,7 +130,7 @@ class RecordingsRepo:
         )
         if existing is None:
             return None
-        if sha256 in (existing[1], existing[2]):
+        if existing[1] in digests or existing[2] in digests:
             return int(existing[0])
         old = await tx.fetchone(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (existing[0],))
         assert old is not None
@@ -191,7 +198,7 @@ class RecordingsRepo:
         return {str(r[0]): int(r[1]) for r in rows}
 
     async def set_pending(self, recording_id: int, sha256: str) -> None:
-        """Before a re-wrap replaces the file: the SHA-256 it will have."""
+        """Before a re-wrap replaces the file: the digest it will have."""
         await self._db.execute(
             "UPDATE recordings SET pending_sha256 = ? WHERE id = ?", (sha256, recording_id)
         )

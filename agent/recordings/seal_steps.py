@@ -11,7 +11,6 @@ recording complete as plaintext, as a verified sealed file, or both (resolved la
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import stat
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from agent.errors import RecordingError
 from agent.recordings import format as fmt
+from agent.recordings.digest import FileDigest
 from agent.recordings.folder import (
     COPY_CHUNK,
     REJECTED_MARK,
@@ -45,10 +45,11 @@ class Sealed:
     plain_size: int
     size: int
     key_id: str
-    sha256: str
+    sha256: str  # the file's digest as a row stores it (digest.py), in the sha256 column
     recorded_at: float
     set_aside: Path | None = None  # a sealed file under ``path`` that failed to open, moved here
     displaced_by: Path | None = None  # sealed under a free name: this one holds another recording
+    older: tuple[str, ...] = ()  # how a row from before names this same file (its SHA-256)
 
 
 def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) -> Sealed:
@@ -91,7 +92,7 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
 def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Sealed | None:
     """Seal ``plain`` as the new file ``target``; None if ``target`` appeared meanwhile."""
     tmp = plain.with_name(f".{plain.name}.{secrets.token_hex(4)}{TEMP_MARK}")
-    digest = hashlib.sha256()  # fed in file order by encrypt_file, overlapping its pool
+    digest = FileDigest()  # fed in file order by encrypt_file, overlapping its pool
     with open(plain, "rb", opener=nofollow) as src:
         before = os.fstat(src.fileno())
         if not stat.S_ISREG(before.st_mode):
@@ -121,8 +122,8 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
             fsync_dir(plain.parent)
         finally:
             unlink_quietly(tmp)
-        sha256 = digest.hexdigest()
-    # No second full pass (FORMAT.md, "Sealing"): the SHA-256 was taken over the very bytes
+        sha256 = digest.text()
+    # No second full pass (FORMAT.md, "Sealing"): the digest was taken over the very bytes
     # written, fsync returned, and the spot check proves the keyring opens the file as it
     # lies on disk. Every later reader still authenticates every chunk.
     with open(target, "rb", opener=nofollow) as sealed_file:
@@ -133,9 +134,10 @@ def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Se
 def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None:
     """The sealed file ``target`` if it decrypts, fully authenticated, to exactly ``plain``.
 
-    None when it holds another recording; RecordingError when it does not open.
+    None when it holds another recording; RecordingError when it does not open. Hashed in
+    SHA-256 too: a crash may have left the row an earlier version wrote, naming it so.
     """
-    digest = hashlib.sha256()
+    digest = FileDigest(legacy=True)
     before = os.stat(plain)
     with open(target, "rb", opener=nofollow) as src, open(plain, "rb") as ref:
         sink = _CompareSink(ref)
@@ -148,8 +150,9 @@ def _adopt_if_same(plain: Path, target: Path, keyring: Keyring) -> Sealed | None
         header.plain_length,
         target.stat().st_size,
         header.key_id,
-        digest.hexdigest(),
+        digest.text(),
         before.st_mtime,
+        older=digest.older(),
     )
 
 
@@ -173,13 +176,13 @@ def set_aside(target: Path) -> Path:
 
 
 def describe(path: Path) -> Sealed:
-    """Size, SHA-256 and time of a file that does not open (a set-aside file), for its row."""
-    digest = hashlib.sha256()
+    """Size, digest and time of a file that does not open (a set-aside file), for its row."""
+    digest = FileDigest()
     with open(path, "rb", opener=nofollow) as src:
         st = os.fstat(src.fileno())
         while block := src.read(COPY_CHUNK):
             digest.update(block)
-    return Sealed(path, 0, st.st_size, "-", digest.hexdigest(), st.st_mtime)
+    return Sealed(path, 0, st.st_size, "-", digest.text(), st.st_mtime)
 
 
 def remove_plaintext(plain: Path) -> None:

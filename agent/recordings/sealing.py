@@ -216,4 +216,5 @@ class Sealer:
             size=sealed.size,
             key_id=sealed.key_id,
             sha256=sealed.sha256,
+            older=sealed.older,
         )
