@@ -26,7 +26,13 @@ import pytest
 from agent.clock import FrozenClock
 from agent.config import PoolConfig, parse_config
 from agent.outbound.claims import Claims
-from agent.outbound.policy import LEASE_MAX_UNITS, LEASE_SHARE, LEASE_UNITS, NumberState
+from agent.outbound.policy import (
+    LEASE_MAX_UNITS,
+    LEASE_REFILL_SECONDS,
+    LEASE_SHARE,
+    LEASE_UNITS,
+    NumberState,
+)
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.view import NumberView, PoolDays, build_states
 from agent.store import Database, open_database
@@ -115,6 +121,11 @@ class Rig:
         await asked.wait()
         return task
 
+    def later(self, seconds: float) -> None:
+        """The calls that follow come ``seconds`` later."""
+        self.clock.advance(seconds)
+        self.now = self.clock.now()
+
     def next_morning(self) -> None:
         """Nine o'clock the next day: every count starts again at zero (as decide does)."""
         self.clock.advance(24 * 3600)
@@ -191,10 +202,12 @@ class Burst:
     ahead: list[tuple[int, int]]  # (units counted ahead of the calls, calls handed) at each answer
 
 
-async def burst(rig: Rig, calls: int, answer_every: int) -> Burst:
-    """``calls`` calls on the rig's one number, the store answering what is on its way every
-    ``answer_every`` calls (a refill's round trip lasts that many calls). A call that finds the
-    lease dry waits for its claim (and the refill on its way lands with it)."""
+async def burst(rig: Rig, calls: int, answer_every: int, pace: float = 0.1) -> Burst:
+    """``calls`` calls on the rig's one number, ``pace`` seconds apart, the store answering
+    what is on its way every ``answer_every`` calls (a refill's round trip lasts that many
+    calls). A call that finds the lease dry waits for its claim (and the refill on its way
+    lands with it). At the default pace, a lease of 16 lasts longer than LEASE_REFILL_SECONDS:
+    only a slow store makes it grow."""
     number = PARIS_NUMBER
     first_trip = len(rig.store.round_trips)
     waited: list[int] = []
@@ -208,8 +221,36 @@ async def burst(rig: Rig, calls: int, answer_every: int) -> Burst:
         assert await rig.call() == number
         if len(rig.store.round_trips) > before:
             waited.append(i)
+        rig.later(pace)
     await rig.land()
     return Burst(len(rig.store.round_trips) - first_trip, waited, ahead)
+
+
+async def test_a_number_called_fast_gets_a_lease_for_about_a_second_of_its_calls(
+    make_rig: RigFactory,
+) -> None:
+    """200 calls a second on one number, the store answering at once: a lease of 16 would
+    need a refill every 8 calls (250 statements on the store's thread for 2,000 calls). Its
+    refills coming faster than every LEASE_REFILL_SECONDS, the lease doubles until it covers
+    about a second of calls (256 units, refilled every 128 calls)."""
+    rig = await make_rig(100_000)
+    run = await burst(rig, 2000, answer_every=1, pace=0.005)
+    assert run.round_trips <= 30, run.round_trips
+    units_ahead = [units for units, _ in run.ahead]
+    assert 4 * LEASE_UNITS < max(units_ahead) <= LEASE_MAX_UNITS
+    assert await rig.return_leases() == {PARIS_NUMBER: 2000}
+
+
+async def test_a_number_called_at_a_steady_pace_keeps_a_small_lease(
+    make_rig: RigFactory,
+) -> None:
+    """Ten calls a second: a lease of 16 lasts 0.8 s between refills. It stays at 16, so a
+    number holds few units another agent may want."""
+    rig = await make_rig(100_000)
+    run = await burst(rig, 400, answer_every=1, pace=0.1)
+    assert max(units for units, _ in run.ahead) <= LEASE_UNITS
+    assert 45 <= run.round_trips <= 55, run.round_trips  # a refill every 8 calls
+    assert await rig.return_leases() == {PARIS_NUMBER: 400}
 
 
 @pytest.mark.parametrize("cap", [20_000, 6_000])
@@ -290,6 +331,7 @@ async def test_a_call_waits_for_a_refill_bringing_the_last_units_rather_than_exh
     try:
         for _ in range(2):  # a claim, then a claim with a lease of 16
             assert await rig.call() == number
+        rig.later(LEASE_REFILL_SECONDS)  # calls at a pace a lease of 16 keeps up with
         rig.store.gated = True
         for _ in range(8):  # half the lease spent: a refill is asked, and held at the gate
             assert await rig.call() == number

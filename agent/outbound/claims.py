@@ -22,13 +22,8 @@ from agent.clock import Clock
 from agent.config import PoolConfig
 from agent.outbound.ahead import LeaseAhead
 from agent.outbound.giveback import GiveBacks
-from agent.outbound.policy import (
-    LEASE_IDLE_SECONDS,
-    LEASE_MAX_UNITS,
-    LEASE_UNITS,
-    NumberState,
-    local_day,
-)
+from agent.outbound.leasesize import LeaseSizes
+from agent.outbound.policy import LEASE_IDLE_SECONDS, NumberState, local_day
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.view import NumberView
 
@@ -161,8 +156,7 @@ class Claims:
         # Numbers with a lease refill on its way: the state it was asked for, the units its
         # lease had left then, and the pool it serves.
         self._refilling: dict[str, tuple[NumberState, int, str]] = {}
-        # Busy numbers whose lease grew (see _lease_landed) -> its size, until they go idle.
-        self._lease_units: dict[str, int] = {}
+        self._sizes = LeaseSizes()  # each busy number's lease size
         self._give_backs = GiveBacks(repo)
         self._claims_in_flight: dict[str, int] = {}  # claims and refills, per pool
         self._settled_event = asyncio.Event()  # set (and replaced) at every settled claim
@@ -172,7 +166,7 @@ class Claims:
         """The view dropped a lease held here (its day is over, or its state replaced)."""
         self.uncount(number, day, units)
         self._holding.pop(number, None)
-        self._lease_units.pop(number, None)
+        self._sizes.forget(number)
 
     async def drain(self) -> None:
         """Wait until every claim sent so far has landed (at stop, before leases go back)."""
@@ -224,7 +218,7 @@ class Claims:
                 # A number a large pool hands out once a minute gets none: it would only go
                 # back to the store unused, one more write for nothing. Its pool's next
                 # numbers may get a unit ahead instead, when its calls come fast (ahead.py).
-                self._refill(st, pool, cap, day)
+                self._refill(st, pool, cap, day, now)
             else:
                 self._lease_ahead(pool, day, now)
             # The outcome updates our view whatever happens to this call (deadline, hang-up).
@@ -259,13 +253,13 @@ class Claims:
             self._holding.pop(st.number, None)
         self._handed(st, pool, st.used - st.held, now)
         if in_use:
-            self._refill(st, pool, cap, day)
+            self._refill(st, pool, cap, day, now)
         else:  # a unit leased ahead: its number is not back for a while, the next ones are
             self._lease_ahead(pool, day, now)
         self._view.place(st, now)
         return st
 
-    def _refill(self, st: NumberState, pool: PoolConfig, cap: int, day: date) -> None:
+    def _refill(self, st: NumberState, pool: PoolConfig, cap: int, day: date, now: float) -> None:
         """Keep a small lease on a number in use, asked in the same batch as the calls: once
         half of it is spent, so the store is touched once every few calls, not every call.
 
@@ -274,11 +268,11 @@ class Claims:
         leases while this one's refill is on its way. It never stands between a call and the
         cap either: it asks for at most 1/LEASE_SHARE of what is left, and the store grants
         no unit past the cap. Until it lands, the pool is not exhausted: it may bring units
-        the store had no other way to hand to this agent's calls."""
-        target = st.lease_target(cap, self._lease_units.get(st.number, LEASE_UNITS))
-        want = target - st.held
-        if want > 0 and st.held * 2 <= target and st.number not in self._refilling:
-            self._ask(st, pool, cap, day, want)
+        the store had no other way to hand to this agent's calls. Its size: leasesize.py."""
+        target = st.lease_target(cap, self._sizes.units(st.number))
+        if target > st.held and st.held * 2 <= target and st.number not in self._refilling:
+            target = st.lease_target(cap, self._sizes.asked(st.number, now))
+            self._ask(st, pool, cap, day, target - st.held)
 
     def _lease_ahead(self, pool: PoolConfig, day: date, now: float) -> None:
         """A call went to a number not in use: a unit each for the pool's next numbers, when
@@ -300,7 +294,7 @@ class Claims:
                 asked_by, had, pool = refill
                 self._landed(pool)
                 if units:
-                    self._lease_landed(number, had - asked_by.held)
+                    self._sizes.landed(number, had - asked_by.held)
         if not units:
             return
         st = self._view.states.get(number)
@@ -315,15 +309,6 @@ class Claims:
         # else ranked as before (units held are not calls): left in its place among equals, so
         # a number leased ahead is still the one the next calls take
 
-    def _lease_landed(self, number: str, spent: int) -> None:
-        """A refill landed after calls ``spent`` units of the lease. Asked with half of it
-        left, it should land with more than a quarter: a busy number that spent more while
-        the store answered gets twice the lease from now on (until it goes idle), so its
-        calls do not wait for the store however long the store or the CPU takes to answer."""
-        lease = self._lease_units.get(number, LEASE_UNITS)
-        if spent * 4 >= lease and lease < LEASE_MAX_UNITS:
-            self._lease_units[number] = 2 * lease
-
     def release_idle(self, idle: float) -> None:
         """Give back leases unused for ``idle`` seconds, so other agents may use the units.
 
@@ -334,13 +319,11 @@ class Claims:
         for number, last in list(self._holding.items()):
             if last <= cutoff:
                 self._release(number)
-        for number in list(self._lease_units):
-            if number not in self._holding and number not in self._refilling:
-                del self._lease_units[number]
+        self._sizes.forget_idle(lambda n: n in self._holding or n in self._refilling)
 
     def _release(self, number: str) -> None:
         self._holding.pop(number, None)
-        self._lease_units.pop(number, None)  # idle: back to a small lease
+        self._sizes.forget(number)  # idle: back to a small lease
         st = self._view.states.get(number)
         if st is None or not st.held or st.day is None:
             return

@@ -89,6 +89,9 @@ LEASE_UNITS = 16  # units of a number's cap held ahead of demand, to begin with
 # number must not wait for the store more often than a quiet one (the lease covers the round
 # trip of its refill, however long the store or the CPU makes it).
 LEASE_MAX_UNITS = 256
+# A number whose lease needs refilling again this soon after its last refill was asked gets
+# a lease twice as large (leasesize.py): a lease then covers about a second of its calls.
+LEASE_REFILL_SECONDS = 0.5
 # A lease is at most this fraction of what is left of the cap: on a busy number it saves store
 # round trips; near the cap, units idle here never stand between another agent and its calls.
 LEASE_SHARE = 32
