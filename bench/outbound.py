@@ -1,7 +1,7 @@
 """Outbound decision speed against a bare FastAGI server and classic AGI, in the same run.
 
 Run by hand:
-    .venv/bin/python bench/outbound.py [--sessions 1000] [--rounds 3]
+    .venv/bin/python bench/outbound.py [--sessions 1000] [--rounds 5]
     .venv/bin/python bench/outbound.py --open-loop 500 [--duration 5]
     .venv/bin/python bench/outbound.py --selection    # decision cost at 100..100,000 numbers
     .venv/bin/python bench/outbound.py --http-load 200 # c=50 calls with and without HTTP load
@@ -463,7 +463,7 @@ async def open_loop_run(
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--classic-sessions", type=int, default=100)
     parser.add_argument("--open-loop", type=float, metavar="RATE", help="arrivals per second")
     parser.add_argument("--duration", type=float, default=4.0, help="open loop: seconds")
