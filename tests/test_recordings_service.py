@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -819,3 +820,100 @@ async def test_no_keyring_and_no_recordings_is_a_hint_not_an_error(
     with caplog.at_level(logging.ERROR):
         await svc.sweep()
     assert "stay in plaintext" in caplog.text
+
+
+# -- the digest a row keeps: BLAKE3 now, SHA-256 rows from before read as they are --------
+
+
+def b3(path: str | Path) -> str:
+    return "blake3:" + blake3.blake3(Path(path).read_bytes()).hexdigest()
+
+
+def sha256_of(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def swap(a: str, b: str) -> None:
+    a_bytes = Path(a).read_bytes()
+    Path(a).write_bytes(Path(b).read_bytes())
+    Path(b).write_bytes(a_bytes)
+
+
+async def as_before(db: Database, row_id: int, path: str) -> str:
+    """Give a row the SHA-256 an earlier version stored for its file."""
+    digest = sha256_of(path)
+    await db.execute("UPDATE recordings SET sha256 = ? WHERE id = ?", (digest, row_id))
+    return digest
+
+
+async def test_a_new_row_holds_the_blake3_of_its_sealed_file(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"A" * 70_000)
+    await svc.sweep()
+    [row] = await svc.listing()
+    assert row.sha256 == b3(row.path)
+    assert row.sha256 != "blake3:" + blake3.blake3(b"A" * 70_000).hexdigest()  # the sealed bytes
+
+
+async def test_a_sha256_row_from_before_still_proves_its_file_and_catches_a_swap(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"A" * 5000)
+    put(settings, "1795000000.2.wav", b"B" * 5000)
+    await svc.sweep()
+    a, b = sorted(await svc.listing(), key=lambda r: r.id)
+    for row in (a, b):
+        await as_before(db, row.id, row.path)
+    assert [r.problem for r in await svc.verify()] == [None, None]
+    out = settings.data_dir / "a.wav"
+    await svc.decrypt(a.id, out, operator="alice", reason="callback")
+    assert out.read_bytes() == b"A" * 5000
+
+    swap(a.path, b.path)
+    problems = [r.problem for r in await svc.verify()]
+    assert all(p and "digest differs" in p for p in problems)
+    swapped = settings.data_dir / "swapped.wav"
+    with pytest.raises(RecordingError, match="digest differs"):
+        await svc.decrypt(a.id, swapped, operator="alice", reason="callback")
+    assert not swapped.exists()
+
+
+async def test_rewrap_moves_a_sha256_row_to_blake3(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"A" * 5000)
+    await svc.sweep()
+    [row] = await svc.listing()
+    old = await as_before(db, row.id, row.path)
+    rotate_keyring(settings.keyring_path, time.time())
+    assert (await svc.rewrap()).rewrapped == 1
+    [after] = await svc.listing()
+    assert after.sha256 != old and after.sha256 == b3(after.path)
+    assert [r.problem for r in await svc.verify()] == [None]
+
+
+async def test_a_crash_after_an_earlier_version_wrote_its_row_keeps_that_row(
+    settings: Settings, db: Database, clock: FrozenClock
+) -> None:
+    """Sealed and recorded by an earlier version, killed before the plaintext went: the file
+    is adopted under its row (now naming it in BLAKE3), not taken for another recording."""
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", b"A" * 5000)
+    await svc.sweep()
+    [row] = await svc.listing()
+    await as_before(db, row.id, row.path)
+    plain = put(settings, "1795000000.1.wav", b"A" * 5000)  # the plaintext the crash left
+    await svc.sweep()
+    assert not plain.exists()
+    assert [(r.id, r.path, r.sha256) for r in await svc.listing(include_purged=True)] == [
+        (row.id, row.path, b3(row.path))
+    ]
+    assert [a.action for a in await svc.audit(row.id)] == []
