@@ -24,6 +24,7 @@ from agent.errors import BadRequest, KeyringError, RecordingError
 from agent.recordings import RecordingsService, pipeline
 from agent.recordings import format as fmt
 from agent.recordings.keyring import init_keyring, rotate_keyring
+from agent.recordings.repo import RecordingRow
 from agent.settings import Settings, load_settings
 from agent.store import Database, open_database
 from tests.captures import MIXMONITOR_WAV
@@ -846,14 +847,22 @@ async def as_before(db: Database, row_id: int, path: str) -> str:
     return digest
 
 
+async def one_sealed(
+    settings: Settings, db: Database, clock: FrozenClock, data: bytes = b"A" * 5000
+) -> tuple[RecordingsService, RecordingRow]:
+    """A service with a keyring and one recording of ``data`` sealed and recorded."""
+    keyring(settings)
+    svc = service(settings, db, clock)
+    put(settings, "1795000000.1.wav", data)
+    await svc.sweep()
+    [row] = await svc.listing()
+    return svc, row
+
+
 async def test_a_new_row_holds_the_blake3_of_its_sealed_file(
     settings: Settings, db: Database, clock: FrozenClock
 ) -> None:
-    keyring(settings)
-    svc = service(settings, db, clock)
-    put(settings, "1795000000.1.wav", b"A" * 70_000)
-    await svc.sweep()
-    [row] = await svc.listing()
+    _, row = await one_sealed(settings, db, clock, b"A" * 70_000)
     assert row.sha256 == b3(row.path)
     assert row.sha256 != "blake3:" + blake3.blake3(b"A" * 70_000).hexdigest()  # the sealed bytes
 
@@ -886,11 +895,7 @@ async def test_a_sha256_row_from_before_still_proves_its_file_and_catches_a_swap
 async def test_rewrap_moves_a_sha256_row_to_blake3(
     settings: Settings, db: Database, clock: FrozenClock
 ) -> None:
-    keyring(settings)
-    svc = service(settings, db, clock)
-    put(settings, "1795000000.1.wav", b"A" * 5000)
-    await svc.sweep()
-    [row] = await svc.listing()
+    svc, row = await one_sealed(settings, db, clock)
     old = await as_before(db, row.id, row.path)
     rotate_keyring(settings.keyring_path, time.time())
     assert (await svc.rewrap()).rewrapped == 1
@@ -904,11 +909,7 @@ async def test_a_crash_after_an_earlier_version_wrote_its_row_keeps_that_row(
 ) -> None:
     """Sealed and recorded by an earlier version, killed before the plaintext went: the file
     is adopted under its row (now naming it in BLAKE3), not taken for another recording."""
-    keyring(settings)
-    svc = service(settings, db, clock)
-    put(settings, "1795000000.1.wav", b"A" * 5000)
-    await svc.sweep()
-    [row] = await svc.listing()
+    svc, row = await one_sealed(settings, db, clock)
     await as_before(db, row.id, row.path)
     plain = put(settings, "1795000000.1.wav", b"A" * 5000)  # the plaintext the crash left
     await svc.sweep()
