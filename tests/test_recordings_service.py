@@ -101,6 +101,27 @@ def overwrite(path: str | Path, data: bytes) -> None:
     Path(path).write_bytes(data)
 
 
+def b3(path: str | Path) -> str:
+    return "blake3:" + blake3.blake3(Path(path).read_bytes()).hexdigest()
+
+
+def sha256_of(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def swap(a: str, b: str) -> None:
+    a_bytes = Path(a).read_bytes()
+    Path(a).write_bytes(Path(b).read_bytes())
+    Path(b).write_bytes(a_bytes)
+
+
+async def as_before(db: Database, row_id: int, path: str) -> str:
+    """Give a row the SHA-256 an earlier version stored for its file."""
+    digest = sha256_of(path)
+    await db.execute("UPDATE recordings SET sha256 = ? WHERE id = ?", (digest, row_id))
+    return digest
+
+
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
@@ -423,20 +444,33 @@ async def test_decrypt_of_a_tampered_file_fails_audited_and_leaves_no_audio(
     assert result.problem and "failed authentication" in result.problem
 
 
+@pytest.mark.parametrize("rows", ["blake3", "sha256 from before"])
 async def test_swapped_recordings_are_caught_by_their_metadata(
-    settings: Settings, db: Database, clock: FrozenClock
+    settings: Settings, db: Database, clock: FrozenClock, rows: str
 ) -> None:
+    """Rows as this version writes them, and rows an earlier version wrote (SHA-256): each
+    proves its own file, and two files swapped are refused."""
     keyring(settings)
     svc = service(settings, db, clock)
     put(settings, "1795000000.1.wav", b"A" * 5000)
     put(settings, "1795000000.2.wav", b"B" * 5000)
     await svc.sweep()
-    a, b = (Path(r.path) for r in sorted(await svc.listing(), key=lambda r: r.id))
-    a_bytes = a.read_bytes()
-    a.write_bytes(b.read_bytes())
-    b.write_bytes(a_bytes)
+    a, b = sorted(await svc.listing(), key=lambda r: r.id)
+    if rows != "blake3":
+        for row in (a, b):
+            await as_before(db, row.id, row.path)
+    assert [r.problem for r in await svc.verify()] == [None, None]
+    out = settings.data_dir / "a.wav"
+    await svc.decrypt(a.id, out, operator="alice", reason="callback")
+    assert out.read_bytes() == b"A" * 5000
+
+    swap(a.path, b.path)
     problems = [r.problem for r in await svc.verify()]
     assert all(p and "digest differs" in p for p in problems)
+    swapped = settings.data_dir / "swapped.wav"
+    with pytest.raises(RecordingError, match="digest differs"):
+        await svc.decrypt(a.id, swapped, operator="alice", reason="callback")
+    assert not swapped.exists()
 
 
 async def test_rotation_then_rewrap_moves_every_file_to_the_new_key_without_touching_audio(
@@ -826,27 +860,6 @@ async def test_no_keyring_and_no_recordings_is_a_hint_not_an_error(
 # -- the digest a row keeps: BLAKE3 now, SHA-256 rows from before read as they are --------
 
 
-def b3(path: str | Path) -> str:
-    return "blake3:" + blake3.blake3(Path(path).read_bytes()).hexdigest()
-
-
-def sha256_of(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def swap(a: str, b: str) -> None:
-    a_bytes = Path(a).read_bytes()
-    Path(a).write_bytes(Path(b).read_bytes())
-    Path(b).write_bytes(a_bytes)
-
-
-async def as_before(db: Database, row_id: int, path: str) -> str:
-    """Give a row the SHA-256 an earlier version stored for its file."""
-    digest = sha256_of(path)
-    await db.execute("UPDATE recordings SET sha256 = ? WHERE id = ?", (digest, row_id))
-    return digest
-
-
 async def one_sealed(
     settings: Settings, db: Database, clock: FrozenClock, data: bytes = b"A" * 5000
 ) -> tuple[RecordingsService, RecordingRow]:
@@ -865,31 +878,6 @@ async def test_a_new_row_holds_the_blake3_of_its_sealed_file(
     _, row = await one_sealed(settings, db, clock, b"A" * 70_000)
     assert row.sha256 == b3(row.path)
     assert row.sha256 != "blake3:" + blake3.blake3(b"A" * 70_000).hexdigest()  # the sealed bytes
-
-
-async def test_a_sha256_row_from_before_still_proves_its_file_and_catches_a_swap(
-    settings: Settings, db: Database, clock: FrozenClock
-) -> None:
-    keyring(settings)
-    svc = service(settings, db, clock)
-    put(settings, "1795000000.1.wav", b"A" * 5000)
-    put(settings, "1795000000.2.wav", b"B" * 5000)
-    await svc.sweep()
-    a, b = sorted(await svc.listing(), key=lambda r: r.id)
-    for row in (a, b):
-        await as_before(db, row.id, row.path)
-    assert [r.problem for r in await svc.verify()] == [None, None]
-    out = settings.data_dir / "a.wav"
-    await svc.decrypt(a.id, out, operator="alice", reason="callback")
-    assert out.read_bytes() == b"A" * 5000
-
-    swap(a.path, b.path)
-    problems = [r.problem for r in await svc.verify()]
-    assert all(p and "digest differs" in p for p in problems)
-    swapped = settings.data_dir / "swapped.wav"
-    with pytest.raises(RecordingError, match="digest differs"):
-        await svc.decrypt(a.id, swapped, operator="alice", reason="callback")
-    assert not swapped.exists()
 
 
 async def test_rewrap_moves_a_sha256_row_to_blake3(
