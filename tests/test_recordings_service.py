@@ -906,3 +906,19 @@ async def test_a_crash_after_an_earlier_version_wrote_its_row_keeps_that_row(
         (row.id, row.path, b3(row.path))
     ]
     assert [a.action for a in await svc.audit(row.id)] == []
+
+
+@pytest.mark.parametrize("stored", ["blake3:é" + "0" * 63, "", "not a digest", "blake3:"])
+async def test_a_row_whose_digest_was_garbled_refuses_its_file_with_a_clear_problem(
+    settings: Settings, db: Database, clock: FrozenClock, stored: str
+) -> None:
+    """A row edited by hand (junk, non-ASCII, empty): the file is not released, and verify and
+    decrypt say the digest differs rather than failing on the text."""
+    svc, row = await one_sealed(settings, db, clock)
+    await db.execute("UPDATE recordings SET sha256 = ? WHERE id = ?", (stored, row.id))
+    [result] = await svc.verify()
+    assert result.problem and "digest differs" in result.problem
+    out = settings.data_dir / "out.wav"
+    with pytest.raises(RecordingError, match="digest differs"):
+        await svc.decrypt(row.id, out, operator="alice", reason="callback")
+    assert not out.exists()

@@ -14,7 +14,6 @@ Pure: no I/O, no logging.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import Protocol
 
 PREFIX = "blake3:"
@@ -60,8 +59,10 @@ class FileDigest:
         return (self._sha.hexdigest(),) if self._sha is not None else ()
 
     def matches(self, value: str | None) -> bool:
-        """Whether ``value`` (a row's digest text, either kind) names this very file."""
+        """Whether ``value`` (a row's digest text, either kind) names this very file. Any text
+        is answered, junk included (a row edited by hand): a digest is no secret, so a plain
+        comparison, which unlike hmac.compare_digest takes non-ASCII text too."""
         if value is None:
             return False
         found = self.text() if value.startswith(PREFIX) else next(iter(self.older()), None)
-        return found is not None and hmac.compare_digest(found, value)
+        return found is not None and found == value
