@@ -15,7 +15,7 @@ hour passed). This module hashes and compares; SQL lives in repo.py.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import hashlib
 import json
 import logging
@@ -30,18 +30,37 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 PURGE = "purge"
-_BATCH = 250  # rows hashed between two awaits: a few ms of event loop at most
+_BATCH = 1000  # rows per append (hashed on a worker thread, not on the event loop)
 _STARTED_GRACE = 3600.0  # a recording access still "started" after this is chained as it is
 
 
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False), without building an encoder
+# for every row: the same text, byte for byte.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def row_hash(tbl: str, values: Sequence[Any]) -> str:
-    text = json.dumps([tbl, *values], separators=(",", ":"), ensure_ascii=False)
+    text = _JSON.encode([tbl, *values])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def entry_hash(e: ChainEntry) -> str:
     text = f"{e.prev_hash}|{e.tbl}|{e.row_id}|{e.row_at!r}|{e.row_hash}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def link(seq: int, prev: str, rows: Sequence[tuple[str, Sequence[Any]]]) -> list[ChainEntry]:
+    """The chain entries of ``rows`` ((table, chained columns), in chain order), following the
+    entry numbered ``seq`` whose hash is ``prev``. Pure: runs on a worker thread."""
+    entries: list[ChainEntry] = []
+    for tbl, values in rows:
+        seq += 1
+        entry = ChainEntry(
+            seq, tbl, int(values[0]), float(values[1]), row_hash(tbl, values), prev, None
+        )
+        entries.append(entry)
+        prev = entry_hash(entry)
+    return entries
 
 
 @dataclass(slots=True)
@@ -73,24 +92,20 @@ class AuditChain:
         added = 0
         while True:
             head = await self._repo.chain_head()
-            seq = head.seq if head else 0
-            prev = entry_hash(head) if head else GENESIS
-            entries: list[ChainEntry] = []
+            rows: list[tuple[str, Sequence[Any]]] = []
             for tbl in CHAINED:
                 after = await self._repo.chained_up_to(tbl)
-                for values in await self._repo.rows_after(tbl, after, _BATCH - len(entries)):
+                for values in await self._repo.rows_after(tbl, after, _BATCH - len(rows)):
                     if not self._settled(tbl, values, now):
                         break
-                    seq += 1
-                    entry = ChainEntry(
-                        seq, tbl, int(values[0]), float(values[1]), row_hash(tbl, values), prev,
-                        None,
-                    )  # fmt: skip
-                    entries.append(entry)
-                    prev = entry_hash(entry)
-            if not entries:
+                    rows.append((tbl, values))
+            if not rows:
                 return added
-            if not await self._repo.append_chain(head.seq if head else 0, entries):
+            seq = head.seq if head else 0
+            prev = entry_hash(head) if head else GENESIS
+            # Hashing a batch is a few ms of CPU: on a worker thread, so calls keep being answered.
+            entries = await asyncio.to_thread(link, seq, prev, rows)
+            if not await self._repo.append_chain(seq, entries):
                 return added  # another agent chained meanwhile: its entries stand
             added += len(entries)
             if len(entries) < _BATCH:
@@ -155,7 +170,7 @@ class AuditChain:
                 else:
                     expected[(e.tbl, e.row_id)] = e
                 prev = entry_hash(e)
-                whole = entry_hash(dataclasses.replace(e, prev_hash=whole))
+                whole = entry_hash(e._replace(prev_hash=whole))
                 hashes[e.seq] = whole
             after = batch[-1].seq
         for day, seq, head in await self._repo.anchors():

@@ -14,8 +14,7 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.store import Database
 
@@ -47,8 +46,7 @@ _HEAD = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ChainEntry:
+class ChainEntry(NamedTuple):  # a tuple: one per chained row, made cheaply, inserted as is
     seq: int
     tbl: str
     row_id: int
@@ -180,13 +178,10 @@ class ComplianceRepo:
             row = await tx.fetchone(_HEAD)  # in the transaction: no append lands meanwhile
             if (int(row[0]) if row else 0) != expected_head:
                 return False
-            await tx.executemany(
+            await tx.executemany(  # an entry's fields are the columns, in this order
                 "INSERT INTO audit_chain (seq, tbl, row_id, row_at, row_hash, prev_hash, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (e.seq, e.tbl, e.row_id, e.row_at, e.row_hash, e.prev_hash, e.detail)
-                    for e in entries
-                ],
+                entries,
             )
         return True
 
