@@ -71,3 +71,24 @@ async def test_opt_outs_attempts_chain_and_retention(store_url: str, db: Databas
     plans = {p.table: p.rows for p in await service.purge(dry_run=False)}
     assert plans["call_audit"] == 1  # the 40-day-old row
     assert (await service.chain.verify()).ok
+
+
+async def test_a_purpose_without_rules_still_stops_whoever_opted_out_of_it(db: Database) -> None:
+    """reminder has no window and no limit: only the opt-outs stop its calls, from the first
+    one added here, one added by another process, until each is removed."""
+    service = await service_on(db)
+    other_patient = "0612345679"
+    assert (await service.check("reminder", PATIENT)).allowed
+    assert await service.add_optout(PATIENT, "reminder", "cli")
+    assert (await service.check("reminder", PATIENT)).status == "opted_out"
+    assert (await service.check("reminder", other_patient)).allowed
+    assert (await service.check("results", PATIENT)).allowed  # another purpose
+    await service.remove_optout(PATIENT, "reminder", actor="admin")
+    assert (await service.check("reminder", PATIENT)).allowed
+    other = await service_on(db)  # another agent or the CLI, on the same store
+    assert await other.add_optout(other_patient, "reminder", "cli")
+    await service.refresh()
+    assert (await service.check("reminder", other_patient)).status == "opted_out"
+    await other.remove_optout(other_patient, "reminder", actor="admin")
+    await service.refresh()
+    assert (await service.check("reminder", other_patient)).allowed

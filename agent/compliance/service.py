@@ -63,6 +63,7 @@ class ComplianceService:
         self.chain = AuditChain(self._repo)
         self._retention = Retention(db, self._repo, self.chain)
         self._optouts: set[tuple[str, str]] = set()
+        self._opted_purposes: frozenset[str] = frozenset()  # the purposes anyone opted out of
         self._version = -1
         self._known = False  # the opt-out set was read (from the store, or else the copy)
         self._snapshot = snapshot
@@ -133,7 +134,7 @@ class ComplianceService:
         await self._attempts.refresh(self._repo, self._clock.now())
         version = await self._repo.optout_version()
         if version != self._version:
-            self._optouts = await self._repo.optouts()
+            self._set_optouts(await self._repo.optouts())
             self._version = version
             if self._snapshot is not None:
                 try:
@@ -153,11 +154,16 @@ class ComplianceService:
         except snapshot.SnapshotError as exc:
             log.error("compliance: opt-outs unknown until the store answers: %s", exc)
             return
-        self._optouts, self._known = found, True
+        self._set_optouts(found)
+        self._known = True
         age = (self._clock.now() - read_at) / 3600.0
         log.warning(
             "compliance: using the opt-out copy read %.1f h ago until the store answers", age
         )
+
+    def _set_optouts(self, optouts: set[tuple[str, str]]) -> None:
+        self._optouts = optouts
+        self._opted_purposes = frozenset(purpose for _, purpose in optouts)
 
     async def chain_work(self) -> None:
         now = self._clock.now()
@@ -197,7 +203,13 @@ class ComplianceService:
         self, purpose: str, rules: policy.PurposeRules, callee: str, now: float
     ) -> tuple[policy.Verdict, Entry | None]:
         """Opt-out and window from memory; attempts not counted yet (pass 0). Also returns the
-        callee as read (None for an extension or junk)."""
+        callee as read (None for an extension or junk, or when no rule needs it)."""
+        if rules.unrestricted and self._known and purpose not in self._opted_purposes:
+            # No window, no limit, nobody opted out of this purpose: nothing to read the callee
+            # for (reading a number is the dearest step of a decision).
+            return policy.decide(
+                rules, now=now, zone=self._timezone, opted_out=False, attempts=0
+            ), None
         found = self._callee(callee)
         if found is None:  # an extension or junk: the window in the centre's zone still holds
             zone, opted = self._timezone, False
@@ -298,6 +310,7 @@ class ComplianceService:
         if actor is not None:
             await self._admin(now, actor, "optout_add", hashed, purpose)
         self._optouts.add((hashed, purpose))
+        self._opted_purposes |= {purpose}
         log.info("compliance: %s opted out of %s (%s)", phone.mask(e164), purpose, source)
         return added
 
@@ -307,7 +320,7 @@ class ComplianceService:
         now = self._clock.now()
         removed = await self._repo.remove_optout(hashed, purpose, now, "cli")
         await self._admin(now, actor, "optout_remove", hashed, purpose)
-        self._optouts.discard((hashed, purpose))
+        self._set_optouts(self._optouts - {(hashed, purpose)})
         log.info("compliance: opt-out of %s from %s removed", phone.mask(e164), purpose)
         return removed
 
