@@ -132,7 +132,7 @@ class NumberView:
         self.dirty_pools: set[str] = set()
         self._on_stale_lease = on_stale_lease
         self._days = PoolDays()
-        self._pool_day: dict[str, str] = {}
+        self._pool_day: dict[str, date] = {}
         self._wakeups: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}  # the wake-up queued for each number
         self._members: dict[str, list[NumberState]] = {}  # numbers by home pool
@@ -174,10 +174,7 @@ class NumberView:
         for st in self.states.values():
             self._members[st.home_pool].append(st)  # every number's home is one of the pools
         self.dirty_pools = set(self.config.pools)
-        self._pool_day = {
-            name: local_day(now, p.rules.timezone).isoformat()
-            for name, p in self.config.pools.items()
-        }
+        self._pool_day = {name: self.today(p, now) for name, p in self.config.pools.items()}
         self.selector.load(
             (st.number, pool.name, st.presence, st.committed(), st.last_used_at)
             for st, pool in ((st, self._check(st, now)) for st in self.states.values())
@@ -216,7 +213,7 @@ class NumberView:
         """At a pool's local midnight every count restarts at zero: re-rank that pool; and
         place again the numbers whose rest or quarantine ended."""
         for name, pool in self.config.pools.items():
-            today = local_day(now, pool.rules.timezone).isoformat()
+            today = self._days.today(pool, now)  # kept until the pool's next midnight
             if self._pool_day.get(name) != today:
                 self._pool_day[name] = today
                 self.selector.discard_pool(name)
