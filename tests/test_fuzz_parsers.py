@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,3 +134,44 @@ def test_an_encoded_action_is_one_message_with_its_fields(
     data = encode_action(name, "id-1", fields)
     assert data.endswith(b"\r\n\r\n")
     assert data[:-4].count(b"\r\n") == len(fields) + 1  # no field can add a line
+
+
+def _whole(data: bytes) -> HeaderBlock | None:
+    """The block read in one match (as the server reads a block in one chunk), else None."""
+    end = data.find(b"\n\n") + 2
+    block = HeaderBlock()
+    return block if end > 1 and block.take_whole(data[:end].decode("utf-8", "replace")) else None
+
+
+@pytest.mark.parametrize(
+    "capture_name",
+    ["fastagi-outbound.jsonl", "fastagi-inbound.jsonl", "fastagi-hangup-mid-session.jsonl"],
+)
+def test_a_block_as_asterisk_wrote_it_is_read_in_one_match_with_the_same_reading(
+    capture_name: str,
+) -> None:
+    data = header_block(capture_name, "outbound", ["reminder", "0612345678", "", "area=13008"])
+    whole = _whole(data)
+    assert whole is not None  # Asterisk 22's own block takes the one-match reading
+    by_line = HeaderBlock()
+    _feed(by_line, data)
+    assert (whole.headers, whole.args, whole.stray) == (by_line.headers, by_line.args, 0)
+
+
+@fuzz
+@given(HOSTILE, HOSTILE, st.lists(HOSTILE, max_size=5))
+def test_the_one_match_reading_never_differs_from_the_line_by_line_one(
+    name: str, number: str, args: list[str]
+) -> None:
+    data = header_block(
+        "fastagi-inbound.jsonl",
+        "inbound",
+        args,
+        {"agi_calleridname": name, "agi_callerid": number},
+    )
+    whole = _whole(data)
+    if whole is None:
+        return  # not the plain form: only the line-by-line reading applies
+    by_line = HeaderBlock()
+    _feed(by_line, data)
+    assert (whole.headers, whole.args, by_line.stray) == (by_line.headers, by_line.args, 0)

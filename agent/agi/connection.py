@@ -97,6 +97,13 @@ class AgiConnection(asyncio.Protocol):
 
     # -- phases ----------------------------------------------------------------------------
     def _read_headers(self) -> None:
+        if not self._lines and len(self._buf) <= MAX_LINE:
+            # Usually the whole block in one chunk, in Asterisk's plain form: one match.
+            cut = self._buf.find(b"\n\n") + 2
+            if cut > 1 and self._block.take_whole(self._buf[:cut].decode("utf-8", "replace")):
+                self._buf = self._buf[cut:]
+                self._headers_done()
+                return
         end = self._buf.rfind(b"\n") + 1  # complete lines only: usually the whole block
         rest = self._buf[end:]
         if len(rest) > MAX_LINE:

@@ -25,6 +25,7 @@ breaks from the name before AGI() closes that.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # The order Asterisk 22 writes (captured in tests/fixtures/asterisk-captures/fastagi-*.jsonl).
@@ -59,6 +60,15 @@ _FIRST, _LAST = "first", "last"  # which copy of a repeated header wins
 _KIND = {key: _FIRST if key in _FIRST_WINS else _LAST for key in ASTERISK_ORDER}
 MAX_ARGS = 64  # AGI(url,args...): Asterisk's own limit is 128 arguments in all
 
+# The block as Asterisk writes it when no value holds a line break: every header once, in
+# order, then the arguments, then the blank line. Read with one match; anything else (another
+# version's headers, a stray line, a CR, a repeated argument) goes line by line (feed_lines),
+# which gives the same reading for this form.
+_CANONICAL = re.compile(
+    "".join(f"{key}: (?P<{key}>[^\r\n]*)\n" for key in ASTERISK_ORDER)
+    + r"(?P<_args>(?:agi_arg_[0-9]{1,3}: [^\r\n]*\n)*)\n"
+)
+
 
 class HeaderError(Exception):
     """The bytes cannot be a FastAGI header block (not even a stray-tolerant reading)."""
@@ -71,6 +81,23 @@ class HeaderBlock:
     headers: dict[str, str] = field(default_factory=dict)
     stray: int = 0  # lines that were pieces of a value, not headers
     _args: dict[int, str] = field(default_factory=dict)
+
+    def take_whole(self, text: str) -> bool:
+        """Read a whole block (ending with its blank line) written in Asterisk's plain form;
+        False, reading nothing, when it is not in that form (then feed it line by line)."""
+        found = _CANONICAL.fullmatch(text)
+        if found is None or self.headers:
+            return False
+        headers = found.groupdict()
+        args: dict[int, str] = {}
+        for line in headers.pop("_args").split("\n")[:-1]:
+            key, _, value = line.partition(": ")
+            index = int(key[len("agi_arg_") :])
+            if not 0 < index <= MAX_ARGS or index in args:
+                return False  # past the limit or repeated: the line-by-line rules decide
+            args[index] = value
+        self.headers, self._args = headers, args
+        return True
 
     def feed(self, line: str) -> bool:
         return self.feed_lines([line]) == 0
