@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Label values are code words (statuses, reasons, route names): lower-case, short, no digits
@@ -62,6 +64,44 @@ class _UsableNumbers(Collector):
         yield family
 
 
+class _Latency(Collector):
+    """trustline_agi_decision_seconds, a histogram by route, counted on the event loop in plain
+    lists (prometheus_client's Histogram takes a lock per bucket and per sum on every call);
+    the page is built from a copy taken on the loop (``take_snapshot``)."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+    def __init__(self) -> None:
+        # route -> [sessions in each bucket (not cumulative)..., beyond the last, sum of seconds]
+        self.live: dict[str, list[float]] = {}
+        self.snapshot: dict[str, list[float]] = {}
+
+    def observe(self, route: str, seconds: float) -> None:
+        counts = self.live.get(route)
+        if counts is None:
+            counts = self.live[route] = [0.0] * (len(self.BUCKETS) + 2)
+        counts[bisect_left(self.BUCKETS, seconds)] += 1  # the first bucket with le >= seconds
+        counts[-1] += seconds
+
+    def take_snapshot(self) -> None:
+        self.snapshot = {route: list(counts) for route, counts in self.live.items()}
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = HistogramMetricFamily(
+            "trustline_agi_decision_seconds",
+            "Time from request headers to answer, by route",
+            labels=["route"],
+        )
+        bounds = [*map(floatToGoString, self.BUCKETS), "+Inf"]
+        for route, counts in sorted(self.snapshot.items()):
+            total, buckets = 0.0, []
+            for bound, count in zip(bounds, counts[:-1], strict=True):
+                total += count
+                buckets.append((bound, total))
+            family.add_metric([route], buckets, counts[-1])
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -89,13 +129,8 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "trustline_agi_decision_seconds",
-            "Time from request headers to answer, by route",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-        )
+        self.latency = _Latency()
+        self.registry.register(self.latency)
         self.alerts = Counter(
             "trustline_alerts", "Alerts raised, by kind", ["kind"], registry=self.registry
         )
@@ -107,6 +142,7 @@ class Metrics:
         )
         self._answer_children = {}
         self._decision_children = {}
+        self._counted = {}
         self._label_values = {}
         self._usable = []
         self._rendering = None
@@ -117,8 +153,9 @@ class Metrics:
             registry=self.registry,
         )
 
-    _answer_children: dict[tuple[str, str], tuple[Counter, Histogram]]
+    _answer_children: dict[tuple[str, str], tuple[Counter, str]]
     _decision_children: dict[tuple[str, str], Counter]
+    _counted: dict[Counter, int]  # per-call increments not yet added to their counter
     _label_values: dict[str, set[str]]
     _usable: list[_UsableNumbers]
     _rendering: asyncio.Future[bytes] | None
@@ -137,7 +174,7 @@ class Metrics:
             child = self._decision_children[key] = self.decisions.labels(
                 self._bounded("status", decision.status), self._bounded("reason", decision.reason)
             )
-        child.inc()
+        self._counted[child] = self._counted.get(child, 0) + 1
 
     def _bounded(self, kind: str, value: str) -> str:
         """A label value from a small fixed vocabulary: anything else is ``other``, and at
@@ -157,7 +194,8 @@ class Metrics:
     def on_answer(self, route: str, answer: AnswerFacts, seconds: float, failure: str) -> None:
         """``route`` is a served route's name or ``unknown`` (never a name as the peer sent it)."""
         # On every call: look label children up once (labels() takes a lock and builds a key),
-        # by the values as given; they are bounded once, when first seen.
+        # by the values as given; they are bounded once, when first seen. Counts are added up
+        # here and handed to their counters when a page is built (inc() takes a lock).
         raw = (route, answer.outcome)
         children = self._answer_children.get(raw)
         if children is None:
@@ -165,14 +203,12 @@ class Metrics:
                 self._answer_children.clear()  # stays bounded whatever the values
             route = self._bounded("route", route)
             key = (route, self._bounded("outcome", answer.outcome or "none"))
-            children = self._answer_children[raw] = (
-                self.agi_sessions.labels(*key),
-                self.latency.labels(route),
-            )
+            children = self._answer_children[raw] = (self.agi_sessions.labels(*key), route)
         else:
-            route = self._bounded("route", route) if failure else route
-        children[0].inc()
-        children[1].observe(seconds)
+            route = children[1]
+        counter = children[0]
+        self._counted[counter] = self._counted.get(counter, 0) + 1
+        self.latency.observe(route, seconds)
         if failure == "deadline":
             self.deadline_misses.labels(route).inc()
         elif failure == "overload":
@@ -204,5 +240,9 @@ class Metrics:
             self._page = (time.monotonic(), future.result())
 
     def _snapshot(self) -> None:
+        counted, self._counted = self._counted, {}
+        for counter, count in counted.items():
+            counter.inc(count)
+        self.latency.take_snapshot()
         for collector in self._usable:
             collector.snapshot = collector.source()
