@@ -139,7 +139,7 @@ def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
         code, national = plan[0], raw[len(plan[1]) :]
     if plan is None or not national or national[0] == "0" or national.startswith(plan[1]):
         return None
-    if not _possible_and_valid(national, plan[2]):
+    if not valid_in_its_region(code, national):  # plan[2] is its checks; kept for zone_of
         return None
     return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
 
@@ -189,10 +189,12 @@ def _country_code(head: str) -> tuple[int, int] | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def valid_in_its_region(country_code: int, national: str) -> bool | None:
     """phonenumbers.is_valid_number for the national significant number of a country code
     that one region owns (France...), from that region's compiled patterns; None where
-    phonenumbers must decide itself (a code several regions share, a leading zero)."""
+    phonenumbers must decide itself (a code several regions share, a leading zero).
+    Kept for the recent numbers: a callee's parse asks first, its time zone (compliance) next."""
     checks = _type_checks(country_code)
     if checks is None or not national or national[0] == "0":
         return None
