@@ -72,12 +72,22 @@ class Positions:
         return data
 
     def syntax_line(self, exc: Exception) -> int:
-        """Line of a syntax error: tomlkit's own, or where the parser stopped (a repeated key)."""
+        """Line of a syntax error: tomlkit's own, or where the parser stopped; for a repeated
+        key, the line that sets it again."""
         line = getattr(exc, "line", None)
-        if isinstance(line, int):
+        if not isinstance(line, int):
+            line = self.text.count("\n", 0, max(self.parser._idx - 1, 0)) + 1
+        repeated = _REPEATED.match(str(exc))
+        if repeated is None:
             return line
-        # The parser stands past the repeated key, often at the start of the next line.
-        return self.text.count("\n", 0, max(self.parser._idx - 1, 0)) + 1
+        # tomlkit stands past the repeated key (the next line, for some versions): the nearest
+        # line at or before there that sets that key.
+        sets = re.compile(rf"\s*[\"']?{re.escape(repeated[1])}[\"']?\s*[=.]")
+        lines = self.text.split("\n")
+        for number in range(min(line, len(lines)), 0, -1):
+            if sets.match(lines[number - 1]):
+                return number
+        return line
 
     def line(self, loc: Loc) -> int | None:
         """Line of the deepest part of ``loc`` present in the file (a missing key: its table)."""
@@ -190,6 +200,7 @@ def validate_section(model: type[M], data: Any, loc: Loc, problems: Problems) ->
 
 # A digit, '-' or ':', a digit: every TOML date and time has one (1979-05-27, 07:32). The
 # separator is looked for first, a digit before it only then: a few ms on 6 MB of numbers.
+_REPEATED = re.compile(r'Key "([^"]*)" already exists')  # tomlkit's words for a repeated key
 _DATE_OR_TIME = re.compile(r"[-:](?<=\d[-:])\d")
 
 
