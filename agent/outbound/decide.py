@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import phonenumbers
 
@@ -28,8 +28,7 @@ from agent.outbound.repo import AuditRecord
 from agent.outbound.view import NumberView
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):  # one or two per call: a tuple is made in a third of the time
     status: str
     reason: str
     pool: str | None = None

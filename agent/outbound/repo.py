@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.store import Database, Row
 
@@ -33,8 +34,7 @@ class NumberRow:
 ViewRow = tuple[str | None, float | None, float | None, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):  # one per call: a tuple is made in a quarter of the time
     at: float
     uniqueid: str
     purpose: str
@@ -362,17 +362,7 @@ class OutboundRepo:
             chunk = records[start : start + _AUDIT_ROWS_PER_STATEMENT]
             params: list[object] = []
             for r in chunk:
-                params += (
-                    r.at,
-                    r.uniqueid,
-                    r.purpose,
-                    r.pool,
-                    r.number,
-                    r.status,
-                    r.reason,
-                    r.callee_hash,
-                    r.case_ref,
-                )
+                params += r  # its fields are the columns, in this order
             await self.db.execute(
                 "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
                 " callee_hash, case_ref) VALUES "
