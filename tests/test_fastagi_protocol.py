@@ -168,6 +168,28 @@ async def test_a_stalled_peer_is_dropped_without_blocking_others(make_agent: Age
     writer.close()
 
 
+async def test_a_peer_that_stops_replying_is_dropped_after_the_reply_time_limit(
+    make_agent: AgentFactory,
+) -> None:
+    """Asterisk takes the answer's command and never replies (a hung channel thread): the
+    session is closed once the reply time limit passes, not kept open for ever."""
+    agent = await make_agent()
+    assert agent.agi is not None
+    agent.agi._reply_timeout = 0.3
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi_port(agent))
+    writer.write(header_block("fastagi-outbound.jsonl", "outbound", ["reminder", "0142123456"]))
+    await writer.drain()
+    command = await asyncio.wait_for(reader.readline(), 5)
+    assert command.startswith(b"SET VARIABLE ")
+    start = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no further command
+    waited = asyncio.get_running_loop().time() - start
+    assert 0.2 <= waited < 2.0, waited
+    assert not agent.agi.connections
+    writer.close()
+    await _still_serves(agi_port(agent))
+
+
 async def test_peer_outside_the_allowlist_is_refused(make_agent: AgentFactory) -> None:
     agent = await make_agent(agi_allow="10.9.9.9/32")
     reply = await _raw(

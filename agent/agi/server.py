@@ -33,6 +33,10 @@ __all__ = ["MAX_HEADERS", "MAX_HEADER_BLOCK", "MAX_LINE", "FastAgiServer", "Rate
 
 RouteFactory = Callable[[], Mapping[str, Route]]
 
+# How often open sessions are checked for a peer gone silent (header block or replies not
+# coming): their time limits (5 s by default) hold to within this much.
+SWEEP_SECONDS = 0.1
+
 
 class FastAgiServer:
     def __init__(
@@ -59,6 +63,7 @@ class FastAgiServer:
         self._on_answer = on_answer
         self._fallback_route = fallback_route
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop  # set by start(), before any connection
         self.connections: set[AgiConnection] = set()  # sessions not finished yet
         self._peer_verdicts: dict[str, bool] = {}  # the PBX connects from one or two addresses
@@ -74,6 +79,7 @@ class FastAgiServer:
         self._server = await self.loop.create_server(
             lambda: AgiConnection(self), host, port, backlog=1024
         )
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
         log.info("fastagi: listening on %s", ", ".join(f"{h}:{p}" for h, p in self.sockets))
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -89,6 +95,16 @@ class FastAgiServer:
         if tasks:
             await asyncio.wait(tasks)
         self._server = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        """Drop the sessions whose peer went silent past its time limit; again next tick."""
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)  # first: whatever happens
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.silent_at <= now]:
+            connection.went_silent()
 
     def peer_allowed(self, host: str) -> bool:
         if self._allowed is None:
