@@ -33,7 +33,7 @@ class ComplianceRoute:
         self._outbound = outbound
 
     def _refuse(self, request: AgiRequest, verdict: Verdict) -> AgiAnswer:
-        purpose, callee, case_ref = OutboundRoute._args(request)
+        purpose, callee, case_ref = OutboundRoute.args(request)
         pool = self._outbound.config.pool_for(purpose)
         decision = Decision(verdict.status, verdict.reason, pool.name if pool else None)
         self._outbound.record_failure(request.uniqueid, purpose, decision, callee, case_ref)
@@ -45,17 +45,18 @@ class ComplianceRoute:
         return AgiAnswer(answer.variables + extra, outcome=answer.outcome)
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        purpose, callee, _ = OutboundRoute._args(request)
+        args = OutboundRoute.args(request)
+        purpose, callee, _ = args
         verdict = await self._compliance.check(purpose, callee)
         if not verdict.allowed:
             return self._refuse(request, verdict)
-        answer = await self._inner.handle(request)
+        answer = await self._inner.handle_args(request, args)
         if answer.outcome in _DIALLED:
             self._compliance.note_attempt(purpose, callee)
         return answer
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
-        purpose, callee, _ = OutboundRoute._args(request)
+        purpose, callee, _ = OutboundRoute.args(request)
         verdict = self._compliance.check_offline(purpose, callee)
         if not verdict.allowed:
             return self._refuse(request, verdict)

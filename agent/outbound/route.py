@@ -49,7 +49,8 @@ class OutboundRoute:
         self._service = service
 
     @staticmethod
-    def _args(request: AgiRequest) -> tuple[str, str, str | None]:
+    def args(request: AgiRequest) -> tuple[str, str, str | None]:
+        """(purpose, callee, case reference or None) of a request."""
         # The purpose may also come as ?purpose= in the script path (seen in real dialplans).
         purpose = (request.arg(1) or request.query.get("purpose", "")).strip()
         callee = request.arg(2).strip()
@@ -61,11 +62,18 @@ class OutboundRoute:
     @staticmethod
     def _area(request: AgiRequest) -> str | None:
         """The optional 4th argument ``area=<postal code|département>`` (local presence)."""
-        found = _AREA.fullmatch(request.arg(4).strip())
+        text = request.arg(4)
+        found = _AREA.fullmatch(text.strip()) if text else None
         return found.group(1) if found else None
 
     async def handle(self, request: AgiRequest) -> AgiAnswer:
-        purpose, callee, case_ref = self._args(request)
+        return await self.handle_args(request, self.args(request))
+
+    async def handle_args(
+        self, request: AgiRequest, args: tuple[str, str, str | None]
+    ) -> AgiAnswer:
+        """``handle`` with the request's ``args`` read already (by the compliance route)."""
+        purpose, callee, case_ref = args
         area = self._area(request)
         try:
             decision = await self._service.decide(purpose, callee, request.uniqueid, case_ref, area)
@@ -75,7 +83,7 @@ class OutboundRoute:
         return _reply(request, decision)
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
-        purpose, callee, case_ref = self._args(request)
+        purpose, callee, case_ref = self.args(request)
         if reason == "unknown_route":
             decision = Decision(contract.STATUS_ERROR, "unknown_route")
         else:
