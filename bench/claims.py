@@ -30,7 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.outbound import agent_env, free_port, one_session, wait_port  # noqa: E402
+from bench.outbound import (  # noqa: E402
+    agent_env,
+    cpu_seconds,
+    free_port,
+    one_session,
+    wait_port,
+)
 from tests.fake_asterisk import header_block  # noqa: E402  (the captured bytes)
 
 SIZES = (100, 1_000, 10_000, 100_000)
@@ -59,11 +65,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
 class Agent:

@@ -159,6 +159,12 @@ def quantiles(latencies: list[float]) -> tuple[float, float]:
     return q[49] * 1000, q[98] * 1000
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has used so far, all its threads (utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -329,8 +335,10 @@ async def closed_loop(
     servers: Servers, n: int, rounds: int, classic: int, name: str = "outbound"
 ) -> None:
     offset = 1_000_000
-    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    # (sessions/s, p50, p99, microseconds of the server's CPU per session) per round
+    results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     outcomes: Counter[str] = Counter()
+    pids = {"bare": servers.bare.pid, "agent": servers.agent.pid}
     for concurrency in (1, 50):
         await load(servers.bare_port, callee_blocks(200, 0), concurrency)  # warm-ups
         await load(servers.agi_port, callee_blocks(200, offset), concurrency)
@@ -339,18 +347,21 @@ async def closed_loop(
                 offset += n + 200
                 blocks = callee_blocks(n, offset)
                 counted = outcomes if label == "agent" else None
+                cpu = cpu_seconds(pids[label])
                 elapsed, lat = await load(port, blocks, concurrency, counted)
+                cpu = (cpu_seconds(pids[label]) - cpu) / len(lat) * 1e6
                 results.setdefault((label, concurrency), []).append(
-                    (len(lat) / elapsed, *quantiles(lat))
+                    (len(lat) / elapsed, *quantiles(lat), cpu)
                 )
         for label in ("bare", "agent"):
             runs = results[(label, concurrency)]
-            rates = sorted(r for r, _, _ in runs)
+            rates = sorted(run[0] for run in runs)
             print(
                 f"{label:<8} c={concurrency:<3} {statistics.median(rates):8.0f} sessions/s"
                 f" (rounds {rates[0]:.0f}..{rates[-1]:.0f})"
-                f"   p50 {statistics.median(p for _, p, _ in runs):6.2f} ms"
-                f"   p99 {statistics.median(p for _, _, p in runs):6.2f} ms",
+                f"   p50 {statistics.median(run[1] for run in runs):6.2f} ms"
+                f"   p99 {statistics.median(run[2] for run in runs):6.2f} ms"
+                f"   CPU {statistics.median(run[3] for run in runs):4.0f} us/session",
                 flush=True,
             )
     elapsed, lat = bench_classic(classic, 8, servers.agi_port)
@@ -361,6 +372,13 @@ async def closed_loop(
     def med(label: str, c: int, i: int) -> float:
         return statistics.median(run[i] for run in results[(label, c)])
 
+    # The load generator takes one of the two cores; this is what each server needs of the
+    # other per session (the rate follows it; p99 also depends on how the work is spread).
+    cpu, bare_cpu = med("agent", 50, 3), med("bare", 50, 3)
+    print(
+        f"{name}-cpu: {cpu:.0f} us of CPU per session at c=50 = {cpu / bare_cpu:.2f} of bare's"
+        f" {bare_cpu:.0f} us [no goal: a diagnostic]"
+    )
     c1 = med("agent", 1, 0) / med("bare", 1, 0)
     p99 = med("agent", 50, 2) / med("bare", 50, 2)
     print(

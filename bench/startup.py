@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.claims import cpu_seconds, pools_toml, rss_mb  # noqa: E402
-from bench.outbound import agent_env, free_port  # noqa: E402
+from bench.claims import pools_toml, rss_mb  # noqa: E402
+from bench.outbound import agent_env, cpu_seconds, free_port  # noqa: E402
 
 
 def ready(http_port: int) -> bool:
