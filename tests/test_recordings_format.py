@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import secrets
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -310,6 +311,47 @@ def test_a_file_of_many_pool_tasks_seals_in_order_and_opens(tmp_path: Path) -> N
     blob = dst.read_bytes()
     assert info.sealed_size == len(blob) and digest.hexdigest() == hashlib.sha256(blob).hexdigest()
     assert unseal(blob, k) == data
+
+
+class FailingHasher:
+    """A digest that fails on its ``fail_at``-th update, as a full disk or a bug would."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.updates, self.fail_at = 0, fail_at
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self.updates += 1
+        if self.updates == self.fail_at:
+            raise OSError("no space left on device")
+
+
+def _seal_lanes() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("trustline-seal-")]
+
+
+@pytest.mark.parametrize("fault", ["source shrinks in a later run", "digest fails"])
+def test_an_error_in_any_lane_stops_every_lane_and_is_raised(tmp_path: Path, fault: str) -> None:
+    """The runs of a file are sealed by several lanes at once: whichever lane meets the error,
+    the caller gets it, and no lane is left running or waiting for its turn at the digest."""
+    k = key()
+    runs = 4 * max(2, fmt.WORKERS)
+    size = fmt.RUN_BYTES * runs
+    src, dst = tmp_path / "in.wav", tmp_path / "out.tlrec"
+    src.write_bytes(secrets.token_bytes(size))
+    announced, hasher = size, None
+    if fault == "digest fails":
+        hasher = FailingHasher(fail_at=3)  # the header, run 0, then run 1 (another lane's)
+    else:
+        announced = size + fmt.RUN_BYTES  # the last run finds the file shorter than announced
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        with pytest.raises((fmt.SourceChanged, OSError)) as raised:
+            fmt.encrypt_file(s.fileno(), d.fileno(), k, announced, hasher=hasher)
+    if fault == "digest fails":
+        assert "no space left" in str(raised.value)
+        assert hasher is not None and hasher.updates == 3  # nobody hashed after the failure
+    else:
+        assert isinstance(raised.value, fmt.SourceChanged) and "shrank" in str(raised.value)
+    assert _seal_lanes() == []
 
 
 @pytest.mark.parametrize("size", [0, 1, SMALL_CHUNK, SMALL_CHUNK + 1, 9 * SMALL_CHUNK - 1])

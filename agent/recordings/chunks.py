@@ -1,11 +1,11 @@
 """Sealed-recording chunks, version 1 (FORMAT.md, "Chunks"): seal and open chunk streams.
 
-May: seal and open chunk streams with AES-256-GCM from ``cryptography``, encrypt chunks on a
-small shared thread pool (the cipher releases the GIL), and name precisely what is wrong with
-a chunk that fails to authenticate.
+May: seal and open chunk streams with AES-256-GCM from ``cryptography``, encrypt chunks on
+several threads (the cipher releases the GIL), and name precisely what is wrong with a chunk
+that fails to authenticate.
 Must not: touch paths, the database or the keyring file, log anything, or hold more than a
-bounded window of a recording in memory (``2 * WORKERS`` chunks, or runs of chunks when
-sealing a file).
+bounded window of a recording in memory (``2 * WORKERS`` chunks for a stream; one chunk and
+one run per lane when sealing a file).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
@@ -43,8 +43,8 @@ from agent.recordings.header import (
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-# Audio per pool task when sealing a file: a run of chunks, so the fixed cost of handing a
-# task between threads is paid once per run, not once per chunk (and memory stays bounded).
+# Audio per run when sealing a file: each lane seals a run of chunks and writes it with one
+# ``pwrite``, so the fixed costs (a system call, a turn at the digest) are paid once per run.
 RUN_BYTES = 2 * 1024 * 1024
 # How far the reorder diagnosis looks: it only runs on a failed chunk, but must stay bounded.
 _REORDER_SEARCH = 4096
@@ -125,76 +125,114 @@ def encrypt_file(
 ) -> SealInfo:
     """``encrypt_stream`` between two regular files given as descriptors, faster.
 
-    Every chunk has a fixed place in both files, so each pool task takes a run of consecutive
-    chunks (``RUN_BYTES`` of audio): it reads each chunk with ``preadv`` into its slot's
-    buffer, encrypts it (``encrypt_into``) into the slot's run buffer and writes it with
-    ``pwrite`` while it is still in cache. Reading, encryption and writing run in parallel, no
-    buffer is allocated per chunk, and the pool's fixed cost per task (a hand-off between
-    threads, ~65 us of CPU) is paid once per run rather than once per chunk. This thread
-    hands ``hasher`` each sealed run in file order, straight from its slot (``hashlib``
-    releases the GIL, so hashing overlaps the pool), before the slot takes another run: at
-    most ``2 * WORKERS`` runs are in flight. Same checks, same bytes on disk as
-    ``encrypt_stream``.
+    Every chunk has a fixed place in both files, so the file is cut into runs of consecutive
+    chunks (``RUN_BYTES`` of audio) sealed by ``WORKERS`` lanes at once (``_Lanes``): each
+    lane reads, encrypts and writes whole runs, and the lanes take turns feeding ``hasher``
+    in file order. Same checks, same bytes on disk as ``encrypt_stream``.
     """
     header, aead = new_header(key, plain_length, chunk_size)
     head = header.encode()
     _pwrite_all(dst_fd, head, 0)
     if hasher is not None:
         hasher.update(head)
-    count = header.chunk_count
-    base = len(head)
-    per_run = max(1, RUN_BYTES // chunk_size)
-    runs = -(-count // per_run)
-    window = min(runs, 2 * WORKERS)
-    sealed_len = chunk_size + TAG_BYTES
-    slots = [
-        (memoryview(bytearray(chunk_size)), memoryview(bytearray(min(per_run, count) * sealed_len)))
-        for _ in range(window)
-    ]
-
-    def seal_run(run: int) -> memoryview:
-        plain, sealed = slots[run % window]
-        pos = 0
-        for index in range(run * per_run, min(count, (run + 1) * per_run)):
-            want = header.chunk_plain_len(index)
-            if _pread_exact(src_fd, plain[:want], index * chunk_size) < want:
-                raise SourceChanged("the recording shrank while it was being sealed")
-            nonce = _nonce(header.nonce_prefix, index, index == count - 1)
-            out = sealed[pos : pos + want + TAG_BYTES]
-            aead.encrypt_into(nonce, plain[:want], header.fixed, out)
-            _pwrite_all(dst_fd, out, base + index * sealed_len)
-            pos += len(out)
-        return sealed[:pos]
-
-    written = base + _in_order(runs, window, seal_run, hasher)
+    sealed = _Lanes(src_fd, dst_fd, header, aead, hasher).run()
     if os.pread(src_fd, 1, plain_length):
         raise SourceChanged("the recording grew while it was being sealed")
-    return SealInfo(plain_length, written, key.key_id)
+    return SealInfo(plain_length, len(head) + sealed, key.key_id)
 
 
-def _in_order(
-    tasks: int, window: int, seal_task: Callable[[int], memoryview], hasher: Hasher | None
-) -> int:
-    """Run ``seal_task(0..tasks-1)`` on the pool, ``window`` at a time, and hand ``hasher``
-    each result in order before task ``i + window`` (which reuses its slot) is submitted.
-    Returns the bytes sealed; on an error, waits for running tasks before raising."""
-    pool = _workers()
-    pending: deque[Future[memoryview]] = deque()
-    total = 0
-    try:
-        for task in range(tasks):
-            if len(pending) >= window:  # the oldest task frees the slot this one takes
-                total += _hashed(pending.popleft().result(), hasher)
-            pending.append(pool.submit(seal_task, task))
-        while pending:
-            total += _hashed(pending.popleft().result(), hasher)
-    finally:
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                future.exception()  # let a running task finish before the caller cleans up
-    return total
+class _Lanes:
+    """The runs of one file, dealt to lanes in turn: lane ``k`` seals runs ``k``,
+    ``k + lanes``, ... The calling thread is lane 0 and the others are threads of this seal,
+    not the shared pool: a lane waits for the one before it, so all must run at once.
+
+    A lane reads each chunk of its run with ``preadv``, encrypts it (``encrypt_into``) into
+    its run buffer and writes the run with one ``pwrite``; then, once the run before it is
+    hashed, it hands the hasher its run. The digest sees the file in order, and hashing one
+    run overlaps the reading, encryption and writing of the next (all of them release the
+    GIL). No buffer is allocated per chunk, no run waits for a hand-off between threads, and a
+    lane holds one chunk and one run in memory. The first error stops every lane; ``run``
+    raises it once all have stopped.
+    """
+
+    def __init__(
+        self, src_fd: int, dst_fd: int, header: Header, aead: AESGCM, hasher: Hasher | None
+    ) -> None:
+        self._src, self._dst, self._header, self._aead = src_fd, dst_fd, header, aead
+        self._hasher = hasher
+        self._per_run = max(1, RUN_BYTES // header.chunk_size)
+        self._runs = -(-header.chunk_count // self._per_run)
+        self._lanes = max(1, min(WORKERS, self._runs))
+        self._turn = threading.Condition()
+        self._hashed = 0  # runs handed to the hasher so far (under ``_turn``)
+        self._failed: list[BaseException] = []  # the first error of any lane (under ``_turn``)
+        self._written = [0] * self._lanes
+
+    def run(self) -> int:
+        """Seal every run; the bytes written after the header."""
+        helpers = [
+            threading.Thread(target=self._lane, args=(k,), name=f"trustline-seal-{k}", daemon=True)
+            for k in range(1, self._lanes)
+        ]
+        for helper in helpers:
+            helper.start()
+        try:
+            self._lane(0)
+        finally:
+            for helper in helpers:
+                helper.join()
+        if self._failed:
+            raise self._failed[0]
+        return sum(self._written)
+
+    def _lane(self, k: int) -> None:
+        header = self._header
+        plain = memoryview(bytearray(header.chunk_size))
+        sealed = memoryview(
+            bytearray(min(self._per_run, header.chunk_count) * (header.chunk_size + TAG_BYTES))
+        )
+        try:
+            for run in range(k, self._runs, self._lanes):
+                if self._failed:
+                    return
+                length = self._seal_run(run, plain, sealed)
+                offset = header.encoded_len + run * self._per_run * (header.chunk_size + TAG_BYTES)
+                _pwrite_all(self._dst, sealed[:length], offset)
+                self._written[k] += length
+                if self._hasher is not None and not self._hash_in_turn(run, sealed[:length]):
+                    return
+        except BaseException as exc:
+            with self._turn:
+                self._failed.append(exc)
+                self._turn.notify_all()
+
+    def _seal_run(self, run: int, plain: memoryview, sealed: memoryview) -> int:
+        """Read and encrypt the chunks of ``run`` into ``sealed``; their sealed length."""
+        header, count = self._header, self._header.chunk_count
+        first, pos = run * self._per_run, 0
+        for index in range(first, min(count, first + self._per_run)):
+            want = header.chunk_plain_len(index)
+            if _pread_exact(self._src, plain[:want], index * header.chunk_size) < want:
+                raise SourceChanged("the recording shrank while it was being sealed")
+            out = sealed[pos : pos + want + TAG_BYTES]
+            nonce = _nonce(header.nonce_prefix, index, index == count - 1)
+            self._aead.encrypt_into(nonce, plain[:want], header.fixed, out)
+            pos += len(out)
+        return pos
+
+    def _hash_in_turn(self, run: int, data: memoryview) -> bool:
+        """Wait for the runs before ``run`` to be hashed, then hash it; False if a lane failed."""
+        assert self._hasher is not None
+        with self._turn:
+            while self._hashed != run and not self._failed:
+                self._turn.wait()
+            if self._failed:
+                return False
+        self._hasher.update(data)  # alone: the lanes after this one wait their turn
+        with self._turn:
+            self._hashed = run + 1
+            self._turn.notify_all()
+        return True
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int) -> int:

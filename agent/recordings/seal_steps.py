@@ -92,12 +92,12 @@ def seal(plain: Path, keyring: Keyring, *, chunk_size: int = fmt.DEFAULT_CHUNK) 
 def _seal_to(plain: Path, target: Path, keyring: Keyring, chunk_size: int) -> Sealed | None:
     """Seal ``plain`` as the new file ``target``; None if ``target`` appeared meanwhile."""
     tmp = plain.with_name(f".{plain.name}.{secrets.token_hex(4)}{TEMP_MARK}")
-    digest = FileDigest()  # fed in file order by encrypt_file, overlapping its pool
+    digest = FileDigest()  # fed in file order by encrypt_file's lanes
     with open(plain, "rb", opener=nofollow) as src:
         before = os.fstat(src.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise RecordingError(f"{plain}: not a regular file")
-        # Read once, front to back (the pool reads a few chunks ahead): ask for readahead.
+        # Read once, front to back (the lanes read a run or two apart): ask for readahead.
         os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
