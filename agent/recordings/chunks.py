@@ -43,8 +43,8 @@ from agent.recordings.header import (
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-# Audio per run when sealing a file: each lane seals a run of chunks and writes it with one
-# ``pwrite``, so the fixed costs (a system call, a turn at the digest) are paid once per run.
+# Audio per run when sealing a file: each lane seals a run of chunks, then takes its turn at
+# the digest, so the cost of a turn (waiting for the lane before) is paid once per run.
 RUN_BYTES = 2 * 1024 * 1024
 # How far the reorder diagnosis looks: it only runs on a failed chunk, but must stay bounded.
 _REORDER_SEARCH = 4096
@@ -127,7 +127,7 @@ def encrypt_file(
 
     Every chunk has a fixed place in both files, so the file is cut into runs of consecutive
     chunks (``RUN_BYTES`` of audio) sealed by ``WORKERS`` lanes at once (``_Lanes``): each
-    lane reads, encrypts and writes whole runs, and the lanes take turns feeding ``hasher``
+    lane reads, encrypts and writes its runs, and the lanes take turns feeding ``hasher``
     in file order. Same checks, same bytes on disk as ``encrypt_stream``.
     """
     header, aead = new_header(key, plain_length, chunk_size)
@@ -147,12 +147,16 @@ class _Lanes:
     not the shared pool: a lane waits for the one before it, so all must run at once.
 
     A lane reads each chunk of its run with ``preadv``, encrypts it (``encrypt_into``) into
-    its run buffer and writes the run with one ``pwrite``; then, once the run before it is
-    hashed, it hands the hasher its run. The digest sees the file in order, and hashing one
-    run overlaps the reading, encryption and writing of the next (all of them release the
-    GIL). No buffer is allocated per chunk, no run waits for a hand-off between threads, and a
-    lane holds one chunk and one run in memory. The first error stops every lane; ``run``
-    raises it once all have stopped.
+    its run buffer and writes it with ``pwrite`` while it is in cache; then, once the run
+    before it is hashed, it hands the hasher its run. The digest sees the file in order, and
+    hashing one run overlaps the reading, encryption and writing of the next (all of them
+    release the GIL). No buffer is allocated per chunk, no run waits for a hand-off between
+    threads, and a lane holds one chunk and one run in memory. The first error stops every
+    lane; ``run`` raises it once all have stopped.
+
+    Why a write per chunk, not per run: one 2 MiB write per run was a little faster, but on
+    ext4 it now and then stalled a seal for ~0.35 s at 0.4-0.6 s of CPU; chunk-sized writes
+    never did (bench/recordings.py --dir on a disk).
     """
 
     def __init__(
@@ -196,8 +200,6 @@ class _Lanes:
                 if self._failed:
                     return
                 length = self._seal_run(run, plain, sealed)
-                offset = header.encoded_len + run * self._per_run * (header.chunk_size + TAG_BYTES)
-                _pwrite_all(self._dst, sealed[:length], offset)
                 self._written[k] += length
                 if self._hasher is not None and not self._hash_in_turn(run, sealed[:length]):
                     return
@@ -207,7 +209,7 @@ class _Lanes:
                 self._turn.notify_all()
 
     def _seal_run(self, run: int, plain: memoryview, sealed: memoryview) -> int:
-        """Read and encrypt the chunks of ``run`` into ``sealed``; their sealed length."""
+        """Read, encrypt and write the chunks of ``run``, sealed into ``sealed``; their length."""
         header, count = self._header, self._header.chunk_count
         first, pos = run * self._per_run, 0
         for index in range(first, min(count, first + self._per_run)):
@@ -217,6 +219,9 @@ class _Lanes:
             out = sealed[pos : pos + want + TAG_BYTES]
             nonce = _nonce(header.nonce_prefix, index, index == count - 1)
             self._aead.encrypt_into(nonce, plain[:want], header.fixed, out)
+            _pwrite_all(
+                self._dst, out, header.encoded_len + index * (header.chunk_size + TAG_BYTES)
+            )
             pos += len(out)
         return pos
 
