@@ -109,9 +109,26 @@ def _e164_as_written(text: str) -> str | None:
     return text if formatted == text else None
 
 
+def dialled(text: str, region: str) -> tuple[int, str] | None:
+    """(country code, national number) of a number valid as dialled in ``region``, read
+    without phonenumbers' objects: ``+``, the code and the national number are its E.164.
+    None when phonenumbers must read it (``parse``): anything unusual, every invalid number.
+    Raises InvalidNumber for an empty or overlong text, as ``parse`` does."""
+    return _split_as_dialled(_cleaned(text), region)
+
+
 def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
-    """phonenumbers.parse's answer for a cleaned number that is valid as dialled, sooner; None
-    when phonenumbers must read it itself (anything unusual, and every invalid number).
+    """``_split_as_dialled`` as the number phonenumbers.parse gives."""
+    split = _split_as_dialled(raw, region)
+    if split is None:
+        return None
+    return phonenumbers.PhoneNumber(country_code=split[0], national_number=int(split[1]))
+
+
+def _split_as_dialled(raw: str, region: str) -> tuple[int, str] | None:
+    """phonenumbers.parse's answer for a cleaned number that is valid as dialled, sooner, as
+    (country code, national number); None when phonenumbers must read it itself (anything
+    unusual, and every invalid number).
 
     A callee is nearly always new, and its parse was a decision's dearest step: most come as
     ``+`` and digits, or in the national format of a region whose national prefix phonenumbers
@@ -141,10 +158,10 @@ def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
         return None
     if not valid_in_its_region(code, national):  # plan[2] is its checks; kept for zone_of
         return None
-    return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    return code, national
 
 
-# A country code's plan for _valid_as_dialled: (code, national prefix, type checks).
+# A country code's plan for _split_as_dialled: (code, national prefix, type checks).
 _Plan = tuple[int, str, tuple[_Check, ...]]
 
 

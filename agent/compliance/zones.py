@@ -31,7 +31,7 @@ def zone_of(num: phonenumbers.PhoneNumber) -> str | None:
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ()) if code else ()
     if len(regions) != 1 or regions[0] == _NON_GEO or code is None:
         return policy.zone_of(num)  # several regions share the code: phonenumbers picks one
-    zone = _single_zone(code)
+    zone = single_zone(code)
     if zone is None:
         return policy.zone_of(num)
     valid = phone.valid_in_its_region(code, phonenumbers.national_significant_number(num))
@@ -41,9 +41,10 @@ def zone_of(num: phonenumbers.PhoneNumber) -> str | None:
 
 
 @lru_cache(maxsize=512)
-def _single_zone(country_code: int) -> str | None:
+def single_zone(country_code: int) -> str | None:
     """The zone phonenumbers gives every valid number of this country code, geographic or
-    not: its country entry, when every longer prefix of the code names that zone alone too."""
+    not: its country entry, when every longer prefix of the code names that zone alone too.
+    None when the zone may depend on the number (policy.zone_of decides)."""
     code = str(country_code)
     own = TIMEZONE_DATA.get(code)
     if own is None or len(own) != 1 or own[0] == "Etc/Unknown":

@@ -68,9 +68,29 @@ def number_area(e164: str) -> str | None:
 def parsed_area(parsed: phonenumbers.PhoneNumber, e164: str) -> str | None:
     """number_area of a number parsed already (``e164`` its E.164): no second parse on a
     call's path."""
-    if parsed.country_code != 33:
-        return phone.presence_key(e164)
     national = phonenumbers.national_significant_number(parsed)
+    return national_area(parsed.country_code or 0, national, e164)
+
+
+def callee_area(text: str, region: str) -> tuple[str | None, str]:
+    """(area key, E.164) of a callee as dialled in ``region``: phone.to_e164(text, region,
+    require_valid=False) and parsed_area of it, without phonenumbers' objects for a number
+    valid as dialled (phone.dialled; nearly every callee). Raises phone.InvalidNumber."""
+    split = phone.dialled(text, region)
+    if split is not None:
+        code, national = split
+        e164 = f"+{code}{national}"
+        return national_area(code, national, e164), e164
+    parsed = phone.parse(text, region)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return parsed_area(parsed, e164), e164
+
+
+def national_area(code: int, national: str, e164: str) -> str | None:
+    """number_area of the number with country code ``code``, national significant number
+    ``national`` and E.164 ``e164``."""
+    if code != 33:
+        return phone.presence_key(e164)
     if national[:1] not in "12345" or len(national) != 9:
         return None  # mobile, 08, 09: no place
     departement = _FR_ZAB.get(national[:3])

@@ -13,12 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-import phonenumbers
-
 from agent import contract, phone
 from agent.clock import Clock
 from agent.config import PoolConfig
-from agent.contact.presence import area_hint, parsed_area
+from agent.contact.presence import area_hint, callee_area
 from agent.errors import BadRequest
 from agent.outbound.audit import AuditWriter, CallContext
 from agent.outbound.claims import Claims
@@ -85,13 +83,10 @@ class Decider:
         """Presence key and keyed hash of a callee: parsing numbers is the costliest step of a
         decision, and patients are called again (reminder, then confirmation)."""
         try:
-            # phone.to_e164(callee, region, require_valid=False), keeping the parsed number
-            # for the area (the parse is shared with compliance through phone's cache).
-            parsed = phone.parse(callee, region)
+            area, e164 = callee_area(callee, region)
         except phone.InvalidNumber:
             return None, None  # an internal extension or junk: no local presence, still served
-        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        return parsed_area(parsed, e164), phone.keyed_hash(self._hash_key, e164)
+        return area, phone.keyed_hash(self._hash_key, e164)
 
     def callee_hash(self, callee: str) -> str | None:
         try:
