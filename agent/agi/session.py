@@ -60,7 +60,9 @@ _CONTROLS = {c: " " for c in [*range(32), 127]}
 def quote(value: str) -> str:
     """A value as one quoted AGI argument: no CR/LF/control chars (they would start a second
     command), backslash and double quote escaped, length bounded."""
-    clean = value[:MAX_VALUE].translate(_CONTROLS)
+    clean = value[:MAX_VALUE]
+    if not clean.isprintable():  # rare; translate looks each distinct character up
+        clean = clean.translate(_CONTROLS)
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

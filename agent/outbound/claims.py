@@ -23,7 +23,7 @@ from agent.config import PoolConfig
 from agent.outbound.ahead import LeaseAhead
 from agent.outbound.giveback import GiveBacks
 from agent.outbound.leasesize import LeaseSizes
-from agent.outbound.policy import LEASE_IDLE_SECONDS, NumberState, local_day
+from agent.outbound.policy import LEASE_IDLE_SECONDS, NumberState
 from agent.outbound.repo import OutboundRepo
 from agent.outbound.view import NumberView
 
@@ -196,7 +196,7 @@ class Claims:
         only once no candidate is left and no claim or lease refill on it is still in flight:
         a pending claim may yet fail and give its room back, a refill bring units.
         """
-        day = local_day(now, pool.rules.timezone)
+        day = self._view.today(pool, now)  # local_day, kept until the pool's next midnight
         while True:
             number = self._view.selector.take(pool.name, presence)
             if number is None:
