@@ -258,12 +258,6 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _hashed(sealed: bytes | memoryview, hasher: Hasher | None) -> int:
-    if hasher is not None:
-        hasher.update(sealed)
-    return len(sealed)
-
-
 def _read_chunk(src: Source, want: int) -> bytes:
     """Up to ``want`` bytes (fewer only at end of file): a fresh buffer per chunk in flight."""
     data = src.read(want)
