@@ -76,3 +76,30 @@ def test_the_outbound_decision_reads_a_callee_the_short_way_as_the_whole_parse_d
             short += answer(phone.dialled, text, region) not in (None, "invalid")
     assert callee_area("04 91 00 00 05", "FR") == ("FR-13", "+33491000005")
     assert short > 1_000
+
+
+def test_a_hostile_or_broken_callee_gets_the_whole_parse_answer_both_ways() -> None:
+    """What a dialplan may hand over that is not a plain number: the short reads decline it
+    (or refuse it as phone.parse does), never answer otherwise than the whole parse."""
+    texts = [
+        "",
+        "   ",
+        "٠٦١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+        "０６１２３４５６７８",  # full-width digits
+        "+",
+        "+33",
+        "++33612345678",
+        "0612345678\x00",
+        "06 12 34 56 7A",
+        "0" * 40,
+        "+0612345678",
+        "1234",  # an internal extension
+    ]
+    for text in texts:
+        for region in ("FR", "US", "ZZ"):
+            assert answer(callee_area, text, region) == answer(whole_parse, text, region), text
+            assert answer(numbers.read, text, region, "UTC") == answer(
+                numbers._read_parsed, text, region, "UTC"
+            ), text
+            if not text.isascii() or not text.strip():
+                assert answer(phone.dialled, text, region) in (None, "invalid")
