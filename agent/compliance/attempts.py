@@ -1,44 +1,59 @@
-"""Attempts per callee and purpose, counted from the store's call_audit without a query per call.
+"""Attempts per callee and purpose, counted exactly in a fixed amount of memory.
 
-An index in memory of the call_audit rows of the limited purposes within the longest period:
+The copy in memory is a table of ``SLOTS`` slots (8 MiB) whatever the call volume, like the
+screening's callback table: a (callee hash, purpose) key picks a slot, and the slot keeps the
+latest time of any counted call whose key picks it. A slot older than the period proves that
+the callee had no call for that purpose in it: most calls are counted from memory alone (a
+clinic's callees are mostly called once in a period). A slot inside the period only says
+"maybe"; the store then counts exactly, with one look-up on ``call_audit (callee_hash, at)``.
+A copy of every key (the earlier design) grew ~400 bytes per callee called in the period:
+270 MB for a 7-day limit at 100,000 calls a day.
+
+The table is filled from call_audit rows of the limited purposes within the longest period:
 loaded once, then tailed (rows with a higher id, every refresh), so calls another agent on the
 same store made are counted within one refresh interval. Calls this process let out are counted
-at once ("pending") until their own audit row is tailed. A call counts when its decision let it
-out (status ok, exhausted or fallback). No SQL here (repo.py), no policy (policy.py).
+at once ("pending") until their own audit row is tailed; the store's count covers the tailed
+rows only (ids up to the last one read), so no call is counted twice or missed. A call counts
+when its decision let it out (status ok, exhausted or fallback). No SQL here (repo.py), no
+policy (policy.py). Holds times only, never a number or hash, except the pending calls' keys.
 
-It shares the event loop with the calls: rows are read and indexed a page at a time, and the
-sweep of old entries goes a slice of keys at a time, each a few milliseconds at most (a tail
-of 2 s of calls indexed in one go held the loop for 10-15 ms). Call times are kept in tuples
-of floats, which the cycle collector stops tracking at its first pass: a list per callee (an
-array too) gave every full collection one more object to walk per callee called within the
-period. A callee has a few calls in a period, so a new tuple per call costs nothing.
+It shares the event loop with the calls: rows are read and folded a page at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import math
+import mmap
+import zlib
 from collections.abc import Iterable
 
 from agent.compliance.repo import ComplianceRepo
+from agent.errors import StoreError
 
 Key = tuple[str, str]  # (callee hash, purpose)
 Times = tuple[float, ...]  # sorted
-_SWEEP_EVERY = 300  # tails between sweeps of entries older than the longest period
-PAGE = 250  # call_audit rows read and indexed between two turns of the event loop
-_SWEEP_KEYS = 5000  # keys swept between two turns of the event loop
+SLOTS = 2**21  # 4 bytes each: 8 MiB, flat from the first call to the millionth
+PAGE = 250  # call_audit rows read and folded between two turns of the event loop
+_SWEEP_EVERY = 300  # tails between sweeps of pending calls older than the longest period
 
 
 class AttemptIndex:
-    def __init__(self) -> None:
-        self._times: dict[Key, Times] = {}  # call times from the store
-        self._pending: dict[Key, Times] = {}  # calls let out here, rows not tailed yet
-        self._last_id = -1  # -1: not loaded
+    def __init__(self, repo: ComplianceRepo, slots: int = SLOTS) -> None:
+        self._repo = repo
+        self._size = slots
+        self._slots = _table(slots)
+        self._ready = False  # the table covers the period as configured: memory may answer
+        self._loaded = False  # the store was read once: it may count what memory cannot
+        # Rows up to this id were read (their pending calls dropped): the store counts those.
+        self._last_id = 0
+        self._pending: dict[Key, Times] = {}  # calls let out here, rows not read yet
         self._purposes: frozenset[str] = frozenset()
         self._period = 0.0
         self._tails = 0
-        self._generation = 0  # moves when a reload is needed: a tail under way stops
-        self._lock = asyncio.Lock()  # one tail at a time: a row is indexed once
+        self._generation = 0  # moves when a reload is needed: a reload under way stops
+        self._lock = asyncio.Lock()  # one tail at a time: a row is folded once
 
     def configure(self, purposes: Iterable[str], period: float) -> bool:
         """The limited purposes and the longest period; True when a reload is needed."""
@@ -46,49 +61,60 @@ class AttemptIndex:
         changed = purposes != self._purposes or period > self._period
         self._purposes, self._period = purposes, period
         if changed:
-            self._last_id = -1
+            self._ready = False
             self._generation += 1
         return changed
 
-    async def refresh(self, repo: ComplianceRepo, now: float) -> None:
+    async def refresh(self, now: float) -> None:
         async with self._lock:
-            if not self._purposes:
-                self._times.clear()
-                self._last_id = 0
-                return
             since = now - self._period
-            if self._last_id < 0:
-                self._times.clear()
-                self._last_id = 0
-            if not await self._tail(repo, since):
-                return  # reconfigured meanwhile: the next refresh loads again
+            if not self._ready:
+                if not await self._reload(since):
+                    return  # reconfigured meanwhile: the next refresh loads again
+            elif self._purposes:
+                await self._tail(self._slots, self._last_id, since, self._generation)
             self._tails += 1
             if self._tails % _SWEEP_EVERY == 0:
-                await self._sweep(since)
+                self._sweep(since)
 
-    async def _tail(self, repo: ComplianceRepo, since: float) -> bool:
-        """Index the rows after the last one read, a page at a time; False when the index
-        was reconfigured meanwhile."""
-        generation, purposes = self._generation, sorted(self._purposes)
-        after: int | None = self._last_id
-        if not after:  # nothing read yet: start from the first row in the period, by time
-            after = await repo.attempt_start(since)
-            if after is None or generation != self._generation:
-                return generation == self._generation
+    async def _reload(self, since: float) -> bool:
+        """A new table of the whole period, swapped in once complete; meanwhile the store
+        counts every call (the old table may not cover the new period)."""
+        generation = self._generation
+        table = _table(self._size)
+        if self._purposes:
+            start = await self._repo.attempt_start(since)
+            if generation != self._generation or not await self._tail(
+                table, start, since, generation
+            ):
+                return False
+        self._slots, self._ready, self._loaded = table, True, True
+        return True
+
+    async def _tail(self, table: memoryview, after: int, since: float, generation: int) -> bool:
+        """Fold the rows after ``after`` into ``table``, a page at a time; False when the
+        index was reconfigured meanwhile."""
+        purposes = sorted(self._purposes)
         while True:
-            rows, top, read = await repo.attempt_rows(after, since, purposes, PAGE)
+            rows, top, read = await self._repo.attempt_rows(after, since, purposes, PAGE)
             if generation != self._generation:
                 return False
-            self._index(rows)
-            after = self._last_id = top
+            self._fold(table, rows)
+            after = top
+            self._last_id = max(self._last_id, top)
             if read < PAGE:
                 return True
 
-    def _index(self, rows: Iterable[tuple[str, str, float]]) -> None:
-        stored, pending = self._times, self._pending
-        for callee_hash, purpose, at in rows:
+    def _fold(self, table: memoryview, rows: Iterable[tuple[int, str, str, float]]) -> None:
+        pending, read = self._pending, self._last_id
+        for row_id, callee_hash, purpose, at in rows:
+            slot = _slot(callee_hash, purpose, self._size)
+            stamp = min(math.ceil(at), 0xFFFFFFFF)
+            if stamp > table[slot]:
+                table[slot] = stamp
+            if row_id <= read:
+                continue  # read before (a reload): its pending call was dropped then
             key = (callee_hash, purpose)
-            stored[key] = _insert(stored.get(key), at)
             mine = pending.get(key)
             if mine:
                 # Our own call's row has arrived: it no longer needs counting as pending.
@@ -99,41 +125,65 @@ class AttemptIndex:
                 else:
                     del pending[key]
 
-    async def _sweep(self, since: float) -> None:
-        for store in (self._times, self._pending):
-            keys = list(store)
-            for start in range(0, len(keys), _SWEEP_KEYS):
-                for key in keys[start : start + _SWEEP_KEYS]:
-                    times = store.get(key)
-                    if times is None:
-                        continue
-                    times = times[bisect.bisect_left(times, since) :]
-                    if times:
-                        store[key] = times
-                    else:
-                        del store[key]
-                await asyncio.sleep(0)
+    def _sweep(self, since: float) -> None:
+        """Drop pending calls older than the period (rows that never reached the store)."""
+        pending = self._pending
+        for key, times in list(pending.items()):
+            kept = times[bisect.bisect_left(times, since) :]
+            if kept:
+                pending[key] = kept
+            else:
+                del pending[key]
 
     def note(self, key: Key, at: float) -> None:
         self._pending[key] = _insert(self._pending.get(key), at)
 
-    def count(self, keys: Iterable[Key], since: float) -> int:
+    def known(self, hashes: tuple[str, ...], purpose: str, since: float) -> int | None:
+        """The count from memory alone: None when the store must count (a recent slot)."""
+        if not self._ready:
+            return None
+        slots, size = self._slots, self._size
+        for h in hashes:
+            if slots[_slot(h, purpose, size)] >= since:
+                return None
+        return self._pending_count(hashes, purpose, since)
+
+    async def count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
+        """Calls let out to these hashes for ``purpose`` since ``since``. Raises StoreError
+        when the store must count and cannot (or was never read)."""
+        # Read pending and the last id read together, before waiting: a row read meanwhile
+        # is then counted once (by its pending entry), not twice or never.
+        known = self.known(hashes, purpose, since)
+        if known is not None:
+            return known
+        if not self._loaded:
+            raise StoreError("earlier calls not read from the store yet")
+        up_to, mine = self._last_id, self._pending_count(hashes, purpose, since)
+        return mine + await self._repo.attempt_count(hashes, purpose, since, up_to)
+
+    def _pending_count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
         total = 0
-        stored, pending = self._times, self._pending
-        for key in keys:
-            times = stored.get(key)
-            if times:
-                total += len(times) - bisect.bisect_left(times, since)
-            times = pending.get(key)
+        pending = self._pending
+        for h in hashes:
+            times = pending.get((h, purpose))
             if times:
                 total += len(times) - bisect.bisect_left(times, since)
         return total
 
 
+def _table(slots: int) -> memoryview:
+    return memoryview(mmap.mmap(-1, 4 * slots)).cast("I")
+
+
+def _slot(callee_hash: str, purpose: str, slots: int) -> int:
+    """The slot of a key (CRC-32 spreads distinct keys evenly; never raises)."""
+    return zlib.crc32(purpose.encode(), zlib.crc32(callee_hash.encode())) % slots
+
+
 def _insert(times: Times | None, at: float) -> Times:
     if not times:
         return (at,)
-    if at >= times[-1]:  # the usual case: rows and calls come in time order
+    if at >= times[-1]:  # the usual case: calls come in time order
         return (*times, at)
     i = bisect.bisect_right(times, at)
     return (*times[:i], at, *times[i:])

@@ -77,7 +77,7 @@ class PurposeRules:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: str  # allowed | outside_window | attempts_exceeded | opted_out
-    reason: str  # TRUSTLINE_REASON: window | holiday | attempt_limit | opted_out | optouts_unknown
+    reason: str  # TRUSTLINE_REASON: window | holiday | attempt_limit | opted_out | *_unknown
     zone: str  # the callee's time zone used
     next_window: str | None = None  # ISO 8601 in the callee's zone, for outside_window
     detail: str = ""  # the rule in words, for explain-call
@@ -253,14 +253,25 @@ def window_state(
 def optouts_unknown(zone: str, now: float, retry_seconds: float = 60.0) -> Verdict:
     """A call to a patient while the opt-out set has never been read (the store is down at
     start and there is no local copy): it does not go out; the dialer tries again shortly."""
+    return _held_back(
+        "optouts_unknown", "the opt-out list has not been read from the store yet",
+        zone, now, retry_seconds,
+    )  # fmt: skip
+
+
+def attempts_unknown(zone: str, now: float, retry_seconds: float = 60.0) -> Verdict:
+    """A call under an attempt limit to a callee who may have been called in the period, while
+    the store cannot count those calls (down, or slower than the deadline): it does not go
+    out; the dialer tries again shortly."""
+    return _held_back(
+        "attempts_unknown", "the store could not count this callee's earlier attempts",
+        zone, now, retry_seconds,
+    )  # fmt: skip
+
+
+def _held_back(reason: str, detail: str, zone: str, now: float, retry_seconds: float) -> Verdict:
     later = datetime.fromtimestamp(now + retry_seconds, ZoneInfo(zone)).replace(microsecond=0)
-    return Verdict(
-        OUTSIDE_WINDOW,
-        "optouts_unknown",
-        zone,
-        later.isoformat(),
-        "the opt-out list has not been read from the store yet",
-    )
+    return Verdict(OUTSIDE_WINDOW, reason, zone, later.isoformat(), detail)
 
 
 @lru_cache(maxsize=1024)

@@ -34,6 +34,7 @@ CHAINED: dict[str, tuple[str, ...]] = {
 
 # Decisions that let a call go out count as attempts; a call never dialled does not.
 ATTEMPT_STATUSES = ("ok", "exhausted", "fallback")
+_ATTEMPT_MARKS = ", ".join("?" * len(ATTEMPT_STATUSES))
 
 # How far a table is chained: "tbl <> 'purge'" lets SQLite use the partial index
 # audit_chain_row for a bound table name; without it MAX(row_id) scanned the whole chain.
@@ -120,20 +121,25 @@ class ComplianceRepo:
         return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
 
     # -- attempts --------------------------------------------------------------------------
-    async def attempt_start(self, since: float) -> int | None:
-        """The id just before the first call_audit row at or after ``since``; None if none."""
-        row = await self.db.reads.fetchone("SELECT MIN(id) FROM call_audit WHERE at >= ?", (since,))
-        return int(row[0]) - 1 if row and row[0] is not None else None
+    async def attempt_start(self, since: float) -> int:
+        """The id just before the first call_audit row at or after ``since``; with none, the
+        last id (0 for an empty table): where a tail of the period starts."""
+        row = await self.db.reads.fetchone(
+            "SELECT COALESCE((SELECT MIN(id) FROM call_audit WHERE at >= ?) - 1,"
+            " (SELECT MAX(id) FROM call_audit), 0)",
+            (since,),
+        )
+        return int(row[0]) if row else 0
 
     async def attempt_rows(
         self, after_id: int, since: float, purposes: Sequence[str], limit: int
-    ) -> tuple[list[tuple[str, str, float]], int, int]:
+    ) -> tuple[list[tuple[int, str, str, float]], int, int]:
         """Calls let out for ``purposes`` ("*": all) since ``since``, among the first ``limit``
-        rows after ``after_id`` in id order: ([(callee hash, purpose, at)], the highest id
+        rows after ``after_id`` in id order: ([(id, callee hash, purpose, at)], the highest id
         read, how many rows were read). A page read by primary key; filtered here."""
         wanted = set(purposes)
         every = "*" in wanted
-        out: list[tuple[str, str, float]] = []
+        out: list[tuple[int, str, str, float]] = []
         top = after_id
         rows = await self.db.reads.fetchall(
             "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE id > ?"
@@ -144,8 +150,21 @@ class ComplianceRepo:
             top = int(r[0])
             counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
             if counted and (every or r[2] in wanted):
-                out.append((str(r[1]), str(r[2]), float(r[3])))
+                out.append((top, str(r[1]), str(r[2]), float(r[3])))
         return out, top, len(rows)
+
+    async def attempt_count(
+        self, hashes: Sequence[str], purpose: str, since: float, up_to_id: int
+    ) -> int:
+        """Calls let out for ``purpose`` to any of ``hashes`` since ``since``, among the rows
+        up to ``up_to_id``: one look-up on call_audit (callee_hash, at)."""
+        marks = ", ".join("?" * len(hashes))
+        row = await self.db.reads.fetchone(
+            f"SELECT COUNT(*) FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
+            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS})",
+            (*hashes, since, up_to_id, purpose, *ATTEMPT_STATUSES),
+        )
+        return int(row[0]) if row else 0
 
     # -- admin audit -----------------------------------------------------------------------
     async def add_admin(self, at: float, actor: str, action: str, target: str, detail: str) -> None:

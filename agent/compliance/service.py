@@ -8,9 +8,11 @@ Each set read is also copied to ``snapshot`` (snapshot.py): when the store does 
 start, the agent decides from that copy; with no copy either, the set is unknown and no call
 to a patient goes out (``outside_window``, reason ``optouts_unknown``, a retry in a minute)
 until the store answers. Calls to extensions are not held back.
-Attempts are counted from the store's call_audit through an index tailed at the same pace
-(attempts.py), plus the calls this process let out whose rows are not in it yet. Never logs
-a full number (phone.mask).
+Attempts are counted from memory when a table tailed from the store's call_audit at the same
+pace proves the callee had no call in the period, else by the store (attempts.py), plus the
+calls this process let out whose rows are not read yet. A callee the store must count while it
+cannot is held back the same way (reason ``attempts_unknown``). Never logs a full number
+(phone.mask).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class ComplianceService:
         self._version = -1
         self._known = False  # the opt-out set was read (from the store, or else the copy)
         self._snapshot = snapshot
-        self._attempts = AttemptIndex()
+        self._attempts = AttemptIndex(self._repo)
         self._callees = Callees(hash_key)
         self._tasks: list[asyncio.Task[None]] = []
         self.apply_config(config, region=region, timezone=timezone)
@@ -131,7 +133,7 @@ class ComplianceService:
 
     async def refresh(self) -> None:
         """Reload the opt-out set when another process (CLI, another agent) changed it."""
-        await self._attempts.refresh(self._repo, self._clock.now())
+        await self._attempts.refresh(self._clock.now())
         version = await self._repo.optout_version()
         if version != self._version:
             self._set_optouts(await self._repo.optouts())
@@ -239,8 +241,19 @@ class ComplianceService:
         return state
 
     def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
-        """The verdict without I/O (a deadline path): windows and opt-outs, not attempts."""
-        return self._quick(purpose, self._rules(purpose), callee, self._clock.now())[0]
+        """The verdict without I/O (a deadline path): windows, opt-outs, and the attempt limit
+        when memory proves the callee had no call in the period; otherwise held back."""
+        now = self._clock.now()
+        rules = self._rules(purpose)
+        verdict, found = self._quick(purpose, rules, callee, now)
+        limit = rules.limit
+        if not verdict.allowed or limit is None or found is None:
+            return verdict
+        hashes = self._callees.audit_hashes(callee, self._region, found)
+        attempts = self._attempts.known(hashes, purpose, now - limit.seconds)
+        if attempts is None:
+            return policy.attempts_unknown(verdict.zone, now)
+        return self._limited(rules, verdict, attempts, now)
 
     async def check(self, purpose: str, callee: str) -> policy.Verdict:
         """May a call for ``purpose`` go to ``callee`` now?"""
@@ -251,13 +264,25 @@ class ComplianceService:
         if not verdict.allowed or limit is None or found is None:
             return verdict
         hashes = self._callees.audit_hashes(callee, self._region, found)
-        attempts = self._count(hashes, purpose, now - limit.seconds)
-        if attempts < limit.attempts:
+        try:
+            attempts = await self._attempts.count(hashes, purpose, now - limit.seconds)
+        except StoreError as exc:
+            log.warning(
+                "compliance: earlier calls to %s not counted (%s); call held back",
+                phone.mask(callee), exc,
+            )  # fmt: skip
+            return policy.attempts_unknown(verdict.zone, now)
+        return self._limited(rules, verdict, attempts, now)
+
+    @staticmethod
+    def _limited(
+        rules: policy.PurposeRules, verdict: policy.Verdict, attempts: int, now: float
+    ) -> policy.Verdict:
+        """An allowed verdict, checked against the attempt limit."""
+        assert rules.limit is not None
+        if attempts < rules.limit.attempts:
             return verdict
         return policy.decide(rules, now=now, zone=verdict.zone, opted_out=False, attempts=attempts)
-
-    def _count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
-        return self._attempts.count([(h, purpose) for h in hashes], since)
 
     def note_attempt(self, purpose: str, callee: str) -> None:
         """A call was let out: count it before its audit row reaches the store."""
@@ -283,7 +308,7 @@ class ComplianceService:
             out.append(("attempt limit", "not set", ""))
         else:
             hashes = self._callees.audit_hashes(callee, self._region, found)
-            n = self._count(hashes, purpose, now - rules.limit.seconds)
+            n = await self._attempts.count(hashes, purpose, now - rules.limit.seconds)
             stop = n >= rules.limit.attempts
             text = f"{n} of {rules.limit.attempts} in the last {rules.limit.days} days"
             out.append(("attempt limit", "stops" if stop else "passes", text))

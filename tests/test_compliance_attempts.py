@@ -1,0 +1,194 @@
+"""Attempt limits count exactly in a fixed amount of memory: a table of recent slots answers
+most callees from memory, the store counts the others. When the store cannot count a callee
+who may have been called in the period, the call is held back a minute, never let out
+uncounted; a callee memory proves uncalled still goes out. Real SQLite files, and PostgreSQL
+behind a TCP forwarder taken down."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from agent import phone
+from agent.clock import FrozenClock
+from agent.compliance import snapshot
+from agent.compliance.attempts import AttemptIndex
+from agent.compliance.config import parse_compliance
+from agent.compliance.repo import ComplianceRepo
+from agent.compliance.service import ComplianceService
+from agent.errors import StoreError
+from agent.outbound.repo import AuditRecord, OutboundRepo
+from agent.store import Database, open_database
+from tests.postgres_schema import fresh_schema
+from tests.test_postgres_agents import free_port
+from tests.test_postgres_down import Forwarder
+
+NOW = 1_795_000_000.0
+WEEK = 7 * 86400.0
+KEY = b"k" * 32
+LIMITS = "[limits]\nsurvey = { attempts = 2, days = 7 }\n"
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    store = await open_database(tmp_path / "data" / "trustline.sqlite3")
+    yield store
+    await store.close()
+
+
+def called(i: int, callee_hash: str, age: float = 3600.0) -> AuditRecord:
+    return AuditRecord(
+        NOW - age, f"u{i}", "survey", "clinic", "+33142000001", "ok", "least_used",
+        callee_hash, None,
+    )  # fmt: skip
+
+
+def hashed(number: str) -> str:
+    return phone.keyed_hash(KEY, phone.to_e164(number, "FR"))
+
+
+async def test_memory_does_not_grow_with_the_callees_called_in_the_period(db: Database) -> None:
+    await OutboundRepo(db).write_audit([called(i, f"h{i:06d}") for i in range(20_000)], {})
+    index = AttemptIndex(ComplianceRepo(db))
+    index.configure(["survey"], WEEK)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await index.refresh(NOW)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A copy of every callee took ~400 bytes each: 8 MB here. The table is fixed.
+    assert kept < 200_000, kept
+    assert await index.count(("h000042",), "survey", NOW - WEEK) == 1
+    assert await index.count(("h000042",), "survey", NOW - 60.0) == 0  # before that period
+    assert await index.count(("never",), "survey", NOW - WEEK) == 0
+
+
+async def test_the_store_counts_a_callee_whose_slot_is_shared(db: Database) -> None:
+    repo = ComplianceRepo(db)
+    index = AttemptIndex(repo, slots=1)  # every callee shares the one slot
+    index.configure(["survey"], WEEK)
+    await OutboundRepo(db).write_audit([called(1, "a"), called(2, "a"), called(3, "b")], {})
+    await index.refresh(NOW)
+    assert index.known(("c",), "survey", NOW - WEEK) is None  # "maybe": memory cannot tell
+    assert await index.count(("c",), "survey", NOW - WEEK) == 0
+    assert await index.count(("a",), "survey", NOW - WEEK) == 2
+    # A call let out here counts at once, and once only when its own row is read.
+    index.note(("b", "survey"), NOW)
+    assert await index.count(("b",), "survey", NOW - WEEK) == 2
+    await OutboundRepo(db).write_audit([called(4, "b", age=0.0)], {})
+    assert await index.count(("b",), "survey", NOW - WEEK) == 2  # the row is not read yet
+    await index.refresh(NOW)
+    assert await index.count(("b",), "survey", NOW - WEEK) == 2
+
+
+async def test_on_a_deadline_the_limit_holds_from_memory_or_the_call_waits(db: Database) -> None:
+    loaded = parse_compliance(LIMITS)
+    service = ComplianceService(db, FrozenClock(NOW), KEY, loaded.compliance)
+    await OutboundRepo(db).write_audit([called(1, hashed("0612345678"))], {})
+    await service.start(refresh_seconds=None)
+    # Never called in the period: memory proves it, the limit is counted without the store.
+    for _ in range(2):
+        assert service.check_offline("survey", "0612000001").allowed
+        service.note_attempt("survey", "0612000001")
+    assert service.check_offline("survey", "0612000001").status == "attempts_exceeded"
+    # Called before (its row is in the store): without I/O nobody can count it, it waits.
+    waits = service.check_offline("survey", "0612345678")
+    assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+    assert waits.next_window == "2026-11-18T12:07:40+01:00"  # NOW plus a minute, Paris time
+    assert service.check_offline("results", "0612345678").allowed  # no limit for results
+    assert (await service.check("survey", "0612345678")).allowed  # the store says 1 of 2
+
+
+async def test_when_the_store_is_down_a_callee_it_must_count_waits() -> None:
+    async for url in fresh_schema():
+        real = urlsplit(url)
+        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+        await forwarder.up()
+        via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
+        store = await open_database(via)
+        try:
+            loaded = parse_compliance(LIMITS)
+            service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance)
+            await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
+            await service.start(refresh_seconds=None)
+            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2
+            await forwarder.down()  # every connection cut
+            waits = await service.check("survey", "0612345678")
+            assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+            assert (await service.check("survey", "0612000002")).allowed  # never called
+            await forwarder.up()
+            assert (await service.check("survey", "0612345678")).allowed  # counted again
+        finally:
+            await forwarder.down()
+            await store.close()
+
+
+async def test_a_longer_period_on_reload_is_counted_by_the_store_until_read(db: Database) -> None:
+    await OutboundRepo(db).write_audit(
+        [called(i, hashed("0612345678"), age=10 * 86400.0) for i in range(2)], {}
+    )
+    service = ComplianceService(db, FrozenClock(NOW), KEY, parse_compliance(LIMITS).compliance)
+    await service.start(refresh_seconds=None)
+    assert (await service.check("survey", "0612345678")).allowed  # 10 days ago: not in 7
+    longer = parse_compliance("[limits]\nsurvey = { attempts = 2, days = 14 }\n").compliance
+    service.apply_config(longer, region="FR", timezone="Europe/Paris")  # as a reload does
+    # The table has not read the longer period yet: the store counts, exactly.
+    assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
+    assert (await service.check("survey", "0612000003")).allowed
+    await service.refresh()
+    assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
+    assert (await service.check("survey", "0612000003")).allowed
+    # A callee's first call is read from the store, the second is not written yet: reading
+    # the period again on the next reload counts the second still, once.
+    service.note_attempt("survey", "0612000003")
+    await OutboundRepo(db).write_audit([called(3, hashed("0612000003"), age=0.0)], {})
+    await service.refresh()
+    service.note_attempt("survey", "0612000003")
+    longest = parse_compliance("[limits]\nsurvey = { attempts = 2, days = 30 }\n").compliance
+    service.apply_config(longest, region="FR", timezone="Europe/Paris")
+    await service.refresh()
+    assert (await service.check("survey", "0612000003")).status == "attempts_exceeded"
+
+
+async def test_an_agent_that_never_read_earlier_calls_lets_no_limited_call_out(
+    tmp_path: Path,
+) -> None:
+    async for url in fresh_schema():
+        real = urlsplit(url)
+        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+        await forwarder.up()
+        via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
+        store = await open_database(via)
+        try:
+            await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
+            await forwarder.down()  # down before this agent read anything
+            copy = tmp_path / "optouts.json"
+            snapshot.write(copy, set(), NOW - 60)  # opt-outs are known from the agent's copy
+            loaded = parse_compliance(LIMITS)
+            service = ComplianceService(
+                store, FrozenClock(NOW), KEY, loaded.compliance, snapshot=copy
+            )
+            with pytest.raises(StoreError):
+                await service.start(refresh_seconds=None)
+            for callee in ("0612345678", "0612000004"):  # called before, or not: nobody knows
+                waits = await service.check("survey", callee)
+                assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+                waits = service.check_offline("survey", callee)
+                assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+            assert (await service.check("results", "0612345678")).allowed  # not limited
+            await forwarder.up()
+            waits = await service.check("survey", "0612345678")  # up, but nothing read yet
+            assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+            await service.refresh()
+            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2
+            service.note_attempt("survey", "0612345678")
+            assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
+        finally:
+            await forwarder.down()
+            await store.close()
