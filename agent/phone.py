@@ -28,7 +28,9 @@ def parse(text: str, region: str) -> phonenumbers.PhoneNumber:
 
 
 def _cleaned(text: str) -> str:
-    raw = text.strip().translate(_STRIP)
+    raw = text.strip()
+    if not raw.isascii() or not raw.lstrip("+").isdigit():  # as dialled by a machine: as is
+        raw = raw.translate(_STRIP)
     if raw.startswith("00"):
         raw = "+" + raw[2:]
     if not raw or len(raw) > 20:
@@ -125,6 +127,9 @@ def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
     return phonenumbers.PhoneNumber(country_code=split[0], national_number=int(split[1]))
 
 
+# One call's callee is read by compliance, then by the decision: the recent ones are kept (a
+# cleaned number is at most 20 characters, so 4,096 of them stay small whatever is dialled).
+@lru_cache(maxsize=4096)
 def _split_as_dialled(raw: str, region: str) -> tuple[int, str] | None:
     """phonenumbers.parse's answer for a cleaned number that is valid as dialled, sooner, as
     (country code, national number); None when phonenumbers must read it itself (anything

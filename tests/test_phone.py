@@ -111,3 +111,30 @@ def test_a_hostile_or_broken_callee_gets_phonenumbers_answer_not_the_shortcuts()
             if not text.isascii() or region == "ZZ":
                 assert _valid_as_dialled(text, region) is None
             assert _read(_parse_possible, text, region) == _read(_parse_full, text, region)
+
+
+def test_a_callee_is_cleaned_as_before_whether_it_needs_cleaning_or_not() -> None:
+    """A callee of digits only skips the clean-up: the text is the same either way, for
+    machine-dialled numbers, human formatting, other scripts' digits and random texts."""
+    import random
+
+    from agent.phone import _STRIP, _cleaned
+
+    def before(text: str) -> str | None:
+        raw = text.strip().translate(_STRIP)
+        raw = "+" + raw[2:] if raw.startswith("00") else raw
+        return raw if raw and len(raw) <= 20 else None
+
+    def now(text: str) -> str | None:
+        try:
+            return _cleaned(text)
+        except InvalidNumber:
+            return None
+
+    rng = random.Random(13)
+    alphabet = "0123456789+ .-()/\t\n\x00٣３aZ#*"
+    texts = ["0612345678", "+33612345678", "0033612345678", "++336", " 06 12 34 56 78 ",
+             "06.12.34.56.78", "(01) 42-00", "٣٣", "３３", "", "+", "00", "1" * 21]  # fmt: skip
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(0, 24))) for _ in range(20_000)]
+    for text in texts:
+        assert now(text) == before(text), repr(text)
