@@ -116,7 +116,15 @@ def dialled(text: str, region: str) -> tuple[int, str] | None:
     without phonenumbers' objects: ``+``, the code and the national number are its E.164.
     None when phonenumbers must read it (``parse``): anything unusual, every invalid number.
     Raises InvalidNumber for an empty or overlong text, as ``parse`` does."""
-    return _split_as_dialled(_cleaned(text), region)
+    return _split_callee(_cleaned(text), region)
+
+
+# One call's callee is read by compliance, then by the decision: the recent ones are kept (a
+# cleaned number is at most 20 characters, so 4,096 of them stay small whatever is dialled).
+# Callees only: the pool's numbers, read once at start through ``parse``, do not fill it.
+@lru_cache(maxsize=4096)
+def _split_callee(raw: str, region: str) -> tuple[int, str] | None:
+    return _split_as_dialled(raw, region)
 
 
 def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
@@ -127,9 +135,6 @@ def _valid_as_dialled(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
     return phonenumbers.PhoneNumber(country_code=split[0], national_number=int(split[1]))
 
 
-# One call's callee is read by compliance, then by the decision: the recent ones are kept (a
-# cleaned number is at most 20 characters, so 4,096 of them stay small whatever is dialled).
-@lru_cache(maxsize=4096)
 def _split_as_dialled(raw: str, region: str) -> tuple[int, str] | None:
     """phonenumbers.parse's answer for a cleaned number that is valid as dialled, sooner, as
     (country code, national number); None when phonenumbers must read it itself (anything
