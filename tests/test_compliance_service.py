@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -311,13 +312,26 @@ async def test_explain_call_names_the_rule_that_stops_it(
 async def test_the_explain_call_command_prints_the_rules_without_the_number(
     compliant: Compliant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    agent, _ = compliant
+    assert agent.outbound is not None and agent.db is not None
+    hashed = agent.outbound.callee_hash(PATIENT)
+    now = time.time()  # the command reads the system clock
+    await OutboundRepo(agent.db).write_audit(
+        [
+            AuditRecord(now - 3600 * h, f"e{h}", "survey", "clinic", "+33142000001", "ok",
+                        "least_used", hashed, None)
+            for h in (1, 2, 200)  # the third is older than the 7 days
+        ],
+        {},
+    )  # fmt: skip
     code = await asyncio.to_thread(
         cli, tmp_path, "explain-call", "--purpose", "survey", "--callee", PATIENT
     )
     assert code == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["RULE", "RESULT", "WHY"]
-    assert "Indian/Reunion" in out and "attempt limit" in out
+    assert "Indian/Reunion" in out
+    assert "2 of 3 in the last 7 days" in out  # counted by the store
     assert "692123456" not in out
 
 

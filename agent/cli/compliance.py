@@ -78,7 +78,7 @@ async def offline_compliance(
     key = offline.hash_key(settings) if needs_key else b""
     async with offline.build(settings, key=key) as build:
         service = build.compliance(loaded)
-        await service.start(refresh_seconds=None)
+        await service.start(refresh_seconds=None, follow_attempts=False)
         yield service, loaded.timezone
 
 

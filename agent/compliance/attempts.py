@@ -157,7 +157,11 @@ class AttemptIndex:
         if known is not None:
             return known
         if not self._loaded:
-            raise StoreError("earlier calls not read from the store yet")
+            # Never read (a command, or the store down since start): the store counts every
+            # row, exact unless calls let out here may be among them, which it cannot tell.
+            if self._pending:
+                raise StoreError("earlier calls not read from the store yet")
+            return await self._repo.attempt_count(hashes, purpose, since, None)
         up_to, mine = self._last_id, self._pending_count(hashes, purpose, since)
         return mine + await self._repo.attempt_count(hashes, purpose, since, up_to)
 

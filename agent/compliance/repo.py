@@ -154,16 +154,17 @@ class ComplianceRepo:
         return out, top, len(rows)
 
     async def attempt_count(
-        self, hashes: Sequence[str], purpose: str, since: float, up_to_id: int
+        self, hashes: Sequence[str], purpose: str, since: float, up_to_id: int | None
     ) -> int:
         """Calls let out for ``purpose`` to any of ``hashes`` since ``since``, among the rows
-        up to ``up_to_id``: one look-up on call_audit (callee_hash, at)."""
+        up to ``up_to_id`` (None: all): one look-up on call_audit (callee_hash, at)."""
         marks = ", ".join("?" * len(hashes))
         row = await self.db.reads.fetchone(
             f"SELECT COUNT(*) FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
             f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS})",
-            (*hashes, since, up_to_id, purpose, *ATTEMPT_STATUSES),
-        )
+            (*hashes, since, 2**62 if up_to_id is None else up_to_id, purpose,
+             *ATTEMPT_STATUSES),
+        )  # fmt: skip
         return int(row[0]) if row else 0
 
     # -- admin audit -----------------------------------------------------------------------

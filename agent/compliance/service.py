@@ -72,6 +72,7 @@ class ComplianceService:
         self._attempts = AttemptIndex(self._repo)
         self._callees = Callees(hash_key)
         self._tasks: list[asyncio.Task[None]] = []
+        self._follow_attempts = True
         self.apply_config(config, region=region, timezone=timezone)
 
     @property
@@ -100,7 +101,11 @@ class ComplianceService:
         refresh_seconds: float | None = 2.0,
         chain_seconds: float = 10.0,
         purge_seconds: float = 3600.0,
+        follow_attempts: bool = True,
     ) -> None:
+        """``follow_attempts=False`` (a command): attempts are counted by the store alone, so
+        the call history is not read at start."""
+        self._follow_attempts = follow_attempts
         try:
             await self.refresh()
         except StoreError:
@@ -133,7 +138,8 @@ class ComplianceService:
 
     async def refresh(self) -> None:
         """Reload the opt-out set when another process (CLI, another agent) changed it."""
-        await self._attempts.refresh(self._clock.now())
+        if self._follow_attempts:
+            await self._attempts.refresh(self._clock.now())
         version = await self._repo.optout_version()
         if version != self._version:
             self._set_optouts(await self._repo.optouts())
