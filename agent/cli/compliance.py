@@ -83,7 +83,7 @@ async def offline_compliance(
 
 
 def _actor(args: argparse.Namespace) -> str:
-    from agent.compliance.service import os_actor
+    from agent.cli.offline import os_actor
 
     operator = getattr(args, "operator", "")
     return f"{operator} / {os_actor()}" if operator else os_actor()

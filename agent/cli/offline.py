@@ -9,6 +9,8 @@ which store it expected instead of answering about a new empty one.
 from __future__ import annotations
 
 import contextlib
+import getpass
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -97,3 +99,13 @@ def pools(settings: Settings, command: str) -> Config:
             hint=f"`trustline {command}` needs the pools file; fix it (`trustline check-config "
             f"{settings.config}`). Meanwhile {WITHOUT_POOLS} still work.",
         ) from None
+
+
+def os_actor() -> str:
+    """Who runs an admin command: the OS login (and the sudo user behind it)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{user} (sudo by {sudo})" if sudo else user

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _actor() -> Actor:
     from agent.admin.audit import Actor
-    from agent.compliance.service import os_actor
+    from agent.cli.offline import os_actor
 
     return Actor(os_actor(), "cli", "local")
 

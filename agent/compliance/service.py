@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import getpass
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -390,13 +388,3 @@ class ComplianceService:
             detail = json.dumps({p.table: p.rows for p in plans}, sort_keys=True)
             await self._repo.add_admin(now, actor, "audit_purge", "retention", detail)
         return plans
-
-
-def os_actor() -> str:
-    """Who runs an admin command: the OS login (and the sudo user behind it)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    sudo = os.environ.get("SUDO_USER")
-    return f"{user} (sudo by {sudo})" if sudo else user
