@@ -79,7 +79,7 @@ async def test_the_store_counts_a_callee_whose_slot_is_shared(db: Database) -> N
     assert await index.count(("c",), "survey", NOW - WEEK) == 0
     assert await index.count(("a",), "survey", NOW - WEEK) == 2
     # A call let out here counts at once, and once only when its own row is read.
-    index.note(("b", "survey"), NOW)
+    index.note(("b", "survey"), NOW, "u4")
     assert await index.count(("b",), "survey", NOW - WEEK) == 2
     await OutboundRepo(db).write_audit([called(4, "b", age=0.0)], {})
     assert await index.count(("b",), "survey", NOW - WEEK) == 2  # the row is not read yet
@@ -193,3 +193,24 @@ async def test_an_agent_that_never_read_earlier_calls_lets_no_limited_call_out(
         finally:
             await forwarder.down()
             await store.close()
+
+
+async def test_a_call_let_out_here_counts_once_whatever_the_times_and_other_agents(
+    db: Database,
+) -> None:
+    index = AttemptIndex(ComplianceRepo(db))
+    index.configure(["survey"], WEEK)
+    await index.refresh(NOW)
+    # The audit row's time is taken when the decision starts, before the call is noted.
+    index.note(("a", "survey"), NOW, "u1")
+    await OutboundRepo(db).write_audit([called(1, "a", age=0.5)], {})
+    await index.refresh(NOW)
+    assert await index.count(("a",), "survey", NOW - WEEK) == 1
+    # Another agent's call to the same callee, read first, is not ours: ours still counts.
+    index.note(("a", "survey"), NOW, "u2")
+    await OutboundRepo(db).write_audit([called(3, "a", age=-1.0)], {})  # uniqueid "u3"
+    await index.refresh(NOW)
+    assert await index.count(("a",), "survey", NOW - WEEK) == 3
+    await OutboundRepo(db).write_audit([called(2, "a", age=0.2)], {})
+    await index.refresh(NOW)
+    assert await index.count(("a",), "survey", NOW - WEEK) == 3

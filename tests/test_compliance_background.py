@@ -65,8 +65,8 @@ async def test_a_long_tail_gives_the_loop_back_every_page_and_counts_exactly(
         else:
             records.append(row(i, callee, age=float(i % 97)))
     # Two calls this process let out, whose rows are in the tail: counted once, not twice.
-    index.note((callees[0], "survey"), NOW - 1.0)
-    index.note((callees[1], "survey"), NOW - 1.0)
+    index.note((callees[0], "survey"), NOW - 1.0, "u0")
+    index.note((callees[1], "survey"), NOW - 1.0, "u1")
     await OutboundRepo(db).write_audit(records, {})
 
     turns = 0

@@ -200,6 +200,29 @@ async def test_the_limit_holds_before_the_audit_rows_reach_the_store(
     assert statuses == ["ok", "ok", "ok", "attempts_exceeded"]
 
 
+async def test_the_limit_counts_each_call_once_with_a_clock_that_moves(
+    compliant: Compliant, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As time.time() does: the audit row's time (the decision's start) comes before the
+    moment the call is noted as let out. Each call is counted once, before and after its row
+    is read back."""
+    agent, service = compliant
+    assert agent.outbound is not None
+    clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
+
+    def ticking() -> float:
+        clock.advance(0.001)
+        return clock._t
+
+    monkeypatch.setattr(clock, "now", ticking)
+    statuses = []
+    for _ in range(4):
+        statuses.append((await call(agent, "survey"))["TRUSTLINE_STATUS"])
+        await agent.outbound.flush()  # the audit row reaches the store
+        await service.refresh()  # and is read back
+    assert statuses == ["ok", "ok", "ok", "attempts_exceeded"]
+
+
 async def test_an_ivr_opt_out_over_ami_stops_surveys_but_not_results(
     compliant: Compliant, clock: FrozenClock
 ) -> None:

@@ -23,7 +23,6 @@ It shares the event loop with the calls: rows are read and folded a page at a ti
 from __future__ import annotations
 
 import asyncio
-import bisect
 import math
 import mmap
 import zlib
@@ -33,7 +32,7 @@ from agent.compliance.repo import ComplianceRepo
 from agent.errors import StoreError
 
 Key = tuple[str, str]  # (callee hash, purpose)
-Times = tuple[float, ...]  # sorted
+Pending = tuple[tuple[float, str], ...]  # (time, Asterisk uniqueid) per call, in time order
 SLOTS = 2**21  # 4 bytes each: 8 MiB, flat from the first call to the millionth
 PAGE = 250  # call_audit rows read and folded between two turns of the event loop
 _SWEEP_EVERY = 300  # tails between sweeps of pending calls older than the longest period
@@ -48,7 +47,7 @@ class AttemptIndex:
         self._loaded = False  # the store was read once: it may count what memory cannot
         # Rows up to this id were read (their pending calls dropped): the store counts those.
         self._last_id = 0
-        self._pending: dict[Key, Times] = {}  # calls let out here, rows not read yet
+        self._pending: dict[Key, Pending] = {}  # calls let out here, rows not read yet
         self._purposes: frozenset[str] = frozenset()
         self._period = 0.0
         self._tails = 0
@@ -105,9 +104,9 @@ class AttemptIndex:
             if read < PAGE:
                 return True
 
-    def _fold(self, table: memoryview, rows: Iterable[tuple[int, str, str, float]]) -> None:
+    def _fold(self, table: memoryview, rows: Iterable[tuple[int, str, str, float, str]]) -> None:
         pending, read = self._pending, self._last_id
-        for row_id, callee_hash, purpose, at in rows:
+        for row_id, callee_hash, purpose, at, uniqueid in rows:
             slot = _slot(callee_hash, purpose, self._size)
             stamp = min(math.ceil(at), 0xFFFFFFFF)
             if stamp > table[slot]:
@@ -117,26 +116,28 @@ class AttemptIndex:
             key = (callee_hash, purpose)
             mine = pending.get(key)
             if mine:
-                # Our own call's row has arrived: it no longer needs counting as pending.
-                if bisect.bisect_right(mine, at):
-                    mine = mine[1:]
-                if mine:
-                    pending[key] = mine
+                # This agent's own call, now in the store: no longer counted as pending. Matched
+                # by the call's uniqueid (another agent's row for the callee is not ours).
+                kept = _without(mine, uniqueid)
+                if kept:
+                    pending[key] = kept
                 else:
                     del pending[key]
 
     def _sweep(self, since: float) -> None:
         """Drop pending calls older than the period (rows that never reached the store)."""
         pending = self._pending
-        for key, times in list(pending.items()):
-            kept = times[bisect.bisect_left(times, since) :]
+        for key, calls in list(pending.items()):
+            kept = tuple(c for c in calls if c[0] >= since)
             if kept:
                 pending[key] = kept
             else:
                 del pending[key]
 
-    def note(self, key: Key, at: float) -> None:
-        self._pending[key] = _insert(self._pending.get(key), at)
+    def note(self, key: Key, at: float, uniqueid: str = "") -> None:
+        """A call let out here (its audit row, written behind, carries the same uniqueid)."""
+        calls = self._pending.get(key)
+        self._pending[key] = tuple(sorted((*calls, (at, uniqueid)))) if calls else ((at, uniqueid),)
 
     def known(self, hashes: tuple[str, ...], purpose: str, since: float) -> int | None:
         """The count from memory alone: None when the store must count (a recent slot)."""
@@ -169,9 +170,9 @@ class AttemptIndex:
         total = 0
         pending = self._pending
         for h in hashes:
-            times = pending.get((h, purpose))
-            if times:
-                total += len(times) - bisect.bisect_left(times, since)
+            calls = pending.get((h, purpose))
+            if calls:
+                total += sum(1 for c in calls if c[0] >= since)
         return total
 
 
@@ -184,10 +185,10 @@ def _slot(callee_hash: str, purpose: str, slots: int) -> int:
     return zlib.crc32(purpose.encode(), zlib.crc32(callee_hash.encode())) % slots
 
 
-def _insert(times: Times | None, at: float) -> Times:
-    if not times:
-        return (at,)
-    if at >= times[-1]:  # the usual case: calls come in time order
-        return (*times, at)
-    i = bisect.bisect_right(times, at)
-    return (*times[:i], at, *times[i:])
+def _without(calls: Pending, uniqueid: str) -> Pending:
+    """``calls`` less the first one with this uniqueid (Asterisk's, unique to the call; every
+    AGI request carries one), unchanged if none has it."""
+    for i, call in enumerate(calls):
+        if call[1] == uniqueid:
+            return calls[:i] + calls[i + 1 :]
+    return calls

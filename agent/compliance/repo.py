@@ -133,16 +133,16 @@ class ComplianceRepo:
 
     async def attempt_rows(
         self, after_id: int, since: float, purposes: Sequence[str], limit: int
-    ) -> tuple[list[tuple[int, str, str, float]], int, int]:
+    ) -> tuple[list[tuple[int, str, str, float, str]], int, int]:
         """Calls let out for ``purposes`` ("*": all) since ``since``, among the first ``limit``
-        rows after ``after_id`` in id order: ([(id, callee hash, purpose, at)], the highest id
-        read, how many rows were read). A page read by primary key; filtered here."""
+        rows after ``after_id`` in id order: ([(id, callee hash, purpose, at, uniqueid)], the
+        highest id read, how many rows were read). A page read by primary key; filtered here."""
         wanted = set(purposes)
         every = "*" in wanted
-        out: list[tuple[int, str, str, float]] = []
+        out: list[tuple[int, str, str, float, str]] = []
         top = after_id
         rows = await self.db.reads.fetchall(
-            "SELECT id, callee_hash, purpose, at, status FROM call_audit WHERE id > ?"
+            "SELECT id, callee_hash, purpose, at, status, uniqueid FROM call_audit WHERE id > ?"
             " ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -150,7 +150,7 @@ class ComplianceRepo:
             top = int(r[0])
             counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
             if counted and (every or r[2] in wanted):
-                out.append((top, str(r[1]), str(r[2]), float(r[3])))
+                out.append((top, str(r[1]), str(r[2]), float(r[3]), str(r[5] or "")))
         return out, top, len(rows)
 
     async def attempt_count(

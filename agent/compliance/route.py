@@ -52,7 +52,7 @@ class ComplianceRoute:
             return self._refuse(request, verdict)
         answer = await self._inner.handle_args(request, args)
         if answer.outcome in _DIALLED:
-            self._compliance.note_attempt(purpose, callee)
+            self._compliance.note_attempt(purpose, callee, request.uniqueid)
         return answer
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
@@ -62,5 +62,5 @@ class ComplianceRoute:
             return self._refuse(request, verdict)
         answer = self._inner.on_failure(request, reason)
         if answer.outcome in _DIALLED:
-            self._compliance.note_attempt(purpose, callee)
+            self._compliance.note_attempt(purpose, callee, request.uniqueid)
         return answer

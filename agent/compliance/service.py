@@ -288,14 +288,14 @@ class ComplianceService:
             return verdict
         return policy.decide(rules, now=now, zone=verdict.zone, opted_out=False, attempts=attempts)
 
-    def note_attempt(self, purpose: str, callee: str) -> None:
-        """A call was let out: count it before its audit row reaches the store."""
+    def note_attempt(self, purpose: str, callee: str, uniqueid: str = "") -> None:
+        """A call was let out: count it until its audit row (``uniqueid``) is read back."""
         if self._rules(purpose).limit is None:
             return
         found = self._callee(callee)
         if found is not None:
             written = self._callees.written(callee, self._region, found)
-            self._attempts.note((written, purpose), self._clock.now())
+            self._attempts.note((written, purpose), self._clock.now(), uniqueid)
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
