@@ -6,6 +6,7 @@ behind a TCP forwarder taken down."""
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,14 +146,17 @@ async def test_a_longer_period_on_reload_is_counted_by_the_store_until_read(db: 
     assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
     assert (await service.check("survey", "0612000003")).allowed
     # A callee's first call is read from the store, the second is not written yet: reading
-    # the period again on the next reload counts the second still, once.
-    service.note_attempt("survey", "0612000003")
+    # the period again on the next reload counts each once.
+    service.note_attempt("survey", "0612000003", "u3")
     await OutboundRepo(db).write_audit([called(3, hashed("0612000003"), age=0.0)], {})
     await service.refresh()
-    service.note_attempt("survey", "0612000003")
-    longest = parse_compliance("[limits]\nsurvey = { attempts = 2, days = 30 }\n").compliance
+    service.note_attempt("survey", "0612000003", "u4")
+    longest = parse_compliance("[limits]\nsurvey = { attempts = 3, days = 30 }\n").compliance
     service.apply_config(longest, region="FR", timezone="Europe/Paris")
+    assert (await service.check("survey", "0612000003")).allowed  # 2 of 3, while reloading
     await service.refresh()
+    assert (await service.check("survey", "0612000003")).allowed  # 2 of 3
+    service.note_attempt("survey", "0612000003", "u5")
     assert (await service.check("survey", "0612000003")).status == "attempts_exceeded"
 
 
@@ -214,3 +218,50 @@ async def test_a_call_let_out_here_counts_once_whatever_the_times_and_other_agen
     await OutboundRepo(db).write_audit([called(2, "a", age=0.2)], {})
     await index.refresh(NOW)
     assert await index.count(("a",), "survey", NOW - WEEK) == 3
+
+
+async def late_batch(store: Database, held: asyncio.Event, go: asyncio.Event) -> None:
+    """Another agent's audit batch: ids taken now, committed when ``go`` is set."""
+    async with store.transaction() as tx:
+        for uniqueid, callee in (("late-1", "mine"), ("late-2", "patient")):
+            await tx.execute(
+                "INSERT INTO call_audit (at, uniqueid, purpose, pool, number, status, reason,"
+                " callee_hash) VALUES (?, ?, 'survey', 'clinic', '+33142000001', 'ok',"
+                " 'least_used', ?)",
+                (NOW - 30, uniqueid, callee),
+            )
+        held.set()
+        await go.wait()
+
+
+@pytest.mark.parametrize("slots", [2**21, 1])  # 1: the store counts every callee
+async def test_a_row_committed_after_a_higher_id_is_counted_once_on_postgresql(
+    slots: int,
+) -> None:
+    """On PostgreSQL an id is taken at INSERT and seen at COMMIT: another agent's audit batch
+    commits after ours, whose ids are higher, were read. Its calls are not skipped, and this
+    agent's own call among them is counted once before and after."""
+    async for url in fresh_schema():
+        ours, theirs = await open_database(url), await open_database(url)
+        try:
+            index = AttemptIndex(ComplianceRepo(ours), slots=slots)
+            index.configure(["survey"], WEEK)
+            await index.refresh(NOW)
+            index.note(("mine", "survey"), NOW - 30, "late-1")
+            held, go = asyncio.Event(), asyncio.Event()
+
+            batch = asyncio.create_task(late_batch(theirs, held, go))
+            await held.wait()
+            await OutboundRepo(ours).write_audit([called(9, "other")], {})  # a higher id
+            await index.refresh(NOW)
+            assert await index.count(("mine",), "survey", NOW - WEEK) == 1  # pending
+            go.set()
+            await batch
+            assert await index.count(("mine",), "survey", NOW - WEEK) == 1  # not read yet
+            await index.refresh(NOW)
+            assert await index.count(("mine",), "survey", NOW - WEEK) == 1
+            assert index.known(("patient",), "survey", NOW - WEEK) is None  # not "uncalled"
+            assert await index.count(("patient",), "survey", NOW - WEEK) == 1
+        finally:
+            await theirs.close()
+            await ours.close()

@@ -11,11 +11,14 @@ A copy of every key (the earlier design) grew ~400 bytes per callee called in th
 
 The table is filled from call_audit rows of the limited purposes within the longest period:
 loaded once, then tailed (rows with a higher id, every refresh), so calls another agent on the
-same store made are counted within one refresh interval. Calls this process let out are counted
-at once ("pending") until their own audit row is tailed; the store's count covers the tailed
-rows only (ids up to the last one read), so no call is counted twice or missed. A call counts
-when its decision let it out (status ok, exhausted or fallback). No SQL here (repo.py), no
-policy (policy.py). Holds times only, never a number or hash, except the pending calls' keys.
+same store made are counted within one refresh interval. On PostgreSQL an id is taken at
+INSERT and seen at COMMIT, so a lower id may appear after a higher one was read: ids missing
+below the last one read are looked for again at each refresh for a minute. Calls this process
+let out are counted at once ("pending") until their own audit row (same Asterisk uniqueid)
+is read; the store's count covers the rows read only (ids up to the last one read, less the
+missing ones), so no call is counted twice or missed. A call counts when its decision let it
+out (status ok, exhausted or fallback). No SQL here (repo.py), no policy (policy.py). Holds
+times only, never a number or hash, except the pending calls' keys.
 
 It shares the event loop with the calls: rows are read and folded a page at a time.
 """
@@ -28,13 +31,15 @@ import mmap
 import zlib
 from collections.abc import Iterable
 
-from agent.compliance.repo import ComplianceRepo
+from agent.compliance.repo import AttemptRow, ComplianceRepo
 from agent.errors import StoreError
 
 Key = tuple[str, str]  # (callee hash, purpose)
 Pending = tuple[tuple[float, str], ...]  # (time, Asterisk uniqueid) per call, in time order
 SLOTS = 2**21  # 4 bytes each: 8 MiB, flat from the first call to the millionth
 PAGE = 250  # call_audit rows read and folded between two turns of the event loop
+_GAP_SECONDS = 60.0  # a missing id is looked for this long (statements time out after 10 s)
+_GAPS = 500  # missing ids looked for at most (bound parameters of one statement)
 _SWEEP_EVERY = 300  # tails between sweeps of pending calls older than the longest period
 
 
@@ -45,9 +50,10 @@ class AttemptIndex:
         self._slots = _table(slots)
         self._ready = False  # the table covers the period as configured: memory may answer
         self._loaded = False  # the store was read once: it may count what memory cannot
-        # Rows up to this id were read (their pending calls dropped): the store counts those.
+        # Rows up to this id were read, but the gaps: the store counts those.
         self._last_id = 0
         self._pending: dict[Key, Pending] = {}  # calls let out here, rows not read yet
+        self._gaps: dict[int, float] = {}  # ids missing below the last one read: when seen
         self._purposes: frozenset[str] = frozenset()
         self._period = 0.0
         self._tails = 0
@@ -68,15 +74,16 @@ class AttemptIndex:
         async with self._lock:
             since = now - self._period
             if not self._ready:
-                if not await self._reload(since):
+                if not await self._reload(since, now):
                     return  # reconfigured meanwhile: the next refresh loads again
             elif self._purposes:
-                await self._tail(self._slots, self._last_id, since, self._generation)
+                await self._fill_gaps(since, now)
+                await self._tail(self._slots, self._last_id, since, now, self._generation)
             self._tails += 1
             if self._tails % _SWEEP_EVERY == 0:
                 self._sweep(since)
 
-    async def _reload(self, since: float) -> bool:
+    async def _reload(self, since: float, now: float) -> bool:
         """A new table of the whole period, swapped in once complete; meanwhile the store
         counts every call (the old table may not cover the new period)."""
         generation = self._generation
@@ -84,40 +91,56 @@ class AttemptIndex:
         if self._purposes:
             start = await self._repo.attempt_start(since)
             if generation != self._generation or not await self._tail(
-                table, start, since, generation
+                table, start, since, now, generation
             ):
                 return False
         self._slots, self._ready, self._loaded = table, True, True
         return True
 
-    async def _tail(self, table: memoryview, after: int, since: float, generation: int) -> bool:
+    async def _tail(
+        self, table: memoryview, after: int, since: float, now: float, generation: int
+    ) -> bool:
         """Fold the rows after ``after`` into ``table``, a page at a time; False when the
         index was reconfigured meanwhile."""
         purposes = sorted(self._purposes)
         while True:
-            rows, top, read = await self._repo.attempt_rows(after, since, purposes, PAGE)
+            page = await self._repo.attempt_rows(after, since, purposes, PAGE)
             if generation != self._generation:
                 return False
-            self._fold(table, rows)
-            after = top
-            self._last_id = max(self._last_id, top)
-            if read < PAGE:
+            self._fold(table, page.rows)
+            for row_id in page.missing[: _GAPS - len(self._gaps)]:  # not committed yet, or
+                self._gaps.setdefault(row_id, now)  # never (a rollback): looked for again
+            after = page.top
+            self._last_id = max(self._last_id, page.top)
+            if page.read < PAGE:
                 return True
 
-    def _fold(self, table: memoryview, rows: Iterable[tuple[int, str, str, float, str]]) -> None:
-        pending, read = self._pending, self._last_id
-        for row_id, callee_hash, purpose, at, uniqueid in rows:
+    async def _fill_gaps(self, since: float, now: float) -> None:
+        """Fold the rows that were missing below the last id read and have appeared since (on
+        PostgreSQL an id is taken at INSERT, visible at COMMIT: a lower one may come later);
+        stop looking for one after ``_GAP_SECONDS`` (a rollback, a purge)."""
+        if not self._gaps:
+            return
+        rows, found = await self._repo.attempt_rows_in(
+            sorted(self._gaps), since, sorted(self._purposes)
+        )
+        self._fold(self._slots, rows)
+        for row_id, missed in list(self._gaps.items()):
+            if row_id in found or now - missed > _GAP_SECONDS:
+                del self._gaps[row_id]
+
+    def _fold(self, table: memoryview, rows: Iterable[AttemptRow]) -> None:
+        """Into ``table``; each of this agent's calls among them stops counting as pending (a
+        row read again, on a reload, finds its call gone already: matched by uniqueid)."""
+        pending = self._pending
+        for _, callee_hash, purpose, at, uniqueid in rows:
             slot = _slot(callee_hash, purpose, self._size)
             stamp = min(math.ceil(at), 0xFFFFFFFF)
             if stamp > table[slot]:
                 table[slot] = stamp
-            if row_id <= read:
-                continue  # read before (a reload): its pending call was dropped then
             key = (callee_hash, purpose)
             mine = pending.get(key)
             if mine:
-                # This agent's own call, now in the store: no longer counted as pending. Matched
-                # by the call's uniqueid (another agent's row for the callee is not ours).
                 kept = _without(mine, uniqueid)
                 if kept:
                     pending[key] = kept
@@ -164,7 +187,8 @@ class AttemptIndex:
                 raise StoreError("earlier calls not read from the store yet")
             return await self._repo.attempt_count(hashes, purpose, since, None)
         up_to, mine = self._last_id, self._pending_count(hashes, purpose, since)
-        return mine + await self._repo.attempt_count(hashes, purpose, since, up_to)
+        gaps = tuple(self._gaps)  # not read yet: our own among them still count as pending
+        return mine + await self._repo.attempt_count(hashes, purpose, since, up_to, gaps)
 
     def _pending_count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
         total = 0

@@ -47,6 +47,29 @@ _HEAD = (
 )
 
 
+AttemptRow = tuple[int, str, str, float, str]  # (id, callee hash, purpose, at, uniqueid)
+_ATTEMPT_COLUMNS = "id, callee_hash, purpose, at, status, uniqueid"
+
+
+class AttemptPage(NamedTuple):
+    rows: list[AttemptRow]  # the calls let out, of the purposes asked for, in the period
+    top: int  # the highest id read (``after_id`` if none)
+    read: int  # how many rows were read
+    missing: list[int]  # ids below ``top`` not there (yet: on PostgreSQL, a lower id may
+    # commit after a higher one)
+
+
+def _attempts(rows: Sequence[Any], since: float, purposes: Sequence[str]) -> list[AttemptRow]:
+    wanted = set(purposes)
+    every = "*" in wanted
+    return [
+        (int(r[0]), str(r[1]), str(r[2]), float(r[3]), str(r[5] or ""))
+        for r in rows
+        if r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
+        and (every or r[2] in wanted)
+    ]  # fmt: skip
+
+
 class ChainEntry(NamedTuple):  # a tuple: one per chained row, made cheaply, inserted as is
     seq: int
     tbl: str
@@ -133,37 +156,49 @@ class ComplianceRepo:
 
     async def attempt_rows(
         self, after_id: int, since: float, purposes: Sequence[str], limit: int
-    ) -> tuple[list[tuple[int, str, str, float, str]], int, int]:
+    ) -> AttemptPage:
         """Calls let out for ``purposes`` ("*": all) since ``since``, among the first ``limit``
-        rows after ``after_id`` in id order: ([(id, callee hash, purpose, at, uniqueid)], the
-        highest id read, how many rows were read). A page read by primary key; filtered here."""
-        wanted = set(purposes)
-        every = "*" in wanted
-        out: list[tuple[int, str, str, float, str]] = []
-        top = after_id
+        rows after ``after_id`` in id order. A page read by primary key; filtered here."""
         rows = await self.db.reads.fetchall(
-            "SELECT id, callee_hash, purpose, at, status, uniqueid FROM call_audit WHERE id > ?"
-            " ORDER BY id LIMIT ?",
+            f"SELECT {_ATTEMPT_COLUMNS} FROM call_audit WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        for r in rows:
-            top = int(r[0])
-            counted = r[4] in ATTEMPT_STATUSES and r[1] and float(r[3]) >= since
-            if counted and (every or r[2] in wanted):
-                out.append((top, str(r[1]), str(r[2]), float(r[3]), str(r[5] or "")))
-        return out, top, len(rows)
+        top = int(rows[-1][0]) if rows else after_id
+        seen = {int(r[0]) for r in rows}
+        gap = top - after_id - len(rows)
+        # A jump of thousands (a restored sequence) is no commit in flight: nothing to wait for.
+        missing = [i for i in range(after_id + 1, top) if i not in seen] if 0 < gap <= 1000 else []
+        return AttemptPage(_attempts(rows, since, purposes), top, len(rows), missing)
+
+    async def attempt_rows_in(
+        self, ids: Sequence[int], since: float, purposes: Sequence[str]
+    ) -> tuple[list[AttemptRow], set[int]]:
+        """The calls let out among rows ``ids`` (missing from an earlier page), and which of
+        those ids exist now."""
+        rows = await self.db.reads.fetchall(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM call_audit WHERE id IN ({', '.join('?' * len(ids))})",
+            tuple(ids),
+        )
+        return _attempts(rows, since, purposes), {int(r[0]) for r in rows}
 
     async def attempt_count(
-        self, hashes: Sequence[str], purpose: str, since: float, up_to_id: int | None
+        self,
+        hashes: Sequence[str],
+        purpose: str,
+        since: float,
+        up_to_id: int | None,
+        without: Sequence[int] = (),
     ) -> int:
         """Calls let out for ``purpose`` to any of ``hashes`` since ``since``, among the rows
-        up to ``up_to_id`` (None: all): one look-up on call_audit (callee_hash, at)."""
+        up to ``up_to_id`` (None: all) except ids ``without``: one look-up on call_audit
+        (callee_hash, at)."""
         marks = ", ".join("?" * len(hashes))
+        skip = f" AND id NOT IN ({', '.join('?' * len(without))})" if without else ""
         row = await self.db.reads.fetchone(
             f"SELECT COUNT(*) FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
-            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS})",
+            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS}){skip}",
             (*hashes, since, 2**62 if up_to_id is None else up_to_id, purpose,
-             *ATTEMPT_STATUSES),
+             *ATTEMPT_STATUSES, *without),
         )  # fmt: skip
         return int(row[0]) if row else 0
 
