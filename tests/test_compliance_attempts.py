@@ -94,9 +94,8 @@ async def test_on_a_deadline_the_limit_holds_from_memory_or_the_call_waits(db: D
     await OutboundRepo(db).write_audit([called(1, hashed("0612345678"))], {})
     await service.start(refresh_seconds=None)
     # Never called in the period: memory proves it, the limit is counted without the store.
-    for _ in range(2):
+    for _ in range(2):  # each let through, hence counted
         assert service.check_offline("survey", "0612000001").allowed
-        service.note_attempt("survey", "0612000001")
     assert service.check_offline("survey", "0612000001").status == "attempts_exceeded"
     # Called before (its row is in the store): without I/O nobody can count it, it waits.
     waits = service.check_offline("survey", "0612345678")
@@ -118,13 +117,15 @@ async def test_when_the_store_is_down_a_callee_it_must_count_waits() -> None:
             service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance)
             await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
             await service.start(refresh_seconds=None)
-            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2
+            assert (await service.check("survey", "0612345678", "x1")).allowed  # 1 of 2
+            service.release("survey", "0612345678", "x1")  # it did not go out after all
             await forwarder.down()  # every connection cut
             waits = await service.check("survey", "0612345678")
             assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
             assert (await service.check("survey", "0612000002")).allowed  # never called
             await forwarder.up()
-            assert (await service.check("survey", "0612345678")).allowed  # counted again
+            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2 again
+            assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
         finally:
             await forwarder.down()
             await store.close()
@@ -145,19 +146,17 @@ async def test_a_longer_period_on_reload_is_counted_by_the_store_until_read(db: 
     await service.refresh()
     assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
     assert (await service.check("survey", "0612000003")).allowed
-    # A callee's first call is read from the store, the second is not written yet: reading
-    # the period again on the next reload counts each once.
-    service.note_attempt("survey", "0612000003", "u3")
-    await OutboundRepo(db).write_audit([called(3, hashed("0612000003"), age=0.0)], {})
-    await service.refresh()
-    service.note_attempt("survey", "0612000003", "u4")
+    # A callee's first call is read back from the store, the second is not written yet:
+    # reading the period again (a reload) counts each once.
+    assert (await service.check("survey", "0612000005", "u3")).allowed
+    await OutboundRepo(db).write_audit([called(3, hashed("0612000005"), age=0.0)], {})
+    await service.refresh()  # its row is read: no longer pending
+    assert (await service.check("survey", "0612000005", "u4")).allowed  # 1 of 2
     longest = parse_compliance("[limits]\nsurvey = { attempts = 3, days = 30 }\n").compliance
     service.apply_config(longest, region="FR", timezone="Europe/Paris")
-    assert (await service.check("survey", "0612000003")).allowed  # 2 of 3, while reloading
+    assert (await service.check("survey", "0612000005", "u5")).allowed  # 2 of 3, reloading
     await service.refresh()
-    assert (await service.check("survey", "0612000003")).allowed  # 2 of 3
-    service.note_attempt("survey", "0612000003", "u5")
-    assert (await service.check("survey", "0612000003")).status == "attempts_exceeded"
+    assert (await service.check("survey", "0612000005", "u6")).status == "attempts_exceeded"
 
 
 async def test_an_agent_that_never_read_earlier_calls_lets_no_limited_call_out(
@@ -187,8 +186,7 @@ async def test_an_agent_that_never_read_earlier_calls_lets_no_limited_call_out(
                 assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
             assert (await service.check("results", "0612345678")).allowed  # not limited
             await forwarder.up()  # up, but the history not read yet: the store counts
-            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2
-            service.note_attempt("survey", "0612345678")
+            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2, counted
             # A call let out, not read back yet: the store cannot tell it from the others.
             waits = await service.check("survey", "0612345678")
             assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")

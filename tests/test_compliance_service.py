@@ -223,6 +223,26 @@ async def test_the_limit_counts_each_call_once_with_a_clock_that_moves(
     assert statuses == ["ok", "ok", "ok", "attempts_exceeded"]
 
 
+@pytest.mark.parametrize("read_back", [False, True])
+async def test_two_calls_at_once_cannot_both_take_the_last_attempt(
+    compliant: Compliant, clock: FrozenClock, read_back: bool
+) -> None:
+    """A campaign with the patient twice in it: the third and fourth survey calls come at the
+    same moment. One goes out, the other is refused, whether the first two are only known to
+    this agent or already read back from the store (then the store counts)."""
+    agent, service = compliant
+    assert agent.outbound is not None
+    clock.set(datetime(2026, 11, 17, 10, 0, tzinfo=REUNION))
+    for _ in range(2):
+        assert (await call(agent, "survey"))["TRUSTLINE_STATUS"] == "ok"
+    if read_back:
+        await agent.outbound.flush()
+        await service.refresh()
+    both = await asyncio.gather(call(agent, "survey"), call(agent, "survey"))
+    assert sorted(c["TRUSTLINE_STATUS"] for c in both) == ["attempts_exceeded", "ok"]
+    assert (await call(agent, "survey"))["TRUSTLINE_STATUS"] == "attempts_exceeded"
+
+
 async def test_an_ivr_opt_out_over_ami_stops_surveys_but_not_results(
     compliant: Compliant, clock: FrozenClock
 ) -> None:

@@ -54,6 +54,8 @@ class AttemptIndex:
         self._last_id = 0
         self._pending: dict[Key, Pending] = {}  # calls let out here, rows not read yet
         self._gaps: dict[int, float] = {}  # ids missing below the last one read: when seen
+        # (hashes, purpose) the store is counting now: another call for them waits its turn.
+        self.counting: dict[tuple[tuple[str, ...], str], asyncio.Future[None]] = {}
         self._purposes: frozenset[str] = frozenset()
         self._period = 0.0
         self._tails = 0
@@ -162,6 +164,16 @@ class AttemptIndex:
         calls = self._pending.get(key)
         self._pending[key] = tuple(sorted((*calls, (at, uniqueid)))) if calls else ((at, uniqueid),)
 
+    def forget(self, key: Key, uniqueid: str) -> None:
+        """A call noted here did not go out after all."""
+        calls = self._pending.get(key)
+        if calls:
+            kept = _without(calls, uniqueid)
+            if kept:
+                self._pending[key] = kept
+            else:
+                del self._pending[key]
+
     def known(self, hashes: tuple[str, ...], purpose: str, since: float) -> int | None:
         """The count from memory alone: None when the store must count (a recent slot)."""
         if not self._ready:
@@ -198,6 +210,52 @@ class AttemptIndex:
             if calls:
                 total += sum(1 for c in calls if c[0] >= since)
         return total
+
+
+class Take:
+    """One call's attempt under a limit: counted, and taken (noted at once) when below it, so
+    that two calls to one callee at once cannot both take the last attempt. From memory, the
+    count and the note are one step; when the store counts, calls for the same callee and
+    purpose are counted one after the other, each seeing the attempt the one before took."""
+
+    __slots__ = ("_call", "_hashes", "_index", "_limit", "_purpose", "_since")
+
+    def __init__(
+        self,
+        index: AttemptIndex,
+        hashes: tuple[str, ...],
+        since: float,
+        limit: int,
+        call: tuple[Key, float, str],  # (key to note, time, uniqueid)
+    ) -> None:
+        self._index, self._hashes, self._since = index, hashes, since
+        self._purpose, self._limit, self._call = call[0][1], limit, call
+
+    def known(self) -> int | None:
+        """The count from memory, the attempt taken if below the limit; None: not known."""
+        counted = self._index.known(self._hashes, self._purpose, self._since)
+        return None if counted is None else self._took(counted)
+
+    async def counted(self) -> int:
+        """The count, the attempt taken if below the limit. Raises StoreError."""
+        counted = self.known()
+        if counted is not None:
+            return counted
+        index, key = self._index, (self._hashes, self._purpose)
+        while (busy := index.counting.get(key)) is not None:
+            await asyncio.shield(busy)
+        index.counting[key] = done = asyncio.get_running_loop().create_future()
+        try:
+            counted = await index.count(self._hashes, self._purpose, self._since)
+        finally:  # the next call waiting goes on once this one is counted (and noted)
+            del index.counting[key]
+            done.set_result(None)
+        return self._took(counted)
+
+    def _took(self, counted: int) -> int:
+        if counted < self._limit:
+            self._index.note(*self._call)
+        return counted
 
 
 def _table(slots: int) -> memoryview:

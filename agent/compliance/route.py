@@ -5,7 +5,9 @@ reaches number selection; the dialplan gets ``TRUSTLINE_STATUS`` = outside_windo
 attempts_exceeded | opted_out (no caller ID, so the subroutine does not dial) and, outside a
 window, ``TRUSTLINE_NEXT_WINDOW`` (a variable of its own, also when the request asked for
 the packed ``?answer=one`` reply). Refusals are audited through the outbound service like any
-call. On a deadline the checks that need no I/O (window, opt-out) still hold. No policy here.
+call. A call an attempt limit lets through counts from the check on, and is released when it
+does not go out. On a deadline the checks that need no I/O hold (window, opt-out, and the
+attempt limit when memory can tell; else the call waits). No policy here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from agent.outbound.route import OutboundRoute, answer_for
 from agent.outbound.service import Decision, OutboundService
 
 VAR_NEXT_WINDOW = "TRUSTLINE_NEXT_WINDOW"
-# The decisions that let a call out, hence count as an attempt.
+# The decisions that let a call out, hence count as an attempt (any other releases it).
 _DIALLED = frozenset({contract.STATUS_OK, contract.STATUS_EXHAUSTED, contract.STATUS_FALLBACK})
 
 
@@ -47,20 +49,25 @@ class ComplianceRoute:
     async def handle(self, request: AgiRequest) -> AgiAnswer:
         args = OutboundRoute.args(request)
         purpose, callee, _ = args
-        verdict = await self._compliance.check(purpose, callee)
+        uniqueid = request.uniqueid
+        verdict = await self._compliance.check(purpose, callee, uniqueid)  # counted if allowed
         if not verdict.allowed:
             return self._refuse(request, verdict)
-        answer = await self._inner.handle_args(request, args)
-        if answer.outcome in _DIALLED:
-            self._compliance.note_attempt(purpose, callee, request.uniqueid)
+        try:
+            answer = await self._inner.handle_args(request, args)
+        except BaseException:  # a deadline or a fault: on_failure decides the call again
+            self._compliance.release(purpose, callee, uniqueid)
+            raise
+        if answer.outcome not in _DIALLED:
+            self._compliance.release(purpose, callee, uniqueid)
         return answer
 
     def on_failure(self, request: AgiRequest, reason: str) -> AgiAnswer:
         purpose, callee, _ = OutboundRoute.args(request)
-        verdict = self._compliance.check_offline(purpose, callee)
+        verdict = self._compliance.check_offline(purpose, callee, request.uniqueid)
         if not verdict.allowed:
             return self._refuse(request, verdict)
         answer = self._inner.on_failure(request, reason)
-        if answer.outcome in _DIALLED:
-            self._compliance.note_attempt(purpose, callee, request.uniqueid)
+        if answer.outcome not in _DIALLED:
+            self._compliance.release(purpose, callee, request.uniqueid)
         return answer

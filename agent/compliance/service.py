@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from agent import phone
 from agent.clock import Clock
 from agent.compliance import policy, snapshot
-from agent.compliance.attempts import AttemptIndex
+from agent.compliance.attempts import AttemptIndex, Take
 from agent.compliance.callees import Callees, Entry
 from agent.compliance.chain import AuditChain
 from agent.compliance.config import ComplianceConfig
@@ -244,58 +244,66 @@ class ComplianceService:
             self._windows[key] = state
         return state
 
-    def check_offline(self, purpose: str, callee: str) -> policy.Verdict:
-        """The verdict without I/O (a deadline path): windows, opt-outs, and the attempt limit
+    def check_offline(self, purpose: str, callee: str, uniqueid: str = "") -> policy.Verdict:
+        """``check`` without I/O (a deadline path): windows, opt-outs, and the attempt limit
         when memory proves the callee had no call in the period; otherwise held back."""
         now = self._clock.now()
-        rules = self._rules(purpose)
-        verdict, found = self._quick(purpose, rules, callee, now)
-        limit = rules.limit
-        if not verdict.allowed or limit is None or found is None:
-            return verdict
-        hashes = self._callees.audit_hashes(callee, self._region, found)
-        attempts = self._attempts.known(hashes, purpose, now - limit.seconds)
-        if attempts is None:
-            return policy.attempts_unknown(verdict.zone, now)
-        return self._limited(rules, verdict, attempts, now)
+        verdict, rules, take = self._to_take(purpose, callee, uniqueid, now)
+        return verdict if take is None else self._limited(rules, verdict, take.known(), now)
 
-    async def check(self, purpose: str, callee: str) -> policy.Verdict:
-        """May a call for ``purpose`` go to ``callee`` now?"""
+    async def check(self, purpose: str, callee: str, uniqueid: str = "") -> policy.Verdict:
+        """May a call for ``purpose`` go to ``callee`` now? Under an attempt limit, a call
+        allowed is counted at once (``uniqueid``: the AGI request's) and two at once cannot
+        both take the last attempt (attempts.Take); ``release`` one that does not go out."""
         now = self._clock.now()
-        rules = self._rules(purpose)
-        verdict, found = self._quick(purpose, rules, callee, now)
-        limit = rules.limit
-        if not verdict.allowed or limit is None or found is None:
+        verdict, rules, take = self._to_take(purpose, callee, uniqueid, now)
+        if take is None:
             return verdict
-        hashes = self._callees.audit_hashes(callee, self._region, found)
         try:
-            attempts = await self._attempts.count(hashes, purpose, now - limit.seconds)
+            attempts: int | None = await take.counted()
         except StoreError as exc:
             log.warning(
                 "compliance: earlier calls to %s not counted (%s); call held back",
                 phone.mask(callee), exc,
             )  # fmt: skip
-            return policy.attempts_unknown(verdict.zone, now)
+            attempts = None
         return self._limited(rules, verdict, attempts, now)
+
+    def _to_take(
+        self, purpose: str, callee: str, uniqueid: str, now: float
+    ) -> tuple[policy.Verdict, policy.PurposeRules, Take | None]:
+        """The verdict of every rule but the attempt limit, and the attempt this call would
+        take when that limit is still to be checked (else None)."""
+        rules = self._rules(purpose)
+        verdict, found = self._quick(purpose, rules, callee, now)
+        if not verdict.allowed or rules.limit is None or found is None:
+            return verdict, rules, None
+        hashes = self._callees.audit_hashes(callee, self._region, found)
+        written = self._callees.written(callee, self._region, found)
+        call = ((written, purpose), now, uniqueid)
+        since = now - rules.limit.seconds
+        return verdict, rules, Take(self._attempts, hashes, since, rules.limit.attempts, call)
 
     @staticmethod
     def _limited(
-        rules: policy.PurposeRules, verdict: policy.Verdict, attempts: int, now: float
+        rules: policy.PurposeRules, verdict: policy.Verdict, attempts: int | None, now: float
     ) -> policy.Verdict:
-        """An allowed verdict, checked against the attempt limit."""
+        """An allowed verdict against the attempt limit (None: not counted, held back)."""
         assert rules.limit is not None
+        if attempts is None:
+            return policy.attempts_unknown(verdict.zone, now)
         if attempts < rules.limit.attempts:
             return verdict
         return policy.decide(rules, now=now, zone=verdict.zone, opted_out=False, attempts=attempts)
 
-    def note_attempt(self, purpose: str, callee: str, uniqueid: str = "") -> None:
-        """A call was let out: count it until its audit row (``uniqueid``) is read back."""
+    def release(self, purpose: str, callee: str, uniqueid: str = "") -> None:
+        """A call ``check`` let through did not go out after all: it is no attempt."""
         if self._rules(purpose).limit is None:
             return
         found = self._callee(callee)
         if found is not None:
             written = self._callees.written(callee, self._region, found)
-            self._attempts.note((written, purpose), self._clock.now(), uniqueid)
+            self._attempts.forget((written, purpose), uniqueid)
 
     async def explain(self, purpose: str, callee: str) -> list[tuple[str, str, str]]:
         """Every rule for this call: (rule, passes|stops|not set, detail)."""
