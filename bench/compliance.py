@@ -4,8 +4,8 @@ Run by hand:  .venv/bin/python bench/compliance.py [--decisions 3000]
 
 In one process, real SQLite in a temporary folder, a clock inside the window:
   baseline   - OutboundService.decide (selection and claim), as bench/outbound.py's selection
-  compliance - ComplianceService.check then OutboundService.decide, as the compliance route
-               runs them: a window with a holiday calendar, a limit on the purpose (counted
+  compliance - ComplianceService.check (which counts the attempt) then OutboundService.decide,
+               as the compliance route runs them: a window with a holiday calendar, a limit on the purpose (counted
                in a call_audit of 50,000 rows over all the callees; high enough never to
                refuse, so both sides do the same work after the check) and 10,000 opt-outs
   check only - the compliance check alone
@@ -202,10 +202,9 @@ async def main() -> None:
             await outbound.decide("survey", callee)
 
         async def checked(callee: str) -> None:
-            verdict = await compliance.check("survey", callee)
+            verdict = await compliance.check("survey", callee)  # counts the attempt
             assert verdict.allowed, verdict
             await outbound.decide("survey", callee)
-            compliance.note_attempt("survey", callee)
 
         async def check_only(callee: str) -> None:
             await compliance.check("survey", callee)
