@@ -115,17 +115,22 @@ async def test_when_the_store_is_down_a_callee_it_must_count_waits() -> None:
         try:
             loaded = parse_compliance(LIMITS)
             service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance)
-            await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
+            await OutboundRepo(store).write_audit(
+                [called(1, hashed("0612345678")), called(2, hashed("0612345679"))], {}
+            )
             await service.start(refresh_seconds=None)
             assert (await service.check("survey", "0612345678", "x1")).allowed  # 1 of 2
             service.release("survey", "0612345678", "x1")  # it did not go out after all
             await forwarder.down()  # every connection cut
-            waits = await service.check("survey", "0612345678")
+            waits = await service.check("survey", "0612345679")  # called, never counted
             assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
             assert (await service.check("survey", "0612000002")).allowed  # never called
-            await forwarder.up()
-            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2 again
+            # Counted by the store a moment ago, its calls kept: memory still knows.
+            assert (await service.check("survey", "0612345678", "x2")).allowed  # 1 of 2
             assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
+            await forwarder.up()
+            assert (await service.check("survey", "0612345679")).allowed  # 1 of 2
+            assert (await service.check("survey", "0612345679")).status == "attempts_exceeded"
         finally:
             await forwarder.down()
             await store.close()
@@ -263,3 +268,24 @@ async def test_a_row_committed_after_a_higher_id_is_counted_once_on_postgresql(
         finally:
             await theirs.close()
             await ours.close()
+
+
+async def test_a_callee_the_store_counted_is_then_counted_from_memory_exactly(
+    db: Database,
+) -> None:
+    """A patient called again (a survey's retries): the store counts once, then memory
+    answers, kept exact as calls by this agent and others are read back."""
+    repo = ComplianceRepo(db)
+    index = AttemptIndex(repo)
+    index.configure(["survey"], WEEK)
+    rows = [called(1, "a", age=7200.0), called(2, "a"), called(3, "a", age=8 * 86400.0)]
+    await OutboundRepo(db).write_audit(rows, {})
+    await index.refresh(NOW)
+    assert index.known(("a",), "survey", NOW - WEEK) is None  # called lately: ask the store
+    assert await index.count(("a",), "survey", NOW - WEEK) == 2
+    assert index.known(("a",), "survey", NOW - WEEK) == 2  # now from memory
+    await OutboundRepo(db).write_audit([called(4, "a", age=60.0)], {})  # another agent's
+    await index.refresh(NOW)
+    truth = await repo.attempt_count(("a",), "survey", NOW - WEEK, None)
+    assert index.known(("a",), "survey", NOW - WEEK) == truth == 3
+    assert index.known(("a",), "survey", NOW - 3600.0) == 2  # a shorter period

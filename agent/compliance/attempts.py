@@ -26,9 +26,11 @@ It shares the event loop with the calls: rows are read and folded a page at a ti
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import mmap
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from agent.compliance.repo import AttemptRow, ComplianceRepo
@@ -37,6 +39,7 @@ from agent.errors import StoreError
 Key = tuple[str, str]  # (callee hash, purpose)
 Pending = tuple[tuple[float, str], ...]  # (time, Asterisk uniqueid) per call, in time order
 SLOTS = 2**21  # 4 bytes each: 8 MiB, flat from the first call to the millionth
+KEPT = 16384  # keys whose call times are kept (~6 MB): patients called again lately
 PAGE = 250  # call_audit rows read and folded between two turns of the event loop
 _GAP_SECONDS = 60.0  # a missing id is looked for this long (statements time out after 10 s)
 _GAPS = 500  # missing ids looked for at most (bound parameters of one statement)
@@ -54,6 +57,10 @@ class AttemptIndex:
         self._last_id = 0
         self._pending: dict[Key, Pending] = {}  # calls let out here, rows not read yet
         self._gaps: dict[int, float] = {}  # ids missing below the last one read: when seen
+        # The calls read of keys the store counted lately (those called again): their times,
+        # kept up to date by the tail, so the next call to them needs no look-up.
+        self._kept: OrderedDict[Key, tuple[float, ...]] = OrderedDict()
+        self._folds = 0  # pages folded: a look-up that saw none fold meanwhile may be kept
         # (hashes, purpose) the store is counting now: another call for them waits its turn.
         self.counting: dict[tuple[tuple[str, ...], str], asyncio.Future[None]] = {}
         self._purposes: frozenset[str] = frozenset()
@@ -90,6 +97,7 @@ class AttemptIndex:
         counts every call (the old table may not cover the new period)."""
         generation = self._generation
         table = _table(self._size)
+        self._kept.clear()  # kept for the old period; none kept until the reload is done
         if self._purposes:
             start = await self._repo.attempt_start(since)
             if generation != self._generation or not await self._tail(
@@ -134,13 +142,17 @@ class AttemptIndex:
     def _fold(self, table: memoryview, rows: Iterable[AttemptRow]) -> None:
         """Into ``table``; each of this agent's calls among them stops counting as pending (a
         row read again, on a reload, finds its call gone already: matched by uniqueid)."""
-        pending = self._pending
+        pending, kept_times = self._pending, self._kept
+        self._folds += 1
         for _, callee_hash, purpose, at, uniqueid in rows:
             slot = _slot(callee_hash, purpose, self._size)
             stamp = min(math.ceil(at), 0xFFFFFFFF)
             if stamp > table[slot]:
                 table[slot] = stamp
             key = (callee_hash, purpose)
+            times = kept_times.get(key)
+            if times is not None:
+                kept_times[key] = tuple(sorted((*times, at)))
             mine = pending.get(key)
             if mine:
                 kept = _without(mine, uniqueid)
@@ -150,7 +162,10 @@ class AttemptIndex:
                     del pending[key]
 
     def _sweep(self, since: float) -> None:
-        """Drop pending calls older than the period (rows that never reached the store)."""
+        """Drop pending calls older than the period (rows that never reached the store), and
+        kept times older than it."""
+        for key, times in list(self._kept.items()):
+            self._kept[key] = times[bisect.bisect_left(times, since) :]
         pending = self._pending
         for key, calls in list(pending.items()):
             kept = tuple(c for c in calls if c[0] >= since)
@@ -178,11 +193,16 @@ class AttemptIndex:
         """The count from memory alone: None when the store must count (a recent slot)."""
         if not self._ready:
             return None
-        slots, size = self._slots, self._size
+        slots, size, kept = self._slots, self._size, self._kept
+        total = 0
         for h in hashes:
             if slots[_slot(h, purpose, size)] >= since:
-                return None
-        return self._pending_count(hashes, purpose, since)
+                times = kept.get((h, purpose))
+                if times is None:
+                    return None
+                kept.move_to_end((h, purpose))
+                total += len(times) - bisect.bisect_left(times, since)
+        return total + self._pending_count(hashes, purpose, since)
 
     async def count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
         """Calls let out to these hashes for ``purpose`` since ``since``. Raises StoreError
@@ -200,7 +220,17 @@ class AttemptIndex:
             return await self._repo.attempt_count(hashes, purpose, since, None)
         up_to, mine = self._last_id, self._pending_count(hashes, purpose, since)
         gaps = tuple(self._gaps)  # not read yet: our own among them still count as pending
-        return mine + await self._repo.attempt_count(hashes, purpose, since, up_to, gaps)
+        if not self._ready:  # reloading: counted, not kept
+            return mine + await self._repo.attempt_count(hashes, purpose, since, up_to, gaps)
+        folds = self._folds
+        found = await self._repo.attempt_times(hashes, purpose, since, up_to, gaps)
+        if folds == self._folds and self._ready:  # nothing read meanwhile: keep them
+            for h in hashes:
+                self._kept[(h, purpose)] = tuple(sorted(at for fh, at in found if fh == h))
+                self._kept.move_to_end((h, purpose))
+            while len(self._kept) > KEPT:
+                self._kept.popitem(last=False)
+        return mine + len(found)
 
     def _pending_count(self, hashes: tuple[str, ...], purpose: str, since: float) -> int:
         total = 0

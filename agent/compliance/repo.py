@@ -181,6 +181,24 @@ class ComplianceRepo:
         )
         return _attempts(rows, since, purposes), {int(r[0]) for r in rows}
 
+    async def attempt_times(
+        self,
+        hashes: Sequence[str],
+        purpose: str,
+        since: float,
+        up_to_id: int,
+        without: Sequence[int] = (),
+    ) -> list[tuple[str, float]]:
+        """``attempt_count``'s calls as (callee hash, at), to be kept."""
+        marks = ", ".join("?" * len(hashes))
+        skip = f" AND id NOT IN ({', '.join('?' * len(without))})" if without else ""
+        rows = await self.db.reads.fetchall(
+            f"SELECT callee_hash, at FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
+            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS}){skip}",
+            (*hashes, since, up_to_id, purpose, *ATTEMPT_STATUSES, *without),
+        )
+        return [(str(r[0]), float(r[1])) for r in rows]
+
     async def attempt_count(
         self,
         hashes: Sequence[str],
