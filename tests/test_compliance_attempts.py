@@ -7,6 +7,7 @@ behind a TCP forwarder taken down."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,22 @@ def called(i: int, callee_hash: str, age: float = 3600.0) -> AuditRecord:
 
 def hashed(number: str) -> str:
     return phone.keyed_hash(KEY, phone.to_e164(number, "FR"))
+
+
+@contextlib.asynccontextmanager
+async def store_behind_forwarder() -> AsyncIterator[tuple[Forwarder, Database]]:
+    """A fresh PostgreSQL schema reached through a TCP forwarder that can be taken down."""
+    async for url in fresh_schema():
+        real = urlsplit(url)
+        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+        await forwarder.up()
+        via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
+        store = await open_database(via)
+        try:
+            yield forwarder, store
+        finally:
+            await forwarder.down()
+            await store.close()
 
 
 async def test_memory_does_not_grow_with_the_callees_called_in_the_period(db: Database) -> None:
@@ -106,34 +123,25 @@ async def test_on_a_deadline_the_limit_holds_from_memory_or_the_call_waits(db: D
 
 
 async def test_when_the_store_is_down_a_callee_it_must_count_waits() -> None:
-    async for url in fresh_schema():
-        real = urlsplit(url)
-        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
+    async with store_behind_forwarder() as (forwarder, store):
+        loaded = parse_compliance(LIMITS)
+        service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance)
+        await OutboundRepo(store).write_audit(
+            [called(1, hashed("0612345678")), called(2, hashed("0612345679"))], {}
+        )
+        await service.start(refresh_seconds=None)
+        assert (await service.check("survey", "0612345678", "x1")).allowed  # 1 of 2
+        service.release("survey", "0612345678", "x1")  # it did not go out after all
+        await forwarder.down()  # every connection cut
+        waits = await service.check("survey", "0612345679")  # called, never counted
+        assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+        assert (await service.check("survey", "0612000002")).allowed  # never called
+        # Counted by the store a moment ago, its calls kept: memory still knows.
+        assert (await service.check("survey", "0612345678", "x2")).allowed  # 1 of 2
+        assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
         await forwarder.up()
-        via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
-        store = await open_database(via)
-        try:
-            loaded = parse_compliance(LIMITS)
-            service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance)
-            await OutboundRepo(store).write_audit(
-                [called(1, hashed("0612345678")), called(2, hashed("0612345679"))], {}
-            )
-            await service.start(refresh_seconds=None)
-            assert (await service.check("survey", "0612345678", "x1")).allowed  # 1 of 2
-            service.release("survey", "0612345678", "x1")  # it did not go out after all
-            await forwarder.down()  # every connection cut
-            waits = await service.check("survey", "0612345679")  # called, never counted
-            assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
-            assert (await service.check("survey", "0612000002")).allowed  # never called
-            # Counted by the store a moment ago, its calls kept: memory still knows.
-            assert (await service.check("survey", "0612345678", "x2")).allowed  # 1 of 2
-            assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
-            await forwarder.up()
-            assert (await service.check("survey", "0612345679")).allowed  # 1 of 2
-            assert (await service.check("survey", "0612345679")).status == "attempts_exceeded"
-        finally:
-            await forwarder.down()
-            await store.close()
+        assert (await service.check("survey", "0612345679")).allowed  # 1 of 2
+        assert (await service.check("survey", "0612345679")).status == "attempts_exceeded"
 
 
 async def test_a_longer_period_on_reload_is_counted_by_the_store_until_read(db: Database) -> None:
@@ -167,39 +175,28 @@ async def test_a_longer_period_on_reload_is_counted_by_the_store_until_read(db: 
 async def test_an_agent_that_never_read_earlier_calls_lets_no_limited_call_out(
     tmp_path: Path,
 ) -> None:
-    async for url in fresh_schema():
-        real = urlsplit(url)
-        forwarder = Forwarder(free_port(), real.hostname or "", real.port or 5432)
-        await forwarder.up()
-        via = real._replace(netloc=f"{real.username}@127.0.0.1:{forwarder.port}").geturl()
-        store = await open_database(via)
-        try:
-            await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
-            await forwarder.down()  # down before this agent read anything
-            copy = tmp_path / "optouts.json"
-            snapshot.write(copy, set(), NOW - 60)  # opt-outs are known from the agent's copy
-            loaded = parse_compliance(LIMITS)
-            service = ComplianceService(
-                store, FrozenClock(NOW), KEY, loaded.compliance, snapshot=copy
-            )
-            with pytest.raises(StoreError):
-                await service.start(refresh_seconds=None)
-            for callee in ("0612345678", "0612000004"):  # called before, or not: nobody knows
-                waits = await service.check("survey", callee)
-                assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
-                waits = service.check_offline("survey", callee)
-                assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
-            assert (await service.check("results", "0612345678")).allowed  # not limited
-            await forwarder.up()  # up, but the history not read yet: the store counts
-            assert (await service.check("survey", "0612345678")).allowed  # 1 of 2, counted
-            # A call let out, not read back yet: the store cannot tell it from the others.
-            waits = await service.check("survey", "0612345678")
+    async with store_behind_forwarder() as (forwarder, store):
+        await OutboundRepo(store).write_audit([called(1, hashed("0612345678"))], {})
+        await forwarder.down()  # down before this agent read anything
+        copy = tmp_path / "optouts.json"
+        snapshot.write(copy, set(), NOW - 60)  # opt-outs are known from the agent's copy
+        loaded = parse_compliance(LIMITS)
+        service = ComplianceService(store, FrozenClock(NOW), KEY, loaded.compliance, snapshot=copy)
+        with pytest.raises(StoreError):
+            await service.start(refresh_seconds=None)
+        for callee in ("0612345678", "0612000004"):  # called before, or not: nobody knows
+            waits = await service.check("survey", callee)
             assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
-            await service.refresh()
-            assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
-        finally:
-            await forwarder.down()
-            await store.close()
+            waits = service.check_offline("survey", callee)
+            assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+        assert (await service.check("results", "0612345678")).allowed  # not limited
+        await forwarder.up()  # up, but the history not read yet: the store counts
+        assert (await service.check("survey", "0612345678")).allowed  # 1 of 2, counted
+        # A call let out, not read back yet: the store cannot tell it from the others.
+        waits = await service.check("survey", "0612345678")
+        assert (waits.status, waits.reason) == ("outside_window", "attempts_unknown")
+        await service.refresh()
+        assert (await service.check("survey", "0612345678")).status == "attempts_exceeded"
 
 
 async def test_a_call_let_out_here_counts_once_whatever_the_times_and_other_agents(
