@@ -153,13 +153,8 @@ class AttemptIndex:
             times = kept_times.get(key)
             if times is not None:
                 kept_times[key] = tuple(sorted((*times, at)))
-            mine = pending.get(key)
-            if mine:
-                kept = _without(mine, uniqueid)
-                if kept:
-                    pending[key] = kept
-                else:
-                    del pending[key]
+            if key in pending:
+                self.forget(key, uniqueid)  # our own call, read back: no longer pending
 
     def _sweep(self, since: float) -> None:
         """Drop pending calls older than the period (rows that never reached the store), and

@@ -70,6 +70,21 @@ def _attempts(rows: Sequence[Any], since: float, purposes: Sequence[str]) -> lis
     ]  # fmt: skip
 
 
+def _attempts_of(
+    hashes: Sequence[str], purpose: str, since: float, up_to_id: int | None, without: Sequence[int]
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause (and its parameters) of the calls let out to ``hashes`` for
+    ``purpose`` since ``since``, ids up to ``up_to_id`` (None: all) except ``without``."""
+    marks = ", ".join("?" * len(hashes))
+    skip = f" AND id NOT IN ({', '.join('?' * len(without))})" if without else ""
+    where = (
+        f"callee_hash IN ({marks}) AND at >= ? AND id <= ? AND purpose = ?"
+        f" AND status IN ({_ATTEMPT_MARKS}){skip}"
+    )
+    up_to = 2**62 if up_to_id is None else up_to_id
+    return where, (*hashes, since, up_to, purpose, *ATTEMPT_STATUSES, *without)
+
+
 class ChainEntry(NamedTuple):  # a tuple: one per chained row, made cheaply, inserted as is
     seq: int
     tbl: str
@@ -190,12 +205,9 @@ class ComplianceRepo:
         without: Sequence[int] = (),
     ) -> list[tuple[str, float]]:
         """``attempt_count``'s calls as (callee hash, at), to be kept."""
-        marks = ", ".join("?" * len(hashes))
-        skip = f" AND id NOT IN ({', '.join('?' * len(without))})" if without else ""
+        where, params = _attempts_of(hashes, purpose, since, up_to_id, without)
         rows = await self.db.reads.fetchall(
-            f"SELECT callee_hash, at FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
-            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS}){skip}",
-            (*hashes, since, up_to_id, purpose, *ATTEMPT_STATUSES, *without),
+            f"SELECT callee_hash, at FROM call_audit WHERE {where}", params
         )
         return [(str(r[0]), float(r[1])) for r in rows]
 
@@ -210,14 +222,8 @@ class ComplianceRepo:
         """Calls let out for ``purpose`` to any of ``hashes`` since ``since``, among the rows
         up to ``up_to_id`` (None: all) except ids ``without``: one look-up on call_audit
         (callee_hash, at)."""
-        marks = ", ".join("?" * len(hashes))
-        skip = f" AND id NOT IN ({', '.join('?' * len(without))})" if without else ""
-        row = await self.db.reads.fetchone(
-            f"SELECT COUNT(*) FROM call_audit WHERE callee_hash IN ({marks}) AND at >= ?"
-            f" AND id <= ? AND purpose = ? AND status IN ({_ATTEMPT_MARKS}){skip}",
-            (*hashes, since, 2**62 if up_to_id is None else up_to_id, purpose,
-             *ATTEMPT_STATUSES, *without),
-        )  # fmt: skip
+        where, params = _attempts_of(hashes, purpose, since, up_to_id, without)
+        row = await self.db.reads.fetchone(f"SELECT COUNT(*) FROM call_audit WHERE {where}", params)
         return int(row[0]) if row else 0
 
     # -- admin audit -----------------------------------------------------------------------
